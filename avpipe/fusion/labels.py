@@ -1,0 +1,274 @@
+"""Valence/arousal labels: Aff-Wild2 annotation folders, a plain CSV form, and splits.
+
+Two on-disk forms are read into one in-memory form, :class:`LabelTrack` (one annotated person in
+one video: per-frame valence/arousal, ``-5`` = unlabelled, kept as a boolean ``valid`` mask):
+
+* **Aff-Wild2 folders** — one ``<name>.txt`` per annotated person-video, header
+  ``valence,arousal``, line *i* (1-based after the header) = video frame *i* (= cache row *i-1*).
+  Split sub-folders ``Train_Set/``, ``Validation_Set/`` (and optionally ``Test_Set/``) as in the
+  ABAW releases; any other folder layout is read recursively and split with a split file.
+* **CSV** — columns ``video,frame,valence,arousal`` (optionally ``split``); ``frame`` is the
+  0-based video frame (= cache row). Frames that are not listed are unlabelled.
+
+Video mapping (Aff-Wild2 ``_left``/``_right``): a label named ``X_left`` or ``X_right`` belongs to
+the video whose file stem is ``X`` (e.g. ``X.mp4``, ``X.avi``); both tracks read the same cached
+features. Any other label name ``Y`` belongs to the video whose stem is ``Y``. A label may also
+name the video key itself (``batch2/Y.mp4`` in the CSV form). See :func:`source_video_stem`.
+
+Length tolerance: Aff-Wild2 label files are often a few lines longer or shorter than the decoded
+video. Within ``tolerance`` frames (default :data:`DEFAULT_TOLERANCE`) the labels are padded with
+``-5`` (unlabelled) or truncated; beyond it :class:`LabelLengthError` names the file and both counts
+instead of silently shifting labels against frames.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import warnings
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+
+UNLABELLED = -5.0
+DEFAULT_TOLERANCE = 10
+SPLIT_FOLDERS = {"train_set": "train", "validation_set": "val", "valid_set": "val", "val_set": "val",
+                 "test_set": "test", "train": "train", "val": "val", "validation": "val",
+                 "test": "test"}
+SPLITS = ("train", "val", "test")
+
+
+class LabelError(ValueError):
+    """A label file or table that cannot be used as given."""
+
+
+class LabelLengthError(LabelError):
+    """Label length disagrees with the video's frame count beyond the tolerance."""
+
+
+@dataclass
+class LabelTrack:
+    """Per-frame VA labels of one annotated person in one video.
+
+    ``name`` is the label file stem (``X_left``); ``video_stem`` the source video's stem (``X``);
+    ``values`` is ``(n, 2)`` float32 (valence, arousal) with ``-5`` where unlabelled and ``valid``
+    is ``(n,)`` bool (True where both columns are labelled, as RJA's preprocessing does).
+    """
+
+    name: str
+    video_stem: str
+    values: np.ndarray
+    split: str | None = None
+    source: str = ""
+
+    @property
+    def valid(self) -> np.ndarray:
+        return np.all(self.values != UNLABELLED, axis=1) & np.all(np.isfinite(self.values), axis=1)
+
+    def __len__(self) -> int:
+        return int(self.values.shape[0])
+
+    def aligned(self, n_frames: int, tolerance: int = DEFAULT_TOLERANCE) -> np.ndarray:
+        """Labels fitted to ``n_frames`` rows: pad with -5 / truncate within ``tolerance``."""
+        n = len(self)
+        if abs(n - n_frames) > tolerance:
+            raise LabelLengthError(
+                f"label {self.name!r} ({self.source or 'labels'}) has {n} frames but video "
+                f"{self.video_stem!r} has {n_frames} (difference {n - n_frames:+d} exceeds the "
+                f"tolerance of {tolerance} frames; raise --label-tolerance if the offset is known "
+                f"to be harmless)")
+        if n >= n_frames:
+            return self.values[:n_frames].astype(np.float32, copy=True)
+        pad = np.full((n_frames - n, 2), UNLABELLED, dtype=np.float32)
+        return np.concatenate([self.values.astype(np.float32), pad])
+
+
+def source_video_stem(label_name: str) -> str:
+    """Aff-Wild2 convention: ``X_left``/``X_right`` annotate two people of video ``X``."""
+    for suffix in ("_left", "_right"):
+        if label_name.endswith(suffix) and len(label_name) > len(suffix):
+            return label_name[: -len(suffix)]
+    return label_name
+
+
+def read_affwild2_file(path: Path) -> np.ndarray:
+    """One Aff-Wild2 VA file → ``(n, 2)`` float32. Tolerates a missing header and blank lines."""
+    rows: list[tuple[float, float]] = []
+    with open(path, encoding="utf-8-sig") as fh:
+        for i, line in enumerate(fh):
+            line = line.strip()
+            if not line:
+                continue
+            parts = [p.strip() for p in line.split(",")]
+            if i == 0 and parts[0].lower().startswith("valence"):
+                continue
+            if len(parts) < 2:
+                raise LabelError(f"{path}:{i + 1}: expected 'valence,arousal', got {line!r}")
+            try:
+                rows.append((float(parts[0]), float(parts[1])))
+            except ValueError as e:
+                raise LabelError(f"{path}:{i + 1}: not a number in {line!r}") from e
+    return np.asarray(rows, dtype=np.float32).reshape(-1, 2)
+
+
+def _split_of_folder(parts: Iterable[str]) -> str | None:
+    for p in parts:
+        s = SPLIT_FOLDERS.get(p.lower())
+        if s:
+            return s
+    return None
+
+
+def load_affwild2_dir(root: str | Path) -> list[LabelTrack]:
+    """All ``*.txt`` under ``root``; the split comes from a ``Train_Set``-style parent folder."""
+    root = Path(root)
+    if not root.is_dir():
+        raise LabelError(f"labels folder not found: {root}")
+    tracks: list[LabelTrack] = []
+    seen: dict[str, Path] = {}
+    for p in sorted(root.rglob("*.txt")):
+        rel = p.relative_to(root)
+        if p.name.startswith(".") or p.stem.lower() in ("readme", "splits", "split"):
+            continue
+        name = p.stem
+        if name in seen:
+            raise LabelError(f"label {name!r} appears twice: {seen[name]} and {p}")
+        seen[name] = p
+        tracks.append(LabelTrack(name=name, video_stem=source_video_stem(name),
+                                 values=read_affwild2_file(p), split=_split_of_folder(rel.parts[:-1]),
+                                 source=str(p)))
+    if not tracks:
+        raise LabelError(f"no label files (*.txt) under {root}")
+    return tracks
+
+
+def load_csv(path: str | Path) -> list[LabelTrack]:
+    """CSV with columns ``video,frame,valence,arousal[,split]``; ``frame`` 0-based."""
+    path = Path(path)
+    per: dict[str, list[tuple[int, float, float]]] = {}
+    splits: dict[str, str] = {}
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh)
+        need = {"video", "frame", "valence", "arousal"}
+        if reader.fieldnames is None or not need <= {f.strip() for f in reader.fieldnames}:
+            raise LabelError(f"{path}: CSV needs columns {sorted(need)}, has {reader.fieldnames}")
+        for i, row in enumerate(reader):
+            row = {k.strip(): (v or "").strip() for k, v in row.items() if k}
+            try:
+                per.setdefault(row["video"], []).append(
+                    (int(row["frame"]), float(row["valence"]), float(row["arousal"])))
+            except ValueError as e:
+                raise LabelError(f"{path}:{i + 2}: {e}") from e
+            if row.get("split"):
+                splits[row["video"]] = _normalise_split(row["split"], where=f"{path}:{i + 2}")
+    tracks = []
+    for video, rows in per.items():
+        frames = np.array([r[0] for r in rows])
+        if frames.min() < 0:
+            raise LabelError(f"{path}: negative frame index for video {video!r}")
+        vals = np.full((int(frames.max()) + 1, 2), UNLABELLED, dtype=np.float32)
+        vals[frames] = np.array([(r[1], r[2]) for r in rows], dtype=np.float32)
+        name = PurePosixPath(video).name
+        stem = PurePosixPath(name).stem if PurePosixPath(name).suffix else name
+        tracks.append(LabelTrack(name=video, video_stem=source_video_stem(stem), values=vals,
+                                 split=splits.get(video), source=str(path)))
+    return tracks
+
+
+def load_labels(path: str | Path) -> list[LabelTrack]:
+    """Dispatch on the form: a folder of Aff-Wild2 files, or one CSV file."""
+    p = Path(path)
+    if p.is_dir():
+        return load_affwild2_dir(p)
+    if p.is_file() and p.suffix.lower() in (".csv", ".tsv"):
+        return load_csv(p)
+    raise LabelError(f"labels must be an Aff-Wild2 folder or a .csv file: {p}")
+
+
+def _normalise_split(s: str, *, where: str = "") -> str:
+    v = SPLIT_FOLDERS.get(s.strip().lower(), s.strip().lower())
+    if v not in SPLITS:
+        raise LabelError(f"{where}: unknown split {s!r}; use one of {SPLITS}")
+    return v
+
+
+def read_split_file(path: str | Path) -> dict[str, str]:
+    """Split file: JSON ``{"train": [names], "val": [...]}`` or lines ``name,split``."""
+    p = Path(path)
+    text = p.read_text(encoding="utf-8")
+    out: dict[str, str] = {}
+    if p.suffix.lower() == ".json":
+        data = json.loads(text)
+        for split, names in data.items():
+            for n in names:
+                out[str(n)] = _normalise_split(split, where=str(p))
+        return out
+    for i, line in enumerate(text.splitlines()):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = [x.strip() for x in line.replace("\t", ",").split(",")]
+        if len(parts) < 2:
+            raise LabelError(f"{p}:{i + 1}: expected 'name,split'")
+        if i == 0 and parts[1].lower() == "split":
+            continue
+        out[parts[0]] = _normalise_split(parts[1], where=f"{p}:{i + 1}")
+    return out
+
+
+def assign_splits(tracks: list[LabelTrack], split_file: str | Path | None = None,
+                  val_fraction: float = 0.15, seed: int = 0) -> list[LabelTrack]:
+    """Fill ``split`` on every track.
+
+    Priority: the split file (by track name or video stem) > the folder/CSV split > a
+    deterministic hash split by *video stem* (so ``_left``/``_right`` of one video never straddle
+    train and validation, which would leak the shared audio and face track).
+    """
+    mapping = read_split_file(split_file) if split_file else {}
+    for t in tracks:
+        if t.name in mapping:
+            t.split = mapping[t.name]
+        elif t.video_stem in mapping:
+            t.split = mapping[t.video_stem]
+    missing = [t for t in tracks if t.split is None]
+    if missing and mapping:
+        warnings.warn(f"{len(missing)} label tracks not in the split file; splitting them by hash",
+                      stacklevel=2)
+    for t in missing:
+        h = int(hashlib.sha1(f"{seed}:{t.video_stem}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+        t.split = "val" if h < val_fraction else "train"
+    return tracks
+
+
+def match_videos(tracks: Iterable[LabelTrack], video_keys: Iterable[str]) -> dict[str, str]:
+    """Map each track name to a cached video key (by stem, or by the key itself).
+
+    Raises :class:`LabelError` when a stem matches two different keys (two folders holding
+    ``X.mp4``): guessing would silently train on the wrong video.
+    """
+    by_stem: dict[str, list[str]] = {}
+    keys = list(video_keys)
+    for k in keys:
+        by_stem.setdefault(PurePosixPath(k).stem, []).append(k)
+    keyset = set(keys)
+    out: dict[str, str] = {}
+    for t in tracks:
+        if t.name in keyset:
+            out[t.name] = t.name
+            continue
+        cands = by_stem.get(t.video_stem, [])
+        if len(cands) > 1:
+            raise LabelError(f"label {t.name!r} matches several videos {sorted(cands)}; "
+                             f"use a CSV with the full video key")
+        if cands:
+            out[t.name] = cands[0]
+    return out
+
+
+def split_counts(tracks: Iterable[LabelTrack]) -> Mapping[str, int]:
+    c: dict[str, int] = {}
+    for t in tracks:
+        c[t.split or "?"] = c.get(t.split or "?", 0) + 1
+    return c

@@ -1,0 +1,159 @@
+"""Video discovery and content identity.
+
+Two names per video (design.md, "Identity and keys"):
+
+* the **key** — path relative to the ``--videos`` root, POSIX, Unicode NFC. It names things for
+  people and is never used to build a path inside the cache;
+* the **content id** — a streamed hash of the bytes. It names things for the cache, so the same
+  bytes in two folders (or a moved folder) are one entry.
+
+Hashing is the only expensive part of discovery, so content ids are memoised by
+``(size, mtime_ns, inode)`` in the index (see :meth:`avpipe.pipeline.index.Index.file_memo`): a warm
+run stats files and re-reads nothing.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+import unicodedata
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+#: Containers discovery picks up (case-insensitive). Audio-only containers are left out on
+#: purpose: the pipeline is about videos; an audio-only file *named* like a video still gets a
+#: clear per-video error from ``probe``.
+VIDEO_EXTENSIONS = frozenset({
+    ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".mts",
+    ".flv", ".wmv", ".3gp", ".ogv",
+})
+
+HASH_CHUNK = 1 << 20
+
+
+def normalize_key(rel: str) -> str:
+    """The canonical key for a relative path: POSIX separators, NFC (macOS writes NFD names)."""
+    return unicodedata.normalize("NFC", rel.replace(os.sep, "/"))
+
+
+def content_hash(path: str | os.PathLike[str]) -> str:
+    """blake2b-160 of the file's bytes, streamed in 1 MiB chunks (hex, 40 characters)."""
+    h = hashlib.blake2b(digest_size=20)
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(HASH_CHUNK), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class FoundFile:
+    """A discovered file with the stat facts the content-id memo is keyed by."""
+
+    key: str
+    path: Path  # absolute (symlinks not resolved: the user's view)
+    size: int
+    mtime_ns: int
+    inode: int
+
+    @property
+    def memo_key(self) -> tuple[int, int, int]:
+        return (self.size, self.mtime_ns, self.inode)
+
+
+def _is_hidden(name: str) -> bool:
+    return name.startswith(".")
+
+
+def iter_video_files(root: str | os.PathLike[str],
+                     extensions: frozenset[str] = VIDEO_EXTENSIONS) -> Iterator[FoundFile]:
+    """Walk ``root`` recursively and yield video files in sorted key order.
+
+    * hidden files and folders (``.name``) are skipped;
+    * symlinked folders are followed, but each real folder is walked once (no loops, no
+      duplicates through two links); symlinked files are followed (stat of the target);
+    * broken links and unreadable entries are skipped;
+    * ``root`` may also be one file: its key is its name.
+    """
+    rootp = Path(root).expanduser().absolute()
+    if rootp.is_file():
+        st = rootp.stat()
+        yield FoundFile(normalize_key(rootp.name), rootp, st.st_size, st.st_mtime_ns, st.st_ino)
+        return
+    if not rootp.is_dir():
+        raise FileNotFoundError(f"videos folder not found: {rootp}")
+    seen_dirs: set[tuple[int, int]] = set()
+    seen_keys: set[str] = set()
+    out: list[FoundFile] = []
+
+    def walk(d: Path, rel: str) -> None:
+        try:
+            st = d.stat()
+        except OSError:
+            return
+        ident = (st.st_dev, st.st_ino)
+        if ident in seen_dirs:
+            return
+        seen_dirs.add(ident)
+        try:
+            entries = sorted(os.scandir(d), key=lambda e: e.name)
+        except OSError:
+            return
+        for e in entries:
+            if _is_hidden(e.name):
+                continue
+            child_rel = f"{rel}/{e.name}" if rel else e.name
+            try:
+                if e.is_dir(follow_symlinks=True):
+                    walk(Path(e.path), child_rel)
+                    continue
+                if not e.is_file(follow_symlinks=True):
+                    continue
+                if os.path.splitext(e.name)[1].lower() not in extensions:
+                    continue
+                fst = os.stat(e.path)  # follows a symlinked file to its target
+            except OSError:
+                continue  # broken link, permission denied: not a video we can read
+            key = normalize_key(child_rel)
+            if key in seen_keys:  # NFC and NFD spellings of one name: keep the first
+                continue
+            seen_keys.add(key)
+            out.append(FoundFile(key, Path(e.path), fst.st_size, fst.st_mtime_ns, fst.st_ino))
+
+    walk(rootp, "")
+    out.sort(key=lambda f: f.key)
+    yield from out
+
+
+@dataclass(frozen=True)
+class Video:
+    """A discovered file with its content id (``hashed`` says whether this run had to read it)."""
+
+    key: str
+    path: Path
+    content_id: str
+    size: int
+    mtime_ns: int
+    inode: int
+    hashed: bool = False
+
+
+def identify(files: list[FoundFile], memo: Mapping[tuple[int, int, int], str]) -> list[Video]:
+    """Content ids for ``files``: memo hit by (size, mtime_ns, inode), else hash the bytes.
+
+    An unreadable file still gets an id (of its path and the error) so that it reaches ``probe``
+    and gets a clear per-video error instead of aborting discovery.
+    """
+    out: list[Video] = []
+    for f in files:
+        cid = memo.get(f.memo_key)
+        hashed = False
+        if cid is None:
+            try:
+                cid = content_hash(f.path)
+            except OSError as e:
+                cid = "unreadable-" + hashlib.blake2b(
+                    f"{f.key}|{e}|{time.time_ns()}".encode(), digest_size=8).hexdigest()
+            hashed = True
+        out.append(Video(f.key, f.path, cid, f.size, f.mtime_ns, f.inode, hashed))
+    return out

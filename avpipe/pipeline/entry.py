@@ -1,0 +1,161 @@
+"""Read-side view of one cache entry (stage fingerprint × content id).
+
+Two implementations share one surface so that stages, the trainer and tests do not care where an
+entry comes from: :class:`ShardEntry` reads lazily from an HDF5 shard named by the index,
+:class:`MemoryEntry` wraps a fresh :class:`StageResult` (tests, and stages fed in-process).
+"""
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from avpipe.pipeline.shard import group_attrs, provenance_attrs, read_array
+from avpipe.pipeline.stage import StageResult
+
+
+class Entry:
+    """One stage's output for one video.
+
+    * ``data`` — the main array (``(n_frames, dim)`` for per-frame stages);
+    * ``mask`` — ``(len(data),)`` bool, all True when the stage stored none;
+    * ``attrs`` — the stage's JSON attrs (window convention, ``present`` ...);
+    * ``extras`` / ``extra(name)`` — further arrays;
+    * ``timestamps`` — seconds of each video frame (the probe's time base), when known;
+    * ``read_rows(start, stop)`` — a slice of ``data`` without reading the rest (HDF5 chunks).
+    """
+
+    stage: str
+    fingerprint: str
+    content_id: str
+    key: str | None
+
+    @property
+    def data(self) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @property
+    def mask(self) -> np.ndarray:  # pragma: no cover
+        raise NotImplementedError
+
+    @property
+    def attrs(self) -> dict[str, Any]:  # pragma: no cover
+        raise NotImplementedError
+
+    @property
+    def extras(self) -> list[str]:  # pragma: no cover
+        raise NotImplementedError
+
+    def extra(self, name: str) -> np.ndarray:  # pragma: no cover
+        raise NotImplementedError
+
+    def read_rows(self, start: int, stop: int) -> np.ndarray:
+        return self.data[start:stop]
+
+    timestamps: np.ndarray | None = None
+
+    @property
+    def present(self) -> bool:
+        """False where the stage recorded absence (e.g. no audio stream)."""
+        return bool(self.attrs.get("present", True))
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.stage}@{self.fingerprint[:12]} {self.key or self.content_id[:12]}>"
+
+
+class MemoryEntry(Entry):
+    def __init__(self, result: StageResult, *, stage: str = "", fingerprint: str = "",
+                 content_id: str = "", key: str | None = None,
+                 timestamps: np.ndarray | None = None) -> None:
+        self._r = result
+        self.stage, self.fingerprint, self.content_id, self.key = stage, fingerprint, content_id, key
+        self.timestamps = timestamps
+
+    @property
+    def data(self) -> np.ndarray:
+        return np.asarray(self._r.data)
+
+    @property
+    def mask(self) -> np.ndarray:
+        if self._r.mask is None:
+            return np.ones(len(self._r.data) if np.ndim(self._r.data) else 0, dtype=bool)
+        return np.asarray(self._r.mask, dtype=bool)
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        return dict(self._r.attrs)
+
+    @property
+    def extras(self) -> list[str]:
+        return sorted(self._r.extras)
+
+    def extra(self, name: str) -> np.ndarray:
+        if name not in self._r.extras:
+            raise KeyError(f"{self.stage}: no extra {name!r}; have {self.extras}")
+        return np.asarray(self._r.extras[name])
+
+
+class ShardEntry(Entry):
+    """Lazily reads group ``content_id`` of ``shard``. Opens the file per access (read-only),
+    so entries can be held cheaply and passed between processes by value."""
+
+    def __init__(self, shard: Path, *, stage: str, fingerprint: str, content_id: str,
+                 key: str | None = None, timestamps: np.ndarray | None = None) -> None:
+        self.shard = Path(shard)
+        self.stage, self.fingerprint, self.content_id, self.key = stage, fingerprint, content_id, key
+        self.timestamps = timestamps
+
+    def _open(self) -> Any:
+        import h5py
+
+        return h5py.File(self.shard, "r")
+
+    @cached_property
+    def data(self) -> np.ndarray:  # type: ignore[override]
+        with self._open() as h5:
+            return read_array(h5[self.content_id]["data"])
+
+    @cached_property
+    def mask(self) -> np.ndarray:  # type: ignore[override]
+        with self._open() as h5:
+            g = h5[self.content_id]
+            if "mask" in g:
+                return g["mask"][()].astype(bool)
+            n = g["data"].shape[0] if g["data"].ndim else 0
+            return np.ones(n, dtype=bool)
+
+    @cached_property
+    def attrs(self) -> dict[str, Any]:  # type: ignore[override]
+        with self._open() as h5:
+            return group_attrs(h5[self.content_id])
+
+    @cached_property
+    def provenance(self) -> dict[str, Any]:
+        with self._open() as h5:
+            return provenance_attrs(h5[self.content_id])
+
+    @cached_property
+    def extras(self) -> list[str]:  # type: ignore[override]
+        with self._open() as h5:
+            g = h5[self.content_id]
+            return sorted(g["extras"].keys()) if "extras" in g else []
+
+    def extra(self, name: str) -> np.ndarray:
+        with self._open() as h5:
+            g = h5[self.content_id]
+            if "extras" not in g or name not in g["extras"]:
+                raise KeyError(f"{self.stage}: no extra {name!r} for {self.key or self.content_id}")
+            return read_array(g["extras"][name])
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        with self._open() as h5:
+            return tuple(h5[self.content_id]["data"].shape)
+
+    def read_rows(self, start: int, stop: int) -> np.ndarray:
+        if "data" in self.__dict__:
+            return self.__dict__["data"][start:stop]
+        with self._open() as h5:
+            return h5[self.content_id]["data"][start:stop]

@@ -1,0 +1,335 @@
+"""The SQLite index: the only truth of what is complete in a cache.
+
+A shard on disk proves nothing; an entry exists when, and only when, its row is here. The driver
+is the only writer (workers return what they wrote and the driver commits it, one transaction per
+task), so SQLite's single-writer model fits, and WAL mode lets readers (the trainer, ``status``)
+read while an ``extract`` runs.
+
+Tables::
+
+    files        path PK, key, size, mtime_ns, inode, content_id, last_seen   (content-id memo)
+    fingerprints fingerprint PK, stage, version, config_json, weights_id, upstream (json), created
+    entries      (fingerprint, content_id) PK, shard (relpath under the cache root), n_rows, created
+    shards       relpath PK, size, mtime_ns, blake2 (of the file), created
+    failures     (fingerprint, content_id) PK, stage, key, error_type, message, traceback, time
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from avpipe.pipeline.fingerprint import Fingerprint
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS files (
+    path TEXT PRIMARY KEY, key TEXT NOT NULL, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
+    inode INTEGER NOT NULL, content_id TEXT NOT NULL, last_seen REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS files_stat ON files (size, mtime_ns, inode);
+CREATE INDEX IF NOT EXISTS files_key ON files (key);
+CREATE INDEX IF NOT EXISTS files_cid ON files (content_id);
+CREATE TABLE IF NOT EXISTS fingerprints (
+    fingerprint TEXT PRIMARY KEY, stage TEXT NOT NULL, version TEXT NOT NULL,
+    config_json TEXT NOT NULL, weights_id TEXT, upstream TEXT NOT NULL, created REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS fingerprints_stage ON fingerprints (stage);
+CREATE TABLE IF NOT EXISTS entries (
+    fingerprint TEXT NOT NULL, content_id TEXT NOT NULL, shard TEXT NOT NULL,
+    n_rows INTEGER NOT NULL, created REAL NOT NULL, PRIMARY KEY (fingerprint, content_id));
+CREATE INDEX IF NOT EXISTS entries_cid ON entries (content_id);
+CREATE INDEX IF NOT EXISTS entries_shard ON entries (shard);
+CREATE TABLE IF NOT EXISTS shards (
+    relpath TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
+    blake2 TEXT NOT NULL, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS failures (
+    fingerprint TEXT NOT NULL, content_id TEXT NOT NULL, stage TEXT NOT NULL, key TEXT,
+    error_type TEXT NOT NULL, message TEXT NOT NULL, traceback TEXT, time REAL NOT NULL,
+    PRIMARY KEY (fingerprint, content_id));
+CREATE INDEX IF NOT EXISTS failures_stage ON failures (stage);
+"""
+
+
+@dataclass(frozen=True)
+class ShardRecord:
+    """What a worker wrote: one durable shard and the content ids (with row counts) inside."""
+
+    relpath: str
+    size: int
+    mtime_ns: int
+    blake2: str
+    rows: dict[str, int]  # content_id -> n_rows
+
+
+@dataclass(frozen=True)
+class FailureRecord:
+    stage: str
+    fingerprint: str
+    content_id: str
+    key: str | None
+    error_type: str
+    message: str
+    traceback: str
+    time: float
+
+
+class Index:
+    """Thin typed wrapper over the SQLite file. One connection per instance (per process)."""
+
+    def __init__(self, path: str | Path, *, readonly: bool = False) -> None:
+        self.path = Path(path)
+        self.readonly = readonly
+        if readonly:
+            if not self.path.exists():
+                raise FileNotFoundError(f"no cache index at {self.path}")
+            uri = f"file:{self.path}?mode=ro"
+            self.db = sqlite3.connect(uri, uri=True, timeout=60, isolation_level=None)
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(str(self.path), timeout=60, isolation_level=None)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.executescript(_SCHEMA)
+            self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+        self.db.execute("PRAGMA busy_timeout=60000")
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> "Index":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # -- transactions -----------------------------------------------------------------------
+    def _tx(self) -> "_Tx":
+        return _Tx(self.db)
+
+    # -- files (content-id memo) ------------------------------------------------------------
+    def file_memo(self) -> dict[tuple[int, int, int], str]:
+        """(size, mtime_ns, inode) → content id, for every file ever seen. One query."""
+        return {(s, m, i): c for s, m, i, c in
+                self.db.execute("SELECT size, mtime_ns, inode, content_id FROM files")}
+
+    def upsert_files(self, rows: Iterable[tuple[str, str, int, int, int, str]]) -> None:
+        """rows of (path, key, size, mtime_ns, inode, content_id); last_seen = now."""
+        now = time.time()
+        with self._tx():
+            self.db.executemany(
+                "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(*r, now) for r in rows])
+
+    def videos(self) -> list[tuple[str, str]]:
+        """(key, content_id) pairs known, most recently seen first per key."""
+        return [(k, c) for k, c in self.db.execute(
+            "SELECT key, content_id FROM files GROUP BY key, content_id "
+            "ORDER BY key, MAX(last_seen) DESC")]
+
+    def content_ids_for_key(self, key: str) -> list[str]:
+        return [c for (c,) in self.db.execute(
+            "SELECT content_id FROM files WHERE key = ? GROUP BY content_id "
+            "ORDER BY MAX(last_seen) DESC", (key,))]
+
+    def keys_for(self, content_id: str) -> list[str]:
+        return [k for (k,) in self.db.execute(
+            "SELECT DISTINCT key FROM files WHERE content_id = ? ORDER BY key", (content_id,))]
+
+    def content_ids_with_prefix(self, prefix: str) -> list[str]:
+        like = prefix.replace("%", "").replace("_", "") + "%"
+        rows = self.db.execute(
+            "SELECT content_id FROM files WHERE content_id LIKE ? UNION "
+            "SELECT content_id FROM entries WHERE content_id LIKE ? UNION "
+            "SELECT content_id FROM failures WHERE content_id LIKE ?", (like, like, like))
+        return sorted({c for (c,) in rows if c.startswith(prefix)})
+
+    # -- fingerprints -----------------------------------------------------------------------
+    def add_fingerprint(self, fp: Fingerprint) -> None:
+        with self._tx():
+            self.db.execute(
+                "INSERT OR IGNORE INTO fingerprints VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (fp.value, fp.stage, fp.version, fp.config_json, fp.weights_id,
+                 fp.upstream_json(), time.time()))
+
+    def fingerprint_rows(self, stage: str | None = None) -> list[dict[str, Any]]:
+        q = "SELECT fingerprint, stage, version, config_json, weights_id, upstream, created FROM fingerprints"
+        args: tuple[Any, ...] = ()
+        if stage is not None:
+            q += " WHERE stage = ?"
+            args = (stage,)
+        q += " ORDER BY stage, created"
+        cols = ("fingerprint", "stage", "version", "config_json", "weights_id", "upstream", "created")
+        out = []
+        for row in self.db.execute(q, args):
+            d = dict(zip(cols, row))
+            d["upstream"] = json.loads(d["upstream"])
+            out.append(d)
+        return out
+
+    def fingerprint_row(self, fingerprint: str) -> dict[str, Any] | None:
+        row = self.db.execute(
+            "SELECT fingerprint, stage, version, config_json, weights_id, upstream, created "
+            "FROM fingerprints WHERE fingerprint = ?", (fingerprint,)).fetchone()
+        if row is None:
+            return None
+        cols = ("fingerprint", "stage", "version", "config_json", "weights_id", "upstream", "created")
+        d = dict(zip(cols, row))
+        d["upstream"] = json.loads(d["upstream"])
+        return d
+
+    def stages(self) -> list[str]:
+        return [s for (s,) in self.db.execute("SELECT DISTINCT stage FROM fingerprints ORDER BY stage")]
+
+    def fingerprints_with_prefix(self, prefix: str) -> list[str]:
+        like = prefix.replace("%", "").replace("_", "") + "%"
+        return [f for (f,) in self.db.execute(
+            "SELECT fingerprint FROM fingerprints WHERE fingerprint LIKE ?", (like,))
+            if f.startswith(prefix)]
+
+    def downstream_fingerprints(self, roots: Iterable[str]) -> set[str]:
+        """Every known fingerprint that reads any of ``roots``, transitively (excluding roots)."""
+        rows = [(r["fingerprint"], set(r["upstream"].values())) for r in self.fingerprint_rows()]
+        found: set[str] = set()
+        frontier = set(roots)
+        while frontier:
+            nxt = {fp for fp, ups in rows if ups & frontier and fp not in found}
+            found |= nxt
+            frontier = nxt
+        return found - set(roots)
+
+    # -- entries ----------------------------------------------------------------------------
+    def done(self, fingerprint: str) -> set[str]:
+        """Content ids with a complete entry for ``fingerprint``. One query."""
+        return {c for (c,) in self.db.execute(
+            "SELECT content_id FROM entries WHERE fingerprint = ?", (fingerprint,))}
+
+    def failed(self, fingerprint: str) -> set[str]:
+        return {c for (c,) in self.db.execute(
+            "SELECT content_id FROM failures WHERE fingerprint = ?", (fingerprint,))}
+
+    def shards_of(self, fingerprint: str) -> list[tuple[str, int | None, int | None]]:
+        """Distinct shards holding entries of ``fingerprint`` with their recorded size/mtime."""
+        return list(self.db.execute(
+            "SELECT DISTINCT e.shard, s.size, s.mtime_ns FROM entries e "
+            "LEFT JOIN shards s ON s.relpath = e.shard WHERE e.fingerprint = ?", (fingerprint,)))
+
+    def entry(self, fingerprint: str, content_id: str) -> tuple[str, int, float] | None:
+        row = self.db.execute(
+            "SELECT shard, n_rows, created FROM entries WHERE fingerprint = ? AND content_id = ?",
+            (fingerprint, content_id)).fetchone()
+        return tuple(row) if row else None  # type: ignore[return-value]
+
+    def latest_entry(self, stage: str, content_id: str) -> tuple[str, str, int, float] | None:
+        """(fingerprint, shard, n_rows, created) of the newest entry of ``stage`` for a video."""
+        row = self.db.execute(
+            "SELECT e.fingerprint, e.shard, e.n_rows, e.created FROM entries e "
+            "JOIN fingerprints f ON f.fingerprint = e.fingerprint "
+            "WHERE f.stage = ? AND e.content_id = ? ORDER BY e.created DESC LIMIT 1",
+            (stage, content_id)).fetchone()
+        return tuple(row) if row else None  # type: ignore[return-value]
+
+    def entries(self, stage: str | None = None, content_id: str | None = None) -> list[dict[str, Any]]:
+        q = ("SELECT f.stage, e.fingerprint, e.content_id, e.shard, e.n_rows, e.created "
+             "FROM entries e JOIN fingerprints f ON f.fingerprint = e.fingerprint")
+        cond, args = [], []
+        if stage is not None:
+            cond.append("f.stage = ?")
+            args.append(stage)
+        if content_id is not None:
+            cond.append("e.content_id = ?")
+            args.append(content_id)
+        if cond:
+            q += " WHERE " + " AND ".join(cond)
+        q += " ORDER BY f.stage, e.created"
+        cols = ("stage", "fingerprint", "content_id", "shard", "n_rows", "created")
+        return [dict(zip(cols, r)) for r in self.db.execute(q, args)]
+
+    def shard_rows(self) -> list[tuple[str, int, int, str]]:
+        return list(self.db.execute("SELECT relpath, size, mtime_ns, blake2 FROM shards ORDER BY relpath"))
+
+    def referenced_shards(self) -> set[str]:
+        return {s for (s,) in self.db.execute("SELECT DISTINCT shard FROM entries")}
+
+    def drop_shards(self, relpaths: Sequence[str]) -> int:
+        """Forget shards (corrupt, missing, changed): their entries stop existing. Returns the
+        number of entries dropped."""
+        if not relpaths:
+            return 0
+        n = 0
+        with self._tx():
+            for rp in relpaths:
+                n += self.db.execute("DELETE FROM entries WHERE shard = ?", (rp,)).rowcount
+                self.db.execute("DELETE FROM shards WHERE relpath = ?", (rp,))
+        return n
+
+    def drop_unreferenced_shard_rows(self) -> list[str]:
+        rows = [r for (r,) in self.db.execute(
+            "SELECT relpath FROM shards WHERE relpath NOT IN (SELECT DISTINCT shard FROM entries)")]
+        with self._tx():
+            for rp in rows:
+                self.db.execute("DELETE FROM shards WHERE relpath = ?", (rp,))
+        return rows
+
+    def commit_task(self, fingerprint: str, stage: str, shard: ShardRecord | None,
+                    failures: Sequence[FailureRecord], invalidate: Sequence[str] = ()) -> None:
+        """Record one task's outcome atomically: the shard, its entries, its failures.
+
+        ``invalidate``: fingerprints whose entries for the committed content ids must go (the
+        dependents of a ``--force``d stage), in the same transaction, so a crash can never leave
+        a recomputed stage beside stale dependents.
+        """
+        now = time.time()
+        with self._tx():
+            if shard is not None and shard.rows:
+                self.db.execute("INSERT OR REPLACE INTO shards VALUES (?, ?, ?, ?, ?)",
+                                (shard.relpath, shard.size, shard.mtime_ns, shard.blake2, now))
+                for cid, n in shard.rows.items():
+                    self.db.execute("INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?)",
+                                    (fingerprint, cid, shard.relpath, int(n), now))
+                    self.db.execute("DELETE FROM failures WHERE fingerprint = ? AND content_id = ?",
+                                    (fingerprint, cid))
+                    for dfp in invalidate:
+                        self.db.execute("DELETE FROM entries WHERE fingerprint = ? AND content_id = ?",
+                                        (dfp, cid))
+            for f in failures:
+                self.db.execute("DELETE FROM entries WHERE fingerprint = ? AND content_id = ?",
+                                (f.fingerprint, f.content_id))
+                self.db.execute("INSERT OR REPLACE INTO failures VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                                (f.fingerprint, f.content_id, f.stage, f.key, f.error_type,
+                                 f.message, f.traceback, f.time))
+                for dfp in invalidate:
+                    self.db.execute("DELETE FROM entries WHERE fingerprint = ? AND content_id = ?",
+                                    (dfp, f.content_id))
+
+    def failures(self, stage: str | None = None, content_id: str | None = None) -> list[FailureRecord]:
+        q = ("SELECT stage, fingerprint, content_id, key, error_type, message, traceback, time "
+             "FROM failures")
+        cond, args = [], []
+        if stage is not None:
+            cond.append("stage = ?")
+            args.append(stage)
+        if content_id is not None:
+            cond.append("content_id = ?")
+            args.append(content_id)
+        if cond:
+            q += " WHERE " + " AND ".join(cond)
+        q += " ORDER BY stage, key"
+        return [FailureRecord(*r) for r in self.db.execute(q, args)]
+
+
+class _Tx:
+    """BEGIN IMMEDIATE … COMMIT (ROLLBACK on error): one atomic write."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+        self.db.execute("ROLLBACK" if exc_type else "COMMIT")

@@ -1,0 +1,101 @@
+"""HDF5 shard layout: how one stage's results for several videos live in one file.
+
+Layout of a shard (one file, written by exactly one worker, then renamed into place)::
+
+    /<content_id>/               group per video; attrs: stage, version, fingerprint, content_id,
+                                 config_json, weights_id, avpipe_version, attrs_json
+    /<content_id>/data           (frames, dim) for per-frame stages; chunked along time, gzip
+    /<content_id>/mask           (frames,) bool, True = valid row           (absent = all valid)
+    /<content_id>/extras/<name>  any further array; 1-D str arrays are variable-length UTF-8
+
+Plain h5py reads it: ``h5py.File(shard)[content_id]["data"][:]``. Readers must go through the
+index (see store.py) to learn *which* shard holds a complete entry; a file on disk proves nothing.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from avpipe.pipeline.stage import StageResult
+
+STR_DTYPE_KIND = ("U", "O", "T")
+
+
+def _chunks(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...] | None:
+    """Chunk along time (axis 0) so a window read touches few chunks; ~256 KiB per chunk."""
+    if len(shape) == 0 or shape[0] == 0:
+        return None
+    row = max(1, int(np.prod(shape[1:], dtype=np.int64)) * itemsize)
+    rows = int(max(1, min(shape[0], (256 * 1024) // row)))
+    return (rows,) + tuple(int(s) for s in shape[1:])
+
+
+def _write_array(group: Any, name: str, arr: np.ndarray) -> None:
+    import h5py
+
+    arr = np.asarray(arr)
+    if arr.dtype.kind in STR_DTYPE_KIND:
+        group.create_dataset(name, data=[str(s) for s in arr.reshape(-1)],
+                             dtype=h5py.string_dtype("utf-8"))
+        return
+    if arr.dtype == np.float64 and name not in ("timestamps",):
+        pass  # keep precision as given: stages choose their dtype
+    kwargs: dict[str, Any] = {}
+    if arr.ndim >= 1 and arr.size > 0:
+        kwargs = {"chunks": _chunks(arr.shape, arr.dtype.itemsize), "compression": "gzip",
+                  "compression_opts": 4, "shuffle": True}
+    group.create_dataset(name, data=arr, **kwargs)
+
+
+def write_result(h5: Any, content_id: str, result: StageResult, provenance: Mapping[str, Any]) -> None:
+    """Write one video's result as group ``content_id`` into an open (temporary) shard."""
+    if content_id in h5:
+        del h5[content_id]
+    g = h5.create_group(content_id)
+    for k, v in provenance.items():
+        g.attrs[k] = v if isinstance(v, (int, float, str, bool)) else json.dumps(v, sort_keys=True)
+    g.attrs["attrs_json"] = json.dumps(result.attrs, sort_keys=True, default=_json_default)
+    _write_array(g, "data", np.asarray(result.data))
+    if result.mask is not None:
+        g.create_dataset("mask", data=np.asarray(result.mask, dtype=bool))
+    if result.extras:
+        eg = g.create_group("extras")
+        for name, arr in result.extras.items():
+            _write_array(eg, name, arr)
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"attrs value of type {type(o).__name__} is not JSON-able")
+
+
+def read_array(ds: Any) -> np.ndarray:
+    """Read a dataset; variable-length strings come back as an object array of str."""
+    import h5py
+
+    if h5py.check_string_dtype(ds.dtype) is not None:
+        return np.array(ds.asstr()[()], dtype=object)
+    return ds[()]
+
+
+def group_attrs(group: Any) -> dict[str, Any]:
+    raw = group.attrs.get("attrs_json", "{}")
+    return json.loads(raw if isinstance(raw, str) else raw.decode())
+
+
+def provenance_attrs(group: Any) -> dict[str, Any]:
+    out = {}
+    for k, v in group.attrs.items():
+        if k == "attrs_json":
+            continue
+        out[k] = v.item() if isinstance(v, np.generic) else v
+    return out
