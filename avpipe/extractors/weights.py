@@ -182,3 +182,96 @@ def verify_weights(name: str, override: str | os.PathLike[str] | None = None) ->
     if got != spec.sha256:
         return False, f"checksum mismatch: expected {spec.sha256[:16]}…, got {got[:16]}…"
     return True, "ok"
+
+
+# -- obtaining files: downloads with a clear offline message ---------------------------------
+def weights_override(runtime: object | None, name: str) -> str | None:
+    """The user path given for ``name`` (``--weights NAME=PATH``, i.e. ``Runtime.weights``)."""
+    w = getattr(runtime, "weights", None) or {}
+    return w.get(name)
+
+
+def download_file(url: str, dest: str | os.PathLike[str], *, name: str | None = None,
+                  sha256: str | None = None, timeout: float = 30.0) -> Path:
+    """Download ``url`` to ``dest`` atomically (temp file + rename), checking ``sha256`` if given.
+
+    Why a wrapper: an offline machine should get one sentence it can act on (which host could not
+    be reached, where to put the file by hand), not a urllib traceback.
+    """
+    import socket
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    from avpipe.pipeline.atomic import commit_file, temp_path_for
+
+    dest = Path(dest)
+    host = urllib.parse.urlparse(url).hostname or url
+    hint = f"--weights {name}=PATH" if name else "--weights NAME=PATH"
+    tmp = temp_path_for(dest)
+    h = hashlib.sha256()
+    try:
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as src, open(tmp, "wb") as out:
+                for chunk in iter(lambda: src.read(1 << 20), b""):
+                    out.write(chunk)
+                    h.update(chunk)
+        except (urllib.error.URLError, socket.timeout, ConnectionError, OSError) as e:
+            reason = getattr(e, "reason", e)
+            raise WeightsMissingError(
+                f"no network access to {host} ({reason}); download {url} elsewhere and place it "
+                f"at {dest} or pass {hint}") from e
+        if sha256 and h.hexdigest() != sha256:
+            raise WeightsMissingError(
+                f"downloaded {url} but its sha256 {h.hexdigest()[:16]}… does not match the expected "
+                f"{sha256[:16]}…; retry, or place a correct copy at {dest}")
+        commit_file(tmp, dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return dest
+
+
+def fetch_weights(name: str) -> Path:
+    """Make ``name`` present (download or convert as its spec says) and return its path."""
+    return resolve_weights(name, obtain=True)
+
+
+def weights_row(name: str, *, checksum: bool = True) -> dict[str, object]:
+    """One registry row for ``avpipe models list``: what, where, how obtained, present, checksum."""
+    spec = get_spec(name)
+    found = find_weights(name)
+    row: dict[str, object] = {
+        "name": spec.name,
+        "source": spec.source,
+        "present": found is not None,
+        "path": str(found if found is not None else spec.default_path()),
+        "expected_sha256": spec.sha256,
+        "sha256": file_checksum(found) if (found is not None and checksum) else None,
+        "url": spec.url,
+        "package": spec.package,
+        "description": spec.description,
+        "how": spec.how,
+    }
+    return row
+
+
+def torch_hub_checkpoints() -> Path:
+    """torch.hub's checkpoint folder, computed without importing torch (planning stays fast)."""
+    th = os.environ.get("TORCH_HOME")
+    if th:
+        return Path(th) / "hub" / "checkpoints"
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg) / "torch" / "hub" / "checkpoints"
+
+
+def whisper_cache() -> Path:
+    """openai-whisper's own download folder (the same rule ``whisper.load_model`` uses)."""
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg) / "whisper"
+
+
+def hf_offline() -> bool:
+    """True when Hugging Face hub access is switched off (``HF_HUB_OFFLINE``/``TRANSFORMERS_OFFLINE``)."""
+    return any(os.environ.get(k, "").strip().lower() in ("1", "true", "yes", "on")
+               for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))

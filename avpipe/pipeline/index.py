@@ -208,6 +208,11 @@ class Index:
         return {c for (c,) in self.db.execute(
             "SELECT content_id FROM entries WHERE fingerprint = ?", (fingerprint,))}
 
+    def entry_shards(self, fingerprint: str) -> dict[str, str]:
+        """content id → shard relpath for every entry of ``fingerprint``. One query."""
+        return dict(self.db.execute(
+            "SELECT content_id, shard FROM entries WHERE fingerprint = ?", (fingerprint,)))
+
     def failed(self, fingerprint: str) -> set[str]:
         return {c for (c,) in self.db.execute(
             "SELECT content_id FROM failures WHERE fingerprint = ?", (fingerprint,))}

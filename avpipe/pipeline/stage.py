@@ -147,10 +147,40 @@ def register_stage(cls: type[Stage]) -> type[Stage]:
     return cls
 
 
+_PLUGINS_LOADED: set[str] = set()
+
+
+def load_plugins(spec: str | None = None) -> list[str]:
+    """Import the stage modules named in ``$AVPIPE_PLUGINS`` (comma-separated module names).
+
+    Why: users' own stages (and test-only stages in subprocess tests) register themselves on
+    import with :func:`register_stage`; naming their modules here makes ``avpipe extract`` and
+    every worker process see them. Each module is imported once; a module that cannot be
+    imported is an error (a typo must not silently drop a stage).
+    """
+    import importlib
+    import os
+
+    raw = os.environ.get("AVPIPE_PLUGINS", "") if spec is None else spec
+    loaded = []
+    for mod in (m.strip() for m in raw.split(",")):
+        if not mod or mod in _PLUGINS_LOADED:
+            continue
+        try:
+            importlib.import_module(mod)
+        except ImportError as e:
+            raise ImportError(f"AVPIPE_PLUGINS names module {mod!r}, which cannot be imported: {e}") from e
+        _PLUGINS_LOADED.add(mod)
+        loaded.append(mod)
+    return loaded
+
+
 def stage_registry() -> dict[str, type[Stage]]:
-    """All registered stages (importing avpipe.extractors registers the built-in ones)."""
+    """All registered stages: the built-ins (importing avpipe.extractors registers them) and
+    the modules named in ``$AVPIPE_PLUGINS``."""
     import avpipe.extractors  # noqa: F401  (registers built-ins)
 
+    load_plugins()
     return dict(_REGISTRY)
 
 

@@ -190,7 +190,7 @@ class Cache:
             fp = self._resolve_fingerprint(fingerprint)
             if fp is None:
                 raise KeyError(f"unknown fingerprint {fingerprint!r}")
-        elif stage_or_fingerprint not in self.index.stages():
+        elif stage_or_fingerprint not in self.index.stages() and _HEX_RE.match(stage_or_fingerprint):
             fp = self._resolve_fingerprint(stage_or_fingerprint)
             if fp is None:
                 raise KeyError(f"{stage_or_fingerprint!r} is neither a cached stage "

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from avpipe.fusion.models.base import FusionModel, MissingModalityError
+from avpipe.fusion.source import DEFAULT_STAGES
 
 _REGISTRY: dict[str, type[FusionModel]] = {}
 _MODULES = ("jca", "rja", "rjcma", "iaca", "maven", "baselines", "ca")
@@ -66,8 +67,6 @@ def check_modalities(name: str, available: Mapping[str, str], options: Mapping[s
                 f"--stages {stage} ... and add it to --features ({m}={stage})")
 
 
-# Default feature set: modality -> stage (design.md stage graph).
-DEFAULT_STAGES = {"visual": "visual", "audio": "logmel", "text": "text"}
 
 __all__ = ["FusionModel", "MissingModalityError", "register_model", "model_registry",
            "get_model_class", "create_model", "check_modalities", "DEFAULT_STAGES"]

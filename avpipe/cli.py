@@ -1,0 +1,344 @@
+"""The ``avpipe`` command line.
+
+This module must stay importable without torch (and cheap): commands import what they need
+inside their bodies.
+
+Adding a command group from another package: add one line to :data:`LAZY_COMMANDS`
+(``"name": "module:attribute"``). The module is imported only when that command runs (or for
+``avpipe --help``); a module that does not exist yet is simply not listed.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+#: Commands living in other packages, loaded on first use. name -> "module:attribute".
+LAZY_COMMANDS: dict[str, str] = {
+    "models": "avpipe.extractors.models_cli:models",
+    "train": "avpipe.fusion.cli:train_cmd",
+    "evaluate": "avpipe.fusion.cli:evaluate_cmd",
+    "predict": "avpipe.fusion.cli:predict_cmd",
+    "sample": "avpipe.sample.cli:sample",
+}
+
+
+def _module_exists(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:  # a parent package does not exist yet
+        return False
+
+
+class LazyGroup(click.Group):
+    """A click group that also offers :data:`LAZY_COMMANDS` whose modules exist."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        lazy = [n for n, target in LAZY_COMMANDS.items() if _module_exists(target.split(":")[0])]
+        return sorted(set(super().list_commands(ctx)) | set(lazy))
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        cmd = super().get_command(ctx, name)
+        if cmd is not None or name not in LAZY_COMMANDS:
+            return cmd
+        modname, attr = LAZY_COMMANDS[name].split(":")
+        if not _module_exists(modname):
+            return None
+        mod = importlib.import_module(modname)
+        return getattr(mod, attr, None)
+
+
+def _cache_option(f: Any) -> Any:
+    return click.option("--cache", "cache_dir", type=click.Path(file_okay=False, path_type=Path),
+                        default=None, show_default="$AVPIPE_CACHE or ./cache",
+                        help="Cache root (index.sqlite and shards/).")(f)
+
+
+def _cache_root(cache_dir: Path | None) -> Path:
+    from avpipe.pipeline.runner import default_cache_root
+
+    return (cache_dir or default_cache_root()).expanduser().absolute()
+
+
+def _open_cache(cache_dir: Path | None) -> Any:
+    from avpipe.pipeline.store import Cache
+
+    try:
+        return Cache(_cache_root(cache_dir))
+    except FileNotFoundError as e:
+        raise click.UsageError(str(e)) from e
+
+
+def _split_list(value: str | None) -> list[str] | None:
+    if not value:
+        return None
+    return [s.strip() for s in value.split(",") if s.strip()]
+
+
+def _load_config(path: Path | None) -> Any:
+    from avpipe.pipeline.settings import PipelineConfig
+
+    if path is None:
+        return PipelineConfig()
+    try:
+        return PipelineConfig.load(path)
+    except (OSError, ValueError) as e:
+        raise click.UsageError(f"--config {path}: {e}") from e
+
+
+def _echo_json(obj: Any) -> None:
+    click.echo(json.dumps(obj, indent=2, sort_keys=True, default=str))
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]},
+             epilog="Examples:\n\n\b\n  avpipe extract --videos clips/ --jobs 4\n"
+                    "  avpipe status --videos clips/\n  avpipe cache verify")
+@click.version_option(package_name="avpipe")
+def main() -> None:
+    """avpipe: content-addressed audio-visual feature cache and fusion trainer."""
+
+
+# -- extract -----------------------------------------------------------------------------------
+@main.command(epilog="""Examples:
+
+\b
+  avpipe extract --videos clips/                       # every stage, cached by content
+  avpipe extract --videos clips/ --stages probe,logmel --jobs 4
+  avpipe extract --videos clips/ --stage faces --force # recompute faces and its dependents
+  avpipe extract --videos clips/ --config pipeline.toml --retry-failed
+  avpipe extract --videos clips/ --backend dask --scheduler tcp://10.0.0.5:8786
+
+\b
+Exit status: 0 all done, 1 some (stage, video) failed or was skipped, 2 usage error.
+Earlier failures are not retried unless --retry-failed (or the stage's config changed).
+Extra stages: set AVPIPE_PLUGINS=my.module,other.module (modules that @register_stage).""")
+@click.option("--videos", "videos_dir", required=True, type=click.Path(exists=True, path_type=Path),
+              help="Folder searched recursively for videos (or one video file).")
+@_cache_option
+@click.option("--stages", "stages", default=None, help="Comma-separated stages (plus what they need). Default: all.")
+@click.option("--stage", "only", default=None, help="Run only this stage (and what it needs).")
+@click.option("--force", is_flag=True, help="With --stage: recompute it and its dependents for every video.")
+@click.option("--retry-failed", is_flag=True, help="Retry (stage, video) pairs that failed in earlier runs.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help='Pipeline config, JSON or TOML: {"stages": {"logmel": {...}}}.')
+@click.option("--jobs", "-j", default=1, show_default=True, type=click.IntRange(min=-1),
+              help="Parallel worker processes (1 = in this process; -1 = all cores).")
+@click.option("--backend", type=click.Choice(["loky", "dask"]), default="loky", show_default=True,
+              help="joblib backend: local process pool, or a Dask cluster.")
+@click.option("--scheduler", default=None, help="Dask scheduler address (with --backend dask). "
+              "Without it a local in-process Dask cluster is started.")
+@click.option("--device", default="auto", show_default=True,
+              help="auto | cpu | cuda | cuda:N (never part of a fingerprint).")
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1),
+              help="Frames per model call where a stage batches (never part of a fingerprint).")
+@click.option("--weights", "weights", multiple=True, metavar="NAME=PATH",
+              help="Use this file for weights NAME (repeatable).")
+@click.option("--progress/--no-progress", default=True, help="Progress bars on stderr.")
+def extract(videos_dir: Path, cache_dir: Path | None, stages: str | None, only: str | None, force: bool,
+            retry_failed: bool, config_path: Path | None, jobs: int, backend: str, scheduler: str | None,
+            device: str, batch_size: int, weights: tuple[str, ...], progress: bool) -> None:
+    """Compute missing cache entries for every video under --videos."""
+    from avpipe.pipeline.plan import PlanError
+    from avpipe.pipeline.runner import run_extract
+    from avpipe.pipeline.stage import Runtime
+
+    if force and not only:
+        raise click.UsageError("--force needs --stage NAME")
+    if only and stages:
+        raise click.UsageError("use either --stage or --stages")
+    if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
+        raise click.UsageError(f"--device {device!r}: use auto, cpu, cuda or cuda:N")
+    if scheduler and backend != "dask":
+        raise click.UsageError("--scheduler needs --backend dask")
+    wmap: dict[str, str] = {}
+    for w in weights:
+        name, sep, path = w.partition("=")
+        if not sep or not name or not path:
+            raise click.UsageError(f"--weights {w!r}: expected NAME=PATH")
+        wmap[name] = path
+    if jobs == -1 or jobs == 0:
+        jobs = os.cpu_count() or 1
+    config = _load_config(config_path)
+    runtime = Runtime(device=device, batch_size=batch_size, weights=wmap)
+    try:
+        summary = run_extract(_cache_root(cache_dir), videos_dir, config, stages=_split_list(stages),
+                              only=only, force=force, retry_failed=retry_failed, jobs=jobs,
+                              backend=backend, scheduler=scheduler, runtime=runtime, progress=progress)
+    except PlanError as e:
+        raise click.UsageError(str(e)) from e
+    except FileNotFoundError as e:
+        raise click.UsageError(str(e)) from e
+    click.echo(summary.render())
+    sys.exit(summary.exit_code)
+
+
+# -- status ------------------------------------------------------------------------------------
+@main.command(epilog="""Examples:
+
+\b
+  avpipe status                       # every video the cache knows
+  avpipe status --videos clips/ --json
+
+\b
+JSON form (stable):
+  {"cache": str, "videos": str|null, "n_videos": int,
+   "stages": [{"stage": str, "fingerprint": str|null, "done": int,
+               "failed": int, "missing": int, "unavailable": str|null}, ...]}
+done + failed + missing = n_videos; fingerprints are those of the current
+config (--config); "unavailable" says why a stage cannot run (e.g. weights).""")
+@_cache_option
+@click.option("--videos", "videos_dir", type=click.Path(exists=True, path_type=Path), default=None,
+              help="Count over the videos in this folder instead of all known videos.")
+@click.option("--stages", default=None, help="Comma-separated stages. Default: all.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status(cache_dir: Path | None, videos_dir: Path | None, stages: str | None,
+           config_path: Path | None, as_json: bool) -> None:
+    """Per stage: how many videos are done, failed, missing."""
+    from avpipe.pipeline.plan import PlanError
+    from avpipe.pipeline.report import status as status_report
+
+    with _open_cache(cache_dir) as cache:
+        try:
+            rep = status_report(cache, videos_dir, _load_config(config_path), _split_list(stages))
+        except PlanError as e:
+            raise click.UsageError(str(e)) from e
+    if as_json:
+        _echo_json(rep)
+        return
+    click.echo(f"cache {rep['cache']}: {rep['n_videos']} videos")
+    w = max([len(s["stage"]) for s in rep["stages"]] + [5])
+    click.echo(f"  {'stage':<{w}}  {'done':>6} {'failed':>6} {'missing':>7}  fingerprint")
+    for s in rep["stages"]:
+        click.echo(f"  {s['stage']:<{w}}  {s['done']:>6} {s['failed']:>6} {s['missing']:>7}  "
+                   f"{(s['fingerprint'] or '-')[:16]}" + (f"  ({s['unavailable']})" if s["unavailable"] else ""))
+
+
+# -- inspect -----------------------------------------------------------------------------------
+@main.command(epilog="""Examples:
+
+\b
+  avpipe inspect clips/a.mp4          # a video key (path relative to --videos)
+  avpipe inspect 3fa2c1 --json        # a content id (prefix)""")
+@click.argument("video")
+@_cache_option
+@click.option("--json", "as_json", is_flag=True)
+def inspect(video: str, cache_dir: Path | None, as_json: bool) -> None:
+    """Every cached entry of one VIDEO: fingerprint, rows, dims, mask coverage, attrs, failures."""
+    from avpipe.pipeline.report import inspect_video
+
+    with _open_cache(cache_dir) as cache:
+        try:
+            rep = inspect_video(cache, video)
+        except KeyError as e:
+            raise click.UsageError(str(e.args[0] if e.args else e)) from e
+    if as_json:
+        _echo_json(rep)
+        return
+    click.echo(f"content id {rep['content_id']}  keys: {', '.join(rep['keys']) or '-'}")
+    for e in rep["entries"]:
+        if "error" in e:
+            click.echo(f"  {e['stage']:<10} {e['fingerprint'][:16]}  ERROR {e['error']}")
+            continue
+        cov = "-" if e["mask_coverage"] is None else f"{100 * e['mask_coverage']:.0f}%"
+        click.echo(f"  {e['stage']:<10} {e['fingerprint'][:16]}  rows={e['rows']} shape={tuple(e['shape'])} "
+                   f"{e['dtype']} mask={cov}")
+        if e["attrs"]:
+            click.echo(f"      attrs: {json.dumps(e['attrs'], sort_keys=True, default=str)}")
+        if e["extras"]:
+            click.echo(f"      extras: {', '.join(e['extras'])}")
+    for f in rep["failures"]:
+        click.echo(f"  {f['stage']:<10} {f['fingerprint'][:16]}  FAILED {f['error_type']}: {f['message']}")
+
+
+# -- cache ---------------------------------------------------------------------------------------
+@main.group(epilog="""Examples:
+
+\b
+  avpipe cache ls
+  avpipe cache du
+  avpipe cache verify        # exit 1 if any shard was bad (its entries are dropped)
+  avpipe cache gc --dry-run""")
+def cache() -> None:
+    """Look after the cache: list, disk usage, verify, garbage-collect."""
+
+
+@cache.command("ls", epilog="Example:\n\n\b\n  avpipe cache ls --stage faces")
+@_cache_option
+@click.option("--stage", default=None, help="Only this stage.")
+@click.option("--json", "as_json", is_flag=True)
+def cache_ls(cache_dir: Path | None, stage: str | None, as_json: bool) -> None:
+    """Fingerprints per stage with their config, entry and failure counts."""
+    from dataclasses import asdict
+
+    with _open_cache(cache_dir) as c:
+        infos = c.fingerprints(stage)
+    if as_json:
+        _echo_json([asdict(i) for i in infos])
+        return
+    for i in infos:
+        click.echo(f"{i.stage:<10} {i.fingerprint[:16]}  v{i.version}  entries={i.n_entries} "
+                   f"failures={i.n_failures}  config={json.dumps(i.config, sort_keys=True)}")
+
+
+@cache.command("du", epilog="Example:\n\n\b\n  avpipe cache du --cache /data/cache")
+@_cache_option
+@click.option("--json", "as_json", is_flag=True)
+def cache_du(cache_dir: Path | None, as_json: bool) -> None:
+    """Disk usage per stage and fingerprint."""
+    from avpipe.pipeline.maintenance import disk_usage, human_bytes
+
+    with _open_cache(cache_dir) as c:
+        du = disk_usage(c)
+    if as_json:
+        _echo_json(du)
+        return
+    for stage, fps in sorted(du["stages"].items()):  # type: ignore[union-attr]
+        click.echo(f"{stage:<10} {human_bytes(sum(fps.values())):>10}")
+        for fp, n in sorted(fps.items()):
+            click.echo(f"  {fp}  {human_bytes(n):>10}")
+    click.echo(f"index      {human_bytes(du['index']):>10}")  # type: ignore[arg-type]
+    click.echo(f"unreferenced {human_bytes(du['unreferenced']):>8}  (avpipe cache gc removes it)")  # type: ignore[arg-type]
+    click.echo(f"total      {human_bytes(du['total']):>10}")  # type: ignore[arg-type]
+
+
+@cache.command("verify", epilog="Example:\n\n\b\n  avpipe cache verify && echo clean")
+@_cache_option
+def cache_verify(cache_dir: Path | None) -> None:
+    """Re-hash every shard and open every entry; drop entries of bad shards (exit 1 if any)."""
+    from avpipe.pipeline.lock import CacheLock
+    from avpipe.pipeline.maintenance import verify
+
+    with _open_cache(cache_dir) as c, CacheLock(c.root, purpose="cache verify"):
+        rep = verify(c)
+    for rp, why in rep.bad:
+        click.echo(f"BAD {rp}: {why}")
+    click.echo(f"checked {rep.checked_shards} shards, {rep.checked_entries} entries: "
+               + ("all good" if rep.ok else f"{len(rep.bad)} bad, {rep.dropped_entries} entries dropped "
+                  "(the next extract recomputes them)"))
+    sys.exit(0 if rep.ok else 1)
+
+
+@cache.command("gc", epilog="Example:\n\n\b\n  avpipe cache gc --dry-run")
+@_cache_option
+@click.option("--dry-run", is_flag=True, help="Only list what would be deleted.")
+def cache_gc(cache_dir: Path | None, dry_run: bool) -> None:
+    """Delete shard and temporary files the index no longer references."""
+    from avpipe.pipeline.lock import CacheLock
+    from avpipe.pipeline.maintenance import gc, human_bytes
+
+    with _open_cache(cache_dir) as c, CacheLock(c.root, purpose="cache gc"):
+        rep = gc(c, dry_run=dry_run)
+    for rp in rep.files:
+        click.echo(("would delete " if dry_run else "deleted ") + rp)
+    click.echo(f"{len(rep.files)} files, {human_bytes(rep.bytes)}" + (" (dry run)" if dry_run else " freed"))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

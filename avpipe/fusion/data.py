@@ -1,0 +1,332 @@
+"""The trainer's data path: labelled videos loaded once into contiguous tensors.
+
+Why: a per-window Dataset that opens HDF5 for every sample spends an epoch in file I/O and
+Python. Here every labelled video of a split is read once (through a
+:class:`~avpipe.fusion.source.FeatureSource`) into one ``(N_total_frames, D)`` tensor per modality
+plus ``offsets``; windows are index arithmetic (:mod:`avpipe.fusion.windows`) and a batch is one
+gather per modality on the bank's device (the GPU when there is one).
+
+When the split does not fit the memory budget, :class:`ChunkedBanks` loads groups of whole videos
+that do fit, one group at a time, each epoch (shuffled group order, shuffled windows inside a
+group): the I/O is then per chunk of videos, still never per sample.
+
+Normalisation: per-modality mean/std over *valid* rows (mask True) of the training split only
+(:func:`compute_stats`), applied at gather time; invalid rows are set to 0 after normalisation
+(= the training mean, "no evidence").
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from avpipe.fusion.labels import DEFAULT_TOLERANCE, UNLABELLED, LabelTrack
+from avpipe.fusion.source import FeatureArrays, FeatureSource
+from avpipe.fusion.windows import Windows, window_rows
+
+
+@dataclass
+class TrackRef:
+    """One labelled track to load: label name, the cached video key, labels (or None: predict)."""
+
+    name: str
+    video: str
+    labels: LabelTrack | None = None
+
+
+@dataclass
+class Stats:
+    """Per-modality normalisation statistics (float32 vectors)."""
+
+    mean: dict[str, np.ndarray]
+    std: dict[str, np.ndarray]
+
+    def to_dict(self) -> dict[str, dict[str, list[float]]]:
+        return {m: {"mean": self.mean[m].tolist(), "std": self.std[m].tolist()} for m in self.mean}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Mapping[str, Sequence[float]]]) -> "Stats":
+        return cls({m: np.asarray(v["mean"], np.float32) for m, v in d.items()},
+                   {m: np.asarray(v["std"], np.float32) for m, v in d.items()})
+
+
+@dataclass
+class Batch:
+    x: dict[str, torch.Tensor]  # (B, T, D) float32, normalised, invalid rows zeroed
+    mask: dict[str, torch.Tensor]  # (B, T) bool
+    y: torch.Tensor  # (B, T, 2)
+    y_mask: torch.Tensor  # (B, T) bool: labelled and inside the video
+    rows: torch.Tensor  # (B, T) global rows (for scattering predictions back)
+    inwin: torch.Tensor  # (B, T) bool
+
+
+@dataclass
+class FeatureBank:
+    """Contiguous tensors of a set of tracks; row ``offsets[i]:offsets[i+1]`` is track ``names[i]``."""
+
+    names: list[str]
+    videos: list[str]
+    x: dict[str, torch.Tensor]
+    valid: dict[str, torch.Tensor]
+    y: torch.Tensor
+    y_valid: torch.Tensor
+    offsets: torch.Tensor
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    _norm: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.offsets[-1])
+
+    @property
+    def dims(self) -> dict[str, int]:
+        return {m: int(t.shape[1]) for m, t in self.x.items()}
+
+    def nbytes(self) -> int:
+        return sum(t.element_size() * t.numel() for t in self.x.values())
+
+    def set_stats(self, stats: Stats) -> None:
+        self._norm = {m: (torch.as_tensor(stats.mean[m], device=self.device),
+                          torch.as_tensor(stats.std[m], device=self.device)) for m in self.x}
+
+    def track_slice(self, i: int) -> slice:
+        return slice(int(self.offsets[i]), int(self.offsets[i + 1]))
+
+    def gather(self, w: Windows, window: int) -> Batch:
+        """One batch: a gather per modality, normalisation, masks. No I/O, no Python per sample."""
+        rows, inwin = window_rows(w, window)
+        xs, ms = {}, {}
+        for m, t in self.x.items():
+            v = t[rows].float()
+            if m in self._norm:
+                mu, sd = self._norm[m]
+                v = (v - mu) / sd
+            mk = self.valid[m][rows] & inwin
+            xs[m] = v * mk.unsqueeze(-1)
+            ms[m] = mk
+        return Batch(xs, ms, self.y[rows], self.y_valid[rows] & inwin, rows, inwin)
+
+
+# ----------------------------------------------------------------------------- loading
+def _fit_rows(a: FeatureArrays, n: int, dim: int, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """Pad/truncate one modality to ``n`` rows (padding: mask False). Absent stream → all invalid."""
+    if not a.present or a.data.size == 0:
+        return np.zeros((n, dim), dtype), np.zeros(n, bool)
+    d = a.data[:n].astype(dtype, copy=False)
+    m = a.mask[:n].astype(bool, copy=False)
+    if len(d) < n:
+        d = np.concatenate([d, np.zeros((n - len(d), d.shape[1]), dtype)])
+        m = np.concatenate([m, np.zeros(n - len(m), bool)])
+    return d, m
+
+
+def probe_dims(source: FeatureSource, fps: Mapping[str, tuple[str, str]], video: str) -> dict[str, tuple[int, np.dtype]]:
+    """(dim, dtype) per modality from one video's entries."""
+    out = {}
+    for m, (stage, fp) in fps.items():
+        a = source.load(stage, fp, video)
+        out[m] = (int(a.data.shape[1]) if a.data.ndim == 2 else 0, a.data.dtype)
+    return out
+
+
+def load_bank(source: FeatureSource, fps: Mapping[str, tuple[str, str]], tracks: Sequence[TrackRef], *,
+              device: str | torch.device = "cpu", dtype: str = "auto", tolerance: int = DEFAULT_TOLERANCE,
+              dims: Mapping[str, int] | None = None, reference: str | None = None) -> FeatureBank:
+    """Read every track's features once into contiguous tensors on ``device``.
+
+    ``fps``: modality -> (stage, fingerprint). The frame count of a video is the row count of the
+    ``reference`` modality (default: the first); other modalities are padded/truncated to it
+    (per-frame stages all write one row per probe frame, so this only absorbs absent streams).
+    Labels are aligned to it with ``tolerance`` (labels.LabelTrack.aligned).
+    """
+    device = torch.device(device)
+    mods = list(fps)
+    ref = reference or mods[0]
+    per_video: dict[str, dict[str, FeatureArrays]] = {}
+    lengths: list[int] = []
+    for t in tracks:
+        if t.video not in per_video:
+            per_video[t.video] = {m: source.load(*fps[m], t.video) for m in mods}
+        lengths.append(int(per_video[t.video][ref].data.shape[0]))
+    info = {}
+    for m in mods:
+        sample = next((pv[m] for pv in per_video.values() if pv[m].data.size), None)
+        d = int(dims[m]) if dims and m in dims else (int(sample.data.shape[1]) if sample is not None else 0)
+        dt = np.dtype(sample.data.dtype if sample is not None else np.float32) if dtype == "auto" else np.dtype(dtype)
+        if dt.kind != "f":
+            dt = np.dtype(np.float32)
+        info[m] = (d, dt)
+    N = int(sum(lengths))
+    offsets = np.zeros(len(tracks) + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum(lengths)
+    X = {m: np.zeros((N, info[m][0]), info[m][1]) for m in mods}
+    V = {m: np.zeros(N, bool) for m in mods}
+    Y = np.full((N, 2), UNLABELLED, np.float32)
+    for i, t in enumerate(tracks):
+        s, e = int(offsets[i]), int(offsets[i + 1])
+        n = e - s
+        for m in mods:
+            a = per_video[t.video][m]
+            if a.data.size and a.data.shape[0] != n and abs(a.data.shape[0] - n) > tolerance:
+                warnings.warn(f"{t.video}: modality {m!r} has {a.data.shape[0]} rows, {ref!r} has {n}; "
+                              f"padding/truncating", stacklevel=2)
+            X[m][s:e], V[m][s:e] = _fit_rows(a, n, info[m][0], info[m][1])
+        if t.labels is not None:
+            Y[s:e] = t.labels.aligned(n, tolerance)
+    yv = np.all(Y != UNLABELLED, axis=1)
+    to = lambda a: torch.from_numpy(a).to(device)  # noqa: E731
+    return FeatureBank(names=[t.name for t in tracks], videos=[t.video for t in tracks],
+                       x={m: to(X[m]) for m in mods}, valid={m: to(V[m]) for m in mods},
+                       y=to(Y), y_valid=to(yv), offsets=to(offsets), device=device)
+
+
+def compute_stats(banks: Sequence[FeatureBank] | Iterator[FeatureBank], chunk: int = 1 << 18) -> Stats:
+    """Mean/std per modality over valid rows (float64 accumulation, in row chunks so a 2.8 M-row
+    bank never needs a float64 copy). Pass the *training* banks only."""
+    s1: dict[str, torch.Tensor] = {}
+    s2: dict[str, torch.Tensor] = {}
+    cnt: dict[str, float] = {}
+    for b in banks:
+        for m, t in b.x.items():
+            for i in range(0, t.shape[0], chunk):
+                x = t[i:i + chunk][b.valid[m][i:i + chunk]].double()
+                s1[m] = s1.get(m, 0) + x.sum(0).cpu()
+                s2[m] = s2.get(m, 0) + (x * x).sum(0).cpu()
+                cnt[m] = cnt.get(m, 0.0) + x.shape[0]
+    mean, std = {}, {}
+    for m in s1:
+        n = max(cnt[m], 1.0)
+        mu = s1[m] / n
+        var = (s2[m] / n - mu * mu).clamp_min(0)
+        mean[m] = mu.float().numpy()
+        std[m] = var.sqrt().clamp_min(1e-6).float().numpy()
+    return Stats(mean, std)
+
+
+# ----------------------------------------------------------------------------- providers
+def available_memory_bytes(device: torch.device) -> int:
+    """Free memory of the device the bank will live on (MemAvailable for CPU)."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 8 << 30
+
+
+def estimate_bytes(n_rows: int, dims: Mapping[str, tuple[int, np.dtype]]) -> int:
+    per_row = sum(d * np.dtype(dt).itemsize + 1 for d, dt in dims.values()) + 2 * 4 + 1
+    return int(n_rows * per_row)
+
+
+class InMemoryBanks:
+    """The whole split in one bank, loaded once and kept for every epoch."""
+
+    chunked = False
+
+    def __init__(self, bank: FeatureBank) -> None:
+        self.bank = bank
+
+    def groups(self, epoch: int, seed: int | None = None) -> Iterator[FeatureBank]:
+        yield self.bank
+
+    @property
+    def dims(self) -> dict[str, int]:
+        return self.bank.dims
+
+
+class ChunkedBanks:
+    """Groups of whole tracks under a byte budget, loaded one group at a time per epoch."""
+
+    chunked = True
+
+    def __init__(self, loader, groups: list[list[TrackRef]], dims: dict[str, int]) -> None:
+        self.loader = loader  # callable(list[TrackRef]) -> FeatureBank
+        self.track_groups = groups
+        self._dims = dims
+        self._stats: Stats | None = None
+
+    @property
+    def dims(self) -> dict[str, int]:
+        return dict(self._dims)
+
+    def set_stats(self, stats: Stats) -> None:
+        self._stats = stats
+
+    def groups(self, epoch: int, seed: int | None = None) -> Iterator[FeatureBank]:
+        order = list(range(len(self.track_groups)))
+        if seed is not None:
+            order = np.random.default_rng([seed, epoch]).permutation(len(order)).tolist()
+        for gi in order:
+            b = self.loader(self.track_groups[gi])
+            if self._stats is not None:
+                b.set_stats(self._stats)
+            yield b
+            del b
+
+
+def plan_groups(lengths: Sequence[int], bytes_per_row: int, budget: int) -> list[list[int]]:
+    """Consecutive groups of track indices whose rows fit ``budget`` bytes (at least one each)."""
+    groups, cur, used = [], [], 0
+    for i, n in enumerate(lengths):
+        need = n * bytes_per_row
+        if cur and used + need > budget:
+            groups.append(cur)
+            cur, used = [], 0
+        cur.append(i)
+        used += need
+    if cur:
+        groups.append(cur)
+    return groups
+
+
+def source_rows(source: FeatureSource, ref: tuple[str, str], video: str) -> int:
+    """Row count of one entry: from the index when the source knows it, else by reading."""
+    f = getattr(source, "n_rows", None)
+    if f is not None:
+        n = f(ref[0], ref[1], video)
+        if n is not None:
+            return int(n)
+    return int(source.load(*ref, video).data.shape[0])
+
+
+def make_provider(source: FeatureSource, fps: Mapping[str, tuple[str, str]], tracks: Sequence[TrackRef], *,
+                  device: str | torch.device, dtype: str = "auto", tolerance: int = DEFAULT_TOLERANCE,
+                  budget_bytes: int | None = None, force_chunked: bool = False) -> InMemoryBanks | ChunkedBanks:
+    """One bank if the split fits ``budget_bytes`` (default: half the device's free memory),
+    else :class:`ChunkedBanks` (groups of whole videos under the budget)."""
+    device = torch.device(device)
+    if not tracks:
+        raise ValueError("no tracks to load")
+    dims = probe_dims(source, fps, tracks[0].video)
+    if dtype != "auto":
+        dims = {m: (d, np.dtype(dtype)) for m, (d, _) in dims.items()}
+    budget = int(budget_bytes) if budget_bytes is not None else available_memory_bytes(device) // 2
+    ref = fps[next(iter(fps))]
+    lengths = [source_rows(source, ref, t.video) for t in tracks]
+    if not force_chunked and estimate_bytes(sum(lengths), dims) <= budget:
+        return InMemoryBanks(load_bank(source, fps, tracks, device=device, dtype=dtype, tolerance=tolerance))
+    groups = plan_groups(lengths, max(1, estimate_bytes(1, dims)), max(budget, 1))
+    plain = {m: d for m, (d, _) in dims.items()}
+
+    def loader(group: list[TrackRef]) -> FeatureBank:
+        return load_bank(source, fps, group, device=device, dtype=dtype, tolerance=tolerance, dims=plain)
+
+    return ChunkedBanks(loader, [[tracks[i] for i in g] for g in groups], plain)
+
+
+def stats_from_provider(p: InMemoryBanks | ChunkedBanks) -> Stats:
+    return compute_stats(p.groups(0, None))
+
+
+def total_windows(n_rows: int, window: int, hop: int) -> int:  # pragma: no cover - informational
+    return max(1, math.ceil(max(0, n_rows - window) / hop) + 1)

@@ -1,0 +1,228 @@
+"""Where the trainer's features come from: a feature set and a small source protocol.
+
+* :class:`FeatureSet` maps modalities to cached stages (``visual=visual,audio=logmel@3fa2…``): a
+  stage name means "the fingerprint of that stage that covers the labelled videos" and is resolved
+  once per run (:meth:`FeatureSource.resolve`); ``stage@fingerprint`` pins one. The resolved
+  fingerprints are recorded in the run config so that a run names exactly what it trained on.
+* :class:`FeatureSource` is the only surface the data path needs. :class:`CacheSource` implements it
+  on the pipeline's read API (``avpipe.pipeline.store.Cache``) — fusion never opens shards itself;
+  :class:`MemorySource` serves tests and in-process use.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+
+
+# Default feature set: modality -> stage (design.md stage graph).
+DEFAULT_STAGES = {"visual": "visual", "audio": "logmel", "text": "text"}
+
+
+class FeatureError(LookupError):
+    """A feature the run needs is not in the cache (with what to run to get it)."""
+
+
+@dataclass(frozen=True)
+class StageRef:
+    """One modality's source: a stage name, optionally pinned to a fingerprint (prefix ok)."""
+
+    stage: str
+    fingerprint: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.stage}@{self.fingerprint}" if self.fingerprint else self.stage
+
+    @classmethod
+    def parse(cls, s: str) -> "StageRef":
+        stage, _, fp = s.strip().partition("@")
+        if not stage:
+            raise ValueError(f"empty stage in feature spec {s!r}")
+        return cls(stage, fp or None)
+
+
+@dataclass
+class FeatureSet:
+    """modality -> :class:`StageRef`."""
+
+    refs: dict[str, StageRef]
+
+    @classmethod
+    def parse(cls, spec: str | Mapping[str, str] | None, modalities: Iterable[str] = ()) -> "FeatureSet":
+        """``"visual=visual,audio=logmel@ab12"`` or a mapping; modalities not given default to
+        :data:`DEFAULT_STAGES` (visual→visual, audio→logmel, text→text)."""
+        refs: dict[str, StageRef] = {}
+        if isinstance(spec, str):
+            for part in filter(None, (p.strip() for p in spec.split(","))):
+                mod, eq, ref = part.partition("=")
+                if not eq:
+                    raise ValueError(f"feature spec {part!r}: expected modality=stage[@fingerprint]")
+                refs[mod.strip()] = StageRef.parse(ref)
+        elif spec:
+            refs = {m: StageRef.parse(str(r)) for m, r in spec.items()}
+        for m in modalities:
+            if m not in refs and m in DEFAULT_STAGES:
+                refs[m] = StageRef(DEFAULT_STAGES[m])
+        return cls(refs)
+
+    def to_dict(self) -> dict[str, str]:
+        return {m: str(r) for m, r in self.refs.items()}
+
+    def stages(self) -> dict[str, str]:
+        return {m: r.stage for m, r in self.refs.items()}
+
+    def subset(self, modalities: Iterable[str]) -> "FeatureSet":
+        return FeatureSet({m: self.refs[m] for m in modalities if m in self.refs})
+
+
+@dataclass
+class FeatureArrays:
+    """One modality of one video: ``data`` (n, d), ``mask`` (n,) bool, optional timestamps."""
+
+    data: np.ndarray
+    mask: np.ndarray
+    timestamps: np.ndarray | None = None
+    present: bool = True
+
+
+class FeatureSource(Protocol):
+    def videos(self) -> list[tuple[str, str]]:
+        """(key, content id) of every video the source knows."""
+
+    def resolve(self, ref: StageRef, videos: list[str]) -> str:
+        """The one fingerprint of ``ref`` to use for ``videos`` (keys); FeatureError if none."""
+
+    def load(self, stage: str, fingerprint: str, video: str) -> FeatureArrays:
+        """One video's rows; FeatureError if that entry is missing."""
+
+    def has(self, stage: str, fingerprint: str, video: str) -> bool:
+        """Whether the entry exists (cheap)."""
+
+
+def _missing_msg(stage: str, n: int, examples: list[str]) -> str:
+    return (f"{n} video(s) have no complete {stage!r} entry in the cache (e.g. {examples[:3]}); "
+            f"run: avpipe extract --stages {stage} --videos DIR --cache CACHE")
+
+
+class MemorySource:
+    """In-memory source: ``arrays[(stage, key)] = FeatureArrays``; one fingerprint per stage."""
+
+    def __init__(self, arrays: Mapping[tuple[str, str], FeatureArrays],
+                 fingerprints: Mapping[str, str] | None = None) -> None:
+        self.arrays = dict(arrays)
+        self.fps = dict(fingerprints or {})
+
+    def videos(self) -> list[tuple[str, str]]:
+        keys = sorted({k for _, k in self.arrays})
+        return [(k, k) for k in keys]
+
+    def _fp(self, stage: str) -> str:
+        return self.fps.get(stage, f"mem-{stage}")
+
+    def resolve(self, ref: StageRef, videos: list[str]) -> str:
+        missing = [v for v in videos if (ref.stage, v) not in self.arrays]
+        if missing:
+            raise FeatureError(_missing_msg(ref.stage, len(missing), missing))
+        fp = self._fp(ref.stage)
+        if ref.fingerprint and not fp.startswith(ref.fingerprint):
+            raise FeatureError(f"stage {ref.stage!r}: no fingerprint {ref.fingerprint!r} (have {fp})")
+        return fp
+
+    def has(self, stage: str, fingerprint: str, video: str) -> bool:
+        return (stage, video) in self.arrays
+
+    def load(self, stage: str, fingerprint: str, video: str) -> FeatureArrays:
+        try:
+            return self.arrays[(stage, video)]
+        except KeyError:
+            raise FeatureError(_missing_msg(stage, 1, [video])) from None
+
+
+class CacheSource:
+    """:class:`FeatureSource` over the pipeline's cache index (``avpipe.pipeline.store.Cache``).
+
+    Resolution of a stage name: among the fingerprints with complete entries for the stage, the one
+    that covers the most of the requested videos, newest first on ties. Every video must be
+    covered by that one fingerprint: mixing fingerprints inside one training set would mix feature
+    definitions silently.
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        from avpipe.pipeline.store import Cache
+
+        self.root = Path(root)
+        self.cache = Cache(self.root)
+        self._videos: list[tuple[str, str]] | None = None
+        self._cid: dict[str, str] = {}
+        self._rows: dict[tuple[str, str], dict[str, int | None]] = {}
+
+    def videos(self) -> list[tuple[str, str]]:
+        if self._videos is None:
+            self._videos = [(str(k), str(c)) for k, c in self.cache.videos()]
+            self._cid = dict(self._videos)
+        return list(self._videos)
+
+    def content_id(self, video: str) -> str:
+        self.videos()
+        if video in self._cid:
+            return self._cid[video]
+        return str(self.cache.resolve_video(video))
+
+    def _entries(self, stage: str) -> dict[str, dict[str, Any]]:
+        """fingerprint -> {content ids, created}."""
+        out: dict[str, dict[str, Any]] = {}
+        for e in self.cache.list(stage=stage):
+            d = out.setdefault(str(e.fingerprint), {"cids": set(), "created": 0.0})
+            d["cids"].add(str(e.content_id))
+            d["created"] = max(d["created"], float(getattr(e, "created", 0) or 0))
+        return out
+
+    def resolve(self, ref: StageRef, videos: list[str]) -> str:
+        cids = {self.content_id(v): v for v in videos}
+        fps = self._entries(ref.stage)
+        if ref.fingerprint:
+            fps = {f: d for f, d in fps.items() if f.startswith(ref.fingerprint)}
+            if not fps:
+                raise FeatureError(f"stage {ref.stage!r} has no completed entries with fingerprint "
+                                   f"{ref.fingerprint!r} in {self.root}")
+            if len(fps) > 1:
+                raise FeatureError(f"fingerprint prefix {ref.fingerprint!r} is ambiguous: {sorted(fps)}")
+        if not fps:
+            raise FeatureError(_missing_msg(ref.stage, len(videos), videos))
+        best = max(fps.items(), key=lambda kv: (len(kv[1]["cids"] & set(cids)), kv[1]["created"]))
+        missing = [cids[c] for c in cids if c not in best[1]["cids"]]
+        if missing:
+            raise FeatureError(_missing_msg(ref.stage, len(missing), missing)
+                               + f" (fingerprint {best[0][:12]})")
+        return best[0]
+
+    def n_rows(self, stage: str, fingerprint: str, video: str) -> int | None:
+        """Row count from the index (EntryInfo.n_rows) without opening the shard."""
+        key = (stage, fingerprint)
+        if key not in self._rows:
+            self._rows[key] = {str(e.content_id): getattr(e, "n_rows", None)
+                               for e in self.cache.list(stage=stage) if str(e.fingerprint) == fingerprint}
+        return self._rows[key].get(self.content_id(video))
+
+    def has(self, stage: str, fingerprint: str, video: str) -> bool:
+        try:
+            self.cache.read(stage, video, fingerprint=fingerprint)
+            return True
+        except Exception:
+            return False
+
+    def load(self, stage: str, fingerprint: str, video: str) -> FeatureArrays:
+        try:
+            e = self.cache.read(stage, video, fingerprint=fingerprint)
+        except Exception as ex:  # the store's own not-found error, whatever its class
+            raise FeatureError(f"{_missing_msg(stage, 1, [video])} ({ex})") from ex
+        data = np.asarray(e.data)
+        if data.ndim == 1:
+            data = data.reshape(-1, 1) if data.size else data.reshape(0, 0)
+        return FeatureArrays(data=data, mask=np.asarray(e.mask, dtype=bool),
+                             timestamps=getattr(e, "timestamps", None), present=bool(e.present))
+

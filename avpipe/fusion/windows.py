@@ -1,0 +1,99 @@
+"""Windows over a :class:`~avpipe.fusion.data.FeatureBank`: index arithmetic, no copies, no I/O.
+
+A window is ``(start row in the bank, valid length)``. Batches are built by one gather per
+modality: ``rows = start[:, None] + arange(T)``, positions past the video's end are padded (zero
+features, mask False). Everything happens on the bank's device, so a GPU epoch never leaves it.
+
+Placement (models.md §4.1/§9.1, the RJCMA convention): windows of ``T`` frames every ``hop``
+frames, the last one aligned to the video's end so that every frame is covered; a video shorter
+than ``T`` gives one padded window. Evaluation averages the overlapping predictions per frame.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+@dataclass
+class Windows:
+    """``start`` (W,) global row, ``length`` (W,) valid frames, ``video`` (W,) index into the bank."""
+
+    start: torch.Tensor
+    length: torch.Tensor
+    video: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.start.shape[0])
+
+    def select(self, idx: torch.Tensor) -> "Windows":
+        return Windows(self.start[idx], self.length[idx], self.video[idx])
+
+
+def window_starts(lengths: np.ndarray, window: int, hop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-video local starts: returns (video index, local start, valid length) arrays."""
+    if window < 1 or hop < 1:
+        raise ValueError("window and hop must be >= 1")
+    vids, starts, lens = [], [], []
+    for v, n in enumerate(np.asarray(lengths, dtype=np.int64)):
+        if n <= 0:
+            continue
+        if n <= window:
+            s = np.array([0])
+        else:
+            s = np.arange(0, n - window + 1, hop)
+            if s[-1] != n - window:
+                s = np.append(s, n - window)
+        vids.append(np.full(len(s), v))
+        starts.append(s)
+        lens.append(np.minimum(window, n - s))
+    if not vids:
+        z = np.zeros(0, dtype=np.int64)
+        return z, z, z
+    return np.concatenate(vids), np.concatenate(starts), np.concatenate(lens)
+
+
+def make_windows(offsets: torch.Tensor, window: int, hop: int, label_valid: torch.Tensor | None = None,
+                 require_labels: bool = False) -> Windows:
+    """Windows of every video of a bank (``offsets`` (V+1,)). With ``require_labels``, windows
+    without a single labelled frame are dropped (they carry no gradient)."""
+    off = offsets.cpu().numpy()
+    v, s, n = window_starts(np.diff(off), window, hop)
+    start = torch.from_numpy(off[v] + s)
+    w = Windows(start, torch.from_numpy(n), torch.from_numpy(v))
+    if require_labels and label_valid is not None and len(w):
+        c = torch.cat([torch.zeros(1, dtype=torch.long), label_valid.cpu().long().cumsum(0)])
+        keep = (c[w.start + w.length] - c[w.start]) > 0
+        w = w.select(keep.nonzero().squeeze(1))
+    dev = offsets.device
+    return Windows(w.start.to(dev), w.length.to(dev), w.video.to(dev))
+
+
+def window_rows(w: Windows, window: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, T) global row indices (padding → row 0) and the (B, T) in-window mask."""
+    ar = torch.arange(window, device=w.start.device)
+    inwin = ar.unsqueeze(0) < w.length.unsqueeze(1)
+    rows = torch.where(inwin, w.start.unsqueeze(1) + ar.unsqueeze(0), torch.zeros((), dtype=torch.long, device=ar.device))
+    return rows, inwin
+
+
+def batches(n: int, batch_size: int, *, seed: int | None, epoch: int = 0, rank: int = 0, world: int = 1,
+            device: torch.device | str = "cpu") -> Iterator[torch.Tensor]:
+    """Window index batches for one epoch. ``seed=None``: in order (evaluation).
+
+    The permutation depends only on (seed, epoch), so a resumed run sees the same order as an
+    uninterrupted one; ranks take interleaved slices of it (same count on every rank, the
+    ``n % world`` leftover dropped, as DistributedSampler(drop_last=True) does).
+    """
+    if seed is None:
+        order = torch.arange(n)
+    else:
+        g = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(epoch))
+        order = torch.randperm(n, generator=g)
+    if world > 1:
+        order = order[: n - n % world][rank::world]
+    order = order.to(device)
+    for i in range(0, len(order), batch_size):
+        yield order[i: i + batch_size]

@@ -1,0 +1,176 @@
+"""Planning: which (stage, video) entries a run must compute, decided before any work starts.
+
+Planning a warm run must be cheap (< 2 s for 100 videos) because it is what a user pays for
+"nothing to do": files are stat-ed (content ids come from the memo), each stage's fingerprint is
+computed once, one SQL query per stage finds what is done, and the shards those entries live in
+are stat-ed (size and mtime against the index) — a shard changed or gone behind the index's back
+has its entries dropped so they recompute. Nothing here imports torch, h5py or PyAV.
+
+Stage selection (``select_stages``):
+
+* default: every registered stage;
+* ``stages=[...]``: those and everything they need;
+* ``only=X``: X and what it needs; with ``force``, X is recomputed for the whole batch and so are
+  its dependents (among the default/selected stages): X's fingerprint does not change on a
+  forced rerun, so without this its dependents would keep entries computed from the old output.
+  Each recomputed X entry also drops, in the same index transaction, the entries of every
+  fingerprint downstream of X for that video (including configs not in this run), so nothing
+  stale survives even a crash half-way.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from avpipe.pipeline.discover import Video, identify, iter_video_files
+from avpipe.pipeline.fingerprint import Fingerprint, stage_fingerprint, upstream_names
+from avpipe.pipeline.settings import PipelineConfig
+from avpipe.pipeline.stage import Runtime, Stage, dependents, get_stage_class, stage_registry, topological_order
+from avpipe.pipeline.store import Cache
+
+
+class PlanError(ValueError):
+    """A usage error found while planning (unknown stage, bad config): exit status 2."""
+
+
+@dataclass
+class StagePlan:
+    name: str
+    stage: Stage
+    fingerprint: Fingerprint | None
+    unavailable: str | None = None  # why the stage cannot run at all (e.g. weights missing)
+    done: set[str] = field(default_factory=set)  # content ids of the batch already complete
+    todo: list[str] = field(default_factory=list)  # content ids to compute, in key order
+    failed_before: set[str] = field(default_factory=set)  # recorded failures not retried
+    forced: bool = False
+    invalidate: list[str] = field(default_factory=list)  # fingerprints to drop per recomputed video
+
+
+@dataclass
+class Plan:
+    videos: list[Video]  # one per content id (the first key that has those bytes)
+    discovered: list[Video]  # every file found (duplicates included)
+    order: list[str]
+    stages: dict[str, StagePlan]
+    dropped_entries: int = 0
+    hashed: int = 0
+    seconds: float = 0.0
+
+    def by_cid(self) -> dict[str, Video]:
+        return {v.content_id: v for v in self.videos}
+
+    @property
+    def n_todo(self) -> int:
+        return sum(len(s.todo) for s in self.stages.values())
+
+
+def select_stages(stages: list[str] | None = None, only: str | None = None,
+                  force: bool = False) -> tuple[list[str], set[str]]:
+    """(stage names in topological order, names to recompute for the whole batch)."""
+    reg = stage_registry()
+    for n in (stages or []) + ([only] if only else []):
+        if n not in reg:
+            raise PlanError(f"unknown stage {n!r}; known stages: {', '.join(sorted(reg))}")
+    base = topological_order(stages) if stages else topological_order()
+    if only is None:
+        if force:
+            raise PlanError("--force needs --stage NAME (the stage to recompute)")
+        return base, set()
+    if not force:
+        return topological_order([only]), set()
+    forced = {only} | {d for d in dependents(only) if d in base}
+    return topological_order(sorted(forced)), forced
+
+
+def discover(videos_root: str | Path, cache: Cache, *, remember: bool = True) -> tuple[list[Video], list[Video], int]:
+    """Discover, identify (memo first), remember in the index. Returns (unique, all, n_hashed)."""
+    files = list(iter_video_files(videos_root))
+    found = identify(files, cache.index.file_memo())
+    if remember:
+        cache.index.upsert_files((str(v.path), v.key, v.size, v.mtime_ns, v.inode, v.content_id)
+                                 for v in found if not v.content_id.startswith("unreadable-"))
+    unique: dict[str, Video] = {}
+    for v in found:
+        unique.setdefault(v.content_id, v)
+    return list(unique.values()), found, sum(v.hashed for v in found)
+
+
+def check_shards(cache: Cache, fingerprint: str, *, drop: bool = True) -> set[str]:
+    """Stat the shards holding ``fingerprint``'s entries; entries in shards that changed size or
+    mtime, or vanished, are dropped (``drop=False``: only reported). Returns their content ids."""
+    bad = []
+    for relpath, size, mtime_ns in cache.index.shards_of(fingerprint):
+        try:
+            st = (cache.root / relpath).stat()
+        except OSError:
+            bad.append(relpath)
+            continue
+        if size is None or st.st_size != size or st.st_mtime_ns != mtime_ns:
+            bad.append(relpath)
+    if not bad:
+        return set()
+    badset = set(bad)
+    cids = {c for c, s in cache.index.entry_shards(fingerprint).items() if s in badset}
+    if drop:
+        cache.index.drop_shards(bad)
+    return cids
+
+
+def make_plan(cache: Cache, videos_root: str | Path, config: PipelineConfig | None = None, *,
+              stages: list[str] | None = None, only: str | None = None, force: bool = False,
+              retry_failed: bool = False, runtime: Runtime | None = None,
+              write: bool = True) -> Plan:
+    """Plan a run. ``write=False`` (``status``) changes nothing in the index."""
+    t0 = time.perf_counter()
+    config = config or PipelineConfig()
+    runtime = runtime or Runtime()
+    try:
+        config.validate()
+        order, forced = select_stages(stages, only, force)
+    except (KeyError, ValueError) as e:
+        raise PlanError(str(e.args[0] if isinstance(e, KeyError) and e.args else e)) from e
+    videos, discovered, hashed = discover(videos_root, cache, remember=write)
+    batch = [v.content_id for v in videos]
+    plans: dict[str, StagePlan] = {}
+    fps: dict[str, str] = {}
+    dropped = 0
+    for name in order:
+        cls = get_stage_class(name)
+        stage = cls(config.stage_config(name), runtime)
+        sp = StagePlan(name, stage, None, forced=name in forced)
+        plans[name] = sp
+        missing_up = [u for u in upstream_names(cls) if u not in fps]
+        if missing_up:
+            sp.unavailable = f"upstream stage {missing_up[0]} is unavailable"
+            sp.todo = list(batch)
+            continue
+        try:
+            sp.fingerprint = stage_fingerprint(stage, fps)
+        except Exception as e:  # weights missing or unreadable: this subtree cannot run
+            sp.unavailable = f"{type(e).__name__}: {e}"
+            sp.todo = list(batch)
+            continue
+        fp = sp.fingerprint.value
+        fps[name] = fp
+        if write:
+            cache.index.add_fingerprint(sp.fingerprint)
+        stale = check_shards(cache, fp, drop=write)
+        dropped += len(stale)
+        done = (cache.index.done(fp) - stale) & set(batch)
+        failed = cache.index.failed(fp) & set(batch)
+        if sp.forced:
+            sp.todo = list(batch)
+        else:
+            sp.done = done
+            if not retry_failed:
+                sp.failed_before = failed - done
+            sp.todo = [c for c in batch if c not in done and c not in sp.failed_before]
+        if sp.forced and name == only:
+            downstream = cache.index.downstream_fingerprints({fp})
+            sp.invalidate = sorted(downstream)
+    # plan-side fingerprints of forced dependents also go (they may be new to the index)
+    if only and force and only in plans:
+        extra = [p.fingerprint.value for n, p in plans.items() if p.forced and n != only and p.fingerprint]
+        plans[only].invalidate = sorted(set(plans[only].invalidate) | set(extra))
+    return Plan(videos, discovered, order, plans, dropped, hashed, time.perf_counter() - t0)

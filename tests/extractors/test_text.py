@@ -1,0 +1,81 @@
+"""text: words embedded in context; each frame carries the vector of the word covering it."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from avpipe.extractors.text import Text, TextConfig, assign_frames
+from avpipe.pipeline.entry import MemoryEntry
+from avpipe.pipeline.stage import StageResult, VideoRef
+
+from .test_audio import probe_entry
+
+
+def asr_entry(words: list[tuple[str, float, float]], segments: list[int] | None = None) -> MemoryEntry:
+    wt = np.array([[s, e] for _, s, e in words], np.float64).reshape(-1, 2)
+    seg = np.zeros(len(words), np.int32) if segments is None else np.asarray(segments, np.int32)
+    return MemoryEntry(StageResult(data=wt, extras={
+        "words": np.array([w for w, _, _ in words], dtype=str), "word_times": wt,
+        "word_segment": seg, "word_prob": np.ones(len(words), np.float32)},
+        attrs={"present": True}), stage="asr")
+
+
+def test_assign_frames_and_hold_gap() -> None:
+    wt = np.array([[0.5, 1.0], [1.2, 1.4], [1.4, 1.6]])
+    t = np.array([0.0, 0.5, 0.99, 1.0, 1.1, 1.25, 1.4, 1.7])
+    assert assign_frames(t, wt).tolist() == [-1, 0, 0, -1, -1, 1, 2, -1]
+    assert assign_frames(t, wt, hold_gap_s=0.15).tolist() == [-1, 0, 0, 0, 0, 1, 2, 2]
+    assert assign_frames(t, np.zeros((0, 2))).tolist() == [-1] * 8
+
+
+@pytest.fixture(scope="module")
+def stage() -> Text:
+    s = Text()
+    try:
+        s.model_dir()
+    except Exception as e:  # noqa: BLE001
+        pytest.skip(f"MiniLM not installed: {e}")
+    return s
+
+
+def test_frames_under_words_carry_their_vectors(stage: Text, talking_head) -> None:
+    truth = [(w, s, e) for w, s, e in talking_head.truth["words"]]
+    times = np.asarray(talking_head.truth["frame_times"])
+    v = VideoRef("t", "t", talking_head.path)
+    r = stage.compute(v, {"probe": probe_entry(times), "asr": asr_entry(truth)})
+    assert r.data.shape == (len(times), 384) and r.data.dtype == np.float32
+    idx = r.extras["word_index"]
+    for i, t in enumerate(times):
+        inside = [k for k, (_, s, e) in enumerate(truth) if s <= t < e]
+        if inside:
+            assert r.mask[i] and idx[i] == inside[-1]
+            np.testing.assert_array_equal(r.data[i], r.extras["word_vectors"][inside[-1]])
+        else:
+            assert not r.mask[i] and not r.data[i].any()
+    assert not r.mask[times < 0.5].any() and r.mask.sum() > 100
+    np.testing.assert_allclose(np.linalg.norm(r.data[r.mask], axis=1), 1.0, atol=1e-5)
+    assert r.attrs["dim"] == 384 and len(stage.weights_id()) == 64
+
+
+def test_context_changes_the_word_vector(stage: Text) -> None:
+    a, _ = stage.embed_segment(["the", "river", "bank", "was", "muddy"])
+    b, _ = stage.embed_segment(["the", "bank", "approved", "my", "loan"])
+    c, _ = stage.embed_segment(["the", "river", "bank", "was", "muddy"])
+    cos = float(a[2] @ b[1])
+    assert cos < 0.99 and np.allclose(a, c, atol=1e-5)
+
+
+def test_no_words_all_masked(stage: Text) -> None:
+    times = np.arange(10) / 25
+    r = stage.compute(VideoRef("x", "x", None), {"probe": probe_entry(times), "asr": asr_entry([])})  # type: ignore[arg-type]
+    assert r.data.shape == (10, 384) and not r.mask.any()
+
+
+def test_hold_gap_config(stage: Text) -> None:
+    times = np.array([0.1, 0.3, 0.45, 0.7])
+    words = [("hello", 0.0, 0.2), ("there", 0.5, 0.8)]
+    r0 = stage.compute(VideoRef("x", "x", None), {"probe": probe_entry(times), "asr": asr_entry(words)})  # type: ignore[arg-type]
+    r1 = Text(TextConfig(hold_gap_s=0.2)).compute(VideoRef("x", "x", None),  # type: ignore[arg-type]
+                                                  {"probe": probe_entry(times), "asr": asr_entry(words)})
+    assert r0.mask.tolist() == [True, False, False, True]
+    assert r1.mask.tolist() == [True, True, False, True]

@@ -1,0 +1,97 @@
+"""The data path: contiguous bank, windows as gathers, train-only statistics, chunked fallback."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from avpipe.fusion.data import ChunkedBanks, InMemoryBanks, TrackRef, compute_stats, load_bank, make_provider
+from avpipe.fusion.labels import LabelTrack
+from avpipe.fusion.source import FeatureArrays, FeatureSet, MemorySource, StageRef
+from avpipe.fusion.windows import batches, make_windows, window_starts
+
+
+def _source(lengths=(50, 7, 33), dims=(4, 3), seed=0):
+    rng = np.random.default_rng(seed)
+    arrays, tracks = {}, []
+    for i, n in enumerate(lengths):
+        key = f"v{i}.mp4"
+        for st, d in zip(("visual", "logmel"), dims):
+            m = rng.random(n) > 0.2
+            arrays[(st, key)] = FeatureArrays(rng.normal(size=(n, d)).astype(np.float32) + 3 * i, m)
+        y = rng.uniform(-1, 1, size=(n, 2)).astype(np.float32)
+        y[::5] = -5
+        tracks.append(TrackRef(f"v{i}", key, LabelTrack(f"v{i}", f"v{i}", y, "train")))
+    return MemorySource(arrays), tracks
+
+
+FPS = {"visual": ("visual", "mem-visual"), "audio": ("logmel", "mem-logmel")}
+
+
+def test_windows_cover_every_frame():
+    v, s, n = window_starts(np.array([50, 7, 33]), 16, 10)
+    for vid, L in enumerate((50, 7, 33)):
+        covered = np.zeros(L, bool)
+        for st, ln in zip(s[v == vid], n[v == vid]):
+            covered[st:st + ln] = True
+        assert covered.all()
+    assert n[v == 1].tolist() == [7]  # short video: one padded window
+    assert s[v == 0][-1] == 50 - 16  # last window aligned to the end
+
+
+def test_gather_equals_direct_slicing():
+    src, tracks = _source()
+    bank = load_bank(src, FPS, tracks)
+    assert bank.n_rows == 90 and bank.x["visual"].shape == (90, 4)
+    stats = compute_stats([bank])
+    bank.set_stats(stats)
+    w = make_windows(bank.offsets, 16, 10)
+    b = bank.gather(w, 16)
+    for i in range(len(w)):
+        vid, st, ln = int(w.video[i]), int(w.start[i]), int(w.length[i])
+        local = st - int(bank.offsets[vid])
+        a = src.arrays[("visual", f"v{vid}.mp4")]
+        ref = (a.data[local:local + ln] - stats.mean["visual"]) / stats.std["visual"]
+        ref[~a.mask[local:local + ln]] = 0
+        assert torch.allclose(b.x["visual"][i, :ln], torch.tensor(ref), atol=1e-5)
+        assert torch.all(b.x["visual"][i, ln:] == 0) and not b.mask["visual"][i, ln:].any()
+        lab = tracks[vid].labels.values[local:local + ln]
+        assert b.y_mask[i, :ln].tolist() == (lab[:, 0] != -5).tolist()
+
+
+def test_stats_use_valid_rows_only():
+    src, tracks = _source()
+    for t in tracks:
+        a = src.arrays[("visual", t.video)]
+        a.data[~a.mask] = 1e6  # garbage on invalid rows must not move the statistics
+    st = compute_stats([load_bank(src, FPS, tracks)])
+    assert np.all(np.abs(st.mean["visual"]) < 100)
+
+
+def test_chunked_provider_sees_the_same_rows():
+    src, tracks = _source(lengths=(40, 30, 20, 10))
+    full = make_provider(src, FPS, tracks, device="cpu", budget_bytes=1 << 30)
+    assert isinstance(full, InMemoryBanks)
+    ch = make_provider(src, FPS, tracks, device="cpu", budget_bytes=45 * 40)
+    assert isinstance(ch, ChunkedBanks) and len(ch.track_groups) > 1
+    rows = sorted(n for b in ch.groups(3, seed=1) for n in b.names)
+    assert rows == sorted(full.bank.names)
+    s1, s2 = compute_stats(full.groups(0)), compute_stats(ch.groups(0))
+    assert np.allclose(s1.mean["audio"], s2.mean["audio"], atol=1e-5)
+
+
+def test_batches_deterministic_and_sharded():
+    a = [b.tolist() for b in batches(10, 4, seed=3, epoch=2)]
+    assert a == [b.tolist() for b in batches(10, 4, seed=3, epoch=2)]
+    assert a != [b.tolist() for b in batches(10, 4, seed=3, epoch=1)]
+    r0 = torch.cat(list(batches(11, 4, seed=3, epoch=2, rank=0, world=2)))
+    r1 = torch.cat(list(batches(11, 4, seed=3, epoch=2, rank=1, world=2)))
+    assert len(r0) == len(r1) == 5 and not set(r0.tolist()) & set(r1.tolist())
+
+
+def test_feature_set_parsing_and_missing_stage():
+    fs = FeatureSet.parse("visual=visual, audio=logmel@ab12", ["visual", "audio", "text"])
+    assert fs.to_dict() == {"visual": "visual", "audio": "logmel@ab12", "text": "text"}
+    src, _ = _source()
+    with pytest.raises(LookupError, match="avpipe extract --stages text"):
+        src.resolve(StageRef("text"), ["v0.mp4"])
