@@ -107,10 +107,10 @@ class FacesConfig:
     min_face_size: int = 20  # smallest face searched, in original-frame pixels
     thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)  # P/R/O-net probability thresholds
     factor: float = 0.709  # image-pyramid scale step
-    key_interval: int = 5  # full cascade every k frames; O-net tracking between (1 = every frame)
+    key_interval: int = 10  # full cascade every k frames; O-net tracking between (1 = every frame)
     detect_max_side: int | None = 640  # down-scale key frames to this longer side (None = full res)
     roi_scale: float = 2.0  # tracked frames: search window = roi_scale x the previous face box
-    roi_min_face: float = 0.5  # tracked frames: smallest face searched, x the previous face size
+    roi_min_face: float = 0.5  # tracked frames: pyramid levels for faces >= this x the previous face
     track_min_iou: float = 0.3  # continuity threshold of the track policy
 
 
@@ -166,41 +166,135 @@ class MtcnnEngine:
         return out
 
     # -- region-of-interest cascade ------------------------------------------------------------
-    def detect_roi(self, frame: np.ndarray, box: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Full cascade restricted to a window around ``box`` at full resolution.
+    def pyramid(self, h: int, w: int) -> list[float]:
+        """MTCNN's scale list for a full-resolution frame (as facenet-pytorch builds it)."""
+        m = 12.0 / self.config.min_face_size
+        minl, s, out = min(h, w) * m, m, []
+        while minl >= 12:
+            out.append(s)
+            s *= self.config.factor
+            minl *= self.config.factor
+        return out
 
-        The window is ``roi_scale`` × the box's longer side, centred on it (clipped to the frame);
-        the pyramid starts at faces of ``roi_min_face`` × that side (never below
-        ``min_face_size``). The face therefore goes through exactly the steps of a full-frame
-        detection (P-net proposals, R-net, O-net), only the P-net pyramid is far smaller.
+    def detect_roi(self, frame: np.ndarray, box: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """MTCNN's cascade at full resolution, with P-net evaluated only near ``box``.
+
+        Why this reproduces per-frame MTCNN: each pyramid level is resized from the *whole* frame
+        exactly as MTCNN does, then P-net (fully convolutional, overall stride 2) runs on a crop of
+        that level starting at an even offset, so every P-net cell inside the window equals the
+        full-frame cell; R-net and O-net crop from the full frame as usual. The face's proposals,
+        hence its final box and landmarks, are MTCNN's own. Only levels whose 12-px window is at
+        least ``roi_min_face`` × the previous face size are evaluated (the others cannot produce
+        this face), and only a window of ``roi_scale`` × the previous box around it.
         Returns boxes (N, 5) and landmarks (N, 5, 2) in frame pixels.
         """
         import torch
-        from facenet_pytorch.models.utils.detect_face import detect_face
+        from facenet_pytorch.models.utils.detect_face import (
+            batched_nms, batched_nms_numpy, bbreg, fixed_batch_process, imresample, pad, rerec)
 
         cfg = self.config
         H, W = frame.shape[:2]
         x0, y0, x1, y1 = (float(v) for v in box[:4])
-        side = max(x1 - x0, y1 - y0)
+        side = max(x1 - x0, y1 - y0, 1.0)
         half = 0.5 * cfg.roi_scale * side
         cx, cy = 0.5 * (x0 + x1), 0.5 * (y0 + y1)
-        rx0, ry0 = max(0, int(cx - half)), max(0, int(cy - half))
-        rx1, ry1 = min(W, int(np.ceil(cx + half))), min(H, int(np.ceil(cy + half)))
+        rx0, ry0, rx1, ry1 = cx - half, cy - half, cx + half, cy + half
         empty = (np.zeros((0, 5)), np.zeros((0, 5, 2)))
-        minsize = max(float(cfg.min_face_size), cfg.roi_min_face * side, 12.0)
-        if rx1 - rx0 < minsize or ry1 - ry0 < minsize:
-            return empty
-        roi = torch.from_numpy(np.ascontiguousarray(frame[ry0:ry1, rx0:rx1]))[None]
+        thr = cfg.thresholds
+        dev = self.device
         with torch.inference_mode():
-            boxes, points = detect_face(roi, minsize, self.pnet, self.rnet, self.onet,
-                                        list(cfg.thresholds), cfg.factor, self.device)
-        b = np.asarray(boxes[0], np.float64).reshape(-1, 5)
-        p = np.asarray(points[0], np.float64).reshape(-1, 5, 2)
-        b[:, [0, 2]] += rx0
-        b[:, [1, 3]] += ry0
-        p[..., 0] += rx0
-        p[..., 1] += ry0
-        return b, p
+            img = torch.from_numpy(frame).to(dev).permute(2, 0, 1).unsqueeze(0).float()
+            cands = []
+            for scale in self.pyramid(H, W):
+                if 12.0 / scale < cfg.roi_min_face * side:
+                    continue
+                hs, ws = int(H * scale + 1), int(W * scale + 1)
+                # window in this level's pixels; even start keeps P-net's stride-2 grid aligned
+                c0 = max(0, int(np.floor(rx0 * scale)) - 2) // 2 * 2
+                r0 = max(0, int(np.floor(ry0 * scale)) - 2) // 2 * 2
+                c1 = min(ws, int(np.ceil(rx1 * scale)) + 2)
+                r1 = min(hs, int(np.ceil(ry1 * scale)) + 2)
+                if c1 - c0 < 12 or r1 - r0 < 12:
+                    continue
+                level = imresample(img, (hs, ws))[:, :, r0:r1, c0:c1]
+                reg, probs = self.pnet((level - 127.5) * 0.0078125)
+                cands.append(_proposals(reg, probs[:, 1], scale, thr[0], c0 // 2, r0 // 2, batched_nms))
+            if not cands:
+                return empty
+            boxes = torch.cat(cands, 0)
+            if len(boxes) == 0:
+                return empty
+            zeros = torch.zeros(len(boxes), dtype=torch.long, device=dev)
+            boxes = boxes[batched_nms(boxes[:, :4], boxes[:, 4], zeros, 0.7)]
+            regw, regh = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+            boxes = torch.stack([boxes[:, 0] + boxes[:, 5] * regw, boxes[:, 1] + boxes[:, 6] * regh,
+                                 boxes[:, 2] + boxes[:, 7] * regw, boxes[:, 3] + boxes[:, 8] * regh,
+                                 boxes[:, 4]]).permute(1, 0)
+            boxes = rerec(boxes)
+            # R-net
+            y, ey, x, ex = pad(boxes, W, H)
+            keep = [k for k in range(len(y)) if ey[k] > y[k] - 1 and ex[k] > x[k] - 1]
+            if not keep:
+                return empty
+            boxes = boxes[keep]
+            data = torch.cat([imresample(img[:, :, y[k] - 1:ey[k], x[k] - 1:ex[k]], (24, 24)) for k in keep])
+            out = fixed_batch_process((data - 127.5) * 0.0078125, self.rnet)
+            score = out[1][:, 1]
+            ok = score > thr[1]
+            boxes = torch.cat((boxes[ok, :4], score[ok].unsqueeze(1)), 1)
+            mv = out[0][ok]
+            if len(boxes) == 0:
+                return empty
+            zeros = torch.zeros(len(boxes), dtype=torch.long, device=dev)
+            pick = batched_nms(boxes[:, :4], boxes[:, 4], zeros, 0.7)
+            boxes = rerec(bbreg(boxes[pick], mv[pick]))
+            # O-net
+            y, ey, x, ex = pad(boxes, W, H)
+            keep = [k for k in range(len(y)) if ey[k] > y[k] - 1 and ex[k] > x[k] - 1]
+            if not keep:
+                return empty
+            boxes = boxes[keep]
+            data = torch.cat([imresample(img[:, :, y[k] - 1:ey[k], x[k] - 1:ex[k]], (48, 48)) for k in keep])
+            out = fixed_batch_process((data - 127.5) * 0.0078125, self.onet)
+            score = out[2][:, 1]
+            ok = score > thr[2]
+            pts = out[1][ok].permute(1, 0)
+            boxes = torch.cat((boxes[ok, :4], score[ok].unsqueeze(1)), 1)
+            mv = out[0][ok]
+            if len(boxes) == 0:
+                return empty
+            wi = boxes[:, 2] - boxes[:, 0] + 1
+            hi = boxes[:, 3] - boxes[:, 1] + 1
+            px = wi.repeat(5, 1) * pts[:5, :] + boxes[:, 0].repeat(5, 1) - 1
+            py = hi.repeat(5, 1) * pts[5:10, :] + boxes[:, 1].repeat(5, 1) - 1
+            pts = torch.stack((px, py)).permute(2, 1, 0)
+            boxes = bbreg(boxes, mv)
+            zeros = torch.zeros(len(boxes), dtype=torch.long, device=dev)
+            pick = batched_nms_numpy(boxes[:, :4], boxes[:, 4], zeros, 0.7, "Min")
+            boxes, pts = boxes[pick], pts[pick]
+        return (boxes.cpu().numpy().astype(np.float64).reshape(-1, 5),
+                pts.cpu().numpy().astype(np.float64).reshape(-1, 5, 2))
+
+
+def _proposals(reg: Any, probs: Any, scale: float, thresh: float, off_x: int, off_y: int,
+               batched_nms: Any) -> Any:
+    """P-net cells above ``thresh`` as boxes in frame pixels (MTCNN's generateBoundingBox, with
+    the window's cell offset added before the floor so coordinates match the full-frame ones),
+    then MTCNN's per-level NMS at 0.5."""
+    import torch
+
+    reg = reg.permute(1, 0, 2, 3)
+    mask = probs >= thresh
+    inds = mask.nonzero()
+    score = probs[mask]
+    reg = reg[:, mask].permute(1, 0)
+    bb = inds[:, 1:].type(reg.dtype).flip(1)
+    bb = bb + torch.tensor([off_x, off_y], dtype=reg.dtype, device=bb.device)
+    q1 = ((2 * bb + 1) / scale).floor()
+    q2 = ((2 * bb + 12) / scale).floor()
+    boxes = torch.cat([q1, q2, score.unsqueeze(1), reg], dim=1)
+    zeros = torch.zeros(len(boxes), dtype=torch.long, device=boxes.device)
+    return boxes[batched_nms(boxes[:, :4], boxes[:, 4], zeros, 0.5)]
 
 
 def iter_frames(path: str | Path, prefetch: int = 8) -> Iterator[np.ndarray]:
@@ -309,6 +403,7 @@ class Faces(Stage):
         decoded = 0
         shape: tuple[int, int] | None = None
         n_full = 0
+        searching = False  # True while the last full cascade found no face
 
         def record(i: int, frame: np.ndarray, box: np.ndarray, lm: np.ndarray, prob: float,
                    count: int, detected: bool) -> None:
@@ -345,10 +440,12 @@ class Faces(Stage):
         pending_f: list[np.ndarray] = []
 
         def flush() -> None:
+            nonlocal searching
             if pending_f:
                 full(list(pending_i), list(pending_f))
                 pending_i.clear()
                 pending_f.clear()
+                searching = track is None
 
         for frame in frames:
             if decoded >= n:
@@ -361,11 +458,13 @@ class Faces(Stage):
                 flush()
                 shape = frame.shape[:2]
             if track is None or since_key + 1 >= cfg.key_interval:
-                if track is not None:  # key frame while tracking: detect it alone
+                if track is not None or not searching:  # key frame, or first frame: alone
                     flush()
                     full([i], [frame])
+                    searching = track is None
                     continue
-                # No track: batch the full cascade over the next frames (up to a key interval).
+                # The last full cascade found no face: batch it over the next frames (up to a
+                # key interval) — faceless stretches cost one batched call per k frames.
                 pending_i.append(i)
                 pending_f.append(frame)
                 if len(pending_f) >= cfg.key_interval:

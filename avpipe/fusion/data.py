@@ -86,30 +86,37 @@ class FeatureBank:
     def dims(self) -> dict[str, int]:
         return {m: int(t.shape[1]) for m, t in self.x.items()}
 
-    def nbytes(self) -> int:
+    def nbytes(self) -> int:  # noqa: D102
         return sum(t.element_size() * t.numel() for t in self.x.values())
 
-    def set_stats(self, stats: Stats) -> None:
-        self._norm = {m: (torch.as_tensor(stats.mean[m], device=self.device),
-                          torch.as_tensor(stats.std[m], device=self.device)) for m in self.x}
+    def set_stats(self, stats: Stats, chunk: int = 1 << 18) -> None:
+        """Normalise the bank *in place*, once: ``(x - mean) / std`` on valid rows, 0 elsewhere.
+
+        Done once per load rather than per batch, so a batch is a bare gather (the per-batch
+        arithmetic on (B, T, D) floats cost more than the gather itself on CPU)."""
+        if self._norm:
+            raise RuntimeError("bank already normalised")
+        for m, t in self.x.items():
+            mu = torch.as_tensor(stats.mean[m], device=self.device, dtype=torch.float32)
+            sd = torch.as_tensor(stats.std[m], device=self.device, dtype=torch.float32)
+            for i in range(0, t.shape[0], chunk):
+                v = (t[i:i + chunk].float() - mu) / sd
+                t[i:i + chunk] = (v * self.valid[m][i:i + chunk].unsqueeze(1)).to(t.dtype)
+            self._norm[m] = (mu, sd)
 
     def track_slice(self, i: int) -> slice:
         return slice(int(self.offsets[i]), int(self.offsets[i + 1]))
 
     def gather(self, w: Windows, window: int) -> Batch:
-        """One batch: a gather per modality, normalisation, masks. No I/O, no Python per sample."""
-        rows, inwin = window_rows(w, window)
+        """One batch: one gather per modality. Padding positions index the zero sentinel row
+        (row ``n_rows``), so no masking arithmetic is needed; no I/O, no Python per sample."""
+        rows, inwin = window_rows(w, window, pad_row=self.y.shape[0] - 1)
+        flat = rows.reshape(-1)
         xs, ms = {}, {}
         for m, t in self.x.items():
-            v = t[rows].float()
-            if m in self._norm:
-                mu, sd = self._norm[m]
-                v = (v - mu) / sd
-            mk = self.valid[m][rows] & inwin
-            xs[m] = v * mk.unsqueeze(-1)
-            ms[m] = mk
-        return Batch(xs, ms, self.y[rows], self.y_valid[rows] & inwin, rows, inwin)
-
+            xs[m] = t.index_select(0, flat).view(*rows.shape, t.shape[1]).float()
+            ms[m] = self.valid[m][rows]
+        return Batch(xs, ms, self.y[rows], self.y_valid[rows], rows, inwin)
 
 # ----------------------------------------------------------------------------- loading
 def _fit_rows(a: FeatureArrays, n: int, dim: int, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
@@ -163,9 +170,10 @@ def load_bank(source: FeatureSource, fps: Mapping[str, tuple[str, str]], tracks:
     N = int(sum(lengths))
     offsets = np.zeros(len(tracks) + 1, dtype=np.int64)
     offsets[1:] = np.cumsum(lengths)
-    X = {m: np.zeros((N, info[m][0]), info[m][1]) for m in mods}
-    V = {m: np.zeros(N, bool) for m in mods}
-    Y = np.full((N, 2), UNLABELLED, np.float32)
+    # one extra all-zero, invalid, unlabelled sentinel row at the end: padding gathers it
+    X = {m: np.zeros((N + 1, info[m][0]), info[m][1]) for m in mods}
+    V = {m: np.zeros(N + 1, bool) for m in mods}
+    Y = np.full((N + 1, 2), UNLABELLED, np.float32)
     for i, t in enumerate(tracks):
         s, e = int(offsets[i]), int(offsets[i + 1])
         n = e - s
@@ -193,7 +201,7 @@ def compute_stats(banks: Sequence[FeatureBank] | Iterator[FeatureBank], chunk: i
     for b in banks:
         for m, t in b.x.items():
             for i in range(0, t.shape[0], chunk):
-                x = t[i:i + chunk][b.valid[m][i:i + chunk]].double()
+                x = t[i:i + chunk][b.valid[m][i:i + chunk]].double()  # sentinel row is invalid
                 s1[m] = s1.get(m, 0) + x.sum(0).cpu()
                 s2[m] = s2.get(m, 0) + (x * x).sum(0).cpu()
                 cnt[m] = cnt.get(m, 0.0) + x.shape[0]

@@ -71,11 +71,13 @@ def make_windows(offsets: torch.Tensor, window: int, hop: int, label_valid: torc
     return Windows(w.start.to(dev), w.length.to(dev), w.video.to(dev))
 
 
-def window_rows(w: Windows, window: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, T) global row indices (padding → row 0) and the (B, T) in-window mask."""
+def window_rows(w: Windows, window: int, pad_row: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, T) global row indices (padding → ``pad_row``, the bank's zero sentinel) and the
+    (B, T) in-window mask."""
     ar = torch.arange(window, device=w.start.device)
     inwin = ar.unsqueeze(0) < w.length.unsqueeze(1)
-    rows = torch.where(inwin, w.start.unsqueeze(1) + ar.unsqueeze(0), torch.zeros((), dtype=torch.long, device=ar.device))
+    rows = torch.where(inwin, w.start.unsqueeze(1) + ar.unsqueeze(0),
+                       torch.full((), pad_row, dtype=torch.long, device=ar.device))
     return rows, inwin
 
 

@@ -42,7 +42,7 @@ def test_windows_cover_every_frame():
 def test_gather_equals_direct_slicing():
     src, tracks = _source()
     bank = load_bank(src, FPS, tracks)
-    assert bank.n_rows == 90 and bank.x["visual"].shape == (90, 4)
+    assert bank.n_rows == 90 and bank.x["visual"].shape == (91, 4)  # + zero sentinel row
     stats = compute_stats([bank])
     bank.set_stats(stats)
     w = make_windows(bank.offsets, 16, 10)

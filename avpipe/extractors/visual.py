@@ -1,0 +1,77 @@
+"""The ``visual`` stage: one face embedding per video frame from the cached aligned crops.
+
+Reads only the ``faces`` entry (its ``crops`` extra and mask), so changing the backbone reruns
+this stage alone: the faces fingerprint does not depend on the backbone and its crops are
+reused from the cache. Rows without a face are zeros with ``mask`` False.
+
+The backbone name is in the config and its weights checksum is ``weights_id``, so both enter
+the fingerprint. Batch size and device come from :class:`Runtime` (not semantic).
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from avpipe.extractors.backbones import Backbone, backbone_names, create_backbone
+from avpipe.pipeline.stage import Stage, StageResult, VideoRef, register_stage
+
+
+@dataclass
+class VisualConfig:
+    """Semantic options of ``visual``: which registered backbone embeds the crops."""
+
+    backbone: str = "facenet-vggface2"  # facenet-vggface2 | dlib | hog | any registered name
+
+
+@register_stage
+class Visual(Stage):
+    name = "visual"
+    version = "1"
+    config_cls = VisualConfig
+    requires = ("faces",)
+    per_frame = True
+    videos_per_task = 8
+    description = "face embedding per frame from the aligned crops (backbone by name)"
+
+    config: VisualConfig
+
+    def __init__(self, config: VisualConfig | None = None, runtime: Any = None) -> None:
+        super().__init__(config, runtime)
+        if self.config.backbone not in backbone_names():
+            raise ValueError(f"visual: unknown backbone {self.config.backbone!r}; "
+                             f"known: {', '.join(backbone_names())}")
+        self.backbone: Backbone = create_backbone(self.config.backbone)
+
+    def weights_id(self) -> str | None:
+        wid = self.backbone.weights_id(self.runtime.weights)
+        return None if wid is None else f"{self.config.backbone}:{wid}"
+
+    def load(self) -> None:
+        import torch
+
+        if self.runtime.resolve_device() == "cpu":
+            torch.set_num_threads(max(1, int(self.runtime.num_threads)))
+        self.backbone.load(self.runtime.resolve_device(), self.runtime.weights)
+
+    def compute(self, video: VideoRef, inputs: Mapping[str, Any]) -> StageResult:
+        faces = inputs["faces"]
+        mask = np.asarray(faces.mask, bool)
+        return self.embed(faces.extra("crops"), mask)
+
+    def embed(self, crops: np.ndarray, mask: np.ndarray) -> StageResult:
+        """Embed the valid rows in batches of ``runtime.batch_size``; zeros where masked."""
+        self.ensure_loaded()
+        n = len(mask)
+        out = np.zeros((n, self.backbone.dim), np.float32)
+        idx = np.flatnonzero(mask)
+        bs = max(1, int(self.runtime.batch_size))
+        for s in range(0, len(idx), bs):
+            rows = idx[s:s + bs]
+            out[rows] = self.backbone.embed(np.asarray(crops[rows]))
+        attrs = {"backbone": self.config.backbone, "dim": int(self.backbone.dim),
+                 "backbone_description": self.backbone.description,
+                 "input": "faces.crops (aligned, see faces attrs)", "masked_rows": "zeros"}
+        return StageResult(data=out, mask=mask.copy(), attrs=attrs)
