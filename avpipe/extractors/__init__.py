@@ -8,8 +8,8 @@ The stage graph (design.md)::
                         └── asr ── text
 
 Each module declares its own ``requires``; this list is the one place that says which modules
-make up the built-in graph. A module that fails to import (an optional extra missing) must not
-break the others, so optional backends import their heavy dependencies lazily.
+make up the built-in graph. Modules import their heavy or optional dependencies (torch, dlib,
+whisper, transformers) lazily, so importing them is cheap and never fails for a missing extra.
 """
 from __future__ import annotations
 
@@ -27,8 +27,4 @@ BUILTIN_STAGE_MODULES = (
 )
 
 for _m in BUILTIN_STAGE_MODULES:
-    try:
-        importlib.import_module(_m)
-    except ModuleNotFoundError as _e:  # a module not written yet, or an optional extra missing
-        if _e.name is None or not _e.name.startswith("avpipe"):
-            raise
+    importlib.import_module(_m)
