@@ -95,10 +95,22 @@ def build_vggish() -> Any:
     return VGGish()
 
 
+def _numpy_safe_globals() -> list[Any]:
+    import numpy as np
+
+    core = getattr(np, "_core", None) or np.core
+    out: list[Any] = [core.multiarray._reconstruct, np.ndarray, np.dtype]
+    out += [type(np.dtype(t)) for t in ("float32", "float64", "int64", "int32", "uint8")]
+    return out
+
+
 def load_state(path: Any) -> dict[str, Any]:
     import torch
 
-    sd = torch.load(str(path), map_location="cpu", weights_only=False)
+    # weights_only: user-supplied files are never unpickled as arbitrary objects. The port's PCA
+    # file holds numpy arrays, so numpy's array reconstruction is allowed, nothing else.
+    with torch.serialization.safe_globals(_numpy_safe_globals()):
+        sd = torch.load(str(path), map_location="cpu", weights_only=True)
     if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
         sd = sd["state_dict"]
     return sd

@@ -225,7 +225,8 @@ def load_whisper_checkpoint(path: Path, device: str = "cpu", name: str | None = 
     import torch
     import whisper
 
-    ckpt = torch.load(str(path), map_location="cpu", weights_only=False)
+    # weights_only: a checkpoint is dims + tensors + lists; never unpickle arbitrary objects.
+    ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
     model = whisper.model.Whisper(whisper.model.ModelDimensions(**ckpt["dims"]))
     model.load_state_dict(ckpt["model_state_dict"])
     heads = ckpt.get("alignment_heads")

@@ -120,12 +120,19 @@ def evaluate_cmd(run, cache, checkpoint, device, per_video) -> None:
 @click.option("--device", default="auto")
 @click.option("--jobs", type=int, default=1, help="Extraction workers.")
 def predict_cmd(run_path, videos, out, cache, fmt, device, jobs) -> None:
-    """Per-frame valence/arousal for a folder of videos (extracting missing features first)."""
-    from avpipe.fusion.predict import predict_videos
+    """Per-frame valence/arousal for a folder of videos (extracting missing features first).
+
+    A video that cannot be predicted is reported and the others are still written; the exit
+    status is then 1.
+    """
+    from avpipe.fusion.predict import PredictionErrors, predict_videos
 
     try:
         files = predict_videos(run_path, videos, out, cache=cache, fmt=fmt, device=device, jobs=jobs,
                                log=lambda m: click.echo(m, err=True))
+    except PredictionErrors as e:
+        click.echo(f"wrote {len(e.written)} file(s) under {out}; {e}", err=True)
+        sys.exit(1)
     except (FileNotFoundError, KeyError, ValueError, LookupError) as e:
         _fail(e)
     click.echo(f"wrote {len(files)} file(s) under {out}")

@@ -108,6 +108,15 @@ def _pipeline_config(cache_root: str, fps: Mapping[str, tuple[str, str]]) -> tup
     return PipelineConfig(stages), sorted({s for s, _ in fps.values()})
 
 
+class PredictionErrors(RuntimeError):
+    """Some videos could not be predicted; the others were written (``written``)."""
+
+    def __init__(self, failed: list[str], written: list[Path]) -> None:
+        super().__init__(f"{len(failed)} video(s) could not be predicted: {', '.join(failed)}; "
+                         f"{len(written)} written")
+        self.failed, self.written = failed, written
+
+
 def predict_videos(run_path: str | Path, videos: str | Path, out: str | Path, *, cache: str | None = None,
                    fmt: str = "csv", device: str = "auto", extract: bool = True, jobs: int = 1,
                    source: FeatureSource | None = None, keys: list[str] | None = None,
@@ -137,18 +146,28 @@ def predict_videos(run_path: str | Path, videos: str | Path, out: str | Path, *,
         from avpipe.fusion.source import CacheSource
 
         source = CacheSource(cache_root)
+    from avpipe.pipeline.discover import output_path_for
+
     written = []
+    failed: list[str] = []
     for key in keys:
-        missing = [m for m, (s, f) in fps.items() if not source.has(s, f, key)]
-        if missing:
-            raise FeatureError(f"{key}: no cached features for {missing} with the run's fingerprints "
-                               f"({', '.join(f'{m}={fps[m][0]}@{fps[m][1][:12]}' for m in missing)}); the "
-                               f"extraction failed or the stage config/weights differ from training")
-        bank = load_bank(source, fps, [TrackRef(key, key, None)], device=dev, dtype=cfg.feature_dtype)
-        bank.set_stats(stats)
-        preds, _, _ = predict_provider(model, InMemoryBanks(bank), ck["window"], int(cfg.eval_hop or cfg.hop),
-                                       int(cfg.batch_size or 32) * 2)
-        stem = Path(key).with_suffix("").as_posix()
-        written.append(write_prediction(Path(out) / f"{stem}.{'txt' if fmt == 'affwild2' else 'csv'}",
-                                        preds[key], fmt))
+        # One video's problem (no features, a bad key) is reported and the batch goes on.
+        try:
+            target = output_path_for(out, key, ".txt" if fmt == "affwild2" else ".csv")
+            missing = [m for m, (s, f) in fps.items() if not source.has(s, f, key)]
+            if missing:
+                raise FeatureError(
+                    f"{key}: no cached features for {missing} with the run's fingerprints "
+                    f"({', '.join(f'{m}={fps[m][0]}@{fps[m][1][:12]}' for m in missing)}); the "
+                    f"extraction failed, or the stage config, code version or weights differ from training")
+            bank = load_bank(source, fps, [TrackRef(key, key, None)], device=dev, dtype=cfg.feature_dtype)
+            bank.set_stats(stats)
+            preds, _, _ = predict_provider(model, InMemoryBanks(bank), ck["window"],
+                                           int(cfg.eval_hop or cfg.hop), int(cfg.batch_size or 32) * 2)
+            written.append(write_prediction(target, preds[key], fmt))
+        except (FeatureError, ValueError) as e:
+            failed.append(key)
+            log(f"error: {e}")
+    if failed:
+        raise PredictionErrors(failed, written)
     return written

@@ -37,6 +37,22 @@ def normalize_key(rel: str) -> str:
     return unicodedata.normalize("NFC", rel.replace(os.sep, "/"))
 
 
+def output_path_for(root: str | os.PathLike[str], key: str, suffix: str) -> Path:
+    """Where a per-video output file for ``key`` goes under ``root`` (predictions, exports).
+
+    Why a function: a key is user data (a relative path found on disk, or typed by a user).
+    It is normalised, and absolute paths, drive letters, empty or ``..`` components are refused,
+    so an output can never land outside ``root``.
+    """
+    norm = normalize_key(key)
+    parts = [p for p in norm.split("/") if p not in ("", ".")]
+    if not parts or norm.startswith("/") or any(p == ".." for p in parts) or ":" in parts[0]:
+        raise ValueError(f"video key {key!r} cannot name an output file (absolute or escapes the folder)")
+    rel = Path(*parts)
+    out = Path(root) / rel.with_name(rel.stem + suffix)
+    return out
+
+
 def content_hash(path: str | os.PathLike[str]) -> str:
     """blake2b-160 of the file's bytes, streamed in 1 MiB chunks (hex, 40 characters)."""
     h = hashlib.blake2b(digest_size=20)

@@ -87,3 +87,28 @@ def test_no_audio_masked_without_loading(weights, no_face_no_audio) -> None:
     v, inputs = clip_inputs(no_face_no_audio)
     r = VGGishStage(runtime=Runtime(weights={"vggish": str(weights[0])})).compute(v, inputs)
     assert r.data.shape == (38, 128) and not r.mask.any()
+
+
+def test_weights_file_is_never_unpickled_as_arbitrary_objects(tmp_path):
+    """A user-supplied weights file that smuggles a callable must be refused, not executed."""
+    import os
+    import pickle
+
+    import numpy as np
+    import torch
+
+    from avpipe.extractors.vggish import load_state
+
+    marker = tmp_path / "ran"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.mkdir, (str(marker),))
+
+    torch.save({"features.0.weight": Evil()}, tmp_path / "evil.pth")
+    with pytest.raises(pickle.UnpicklingError):
+        load_state(tmp_path / "evil.pth")
+    assert not marker.exists()
+    # The port's PCA file holds numpy arrays: those still load.
+    torch.save({"pca_means": np.zeros((128, 1))}, tmp_path / "pca.pth")
+    assert load_state(tmp_path / "pca.pth")["pca_means"].shape == (128, 1)

@@ -60,3 +60,13 @@ def test_content_id_is_of_bytes_and_memo_avoids_reading(tmp_path, clip_bank, mon
     again = identify(files, memo)
     assert [v.content_id for v in again] == [v.content_id for v in vids]
     assert not any(v.hashed for v in again)
+
+
+def test_output_path_for_never_escapes_the_root(tmp_path):
+    from avpipe.pipeline.discover import output_path_for
+
+    assert output_path_for(tmp_path, "a/b c/ü.mp4", ".csv") == tmp_path / "a" / "b c" / "ü.csv"
+    assert output_path_for(tmp_path, "./x.mkv", ".txt") == tmp_path / "x.txt"
+    for bad in ("../x.mp4", "a/../../x.mp4", "/etc/passwd", "", "C:/x.mp4"):
+        with pytest.raises(ValueError):
+            output_path_for(tmp_path, bad, ".csv")
