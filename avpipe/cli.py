@@ -206,7 +206,10 @@ def status(cache_dir: Path | None, videos_dir: Path | None, stages: str | None,
 
     with _open_cache(cache_dir) as cache:
         try:
-            rep = status_report(cache, videos_dir, _load_config(config_path), _split_list(stages))
+            from avpipe.extractors.weights import downloads_disabled
+
+            with downloads_disabled():  # status only looks: it never fetches weights
+                rep = status_report(cache, videos_dir, _load_config(config_path), _split_list(stages))
         except PlanError as e:
             raise click.UsageError(str(e)) from e
     if as_json:

@@ -9,11 +9,13 @@ torch hub's and Hugging Face's own caches are honoured where a spec names them.
 """
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import json
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -93,6 +95,23 @@ def find_weights(name: str, override: str | os.PathLike[str] | None = None) -> P
     return None
 
 
+_NO_DOWNLOADS: contextvars.ContextVar[bool] = contextvars.ContextVar("avpipe_no_downloads", default=False)
+
+
+@contextmanager
+def downloads_disabled() -> Iterator[None]:
+    """Within this block, ``resolve_weights`` never downloads (local conversions still run).
+
+    Why: read-only commands such as ``avpipe status`` compute fingerprints, which need weight
+    checksums; they must report a missing download, not start a multi-hundred-MB fetch.
+    """
+    token = _NO_DOWNLOADS.set(True)
+    try:
+        yield
+    finally:
+        _NO_DOWNLOADS.reset(token)
+
+
 def resolve_weights(name: str, override: str | os.PathLike[str] | None = None,
                     *, obtain: bool = True) -> Path:
     """The path of ``name``'s weights, obtaining them if allowed; else a clear error."""
@@ -106,6 +125,10 @@ def resolve_weights(name: str, override: str | os.PathLike[str] | None = None,
     found = find_weights(name)
     if found is not None:
         return found
+    if _NO_DOWNLOADS.get() and spec.source == "download":
+        raise WeightsMissingError(_missing_message(
+            spec, reason="not downloaded yet (this command does not download; `avpipe extract` "
+                         f"or `avpipe models fetch {spec.name}` will)"))
     if obtain and spec.obtain is not None:
         try:
             return spec.obtain()

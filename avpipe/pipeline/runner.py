@@ -222,6 +222,12 @@ class Executor:
             return gen()
         if self.jobs == 1:
             return (run_task(t) for t in tasks)
+        import warnings
+
+        # loky restarts a worker whose memory grew (a model was loaded into it) and warns that "a
+        # worker stopped"; the task is resubmitted, so the warning only alarms users.
+        warnings.filterwarnings("ignore", message="A worker stopped while some jobs were given",
+                                category=UserWarning)
         return iter(Parallel(n_jobs=self.jobs, backend="loky", return_as="generator_unordered")(
             delayed(run_task)(t) for t in tasks))
 

@@ -91,3 +91,27 @@ def test_cli_path_fetch_verify(offline: Path) -> None:
     assert r.exit_code == 0 and "present" in r.output
     r = runner.invoke(models, ["path", "nope"])
     assert r.exit_code != 0 and "unknown weights" in r.output
+
+
+def test_downloads_disabled_never_calls_obtain(tmp_path, monkeypatch):
+    """Read-only commands (status) compute checksums but must not start a download."""
+    from avpipe.extractors import weights as W
+
+    monkeypatch.setenv("AVPIPE_HOME", str(tmp_path))
+    calls = []
+
+    def obtain():
+        calls.append(1)
+        p = tmp_path / "weights" / "fake.bin"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"x")
+        return p
+
+    W.register_weights(W.WeightSpec(name="test-fake-download", filename="fake.bin", source="download",
+                                    url="https://example.invalid/fake.bin", obtain=obtain))
+    with W.downloads_disabled():
+        with pytest.raises(W.WeightsMissingError, match="does not download"):
+            W.resolve_weights("test-fake-download")
+    assert calls == []
+    assert W.resolve_weights("test-fake-download").name == "fake.bin"  # outside: obtained
+    assert calls == [1]

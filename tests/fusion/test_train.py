@@ -84,6 +84,22 @@ def test_evaluate_and_predict_formats(corpus, jca_run, tmp_path):
     assert vals.shape == (n, 2) and np.all(np.abs(vals) <= 1)
 
 
+def test_predict_reports_a_bad_video_and_writes_the_others(corpus, jca_run, tmp_path):
+    from avpipe.fusion.predict import PredictionErrors, predict_videos
+    from avpipe.fusion.source import CacheSource
+
+    out, _ = jca_run
+    keys = ["vid0000.mp4", "never_extracted.mp4", "../escape.mp4", "vid0007.mp4"]
+    msgs: list[str] = []
+    with pytest.raises(PredictionErrors) as ei:
+        predict_videos(out, tmp_path, tmp_path / "csv", source=CacheSource(corpus["cache"]), keys=keys,
+                       extract=False, device="cpu", log=msgs.append)
+    assert ei.value.failed == ["never_extracted.mp4", "../escape.mp4"]
+    assert sorted(p.name for p in ei.value.written) == ["vid0000.csv", "vid0007.csv"]
+    assert any("never_extracted.mp4: no cached features" in m for m in msgs)
+    assert not (tmp_path / "escape.csv").exists()
+
+
 def test_missing_modality_names_the_stage(corpus, tmp_path):
     from avpipe.fusion.models import MissingModalityError
 
