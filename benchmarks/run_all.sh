@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Runs every benchmark behind BENCHMARKS.md, one after another (never two at once: 2 cores),
+# writing each one's output to benchmarks/out/<name>.txt.
+#   bash benchmarks/run_all.sh
+set -u
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+OUT=benchmarks/out
+mkdir -p "$OUT"
+run() { local name=$1; shift; echo "== $name: $*"; "$@" 2>&1 | tee "$OUT/$name.txt"; }
+run warm_rerun       $PY benchmarks/bench_warm_rerun.py --n 100 --jobs 2
+run warm_rerun_real  $PY benchmarks/bench_warm_rerun.py --n 100 --jobs 2 --real
+run faces            $PY benchmarks/bench_faces.py --repeats 3 --threads 1
+run audio            $PY benchmarks/bench_audio.py --threads 2 --seconds 30 --repeats 3
+[ -d $OUT/syn ] || $PY benchmarks/make_synthetic_cache.py --out $OUT/syn --scale 0.05
+run datapath         $PY benchmarks/bench_datapath.py --data $OUT/syn --batches 40 --repeats 5
+run datapath_f32     $PY benchmarks/bench_datapath.py --data $OUT/syn --batches 40 --repeats 5 --dtype float32
+[ -d $OUT/syn_small ] || $PY benchmarks/make_synthetic_cache.py --out $OUT/syn_small --scale 0.01
+run epochs           $PY benchmarks/bench_epochs.py --data $OUT/syn_small --device cpu
