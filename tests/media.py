@@ -1,14 +1,15 @@
 """Tiny real media files for tests, made with PyAV (offline, deterministic, a few KB each).
 
-Richer sample media lives in ``avpipe.sample.media``; these helpers stay minimal on purpose so the
-pipeline tests do not depend on it.
+Richer sample media (faces, speech) lives in ``avpipe.sample.media``; these stay minimal (noise
+frames, a sine) so pipeline tests are fast. Audio encoding is shared with it.
 """
 from __future__ import annotations
 
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
+
+from avpipe.sample.media import encode_mono_audio
 
 
 def make_clip(path: str | Path, *, seconds: float = 1.0, fps: int = 10, width: int = 64,
@@ -40,20 +41,8 @@ def make_clip(path: str | Path, *, seconds: float = 1.0, fps: int = 10, width: i
         for pkt in vs.encode():
             out.mux(pkt)
         if a is not None:
-            total = int(seconds * sample_rate)
-            t = np.arange(total) / sample_rate
-            wave = (0.3 * np.sin(2 * np.pi * tone_hz * t)).astype(np.float32)
-            chunk = 1024
-            for s in range(0, total, chunk):
-                buf = wave[s:s + chunk][None, :]
-                af = av.AudioFrame.from_ndarray(buf, format="fltp", layout="mono")
-                af.sample_rate = sample_rate
-                af.pts = s
-                af.time_base = Fraction(1, sample_rate)
-                for pkt in a.encode(af):
-                    out.mux(pkt)
-            for pkt in a.encode():
-                out.mux(pkt)
+            t = np.arange(int(seconds * sample_rate)) / sample_rate
+            encode_mono_audio(out, a, (0.3 * np.sin(2 * np.pi * tone_hz * t)).astype(np.float32), sample_rate)
     return path
 
 
@@ -66,17 +55,8 @@ def make_audio_only(path: str | Path, *, seconds: float = 1.0, sample_rate: int 
     with av.open(str(path), mode="w", format="mp4") as out:
         a = out.add_stream("aac", rate=sample_rate)
         a.layout = "mono"
-        total = int(seconds * sample_rate)
-        wave = (0.3 * np.sin(2 * np.pi * 440 * np.arange(total) / sample_rate)).astype(np.float32)
-        for s in range(0, total, 1024):
-            af = av.AudioFrame.from_ndarray(wave[s:s + 1024][None, :], format="fltp", layout="mono")
-            af.sample_rate = sample_rate
-            af.pts = s
-            af.time_base = Fraction(1, sample_rate)
-            for pkt in a.encode(af):
-                out.mux(pkt)
-        for pkt in a.encode():
-            out.mux(pkt)
+        t = np.arange(int(seconds * sample_rate)) / sample_rate
+        encode_mono_audio(out, a, (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), sample_rate)
     return path
 
 

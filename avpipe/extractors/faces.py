@@ -117,7 +117,7 @@ class FacesConfig:
     min_face_size: int = 20  # smallest face searched, in original-frame pixels
     thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)  # P/R/O-net probability thresholds
     factor: float = 0.709  # image-pyramid scale step
-    key_interval: int = 20  # full cascade every k frames; window-cascade tracking between (1 = every frame)
+    key_interval: int = 30  # full cascade every k frames; window-cascade tracking between (1 = every frame)
     detect_max_side: int | None = 640  # down-scale key frames to this longer side (None = full res)
     roi_scale: float = 2.0  # tracked frames: search window = roi_scale x the previous face box
     roi_min_face: float = 0.5  # tracked frames: pyramid levels for faces >= this x the previous face
@@ -268,14 +268,22 @@ class MtcnnEngine:
                                  boxes[:, 2] + boxes[:, 7] * regw, boxes[:, 3] + boxes[:, 8] * regh,
                                  boxes[:, 4]]).permute(1, 0)
             boxes = rerec(boxes)
+            def stage_input(boxes: Any, side: int) -> tuple[Any, Any] | None:
+                """Boxes that overlap the frame and their ``side``-px crops, normalised as MTCNN."""
+                y, ey, x, ex = pad(boxes, W, H)
+                keep = [k for k in range(len(y)) if ey[k] > y[k] - 1 and ex[k] > x[k] - 1]
+                if not keep:
+                    return None
+                data = torch.cat([imresample(crop(y[k] - 1, ey[k], x[k] - 1, ex[k]), (side, side))
+                                  for k in keep])
+                return boxes[keep], (data - 127.5) * 0.0078125
+
             # R-net
-            y, ey, x, ex = pad(boxes, W, H)
-            keep = [k for k in range(len(y)) if ey[k] > y[k] - 1 and ex[k] > x[k] - 1]
-            if not keep:
+            got = stage_input(boxes, 24)
+            if got is None:
                 return empty
-            boxes = boxes[keep]
-            data = torch.cat([imresample(crop(y[k] - 1, ey[k], x[k] - 1, ex[k]), (24, 24)) for k in keep])
-            out = fixed_batch_process((data - 127.5) * 0.0078125, self.rnet)
+            boxes, data = got
+            out = fixed_batch_process(data, self.rnet)
             score = out[1][:, 1]
             ok = score > thr[1]
             boxes = torch.cat((boxes[ok, :4], score[ok].unsqueeze(1)), 1)
@@ -288,13 +296,11 @@ class MtcnnEngine:
                 pick = pick[:cfg.roi_onet_top_k]
             boxes = rerec(bbreg(boxes[pick], mv[pick]))
             # O-net
-            y, ey, x, ex = pad(boxes, W, H)
-            keep = [k for k in range(len(y)) if ey[k] > y[k] - 1 and ex[k] > x[k] - 1]
-            if not keep:
+            got = stage_input(boxes, 48)
+            if got is None:
                 return empty
-            boxes = boxes[keep]
-            data = torch.cat([imresample(crop(y[k] - 1, ey[k], x[k] - 1, ex[k]), (48, 48)) for k in keep])
-            out = fixed_batch_process((data - 127.5) * 0.0078125, self.onet)
+            boxes, data = got
+            out = fixed_batch_process(data, self.onet)
             score = out[2][:, 1]
             ok = score > thr[2]
             pts = out[1][ok].permute(1, 0)
@@ -422,7 +428,7 @@ def iter_frames(path: str | Path, prefetch: int = 8) -> Iterator[np.ndarray]:
 @register_stage
 class Faces(Stage):
     name = "faces"
-    version = "2"  # 2: window-only level resampling, roi_max_face, key_interval 20, optimised nets
+    version = "3"  # 2: window-only level resampling, roi_max_face, optimised nets; 3: key_interval 30
     config_cls = FacesConfig
     requires = ("probe",)
     per_frame = True

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -137,22 +138,26 @@ def write_clip(path: str | Path, frames: Iterable[np.ndarray], *, fps: float = 2
         for p in vs.encode():
             out.mux(p)
         if ast is not None and audio is not None:
-            a = np.asarray(audio)
-            if a.dtype == np.int16:
-                a = a.astype(np.float32) / 32768.0
-            a = a.astype(np.float32)
-            hop = 1024
-            for s in range(0, len(a), hop):
-                chunk = a[s:s + hop]
-                af = av.AudioFrame.from_ndarray(chunk[None, :], format="flt", layout="mono")
-                af.sample_rate = audio_rate
-                af.pts = s
-                af.time_base = Fraction(1, audio_rate)
-                for p in ast.encode(af):
-                    out.mux(p)
-            for p in ast.encode():
-                out.mux(p)
+            encode_mono_audio(out, ast, audio, audio_rate)
     return np.asarray(times, dtype=np.float64)
+
+
+def encode_mono_audio(out: Any, stream: Any, audio: np.ndarray, rate: int) -> None:
+    """Encode mono float (or int16) samples into an open PyAV ``stream`` of container ``out``."""
+    import av
+    from fractions import Fraction
+
+    a = np.asarray(audio)
+    a = (a.astype(np.float32) / 32768.0) if a.dtype == np.int16 else a.astype(np.float32)
+    for s in range(0, len(a), 1024):
+        af = av.AudioFrame.from_ndarray(a[None, s:s + 1024], format="flt", layout="mono")
+        af.sample_rate = rate
+        af.pts = s
+        af.time_base = Fraction(1, rate)
+        for p in stream.encode(af):
+            out.mux(p)
+    for p in stream.encode():
+        out.mux(p)
 
 
 DEFAULT_TEXT = ("Hello, my name is Alex. I am recording this short video "
