@@ -118,7 +118,9 @@ class Text(Stage):
     def load(self) -> None:
         import torch
         from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
 
+        hf_logging.disable_progress_bar()  # the runner shows one bar per stage; no per-worker bars
         d = self.model_dir()
         self.device = self.runtime.resolve_device()
         self.tokenizer = AutoTokenizer.from_pretrained(str(d), local_files_only=True)
