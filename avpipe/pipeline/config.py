@@ -28,9 +28,6 @@ def _plain(v: Any) -> Any:
         return [_plain(x) for x in v]
     if isinstance(v, Path):
         return str(v)
-    if isinstance(v, float) and v.is_integer():
-        # 1.0 and 1 must hash the same: configs written by hand often differ only there.
-        return v
     return v
 
 

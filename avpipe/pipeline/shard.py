@@ -42,8 +42,6 @@ def _write_array(group: Any, name: str, arr: np.ndarray) -> None:
         group.create_dataset(name, data=[str(s) for s in arr.reshape(-1)],
                              dtype=h5py.string_dtype("utf-8"))
         return
-    if arr.dtype == np.float64 and name not in ("timestamps",):
-        pass  # keep precision as given: stages choose their dtype
     kwargs: dict[str, Any] = {}
     if arr.ndim >= 1 and arr.size > 0:
         kwargs = {"chunks": _chunks(arr.shape, arr.dtype.itemsize), "compression": "gzip",
