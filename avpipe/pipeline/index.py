@@ -11,7 +11,8 @@ Tables::
     fingerprints fingerprint PK, stage, version, config_json, weights_id, upstream (json), created
     entries      (fingerprint, content_id) PK, shard (relpath under the cache root), n_rows, created
     shards       relpath PK, size, mtime_ns, blake2 (of the file), created
-    failures     (fingerprint, content_id) PK, stage, key, error_type, message, traceback, time
+    failures     (fingerprint, content_id) PK, stage, key, error_type, message, traceback, time,
+                 transient (1: the machine failed, not the video — retried by the next run)
 """
 from __future__ import annotations
 
@@ -50,7 +51,7 @@ CREATE TABLE IF NOT EXISTS shards (
 CREATE TABLE IF NOT EXISTS failures (
     fingerprint TEXT NOT NULL, content_id TEXT NOT NULL, stage TEXT NOT NULL, key TEXT,
     error_type TEXT NOT NULL, message TEXT NOT NULL, traceback TEXT, time REAL NOT NULL,
-    PRIMARY KEY (fingerprint, content_id));
+    transient INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (fingerprint, content_id));
 CREATE INDEX IF NOT EXISTS failures_stage ON failures (stage);
 """
 
@@ -76,6 +77,7 @@ class FailureRecord:
     message: str
     traceback: str
     time: float
+    transient: bool = False  # worker death, disk full: not the video's fault, retried next run
 
 
 class Index:
@@ -95,6 +97,7 @@ class Index:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.executescript(_SCHEMA)
+            _add_failures_transient(self.db)
             self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
         self.db.execute("PRAGMA busy_timeout=60000")
 
@@ -214,8 +217,11 @@ class Index:
             "SELECT content_id, shard FROM entries WHERE fingerprint = ?", (fingerprint,)))
 
     def failed(self, fingerprint: str) -> set[str]:
-        return {c for (c,) in self.db.execute(
-            "SELECT content_id FROM failures WHERE fingerprint = ?", (fingerprint,))}
+        """Content ids with a recorded *deterministic* failure (transient ones are retried)."""
+        q = "SELECT content_id FROM failures WHERE fingerprint = ?"
+        if _has_transient(self.db):
+            q += " AND transient = 0"
+        return {c for (c,) in self.db.execute(q, (fingerprint,))}
 
     def shards_of(self, fingerprint: str) -> list[tuple[str, int | None, int | None]]:
         """Distinct shards holding entries of ``fingerprint`` with their recorded size/mtime."""
@@ -304,16 +310,16 @@ class Index:
             for f in failures:
                 self.db.execute("DELETE FROM entries WHERE fingerprint = ? AND content_id = ?",
                                 (f.fingerprint, f.content_id))
-                self.db.execute("INSERT OR REPLACE INTO failures VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                self.db.execute("INSERT OR REPLACE INTO failures VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                                 (f.fingerprint, f.content_id, f.stage, f.key, f.error_type,
-                                 f.message, f.traceback, f.time))
+                                 f.message, f.traceback, f.time, int(f.transient)))
                 for dfp in invalidate:
                     self.db.execute("DELETE FROM entries WHERE fingerprint = ? AND content_id = ?",
                                     (dfp, f.content_id))
 
     def failures(self, stage: str | None = None, content_id: str | None = None) -> list[FailureRecord]:
-        q = ("SELECT stage, fingerprint, content_id, key, error_type, message, traceback, time "
-             "FROM failures")
+        q = ("SELECT stage, fingerprint, content_id, key, error_type, message, traceback, time, "
+             + ("transient != 0" if _has_transient(self.db) else "0") + " FROM failures")
         cond, args = [], []
         if stage is not None:
             cond.append("stage = ?")
@@ -324,7 +330,17 @@ class Index:
         if cond:
             q += " WHERE " + " AND ".join(cond)
         q += " ORDER BY stage, key"
-        return [FailureRecord(*r) for r in self.db.execute(q, args)]
+        return [FailureRecord(*r[:8], bool(r[8])) for r in self.db.execute(q, args)]
+
+
+def _has_transient(db: sqlite3.Connection) -> bool:
+    return any(r[1] == "transient" for r in db.execute("PRAGMA table_info(failures)"))
+
+
+def _add_failures_transient(db: sqlite3.Connection) -> None:
+    """Migration: index files from before the ``transient`` column get it (old rows: 0)."""
+    if not _has_transient(db):
+        db.execute("ALTER TABLE failures ADD COLUMN transient INTEGER NOT NULL DEFAULT 0")
 
 
 class _Tx:

@@ -10,9 +10,17 @@
   is skipped by the stage's dependents (counted as *skipped*, not as their own failure); the rest
   of the batch completes. A per-frame stage whose row count differs from probe's ``n_frames``
   fails for that video.
+* A dead worker (OOM kill, segfault, SIGKILL) costs at most the video that kills it: the tasks
+  that never came back run once more, then one video at a time, and only a video that kills its
+  worker again is recorded — with the cause (signal, OOM, disk full) read from the exit code and
+  the worker's stderr. Such machine faults (and a full disk) are recorded as *transient*: the
+  next run retries them without ``--retry-failed``; a bad file stays recorded.
+* Local pool workers exit within about a second when the driver dies, even by SIGKILL
+  (:func:`avpipe.pipeline.faults.die_with_parent`).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -26,6 +34,8 @@ import numpy as np
 
 import avpipe
 from avpipe.pipeline.entry import ShardEntry
+from avpipe.pipeline.faults import (DISK_FULL, WORKER_DIED, die_with_parent, disk_full_message, is_disk_full,
+                                    is_worker_death, oom_kill_count, worker_death_cause)
 from avpipe.pipeline.fingerprint import Fingerprint, upstream_names
 from avpipe.pipeline.index import FailureRecord, ShardRecord
 from avpipe.pipeline.lock import CacheLock
@@ -47,6 +57,8 @@ class Task:
     fingerprint: Fingerprint
     root: str
     videos: list[tuple[VideoRef, dict[str, ShardEntry]]]
+    driver_pid: int | None = None  # set for local pool workers: they exit when the driver dies
+    stderr_path: str | None = None  # isolation runs: the worker's stderr goes here (cause of death)
 
 
 @dataclass
@@ -57,10 +69,15 @@ class TaskResult:
     seconds: float
 
 
-def _failure(task: Task, video: VideoRef, exc: BaseException, tb: str | None = None) -> FailureRecord:
+def _failure(task: Task, video: VideoRef, exc: BaseException, tb: str | None = None, *,
+             error_type: str | None = None, message: str | None = None,
+             transient: bool = False) -> FailureRecord:
+    if error_type is None and is_disk_full(exc):  # the machine's fault, not the video's
+        error_type, message, transient = DISK_FULL, disk_full_message(task.root), True
     return FailureRecord(task.fingerprint.stage, task.fingerprint.value, video.content_id, video.key,
-                         type(exc).__name__, str(exc) or type(exc).__name__,
-                         tb if tb is not None else "".join(traceback.format_exception(exc)), time.time())
+                         error_type or type(exc).__name__, message or str(exc) or type(exc).__name__,
+                         tb if tb is not None else "".join(traceback.format_exception(exc)), time.time(),
+                         transient)
 
 
 def _check_result(stage: Stage, res: Any, n_frames: int | None) -> None:
@@ -76,9 +93,39 @@ def _check_result(stage: Stage, res: Any, n_frames: int | None) -> None:
             raise ValueError(f"{stage.name!r}: mask shape {np.asarray(res.mask).shape} != ({rows},)")
 
 
+@contextlib.contextmanager
+def _stderr_to(path: str | None) -> Iterator[None]:
+    """Send this process's stderr (fd 2, native libraries included) to ``path`` for the block,
+    with faulthandler on it, so the driver can read why a worker died. No-op without a path."""
+    if path is None:
+        yield
+        return
+    import faulthandler
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(path, "ab", buffering=0) as fh:
+        os.dup2(fh.fileno(), 2)
+        faulthandler.enable(file=fh)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            faulthandler.disable()
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 def run_task(task: Task) -> TaskResult:
     """Compute one task (a few videos of one stage) and write one shard. Never raises for a
     per-video problem: failures come back as records for the driver to commit."""
+    if task.driver_pid is not None:
+        die_with_parent(task.driver_pid)
+    with _stderr_to(task.stderr_path):
+        return _run_task(task)
+
+
+def _run_task(task: Task) -> TaskResult:
     t0 = time.perf_counter()
     stage = task.stage_cls(task.config, task.runtime)
     ok: list[tuple[str, StageResult]] = []
@@ -198,6 +245,11 @@ class Executor:
         self.jobs, self.backend, self.scheduler = jobs, backend, scheduler
         self._client: Any = None
 
+    @property
+    def local_pool(self) -> bool:
+        """Tasks run in worker processes this driver started (and must not outlive it)."""
+        return self.backend == "loky" and self.jobs != 1
+
     def __enter__(self) -> "Executor":
         if self.backend == "dask":
             from dask.distributed import Client
@@ -249,79 +301,190 @@ def _progress(total: int, desc: str, enabled: bool) -> Any:
                 dynamic_ncols=True, leave=True)
 
 
+class _RunState:
+    """What ``execute`` knows across stages: what is done now, where it lives, why not."""
+
+    def __init__(self, cache: Cache, plan: Plan, summary: RunSummary) -> None:
+        self.cache, self.plan, self.summary = cache, plan, summary
+        self.by_cid = plan.by_cid()
+        self.done_now: dict[str, set[str]] = {}
+        self.shards_now: dict[str, dict[str, str]] = {}
+        self.why_missing: dict[tuple[str, str], str] = {}  # (stage, cid) -> reason it has no entry
+
+
+def _start_stage(state: _RunState, name: str) -> StageSummary:
+    """The stage's summary row; earlier failures and unavailability recorded as reasons."""
+    sp = state.plan.stages[name]
+    ss = StageSummary(name, sp.fingerprint.value if sp.fingerprint else None, total=len(state.plan.videos),
+                      cached=len(sp.done), failed_before=len(sp.failed_before), forced=sp.forced,
+                      unavailable=sp.unavailable)
+    state.summary.stages.append(ss)
+    for cid in sp.failed_before:
+        state.why_missing[(name, cid)] = f"{name} failed in an earlier run"
+    if sp.unavailable or sp.fingerprint is None:
+        state.done_now[name] = set()
+        for cid in state.by_cid:
+            state.why_missing[(name, cid)] = f"{name} unavailable"
+    return ss
+
+
+def _ready_videos(state: _RunState, name: str, ss: StageSummary) -> list[str]:
+    """The stage's todo minus videos an upstream stage has no entry for (those are skipped)."""
+    sp = state.plan.stages[name]
+    ups = upstream_names(sp.stage)
+    ready: list[str] = []
+    for cid in sp.todo:
+        lacking = [u for u in ups if cid not in state.done_now.get(u, set())]
+        if lacking:
+            reason = state.why_missing.get((lacking[0], cid), f"{lacking[0]} has no entry")
+            state.summary.skipped.append((name, state.by_cid[cid].key, reason))
+            state.why_missing[(name, cid)] = f"skipped: {reason}"
+            ss.skipped += 1
+        else:
+            ready.append(cid)
+    return ready
+
+
+def _make_tasks(state: _RunState, name: str, ready: list[str], executor: "Executor") -> list[Task]:
+    """Cut ``ready`` into tasks of ``videos_per_task``, each carrying its inputs' shard paths."""
+    sp = state.plan.stages[name]
+    ups = upstream_names(sp.stage)
+    tasks: list[Task] = []
+    for i, chunk in enumerate(_chunks(ready, sp.stage.videos_per_task)):
+        vids = []
+        for cid in chunk:
+            v = state.by_cid[cid]
+            inputs = {u: ShardEntry(state.cache.root / state.shards_now[u][cid], stage=u,
+                                    fingerprint=state.plan.stages[u].fingerprint.value,  # type: ignore[union-attr]
+                                    content_id=cid, key=v.key) for u in ups}
+            vids.append((VideoRef(v.key, cid, v.path), inputs))
+        tasks.append(Task(i, type(sp.stage), sp.stage.config, sp.stage.runtime, sp.fingerprint,  # type: ignore[arg-type]
+                          str(state.cache.root), vids,
+                          driver_pid=os.getpid() if executor.local_pool else None))
+    return tasks
+
+
+class _StageCommitter:
+    """Commits each task result of one stage as it arrives and keeps the stage's counts."""
+
+    def __init__(self, state: _RunState, name: str, ss: StageSummary, bar: Any) -> None:
+        self.state, self.name, self.ss, self.bar = state, name, ss, bar
+        self.sp = state.plan.stages[name]
+        self.ok_cids: set[str] = set()
+
+    def result(self, res: TaskResult) -> None:
+        fp = self.sp.fingerprint.value  # type: ignore[union-attr]
+        self.state.cache.index.commit_task(fp, self.name, res.shard, res.failures, self.sp.invalidate)
+        if res.shard:
+            self.ok_cids |= set(res.shard.rows)
+            self.ss.computed += len(res.shard.rows)
+        self.failures(res.failures, commit=False)
+        self.bar.update(len(res.failures) + (len(res.shard.rows) if res.shard else 0))
+
+    def failures(self, fails: list[FailureRecord], *, commit: bool = True) -> None:
+        if commit:
+            self.state.cache.index.commit_task(self.sp.fingerprint.value, self.name, None,  # type: ignore[union-attr]
+                                               fails, ())
+        for f in fails:
+            why = "worker died" if f.error_type == WORKER_DIED else f.error_type
+            self.state.why_missing[(self.name, f.content_id)] = f"{self.name} failed ({why})"
+        self.ss.failed += len(fails)
+        self.state.summary.failures.extend(fails)
+
+
+def _run_round(tasks: list[Task], executor: "Executor",
+               commit: _StageCommitter) -> tuple[list[Task], BaseException | None]:
+    """Run ``tasks``, committing each result; returns the tasks that never came back (a worker
+    died, the pool broke) and the error that ended the round."""
+    outstanding = {t.task_id: t for t in tasks}
+    try:
+        for res in executor.map(tasks):
+            commit.result(res)
+            outstanding.pop(res.task_id, None)
+    except Exception as e:
+        return list(outstanding.values()), e
+    return [], None
+
+
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _run_isolated(task: Task, video: tuple[VideoRef, dict[str, ShardEntry]], executor: "Executor",
+                  commit: _StageCommitter) -> None:
+    """Run one video alone (its worker's stderr captured); if it kills its worker again, record
+    that video — and only it — with the cause read from the exit code and the stderr."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="avpipe-isolate-") as tmp:
+        err_path = os.path.join(tmp, "stderr") if executor.local_pool else None
+        one = Task(task.task_id, task.stage_cls, task.config, task.runtime, task.fingerprint, task.root,
+                   [video], driver_pid=task.driver_pid, stderr_path=err_path)
+        oom_before = oom_kill_count()
+        left, exc = _run_round([one], executor, commit)
+        err = ""
+        if err_path and os.path.exists(err_path):
+            with open(err_path, errors="replace") as fh:
+                err = fh.read()
+            if err:
+                sys.stderr.write(err)  # the worker's own words reach the user as before
+    if not left or exc is None:
+        return
+    tb = "".join(traceback.format_exception(exc)) + ("\n-- worker stderr --\n" + err[-4000:] if err else "")
+    if is_worker_death(exc):
+        cause = worker_death_cause(exc, stderr_tail=err[-4000:], oom_before=oom_before, cache_root=task.root)
+        commit.failures([_failure(one, video[0], exc, tb, error_type=WORKER_DIED, message=cause,
+                                  transient=True)])
+    else:
+        commit.failures([_failure(one, video[0], exc, tb)])
+
+
+def _run_stage_tasks(tasks: list[Task], executor: "Executor", commit: _StageCommitter) -> None:
+    """Run a stage's tasks so that one dead worker costs at most the videos that kill workers.
+
+    1. every task through the pool; 2. if a worker died, the tasks that never came back run
+    once more (the death may have been another task's, or a passing memory squeeze); 3. if a
+    worker dies again, each of their videos runs alone, so a video that kills its worker every
+    time is recorded alone with the real cause, and the others complete.
+    """
+    left, exc = _run_round(tasks, executor, commit)
+    if left and exc is not None and is_worker_death(exc):
+        n = sum(len(t.videos) for t in left)
+        _say(f"{commit.name}: {worker_death_cause(exc)}; retrying the {n} videos of its unfinished tasks")
+        left, exc = _run_round(left, executor, commit)
+        if left and exc is not None and is_worker_death(exc):
+            n = sum(len(t.videos) for t in left)
+            _say(f"{commit.name}: a worker died again; running those {n} videos one at a time")
+            for t in left:
+                for video in t.videos:
+                    _run_isolated(t, video, executor, commit)
+            return
+    if left and exc is not None:  # not a worker death (e.g. the task could not be pickled)
+        tb = "".join(traceback.format_exception(exc))
+        commit.failures([_failure(t, v, RuntimeError(f"worker process failed: {type(exc).__name__}: {exc}"), tb)
+                         for t in left for v, _ in t.videos])
+
+
 def execute(cache: Cache, plan: Plan, executor: Executor, *, progress: bool = True) -> RunSummary:
     """Run every stage of ``plan`` (in order), committing each task's result as it arrives."""
-    by_cid = plan.by_cid()
     summary = RunSummary([], len(plan.discovered), len(plan.videos), plan.hashed, plan.seconds,
                          dropped_entries=plan.dropped_entries)
-    done_now: dict[str, set[str]] = {}
-    shards_now: dict[str, dict[str, str]] = {}
-    why_missing: dict[tuple[str, str], str] = {}  # (stage, cid) -> reason it has no entry
+    state = _RunState(cache, plan, summary)
     for name in plan.order:
+        ss = _start_stage(state, name)
         sp = plan.stages[name]
-        ss = StageSummary(name, sp.fingerprint.value if sp.fingerprint else None, total=len(plan.videos),
-                          cached=len(sp.done), failed_before=len(sp.failed_before), forced=sp.forced,
-                          unavailable=sp.unavailable)
-        summary.stages.append(ss)
-        for cid in sp.failed_before:
-            why_missing[(name, cid)] = f"{name} failed in an earlier run"
         if sp.unavailable or sp.fingerprint is None:
-            done_now[name] = set()
-            for cid in plan.by_cid():
-                why_missing[(name, cid)] = f"{name} unavailable"
             continue
         t0 = time.perf_counter()
-        fp = sp.fingerprint
-        ups = upstream_names(sp.stage)
-        ready: list[str] = []
-        for cid in sp.todo:
-            lacking = [u for u in ups if cid not in done_now.get(u, set())]
-            if lacking:
-                reason = why_missing.get((lacking[0], cid), f"{lacking[0]} has no entry")
-                summary.skipped.append((name, by_cid[cid].key, reason))
-                why_missing[(name, cid)] = f"skipped: {reason}"
-                ss.skipped += 1
-            else:
-                ready.append(cid)
-        tasks: list[Task] = []
-        for i, chunk in enumerate(_chunks(ready, sp.stage.videos_per_task)):
-            vids = []
-            for cid in chunk:
-                v = by_cid[cid]
-                inputs = {u: ShardEntry(cache.root / shards_now[u][cid], stage=u,
-                                        fingerprint=plan.stages[u].fingerprint.value,  # type: ignore[union-attr]
-                                        content_id=cid, key=v.key) for u in ups}
-                vids.append((VideoRef(v.key, cid, v.path), inputs))
-            tasks.append(Task(i, type(sp.stage), sp.stage.config, sp.stage.runtime, fp, str(cache.root), vids))
-        outstanding = {t.task_id: t for t in tasks}
-        ok_cids: set[str] = set()
+        ready = _ready_videos(state, name, ss)
         bar = _progress(len(ready), name, progress)
+        commit = _StageCommitter(state, name, ss, bar)
         try:
-            for res in executor.map(tasks):
-                cache.index.commit_task(fp.value, name, res.shard, res.failures, sp.invalidate)
-                outstanding.pop(res.task_id, None)
-                if res.shard:
-                    ok_cids |= set(res.shard.rows)
-                    ss.computed += len(res.shard.rows)
-                for f in res.failures:
-                    why_missing[(name, f.content_id)] = f"{name} failed ({f.error_type})"
-                ss.failed += len(res.failures)
-                summary.failures.extend(res.failures)
-                bar.update(len(res.failures) + (len(res.shard.rows) if res.shard else 0))
-        except Exception as e:  # a worker died (segfault, OOM kill): its tasks fail, the run goes on
-            tb = traceback.format_exc()
-            for t in outstanding.values():
-                fails = [_failure(t, v, RuntimeError(f"worker process failed: {type(e).__name__}: {e}"), tb)
-                         for v, _ in t.videos]
-                cache.index.commit_task(fp.value, name, None, fails, ())
-                for f in fails:
-                    why_missing[(name, f.content_id)] = f"{name} failed (worker died)"
-                ss.failed += len(fails)
-                summary.failures.extend(fails)
+            _run_stage_tasks(_make_tasks(state, name, ready, executor), executor, commit)
         finally:
             bar.close()
-        done_now[name] = (sp.done | ok_cids) if not sp.forced else ok_cids
-        shards_now[name] = cache.index.entry_shards(fp.value)
+        state.done_now[name] = (sp.done | commit.ok_cids) if not sp.forced else commit.ok_cids
+        state.shards_now[name] = cache.index.entry_shards(sp.fingerprint.value)
         ss.seconds = time.perf_counter() - t0
     return summary
 

@@ -7,12 +7,17 @@
 * ``toy_bad`` (requires probe): per-frame stage returning one row too few (must fail).
 * ``toy_fail`` (requires probe): raises for videos whose key contains ``fail``.
 
+``toy_a`` and ``toy_slow`` SIGKILL their own (worker) process on a video whose key contains
+``$AVPIPE_TOY_KILL``: every time, or — with ``$AVPIPE_TOY_KILL_ONCE=<marker file>`` — only while
+the marker does not exist yet (the first death creates it), to test worker-death recovery.
+
 Every compute appends ``<stage> <content_id>`` to ``$AVPIPE_TOY_LOG`` when set, so tests can
 count what was actually computed.
 """
 from __future__ import annotations
 
 import os
+import signal
 import time
 from dataclasses import dataclass
 
@@ -28,6 +33,19 @@ def _log(stage: str, cid: str) -> None:
     if path:
         with open(path, "a") as fh:
             fh.write(f"{stage} {cid}\n")
+
+
+def _maybe_kill(key: str) -> None:
+    needle = os.environ.get("AVPIPE_TOY_KILL")
+    if not needle or needle not in key:
+        return
+    marker = os.environ.get("AVPIPE_TOY_KILL_ONCE")
+    if marker:
+        if os.path.exists(marker):
+            return
+        with open(marker, "w") as fh:
+            fh.write(f"{os.getpid()}\n")
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 @dataclass
@@ -48,6 +66,7 @@ class ToyA(Stage):
     videos_per_task = 3
 
     def compute(self, video, inputs):
+        _maybe_kill(video.key)
         _log(self.name, video.content_id)
         ts = inputs["probe"].timestamps
         data = np.stack([ts * self.config.scale, np.arange(len(ts), dtype=np.float64)], axis=1)
@@ -78,6 +97,7 @@ class ToySlow(Stage):
 
     def compute(self, video, inputs):
         time.sleep(float(os.environ.get("AVPIPE_TOY_SLEEP", "0")))
+        _maybe_kill(video.key)
         _log(self.name, video.content_id)
         ts = inputs["probe"].timestamps
         return StageResult(data=(ts[:, None] * 2.0).astype(np.float32))
