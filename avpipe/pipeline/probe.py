@@ -5,6 +5,14 @@ exact: every non-empty packet with a pts is one frame; pts are sorted (B-frames 
 order), multiplied by the stream time base and taken relative to the stream start. ``n_frames``
 (the length of that array) is the row count every per-frame stage must write.
 
+Frames are counted as a player shows them: packets the container's edit list cuts away carry a
+*discard* flag (FFmpeg decodes them for reference but never outputs them) and are not frames.
+Phone and editor exports often have such edit lists, so the container's declared frame count can
+exceed what is shown; that alone never makes a file "truncated". A file is truncated only when
+reading actually stops early: a demux error, or — checked by decoding, only when the packets do
+not add up to the declared count or one came back cut short — a decode error or frames that end
+well before the container's duration. When that decode runs, its frames are the reference.
+
 Bad inputs raise :class:`StageError` with what is wrong in words (empty file, not a media file,
 no video stream, truncated), which the runner records per video while the batch goes on.
 """
@@ -23,6 +31,55 @@ def _fraction(x: Any) -> float | None:
         return float(x) if x else None
     except (TypeError, ZeroDivisionError):
         return None
+
+
+def _demux_pts(container: Any, vs: Any, key: str) -> tuple[list[int], int, bool]:
+    """(pts of the frames a player shows, packets stored incl. discarded, a packet was cut short)."""
+    import av
+
+    pts: list[int] = []
+    stored = 0
+    cut_short = False
+    try:
+        for pkt in container.demux(vs):
+            if pkt.pts is None or not pkt.size:
+                continue
+            stored += 1
+            cut_short = cut_short or bool(getattr(pkt, "is_corrupt", False))
+            if getattr(pkt, "is_discard", False):  # before the edit list's start: never shown
+                continue
+            pts.append(int(pkt.pts))
+    except av.error.FFmpegError as e:
+        raise StageError(f"{key}: error while reading packets after {len(pts)} "
+                         f"frames ({type(e).__name__}: {e}); the file is damaged or truncated") from e
+    return pts, stored, cut_short
+
+
+def _decoded_pts(path: Any, key: str, declared: int, container_duration: int | None) -> list[int]:
+    """Decode the video stream (the slow reference, only for files whose packets do not add up)
+    and return the pts of the frames it outputs; raise if decoding stops early."""
+    import av
+
+    pts: list[int] = []
+    with av.open(str(path), mode="r") as c:
+        vs = c.streams.video[0]
+        tb = float(vs.time_base) if vs.time_base else 0.0
+        try:
+            for i, fr in enumerate(c.decode(vs)):
+                pts.append(int(fr.pts) if fr.pts is not None else (pts[-1] + 1 if pts else i))
+        except av.error.FFmpegError as e:
+            raise StageError(f"{key} is truncated or damaged: decoding stops after {len(pts)} of "
+                             f"{declared or '?'} declared frames ({type(e).__name__}: {e})") from e
+        if pts and tb and container_duration:
+            start = min(min(pts), int(vs.start_time or 0))
+            shown_s = (max(pts) - start) * tb
+            frame_s = float(1 / vs.average_rate) if vs.average_rate else 0.0
+            total_s = container_duration / 1_000_000
+            if shown_s + frame_s < total_s - max(0.5, 0.1 * total_s):
+                raise StageError(f"{key} is truncated: its frames end at {shown_s:.2f} s but the "
+                                 f"container lasts {total_s:.2f} s ({len(pts)} of {declared or '?'} "
+                                 "declared frames could be read)")
+    return pts
 
 
 @register_stage
@@ -56,23 +113,12 @@ class Probe(Stage):
                 raise StageError(f"no video stream in {video.key}"
                                  + (" (audio only)" if astreams else ""))
             vs = vstreams[0]
-            pts: list[int] = []
-            try:
-                for pkt in container.demux(vs):
-                    if pkt.pts is None or not pkt.size:
-                        continue
-                    if getattr(pkt, "is_discard", False):
-                        continue
-                    pts.append(int(pkt.pts))
-            except av.error.FFmpegError as e:
-                raise StageError(f"{video.key}: error while reading packets after {len(pts)} "
-                                 f"frames ({type(e).__name__}: {e}); the file is damaged or truncated") from e
+            pts, stored, cut_short = _demux_pts(container, vs, video.key)
+            declared = int(vs.frames or 0)
+            if cut_short or (declared and stored < declared):
+                pts = _decoded_pts(path, video.key, declared, container.duration)
             if not pts:
                 raise StageError(f"{video.key}: the video stream has no frames (empty or truncated)")
-            declared = int(vs.frames or 0)
-            if declared and len(pts) < declared:
-                raise StageError(f"{video.key} is truncated: the container declares {declared} "
-                                 f"video frames but only {len(pts)} could be read")
             tb = float(vs.time_base) if vs.time_base else None
             if tb is None:
                 raise StageError(f"{video.key}: video stream has no time base")

@@ -86,5 +86,6 @@ def inspect_video(cache: Cache, video: str) -> dict[str, Any]:
             item["error"] = f"{type(ex).__name__}: {ex}"
         entries.append(item)
     failures = [{"stage": f.stage, "fingerprint": f.fingerprint, "error_type": f.error_type,
-                 "message": f.message, "time": f.time} for f in cache.index.failures(content_id=cid)]
+                 "message": f.message, "time": f.time, "transient": f.transient}
+                for f in cache.index.failures(content_id=cid)]
     return {"content_id": cid, "keys": cache.index.keys_for(cid), "entries": entries, "failures": failures}
