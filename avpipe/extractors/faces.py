@@ -172,6 +172,8 @@ class MtcnnEngine:
         else:
             small = frames
         minsize = max(12.0, cfg.min_face_size * scale)
+        if min(small[0].shape[:2]) < minsize:  # no pyramid level fits: no face can be found
+            return [(np.zeros((0, 5)), np.zeros((0, 5, 2))) for _ in frames]
         batch = torch.from_numpy(np.stack(small))
         with torch.inference_mode():
             boxes, points = detect_face(batch, minsize, self.pnet, self.rnet, self.onet,

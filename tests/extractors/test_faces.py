@@ -147,3 +147,11 @@ def test_config_validation_and_weights_id():
     wid = Faces().weights_id()
     assert isinstance(wid, str) and len(wid) == 64
     assert Faces().semantic_config()["thresholds"] == [0.6, 0.7, 0.7]
+
+
+@pytest.mark.parametrize("hw", [(16, 16), (19, 200), (1, 1)])
+def test_frames_smaller_than_the_smallest_face_give_masked_rows(hw):
+    frames = [np.random.default_rng(i).integers(0, 255, hw + (3,), dtype=np.uint8) for i in range(3)]
+    res = Faces(FacesConfig()).process(iter(frames), 3)
+    assert res.data.shape == (3, len(COLUMNS)) and not res.mask.any()
+    assert res.attrs["faces_found"] == 0 and (res.data[:, 15] == 0).all()
