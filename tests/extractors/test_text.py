@@ -4,19 +4,21 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from avpipe.extractors.text import Text, TextConfig, assign_frames
+from avpipe.extractors.text import Text, TextConfig, assign_frames, unreliable_words
 from avpipe.pipeline.entry import MemoryEntry
 from avpipe.pipeline.stage import StageResult, VideoRef
 
 from .test_audio import probe_entry
 
 
-def asr_entry(words: list[tuple[str, float, float]], segments: list[int] | None = None) -> MemoryEntry:
+def asr_entry(words: list[tuple[str, float, float]], segments: list[int] | None = None,
+              probs: list[float] | None = None) -> MemoryEntry:
     wt = np.array([[s, e] for _, s, e in words], np.float64).reshape(-1, 2)
     seg = np.zeros(len(words), np.int32) if segments is None else np.asarray(segments, np.int32)
+    prob = np.ones(len(words), np.float32) if probs is None else np.asarray(probs, np.float32)
     return MemoryEntry(StageResult(data=wt, extras={
         "words": np.array([w for w, _, _ in words], dtype=str), "word_times": wt,
-        "word_segment": seg, "word_prob": np.ones(len(words), np.float32)},
+        "word_segment": seg, "word_prob": prob},
         attrs={"present": True}), stage="asr")
 
 
@@ -79,3 +81,48 @@ def test_hold_gap_config(stage: Text) -> None:
                                                   {"probe": probe_entry(times), "asr": asr_entry(words)})
     assert r0.mask.tolist() == [True, False, False, True]
     assert r1.mask.tolist() == [True, True, False, True]
+
+
+def test_unreliable_words_flags() -> None:
+    words = [("a", 0.0, 0.3), ("b", 0.3, 0.5), ("c", 0.5, 19.0), ("d", 19.0, 19.2)]
+    e = asr_entry(words, probs=[0.9, 0.05, 0.9, float("nan")])
+    wt = np.asarray(e.extra("word_times"))
+    low, long = unreliable_words(e, wt, 0.2, 2.0)
+    assert low.tolist() == [False, True, False, False] and long.tolist() == [False, False, True, False]
+    low, long = unreliable_words(e, wt, 0.0, float("inf"))
+    assert not low.any() and not long.any()
+
+
+def test_whisper_on_speech_it_cannot_transcribe_marks_few_frames(stage: Text) -> None:
+    """The reproduction: 22 s, 7 words with probabilities 0.04-0.36, one spanning 18.5 s — 97 %
+    of the frames used to carry a word vector."""
+    times = np.arange(0, 22, 0.04)
+    words = [("so", 0.2, 0.5), ("the", 0.5, 0.8), ("way", 0.8, 19.3), ("it", 19.3, 19.6),
+             ("was", 19.6, 20.4), ("and", 20.4, 20.9), ("yeah", 20.9, 21.5)]
+    probs = [0.04, 0.12, 0.36, 0.08, 0.31, 0.05, 0.22]
+    v = VideoRef("x", "x", None)  # type: ignore[arg-type]
+    r = stage.compute(v, {"probe": probe_entry(times), "asr": asr_entry(words, probs=probs)})
+    assert r.mask.mean() < 0.1  # only the three >= 0.2 words that last < 2 s
+    assert r.attrs["n_words_low_prob"] == 4 and r.attrs["n_words_too_long"] == 1
+    covered = {int(i) for i in r.extras["word_index"][r.mask]}
+    assert covered == {4, 6}  # "was", "yeah"; "way" is too long, the rest too unsure
+    off = Text(TextConfig(min_word_prob=0.0, max_word_s=float("inf"))).compute(
+        v, {"probe": probe_entry(times), "asr": asr_entry(words, probs=probs)})
+    assert off.mask.mean() > 0.9  # what the stage used to do
+
+
+def test_thresholds_are_semantic_and_validated() -> None:
+    from avpipe.pipeline.fingerprint import stage_fingerprint
+
+    class NoWeights(Text):
+        def weights_id(self) -> str | None:
+            return "w"
+
+    a = stage_fingerprint(NoWeights(TextConfig()), {"asr": "x", "probe": "p"}).value
+    b = stage_fingerprint(NoWeights(TextConfig(min_word_prob=0.5)), {"asr": "x", "probe": "p"}).value
+    c = stage_fingerprint(NoWeights(TextConfig(max_word_s=3.0)), {"asr": "x", "probe": "p"}).value
+    assert len({a, b, c}) == 3
+    with pytest.raises(ValueError, match="min_word_prob"):
+        TextConfig(min_word_prob=1.5)
+    with pytest.raises(ValueError, match="max_word_s"):
+        TextConfig(max_word_s=0)
