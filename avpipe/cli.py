@@ -254,10 +254,13 @@ def inspect(video: str, cache_dir: Path | None, as_json: bool) -> None:
                    f"{e['dtype']} mask={cov}")
         if e["attrs"]:
             click.echo(f"      attrs: {json.dumps(e['attrs'], sort_keys=True, default=str)}")
+            if e["attrs"].get("warning"):  # e.g. asr: an English-only model on other speech
+                click.echo(f"      WARNING: {e['attrs']['warning']}")
         if e["extras"]:
             click.echo(f"      extras: {', '.join(e['extras'])}")
     for f in rep["failures"]:
-        click.echo(f"  {f['stage']:<10} {f['fingerprint'][:16]}  FAILED {f['error_type']}: {f['message']}")
+        click.echo(f"  {f['stage']:<10} {f['fingerprint'][:16]}  FAILED {f['error_type']}: {f['message']}"
+                   + ("  (transient: retried by the next extract)" if f.get("transient") else ""))
 
 
 # -- cache ---------------------------------------------------------------------------------------

@@ -19,6 +19,16 @@ Output (per_frame = False): ``data`` = word times (N, 2) seconds; extras ``words
 ``segment_no_speech`` (no_speech_prob); attrs ``language``, ``text``. No audio stream, or a track
 whose RMS is below ``silence_rms``: an empty transcript (not an error) — Whisper hallucinates
 text on digital silence, so it is not asked.
+
+Honesty attrs (version 2): ``language_source`` says where ``language`` comes from — ``config``,
+``detected`` (a multilingual model with ``language`` unset: Whisper's language detection on the
+first 30 s, its probability in ``language_prob``) or ``english-only model`` (an ``.en`` model
+cannot tell; it transcribes everything as English). ``mean_word_prob`` is the mean Whisper word
+probability; below :data:`LOW_CONFIDENCE_MEAN_PROB` the entry gets ``low_confidence: true`` and a
+``warning`` in words (``avpipe inspect`` prints it). On speech an English-only model cannot
+transcribe (another language, singing, noise) the words come out with probabilities around
+0.05–0.35, while real English transcribed by tiny.en averages about 0.9. The words stay here with
+their probabilities; the ``text`` stage decides which of them may label frames.
 """
 from __future__ import annotations
 
@@ -152,6 +162,26 @@ def trim_to_energy(word_times: np.ndarray, y: np.ndarray, sr: int = 16000,
     return out
 
 
+#: below this mean word probability a transcript is flagged ``low_confidence`` (see module doc)
+LOW_CONFIDENCE_MEAN_PROB = 0.5
+
+
+def confidence_attrs(model: str, multilingual: bool, word_prob: np.ndarray) -> dict[str, Any]:
+    """``mean_word_prob`` and, when it is low, ``low_confidence`` and a ``warning`` in words."""
+    p = np.asarray(word_prob, np.float64)
+    p = p[np.isfinite(p)]
+    if len(p) == 0:
+        return {"mean_word_prob": None, "low_confidence": False}
+    mean = float(p.mean())
+    out: dict[str, Any] = {"mean_word_prob": round(mean, 4), "low_confidence": mean < LOW_CONFIDENCE_MEAN_PROB}
+    if out["low_confidence"]:
+        why = (f"English-only model {model}: the speech is probably not English (or not speech); "
+               "use a multilingual model (e.g. base) to detect the language" if not multilingual
+               else f"model {model}: the transcript is unreliable (noise, music, or the wrong language)")
+        out["warning"] = f"mean word probability {mean:.2f} over {len(p)} words — {why}"
+    return out
+
+
 def _empty(attrs: dict[str, Any]) -> StageResult:
     return StageResult(
         data=np.zeros((0, 2), np.float64),
@@ -165,7 +195,7 @@ def _empty(attrs: dict[str, Any]) -> StageResult:
 @register_stage
 class ASR(Stage):
     name = "asr"
-    version = "1"
+    version = "2"  # 2: language_source/_prob, mean_word_prob, low_confidence flag
     config_cls = ASRConfig
     requires = ("audio",)
     per_frame = False
@@ -195,19 +225,41 @@ class ASR(Stage):
         self.device = self.runtime.resolve_device()
         self.model = load_whisper_checkpoint(self.weights_path(), self.device, name=self.config.model)
 
+    def detect_language(self, y: np.ndarray) -> tuple[str, float]:
+        """Whisper's own language detection on the first 30 s (what ``transcribe`` does when no
+        language is given), returning the probability too."""
+        import torch
+        import whisper
+
+        mel = whisper.log_mel_spectrogram(torch.from_numpy(y.astype(np.float32)), self.model.dims.n_mels,
+                                          padding=whisper.audio.N_SAMPLES)
+        mel = whisper.pad_or_trim(mel, whisper.audio.N_FRAMES).to(self.model.device)
+        if self.device.startswith("cuda"):
+            mel = mel.half()
+        with torch.inference_mode():
+            _, probs = self.model.detect_language(mel)
+        lang = max(probs, key=probs.get)
+        return str(lang), float(probs[lang])
+
     def transcribe(self, y: np.ndarray) -> dict[str, Any]:
         self.ensure_loaded()
         cfg: ASRConfig = self.config
         language = cfg.language
+        source, lang_prob = "config", None
         if language is None and not self.model.is_multilingual:
-            language = "en"
+            language, source = "en", "english-only model"
+        elif language is None:
+            language, lang_prob = self.detect_language(y)
+            source = "detected"
         opts: dict[str, Any] = dict(word_timestamps=True, fp16=self.device.startswith("cuda"),
                                     temperature=cfg.temperature, language=language,
                                     condition_on_previous_text=cfg.condition_on_previous_text,
                                     verbose=None)
         if cfg.beam_size:
             opts["beam_size"] = cfg.beam_size
-        return self.model.transcribe(y.astype(np.float32), **opts)
+        res = dict(self.model.transcribe(y.astype(np.float32), **opts))
+        res["language_source"], res["language_prob"] = source, lang_prob
+        return res
 
     def compute(self, video: VideoRef, inputs: Mapping[str, Any]) -> StageResult:
         cfg: ASRConfig = self.config
@@ -249,5 +301,7 @@ class ASR(Stage):
                     "segment_logprob": np.asarray(slp, np.float32),
                     "segment_no_speech": np.asarray(sns, np.float32)},
             attrs={**base, "language": res.get("language") or cfg.language,
+                   "language_source": res.get("language_source"), "language_prob": res.get("language_prob"),
                    "text": str(res.get("text", "")).strip(), "n_words": len(words),
-                   "n_segments": len(segs)})
+                   "n_segments": len(segs),
+                   **confidence_attrs(cfg.model, bool(getattr(self.model, "is_multilingual", False)), np.asarray(wp))})

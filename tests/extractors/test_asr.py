@@ -106,3 +106,42 @@ def test_tiny_random_whisper_plumbing(tmp_path: Path, two_faces_tone) -> None:
     n = len(r.extras["words"])
     assert r.extras["word_times"].shape == (n, 2) and r.extras["word_prob"].shape == (n,)
     assert r.extras["word_segment"].shape == (n,) and r.attrs["language"] == "en"
+    assert r.attrs["language_source"] == "english-only model" and "low_confidence" in r.attrs
+
+
+def test_low_confidence_transcripts_are_flagged() -> None:
+    from avpipe.extractors.asr import confidence_attrs
+
+    # the reproduction: tiny.en on speech it cannot transcribe (7 words, probabilities 0.04-0.36)
+    bad = confidence_attrs("tiny.en", False, np.array([0.04, 0.12, 0.36, 0.08, 0.31, 0.05, 0.22]))
+    assert bad["low_confidence"] and bad["mean_word_prob"] < 0.2
+    assert "English-only model tiny.en" in bad["warning"] and "not English" in bad["warning"]
+    good = confidence_attrs("tiny.en", False, np.array([0.79, 0.89, 1.0, 0.29, 0.97]))
+    assert not good["low_confidence"] and "warning" not in good
+    multi = confidence_attrs("base", True, np.array([0.1, 0.2]))
+    assert multi["low_confidence"] and "English-only" not in multi["warning"]
+    assert confidence_attrs("tiny.en", False, np.zeros(0)) == {"mean_word_prob": None, "low_confidence": False}
+
+
+def test_multilingual_model_detects_and_stores_the_language(tmp_path: Path, two_faces_tone) -> None:
+    """A randomly initialised multilingual 1-layer Whisper: the language is detected and stored
+    with its probability (the plumbing; a random model's choice of language means nothing)."""
+    import torch
+    import whisper
+
+    dims = whisper.model.ModelDimensions(n_mels=80, n_audio_ctx=1500, n_audio_state=64, n_audio_head=2,
+                                         n_audio_layer=1, n_vocab=51865, n_text_ctx=448, n_text_state=64,
+                                         n_text_head=2, n_text_layer=1)
+    torch.manual_seed(0)
+    m = whisper.model.Whisper(dims)
+    assert m.is_multilingual
+    p = tmp_path / "tiny_random_multi.pt"
+    torch.save({"dims": dims.__dict__, "model_state_dict": m.state_dict()}, p)
+    stage = ASR(ASRConfig(model="base"), Runtime(device="cpu", weights={"whisper-base": str(p)}))
+    v, inputs = clip_inputs(two_faces_tone)
+    r = stage.compute(v, inputs)
+    assert r.attrs["language_source"] == "detected"
+    assert r.attrs["language"] in whisper.tokenizer.LANGUAGES and 0 < r.attrs["language_prob"] <= 1
+    fixed = ASR(ASRConfig(model="base", language="de"), Runtime(device="cpu", weights={"whisper-base": str(p)}))
+    r2 = fixed.compute(v, inputs)
+    assert (r2.attrs["language"], r2.attrs["language_source"], r2.attrs["language_prob"]) == ("de", "config", None)

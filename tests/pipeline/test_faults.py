@@ -136,6 +136,12 @@ def test_disk_full_while_writing_a_shard_is_named_and_retried(tmp_path, videos, 
     with Cache(cache) as c:
         assert c.list("toy_a") == []  # nothing half-written is indexed ...
     assert not [p for p in (cache / "shards").rglob("*") if p.is_file() and "toy_a" in p.parts]  # ... or left
+    from click.testing import CliRunner
+
+    from avpipe.cli import main
+
+    out = CliRunner().invoke(main, ["inspect", "b.mp4", "--cache", str(cache)]).output
+    assert "FAILED DiskFull: disk full: " in out and "transient: retried by the next extract" in out
     monkeypatch.setattr(shard_mod, "write_result", real)
     s = run_extract(cache, videos, stages=["toy_b"], progress=False)  # no --retry-failed needed
     assert s.exit_code == 0, s.render()
@@ -171,3 +177,20 @@ def test_index_files_from_before_the_transient_column_still_work(tmp_path):
         (f,) = ix.failures()
         assert (f.key, f.transient) == ("a.mp4", False)
         assert ix.failed("fp") == {"cid"}  # old failures stay sticky
+
+
+def test_inspect_prints_an_entry_warning(monkeypatch, tmp_path):
+    from click.testing import CliRunner
+
+    import avpipe.pipeline.report as report
+    from avpipe.cli import main
+
+    warning = "mean word probability 0.18 over 7 words — English-only model tiny.en: ..."
+    rep = {"content_id": "c" * 40, "keys": ["a.mp4"], "failures": [], "entries": [
+        {"stage": "asr", "fingerprint": "f" * 64, "rows": 7, "shard": "s", "created": 0.0, "shape": [7, 2],
+         "dtype": "float64", "dims": 2, "mask_coverage": 1.0, "extras": [],
+         "attrs": {"low_confidence": True, "warning": warning}}]}
+    monkeypatch.setattr(report, "inspect_video", lambda cache, video: rep)
+    Cache(tmp_path / "cache", create=True).close()
+    out = CliRunner().invoke(main, ["inspect", "a.mp4", "--cache", str(tmp_path / "cache")]).output
+    assert f"WARNING: {warning}" in out
