@@ -398,12 +398,18 @@ def _run_round(tasks: list[Task], executor: "Executor",
     died, the pool broke) and the error that ended the round."""
     outstanding = {t.task_id: t for t in tasks}
     try:
-        for res in executor.map(tasks):
-            commit.result(res)
-            outstanding.pop(res.task_id, None)
+        results = executor.map(tasks)
     except Exception as e:
         return list(outstanding.values()), e
-    return [], None
+    while True:
+        try:
+            res = next(results)
+        except StopIteration:
+            return [], None
+        except Exception as e:  # only the pool's errors: an index write error is not a worker's
+            return list(outstanding.values()), e
+        commit.result(res)
+        outstanding.pop(res.task_id, None)
 
 
 def _say(msg: str) -> None:

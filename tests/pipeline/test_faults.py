@@ -26,7 +26,7 @@ def _env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     env["AVPIPE_PLUGINS"] = "tests.pipeline.toy_stages"
-    for k in ("AVPIPE_TOY_KILL", "AVPIPE_TOY_KILL_ONCE", "AVPIPE_TOY_SLEEP", "AVPIPE_TOY_LOG"):
+    for k in ("AVPIPE_TOY_KILL", "AVPIPE_TOY_KILL_ONCE", "AVPIPE_TOY_KILL_SIGNAL", "AVPIPE_TOY_SLEEP", "AVPIPE_TOY_LOG"):
         env.pop(k, None)
     env.update(extra)
     return env
@@ -85,6 +85,19 @@ def test_video_that_always_kills_its_worker_fails_alone_and_is_not_sticky(tmp_pa
     r = subprocess.run(_extract(six, cache), capture_output=True, text=True, timeout=180, env=_env())
     assert r.returncode == 0, r.stdout + r.stderr
     assert _done(cache, "toy_b") == {f"v{i}.mp4" for i in range(6)}
+
+
+def test_segfaulting_video_is_recorded_with_the_signal_and_the_workers_stderr(tmp_path, six):
+    cache = tmp_path / "cache"
+    r = subprocess.run(_extract(six, cache), capture_output=True, text=True, timeout=180,
+                       env=_env(AVPIPE_TOY_KILL="v1", AVPIPE_TOY_KILL_SIGNAL="SIGSEGV"))
+    assert r.returncode == 1, r.stdout + r.stderr
+    with Cache(cache) as c:
+        (f,) = c.failures()
+    assert f.key == "v1.mp4" and f.transient
+    assert "segmentation fault (SIGSEGV)" in f.message and "Fatal Python error: Segmentation fault" in f.message
+    assert "-- worker stderr --" in f.traceback and "toy_stages.py" in f.traceback  # faulthandler's stack
+    assert _done(cache, "toy_a") == {f"v{i}.mp4" for i in range(6)} - {"v1.mp4"}
 
 
 def test_sigkill_of_the_driver_takes_its_workers_down(tmp_path, six):

@@ -10,6 +10,7 @@
 ``toy_a`` and ``toy_slow`` SIGKILL their own (worker) process on a video whose key contains
 ``$AVPIPE_TOY_KILL``: every time, or — with ``$AVPIPE_TOY_KILL_ONCE=<marker file>`` — only while
 the marker does not exist yet (the first death creates it), to test worker-death recovery.
+``$AVPIPE_TOY_KILL_SIGNAL`` (e.g. ``SIGSEGV``) sends that signal instead of SIGKILL.
 
 Every compute appends ``<stage> <content_id>`` to ``$AVPIPE_TOY_LOG`` when set, so tests can
 count what was actually computed.
@@ -45,7 +46,7 @@ def _maybe_kill(key: str) -> None:
             return
         with open(marker, "w") as fh:
             fh.write(f"{os.getpid()}\n")
-    os.kill(os.getpid(), signal.SIGKILL)
+    os.kill(os.getpid(), getattr(signal, os.environ.get("AVPIPE_TOY_KILL_SIGNAL", "SIGKILL")))
 
 
 @dataclass
