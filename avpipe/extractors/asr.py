@@ -304,4 +304,5 @@ class ASR(Stage):
                    "language_source": res.get("language_source"), "language_prob": res.get("language_prob"),
                    "text": str(res.get("text", "")).strip(), "n_words": len(words),
                    "n_segments": len(segs),
-                   **confidence_attrs(cfg.model, bool(getattr(self.model, "is_multilingual", False)), np.asarray(wp))})
+                   **confidence_attrs(cfg.model, bool(getattr(self.model, "is_multilingual", False)),
+                                      np.asarray(wp))})

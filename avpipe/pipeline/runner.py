@@ -383,8 +383,8 @@ class _StageCommitter:
 
     def failures(self, fails: list[FailureRecord], *, commit: bool = True) -> None:
         if commit:
-            self.state.cache.index.commit_task(self.sp.fingerprint.value, self.name, None,  # type: ignore[union-attr]
-                                               fails, ())
+            fp = self.sp.fingerprint.value  # type: ignore[union-attr]
+            self.state.cache.index.commit_task(fp, self.name, None, fails, ())
         for f in fails:
             why = "worker died" if f.error_type == WORKER_DIED else f.error_type
             self.state.why_missing[(self.name, f.content_id)] = f"{self.name} failed ({why})"
