@@ -136,3 +136,17 @@ def test_faststart_mp4_cut_mid_file_is_still_truncated(tmp_path, keep):
     truncate(p, keep)
     with pytest.raises(StageError, match="truncated"):
         _probe(p)
+
+
+def test_faststart_mp4_cut_on_a_packet_boundary_is_still_truncated(tmp_path):
+    """No partial packet, no decode error: only the frames ending long before the declared
+    duration tell — and they must."""
+    import av
+
+    p = _encode(tmp_path / "fs.mp4", n=60, fmt_options={"movflags": "faststart"})
+    with av.open(str(p)) as c:
+        pk = [(x.pos, x.size) for x in c.demux(c.streams.video[0]) if x.size]
+    pos, size = pk[20]
+    p.write_bytes(p.read_bytes()[: pos + size])
+    with pytest.raises(StageError, match="truncated: its frames end at"):
+        _probe(p)
