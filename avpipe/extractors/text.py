@@ -6,7 +6,7 @@ vector is the mean of its pieces' last hidden states, L2-normalised (``normalize
 word *in its segment* keeps the context a sentence encoder was trained on, unlike embedding words
 one by one.
 
-Frame assignment (RJCMA's convention, models.md §0.4): the frame at time t takes the vector of the
+Frame assignment (RJCMA's convention, docs/stages.md#text-frame-assignment): the frame at time t takes the vector of the
 word whose [start, end) contains t; otherwise its row is zero and masked. ``hold_gap_s`` (default
 0: no hold, the published convention) keeps the previous word's vector through pauses up to that
 long, for models that prefer a piecewise-constant text stream over short gaps.
