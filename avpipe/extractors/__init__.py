@@ -1,6 +1,6 @@
 """Built-in stages, one module each. Importing this package registers them.
 
-The stage graph (design.md)::
+The stage graph (docs/stages.md#stage-graph)::
 
     probe ──┬── faces ── visual
             └── audio ──┬── logmel

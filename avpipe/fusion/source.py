@@ -19,7 +19,7 @@ import numpy as np
 
 
 
-# Default feature set: modality -> stage (design.md stage graph).
+# Default feature set: modality -> stage (docs/stages.md#stage-graph).
 DEFAULT_STAGES = {"visual": "visual", "audio": "logmel", "text": "text"}
 
 

@@ -102,7 +102,7 @@ def prepare(cfg: TrainConfig, source: FeatureSource) -> Prepared:
 
 # ----------------------------------------------------------------------------- LR control
 class LRController:
-    """The schedules of models.md as one small state machine (JSON-able state).
+    """The schedules of docs/models.md#training-defaults as one small state machine (JSON-able state).
 
     * ``step`` — lr for epochs ≤ step_start, then × step_gamma every step_every epochs (the
       Praveen code's hard-coded schedule: 1e-3, ×0.8 / 2 epochs after epoch 5);

@@ -4,7 +4,7 @@ A window is ``(start row in the bank, valid length)``. Batches are built by one 
 modality: ``rows = start[:, None] + arange(T)``, positions past the video's end are padded (zero
 features, mask False). Everything happens on the bank's device, so a GPU epoch never leaves it.
 
-Placement (models.md §4.1/§9.1, the RJCMA convention): windows of ``T`` frames every ``hop``
+Placement (docs/models.md#windows, the RJCMA convention): windows of ``T`` frames every ``hop``
 frames, the last one aligned to the video's end so that every frame is covered; a video shorter
 than ``T`` gives one padded window. Evaluation averages the overlapping predictions per frame.
 """

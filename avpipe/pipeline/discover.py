@@ -1,6 +1,6 @@
 """Video discovery and content identity.
 
-Two names per video (design.md, "Identity and keys"):
+Two names per video (docs/cache.md#identity):
 
 * the **key** — path relative to the ``--videos`` root, POSIX, Unicode NFC. It names things for
   people and is never used to build a path inside the cache;

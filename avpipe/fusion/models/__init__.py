@@ -6,7 +6,7 @@ One signature for all models::
     y = model(x, mask)   # x: {modality: (B, T, D)}, mask: {modality: (B, T) bool} -> (B, T, 2)
 
 A model declares the modalities it needs (``modalities``) and its optimiser/schedule defaults
-(``train_defaults``, models.md §9.7); the trainer reads both. Missing modalities fail early with
+(``train_defaults``, docs/models.md#training-defaults); the trainer reads both. Missing modalities fail early with
 the stage to extract (:func:`check_modalities`).
 """
 from __future__ import annotations

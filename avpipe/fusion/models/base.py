@@ -16,8 +16,8 @@ class FusionModel(nn.Module):
     """``forward(x: {m: (B,T,D)}, mask: {m: (B,T) bool}) -> (B,T,2)`` (valence, arousal).
 
     Subclasses set ``name``, ``modalities`` (the ones they need), ``train_defaults`` (optimiser and
-    schedule defaults from the paper/code, models.md) and optionally ``aux_losses``.
-    ``window`` is the fixed window length T: several models carry T×T weights (models.md §1.1–1.2).
+    schedule defaults from the paper/code, docs/models.md#training-defaults) and optionally ``aux_losses``.
+    ``window`` is the fixed window length T: several models carry T×T weights (docs/models.md#building-blocks).
     """
 
     name: ClassVar[str] = ""

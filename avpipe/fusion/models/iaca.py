@@ -1,6 +1,6 @@
-"""IACA — Inconsistency-Aware Cross-Attention (Praveen & Alam, 2024; seed 004). models.md §5.
+"""IACA — Inconsistency-Aware Cross-Attention (Praveen & Alam, 2024). docs/models.md#iaca.
 
-**Reconstruction** (models.md §5.3, tagged [inferred]): no public code exists; the abstract
+**Reconstruction** (docs/models.md#iaca-in-avpipe): no public code exists; the abstract
 confirms only "a two-stage gating mechanism". This module implements the reconstruction built on
 the public DCA code (its stage-1 mechanism):
 
@@ -10,7 +10,7 @@ the public DCA code (its stage-1 mechanism):
    self-attention over time (``"attention"``);
 4. stage-1 gate per modality: ``g_m = softmax([X̂_m | S_m] W_1 / τ)``,
    ``Z_m = ReLU(g0·S_m + g1·X̂_m)`` (DCA feeds only X̂_m to the gate; feeding both is the cheap
-   improvement models.md proposes — ``gate_input="both"`` default, ``"attended"`` = DCA);
+   improvement over DCA — ``gate_input="both"`` default, ``"attended"`` = DCA);
 5. stage-2 gate across modalities: ``h = softmax([Z_v | Z_a] W_2 / τ)``, ``F = [h0 Z_v | h1 Z_a]``
    (lets the model down-weight a corrupted or missing audio stream); ``stage2=False`` = DCA;
 6. joint BLSTM 2h→h → V/A heads. τ = 0.1.
@@ -44,7 +44,7 @@ class _SelfAttention(nn.Module):
 class IACA(RJA):
     name = "iaca"
     modalities = ("visual", "audio")
-    # DCA code (models.md §5.2): AdamW wd 1e-5, effective 1e-3 ×0.8/2 epochs schedule, 100 epochs.
+    # DCA code (docs/models.md#dca-released-code): AdamW wd 1e-5, effective 1e-3 ×0.8/2 epochs schedule, 100 epochs.
     train_defaults = {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 1e-5, "schedule": "step",
                       "epochs": 100, "batch_size": 64}
 

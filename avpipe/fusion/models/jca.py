@@ -1,9 +1,9 @@
-"""JCA — Joint Cross-Attention (Praveen et al., CVPRW 2022 / ABAW3; seed 002). models.md §2.
+"""JCA — Joint Cross-Attention (Praveen et al., CVPRW 2022 / ABAW3). docs/models.md#jca.
 
-Shapes (per sample): visual/audio (T, d_m) → Linear d_m→h (bias) → JCA-v1 block (§1.1, L = T,
+Shapes (per sample): visual/audio (T, d_m) → Linear d_m→h (bias) → JCA-v1 block (docs/models.md#jca-v1, L = T,
 k = 32, D = 2h) → concat [X̂_a | X̂_v] (T, 2h) → Linear 2h→h → Dropout 0.6 → Linear h→2.
 
-Divergence decisions (models.md §2.6, §7):
+Divergence decisions (docs/models.md#jca-decisions):
 
 * **Regressor input** — the published ABAW3 code leaves the regressor at 640 inputs while the
   concatenation it feeds is 256 (does not run); the fixed concat of *attended* audio + *attended*
@@ -34,7 +34,7 @@ class JCA(FusionModel):
     name = "jca"
     modalities = ("audio", "visual")
     window_fixed = True
-    # models.md §2.3: Adam 1e-3, ×0.8 every 2 epochs after epoch 5, 30 epochs, batch 96.
+    # docs/models.md#jca-released-code: Adam 1e-3, ×0.8 every 2 epochs after epoch 5, 30 epochs, batch 96.
     train_defaults = {"optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0, "schedule": "step",
                       "epochs": 30, "batch_size": 96}
 

@@ -1,5 +1,5 @@
 """MAVEN — Multi-modal Attention for Valence-Arousal Emotion Network (Ahire et al., CVPRW 2025 /
-ABAW8; seed 001). models.md §6.
+ABAW8). docs/models.md#maven.
 
 Forward (per sample, T = window; all three streams are per-frame cache rows):
 
@@ -12,7 +12,7 @@ Forward (per sample, T = window; all three streams are per-frame cache rows):
 6. polar head (circumplex): direction from a 2-vector (wrap-free) and intensity I ∈ [0, √2],
    output (v, a) = I·(cos θ, sin θ).
 
-Divergence decisions (models.md §6.5):
+Divergence decisions (docs/models.md#maven-decisions):
 
 * **Encoders** — paper: BEiT₂(BEiT₁(x)) sequential; code: two BEiT-base stacks in parallel,
   concatenated. Default: paper (sequential, ``layers`` total); ``code_faithful=True`` = two parallel

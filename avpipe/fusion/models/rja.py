@@ -1,11 +1,11 @@
-"""RJA — Recursive Joint Attention with LSTMs (Praveen et al., ICASSP 2023; seed 000). models.md §3.
+"""RJA — Recursive Joint Attention with LSTMs (Praveen et al., ICASSP 2023). docs/models.md#rja.
 
 Forward (per sample, T = window): L2-normalise both streams → audio BLSTM d_a→h; visual
 Linear d_v→h (the audio-guided spatial attention of the code reduces to a Linear on pooled face
-embeddings, §1.4) → visual BLSTM h→h → recursive JCA-v2 (§1.2) on {v, a} → concat (T, 2h) →
+embeddings) → visual BLSTM h→h → recursive JCA-v2 on {v, a} → concat (T, 2h) →
 joint BLSTM 2h→h (dropout 0) → two heads h→128→1 (no tanh).
 
-Divergence decisions (models.md §3.2, §7):
+Divergence decisions (docs/models.md#rja-decisions):
 
 * **Recursion** — the paper feeds the attended features back into the *same* joint attention
   ``iterations`` times; the released code has N = 1 layer. Default: weight-shared recursion,
@@ -31,7 +31,7 @@ class RJA(FusionModel):
     name = "rja"
     modalities = ("visual", "audio")
     window_fixed = True
-    # models.md §3.3: Adam, effective lr 1e-3 then ×0.8 every 2 epochs after epoch 5; batch 64; 50 epochs.
+    # docs/models.md#rja-released-code: Adam, effective lr 1e-3 then ×0.8 every 2 epochs after epoch 5; batch 64; 50 epochs.
     train_defaults = {"optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0, "schedule": "step",
                       "epochs": 50, "batch_size": 64}
 

@@ -1,11 +1,11 @@
 """RJCMA — Recursive Joint Cross-Modal Attention, audio + visual + text (Praveen & Alam,
-CVPRW 2024 / ABAW6; seed 003). models.md §4.
+CVPRW 2024 / ABAW6). docs/models.md#rjcma.
 
-Forward (per sample, T = window): per-modality causal TCN (§1.5, k = 5, 4 levels) →
-BatchNorm1d → recursive JCA-v2 over {v, a, t} (§1.2, D = sum of TCN widths) → concat (T, D) →
+Forward (per sample, T = window): per-modality causal TCN (k = 5, 4 levels) →
+BatchNorm1d → recursive JCA-v2 over {v, a, t} (D = sum of TCN widths) → concat (T, D) →
 Linear D→256 → BatchNorm → LeakyReLU → Linear 256→2 → tanh.
 
-Divergence decisions (models.md §4.5, §7):
+Divergence decisions (docs/models.md#rjcma-decisions):
 
 * **TCN widths** — the committed configs disagree with the fusion layer; we use the widths the
   fusion layer implies: visual 256, audio 128, text 128 (D = 512), 4 levels each, configurable via
@@ -20,7 +20,7 @@ Divergence decisions (models.md §4.5, §7):
   (not reproducible on a cache; expect lower numbers).
 * Training defaults from the code: Adam lr 1e-5, wd 1e-3, batch 12, 5-epoch warm-up then plateau
   on validation CCC (patience 5, factor 0.1); per-window CCC loss is available as ``loss=ccc_window``
-  but the batch-flattened loss is the avpipe default for every model (models.md §0.2).
+  but the batch-flattened loss is the avpipe default for every model (docs/models.md#losses).
 """
 from __future__ import annotations
 
