@@ -122,7 +122,7 @@ class FacesConfig:
     template: Annotated[Template, Field(description="5-point alignment template (scaled by crop_size/112)")] = "arcface"
     min_face_size: Annotated[Int, Field(ge=1, description="smallest face searched, in original-frame pixels")] = 20
     thresholds: Annotated[tuple[Probability, Probability, Probability],
-                          Field(description="P/R/O-net face probability thresholds")] = (0.6, 0.7, 0.7)
+                          Field(description="P/R/O-net face probability thresholds (each in [0, 1])")] = (0.6, 0.7, 0.7)
     factor: Annotated[Float, Field(gt=0.0, lt=1.0, description="image-pyramid scale step")] = 0.709
     key_interval: Annotated[Int, Field(ge=1, description="full cascade every k frames; window-cascade tracking "
                                                          "between (1 = every frame)")] = 30

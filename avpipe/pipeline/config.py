@@ -53,7 +53,8 @@ class ConfigIssue:
 
     def __str__(self) -> str:
         if self.flag:
-            return f"{self.flag} {format_value(self.value)}: {self.message}"
+            shown = self.value if isinstance(self.value, str) else format_value(self.value)
+            return f"{self.flag} {shown}: {self.message}"
         where = f"[{self.section}]" if self.section else ""
         if not self.key:
             return f"{where}: {self.message}" if where else self.message
@@ -108,8 +109,12 @@ def format_value(v: Any) -> str:
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(format_value(x) for x in v) + "]"
     if isinstance(v, dict):
-        return "{" + ", ".join(f"{k} = {format_value(x)}" for k, x in v.items()) + "}"
+        return "{" + ", ".join(f"{_toml_key(str(k))} = {format_value(x)}" for k, x in v.items()) + "}"
     return str(v)
+
+
+def _toml_key(k: str) -> str:
+    return k if k and all(c.isascii() and (c.isalnum() or c in "_-") for c in k) else json.dumps(k)
 
 
 _BOUNDS = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}
