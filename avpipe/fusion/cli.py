@@ -85,7 +85,7 @@ def train_cmd(fusion, labels, cache, features, config_file, epochs, batch_size, 
 
     try:
         s = train(cfg, resume=resume, log=lambda m: click.echo(m, err=True))
-    except (MissingModalityError, FeatureError, LabelError, FileNotFoundError, KeyError) as e:
+    except (MissingModalityError, FeatureError, LabelError, FileNotFoundError, KeyError, ConfigError) as e:
         _fail(e)
     b = s["best"]
     click.echo(f"best epoch {b['epoch']}: val CCC V {b.get('val_ccc_valence', float('nan')):.4f} "

@@ -96,6 +96,10 @@ class ConfigError(ValueError):
                             if isinstance(i, ConfigIssue) and i.key in flags else i for i in self.issues])
 
 
+class ConfigFileNotFoundError(ConfigError, FileNotFoundError):
+    """The config file does not exist (also a ``FileNotFoundError`` for callers that expect one)."""
+
+
 def format_value(v: Any) -> str:
     """A value as it would be written in a TOML config (strings quoted, true/false)."""
     if v is None:
@@ -336,7 +340,7 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     """Read a JSON or TOML config file into a dict (unreadable or malformed: :class:`ConfigError`)."""
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(f"config file not found: {p}")
+        raise ConfigFileNotFoundError(f"config file not found: {p}")
     try:
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
@@ -363,6 +367,6 @@ def save_config_file(data: dict[str, Any], path: str | Path) -> None:
     atomic_write_text(Path(path), json.dumps(_plain(data), indent=2, sort_keys=True) + "\n")
 
 
-__all__ = ["NO_VALUE", "ConfigError", "ConfigIssue", "Float", "Int", "canonical_json", "config_dataclass",
+__all__ = ["NO_VALUE", "ConfigError", "ConfigFileNotFoundError", "ConfigIssue", "Float", "Int", "canonical_json", "config_dataclass",
            "config_from_dict", "config_to_dict", "format_value", "load_config_file", "option_allowed",
            "option_help", "save_config_file"]

@@ -191,8 +191,9 @@ def test_config_files(tmp_path):
     p.write_text("[stages.logmel\nn_mels = 64\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config_file(p)
-    with pytest.raises(ConfigError, match="config file not found"):
+    with pytest.raises(ConfigError, match="config file not found") as ei:
         load_config_file(tmp_path / "missing.toml")
+    assert isinstance(ei.value, FileNotFoundError)  # callers that expect one still get one
     (tmp_path / "list.json").write_text("[1, 2]")
     with pytest.raises(ConfigError, match="top level"):
         load_config_file(tmp_path / "list.json")
