@@ -29,13 +29,13 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
-from pydantic import AfterValidator, Field
+from pydantic import Field
 
 from avpipe.extractors.audio import audio_from
 from avpipe.extractors.weights import (WeightSpec, WeightsMissingError, avpipe_home, download_file,
                                        file_checksum, register_weights, resolve_weights,
                                        weights_override, whisper_cache)
-from avpipe.pipeline.config import Float, Int, config_dataclass
+from avpipe.pipeline.config import Float, Int, config_dataclass, registry_choice
 from avpipe.pipeline.stage import Stage, StageError, StageResult, VideoRef, register_stage
 
 
@@ -124,18 +124,11 @@ def whisper_model_names() -> list[str]:
     return sorted(n[len("whisper-"):] for n in weight_specs() if n.startswith("whisper-"))
 
 
-def _known_whisper_model(name: str) -> str:
-    known = whisper_model_names()
-    if known and name not in known:  # no names at all: whisper not installed, the weights step says so
-        raise ValueError(f"unknown Whisper model; known: {', '.join(known)}")
-    return name
-
-
 @config_dataclass
 class ASRConfig:
     """Semantic options of ``asr`` (Whisper decoding options enter the fingerprint)."""
 
-    model: Annotated[str, AfterValidator(_known_whisper_model),
+    model: Annotated[str, registry_choice(whisper_model_names, "Whisper model"),
                      Field(description="a standard Whisper model name (weights spec whisper-<model>)")] = "tiny.en"
     language: Annotated[str | None, Field(min_length=1, description="spoken language code, e.g. \"en\" (unset = "
                                                                     "detected; .en models: English)")] = None

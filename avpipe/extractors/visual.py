@@ -13,26 +13,20 @@ from collections.abc import Mapping
 from typing import Annotated, Any
 
 import numpy as np
-from pydantic import AfterValidator, Field
+from pydantic import Field
 
 from avpipe.extractors.backbones import Backbone, backbone_names, create_backbone
-from avpipe.pipeline.config import config_dataclass
+from avpipe.pipeline.config import config_dataclass, registry_choice
 from avpipe.pipeline.stage import Stage, StageResult, VideoRef, register_stage
-
-
-def _registered_backbone(name: str) -> str:
-    if name not in backbone_names():
-        raise ValueError(f"unknown backbone; known: {', '.join(backbone_names())}")
-    return name
 
 
 @config_dataclass
 class VisualConfig:
     """Semantic options of ``visual``: which registered backbone embeds the crops."""
 
-    backbone: Annotated[str, AfterValidator(_registered_backbone),
-                        Field(description="registered face-embedding backbone (facenet-vggface2, dlib, hog, "
-                                          "or a plugin's)")] = "facenet-vggface2"
+    backbone: Annotated[str, registry_choice(backbone_names, "backbone"),
+                        Field(description="registered face-embedding backbone (a plugin may add more)")] = \
+        "facenet-vggface2"
 
 
 @register_stage

@@ -22,11 +22,11 @@ import math
 import tomllib
 import types
 import typing
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
-from pydantic import BeforeValidator, ConfigDict, TypeAdapter, ValidationError
+from pydantic import AfterValidator, BeforeValidator, ConfigDict, TypeAdapter, ValidationError
 from pydantic.dataclasses import dataclass as _pydantic_dataclass
 from pydantic.errors import PydanticSchemaGenerationError
 
@@ -232,6 +232,22 @@ def config_dataclass(cls: type[T]) -> type[T]:
     return pcls
 
 
+def registry_choice(names: Callable[[], Iterable[str]], what: str) -> Any:
+    """An ``AfterValidator`` accepting only names in a registry that can grow (backbones, models).
+
+    The names are read when a value is checked, so entries registered by plugins count; an empty
+    registry accepts anything (the step that needs the entry then says what is missing).
+    """
+    def check(name: str) -> str:
+        known = sorted(names())
+        if known and name not in known:
+            raise ValueError(f"unknown {what}; known: {', '.join(known)}")
+        return name
+
+    check.choices = lambda: sorted(names())  # type: ignore[attr-defined]  # for option_allowed / config show
+    return AfterValidator(check)
+
+
 def is_validated(cls: type) -> bool:
     """True for classes made by :func:`config_dataclass` (pydantic dataclasses)."""
     return hasattr(cls, "__pydantic_fields__")
@@ -250,6 +266,9 @@ def option_allowed(cls: type, name: str) -> str:
         return ""
     parts: list[str] = []
     for m in info.metadata:
+        choices = getattr(getattr(m, "func", None), "choices", None)  # see :func:`registry_choice`
+        if choices is not None:
+            parts.append("one of " + ", ".join(format_value(x) for x in choices()))
         for attr, op in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
             if getattr(m, attr, None) is not None:
                 parts.append(f"{op} {getattr(m, attr)}")
