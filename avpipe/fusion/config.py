@@ -1,7 +1,7 @@
 """TrainConfig: every option of a training run, round-tripping to JSON.
 
 Options left ``None`` take the model's defaults (``FusionModel.train_defaults``: the optimiser and
-schedule of its paper/code, models.md) when the run starts; the *resolved* config — including the
+schedule of its paper/code) when the run starts; the *resolved* config — including the
 fingerprint each modality resolved to — is what the run folder records, so a run names exactly
 what it trained on and with which settings.
 """
