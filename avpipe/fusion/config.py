@@ -4,6 +4,10 @@ Options left ``None`` take the model's defaults (``FusionModel.train_defaults``:
 schedule of its paper/code) when the run starts; the *resolved* config — including the
 fingerprint each modality resolved to — is what the run folder records, so a run names exactly
 what it trained on and with which settings.
+
+Every option is typed and range-checked when it is set (file, flag or Python): a bad value is a
+:class:`~avpipe.pipeline.config.ConfigError` naming ``[train]``, the key, the value and what is
+allowed, which ``avpipe train`` prints as a usage error (exit 2) before loading anything.
 """
 from __future__ import annotations
 
