@@ -19,6 +19,8 @@ from typing import Any
 
 import click
 
+from avpipe.config_cli import StageListCommand  # cheap: click only
+
 #: Commands living in other packages, loaded on first use. name -> "module:attribute".
 LAZY_COMMANDS: dict[str, str] = {
     "models": "avpipe.extractors.models_cli:models",
@@ -26,6 +28,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "evaluate": "avpipe.fusion.cli:evaluate_cmd",
     "predict": "avpipe.fusion.cli:predict_cmd",
     "sample": "avpipe.sample.cli:sample",
+    "config": "avpipe.config_cli:config",
 }
 
 
@@ -82,14 +85,10 @@ def _split_list(value: str | None) -> list[str] | None:
 
 
 def _load_config(path: Path | None) -> Any:
-    from avpipe.pipeline.settings import PipelineConfig
+    """The checked pipeline config; a bad one exits 2 with one line per problem (nothing touched)."""
+    from avpipe.config_cli import load_pipeline_config
 
-    if path is None:
-        return PipelineConfig()
-    try:
-        return PipelineConfig.load(path)
-    except (OSError, ValueError) as e:
-        raise click.UsageError(f"--config {path}: {e}") from e
+    return load_pipeline_config(path)
 
 
 def _echo_json(obj: Any) -> None:
@@ -105,7 +104,7 @@ def main() -> None:
 
 
 # -- extract -----------------------------------------------------------------------------------
-@main.command(epilog="""Examples:
+@main.command(cls=StageListCommand, epilog="""Examples:
 
 \b
   avpipe extract --videos clips/                       # every stage, cached by content

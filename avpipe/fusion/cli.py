@@ -43,11 +43,15 @@ def train_cmd(fusion, labels, cache, features, config_file, epochs, batch_size, 
     """Train a fusion model on cached features."""
     import json
 
+    from avpipe.config_cli import ConfigUsageError
     from avpipe.fusion.config import TrainConfig
-    from avpipe.pipeline.config import load_config_file
+    from avpipe.pipeline.config import ConfigError, load_config_file
 
-    cfg = TrainConfig.from_dict(load_config_file(config_file)) if config_file else TrainConfig()
-    cfg.fusion = fusion
+    try:  # a bad file or value is a usage error: one line per problem, exit 2
+        cfg = TrainConfig.from_dict(load_config_file(config_file)) if config_file else TrainConfig()
+        cfg.fusion = fusion
+    except ConfigError as e:
+        raise ConfigUsageError(e) from None
     if labels:
         cfg.labels = labels
     if not cfg.labels and not resume:
@@ -63,7 +67,10 @@ def train_cmd(fusion, labels, cache, features, config_file, epochs, batch_size, 
     for k, v in (("epochs", epochs), ("batch_size", batch_size), ("lr", lr), ("window", window), ("hop", hop),
                  ("split_file", split_file), ("device", device), ("seed", seed)):
         if v is not None:
-            setattr(cfg, k, v)
+            try:
+                setattr(cfg, k, v)  # checked like a file value; the message names the flag
+            except ConfigError as e:
+                raise ConfigUsageError(e.from_flags({k: "--" + k.replace("_", "-")})) from None
     for kv in model_options:
         k, _, v = kv.partition("=")
         try:
@@ -78,7 +85,7 @@ def train_cmd(fusion, labels, cache, features, config_file, epochs, batch_size, 
 
     try:
         s = train(cfg, resume=resume, log=lambda m: click.echo(m, err=True))
-    except (MissingModalityError, FeatureError, LabelError, FileNotFoundError, KeyError) as e:
+    except (MissingModalityError, FeatureError, LabelError, FileNotFoundError, KeyError, ConfigError) as e:
         _fail(e)
     b = s["best"]
     click.echo(f"best epoch {b['epoch']}: val CCC V {b.get('val_ccc_valence', float('nan')):.4f} "
