@@ -26,7 +26,7 @@ OLD_CANONICAL = {
              '"template":"arcface","thresholds":[0.6,0.7,0.7],"track_min_iou":0.3}',
     "logmel": '{"anchor":"forward","fmax":7500.0,"fmin":125.0,"hop_s":0.01,"log_offset":0.01,"min_coverage":0.5,'
               '"n_fft":512,"n_mels":64,"pool":"mean","win_s":0.025,"window_frames":0,"window_s":0.96}',
-    "text": '{"hold_gap_s":0.0,"max_tokens":256,"model":"minilm","normalize":true}',
+    "text": '{"hold_gap_s":0.0,"max_tokens":256,"max_word_s":2.0,"min_word_prob":0.2,"model":"minilm","normalize":true}',
     "vggish": '{"anchor":"forward","pca":false,"quantize":false}',
     "visual": '{"backbone":"facenet-vggface2"}',
 }
@@ -34,10 +34,10 @@ OLD_CANONICAL = {
 OLD_FINGERPRINTS = {
     "probe": "750f73113c9d59445adf61ed667fe729cea26bba7332f2b8d5c5be46e6e6c798",
     "audio": "37926a8b8965bf8ffe9f08ac759b6ee91b08cf6a321b6649e982a2b3a1027ce0",
-    "asr": "bc3390729ab5b5225027ebb27347df5a6328aa3cce1d218f1440bc835f6f14ac",
+    "asr": "4af0ade5dbc3152a4c0b47dfb18d7b4fef7268288a388e61220cdba2881f1685",  # v2: language + confidence attrs
     "faces": "2fce3e3591f239818a23cdc149637cc3b32ecf40219b1ec7146d2b1fad06ac0d",
     "logmel": "b4b6358f632e303221e7f4dc26c8c9c3baef6ba4315e82594ed40070be4fc747",
-    "text": "3cb7063ac489e9df23323f643dc134a56a9f78cf3384b0473497bf82e75de7d9",
+    "text": "931b6c0d062ab10d0e5ad7be642c07449100984a9ce4117e17ccdf988cdf8dc7",  # v2: word-confidence masking
     "vggish": "9b7f6fa77032248828e9dc06d3224a48177f0b9e0908ad26333eb5a306a9e67e",
     "visual": "c15f03d791e1baf80bdec81a7b33e4f84891ea3d086d18328c18fd91b836a6a6",
 }
