@@ -1,7 +1,7 @@
 """TrainConfig: every option of a training run, round-tripping to JSON.
 
 Options left ``None`` take the model's defaults (``FusionModel.train_defaults``: the optimiser and
-schedule of its paper/code, models.md) when the run starts; the *resolved* config — including the
+schedule, window and clip length of its paper/code) when the run starts; the *resolved* config — including the
 fingerprint each modality resolved to — is what the run folder records, so a run names exactly
 what it trained on and with which settings.
 """
@@ -16,7 +16,8 @@ from typing import Any
 from avpipe.pipeline.config import config_from_dict, load_config_file, save_config_file
 
 GENERIC_DEFAULTS: dict[str, Any] = {"optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0, "schedule": "step",
-                                    "epochs": 30, "batch_size": 32, "warmup_epochs": 0}
+                                    "epochs": 30, "batch_size": 32, "warmup_epochs": 0,
+                                    "window": 300, "hop": 200, "clip_len": 1, "patience": 10}
 
 
 @dataclass
@@ -32,8 +33,9 @@ class TrainConfig:
     split_file: str | None = None
     val_fraction: float = 0.15
     label_tolerance: int = 10
-    window: int = 300
-    hop: int = 200
+    window: int | None = None  # frames per window (None: model default, e.g. jca 256, rja 512, rjcma 300)
+    hop: int | None = None
+    clip_len: int | None = None  # frames pooled to one token (None: model default; 1 = per-frame tokens)
     eval_hop: int | None = None  # default: hop
     feature_dtype: str = "auto"  # keep the cache's dtype in memory (float16 halves the bank)
     memory_budget_gb: float | None = None  # None: half the device's free memory
@@ -54,8 +56,8 @@ class TrainConfig:
     grad_clip: float = 1.0
     loss: str = "ccc"  # ccc | ccc_window | mse
     aux_losses: dict[str, float] | None = None  # None: model default (maven: polar 0.1)
-    amp: str = "auto"  # auto (fp16 on CUDA) | off | fp16 | bf16
-    patience: int = 10  # early stopping: epochs without validation CCC improvement
+    amp: str = "auto"  # auto (fp16 on CUDA, off on CPU) | off | fp16 | bf16 (CUDA or CPU)
+    patience: int | None = None  # early stopping: epochs without validation CCC gain (None: model default)
     seed: int = 0
     device: str = "auto"
     num_threads: int | None = None
@@ -73,6 +75,12 @@ class TrainConfig:
         for k, v in d.items():
             if getattr(out, k, None) is None:
                 setattr(out, k, v)
+        if "clip_len" in out.model:  # an explicit model option wins; the model always gets it
+            out.clip_len = int(out.model["clip_len"])
+        out.model = {**out.model, "clip_len": int(out.clip_len)}
+        if out.clip_len < 1 or out.window % out.clip_len:
+            raise ValueError(f"window {out.window} is not a multiple of clip_len {out.clip_len} (model "
+                             f"{self.fusion!r}); choose a window that is, or clip_len 1 for per-frame tokens")
         if out.aux_losses is None:
             out.aux_losses = dict(cls.aux_losses)
         if out.eval_hop is None:

@@ -1,15 +1,15 @@
-"""Building blocks shared by the seed models (models.md §1), each defined once.
+"""Building blocks shared by the published models, each defined once.
 
-* :class:`JCAv1` — joint cross-attention, "affine" form (§1.1, ABAW3 cam.py);
-* :class:`JointCoAttention` — JCA-v2 "dense co-attention" over 2 or 3 modalities (§1.2), with
+* :class:`JCAv1` — joint cross-attention, "affine" form;
+* :class:`JointCoAttention` — JCA-v2 "dense co-attention" over 2 or 3 modalities, with
   :class:`RecursiveJointAttention` for the recursion (weight-shared loop or stacked layers);
-* :class:`BLSTM` — 2-layer BiLSTM with learned initial states + residual embedding (§1.3);
-* :class:`TCN` — causal temporal convolutional network (§1.5);
-* :class:`DCAGate` — softmax gate between un-attended and attended features (§1.6);
+* :class:`BLSTM` — 2-layer BiLSTM with learned initial states + residual embedding;
+* :class:`TCN` — causal temporal convolutional network;
+* :class:`DCAGate` — softmax gate between un-attended and attended features;
 * :class:`VAHeads` — RJA's two scalar heads (valence, arousal) on a shared trunk.
 
-The audio-guided spatial attention (§1.4) is not here: cached face embeddings are pooled vectors,
-for which it reduces to a Linear layer (models.md's own conclusion).
+The audio-guided spatial attention is not here: cached face embeddings are pooled vectors,
+for which it reduces to a Linear layer (one position, attention weight 1).
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def xavier_(module: nn.Module) -> None:
 
 
 class JCAv1(nn.Module):
-    """JCA block, affine form (§1.1) for two modalities; no biases, separate weights per modality.
+    """JCA block, affine form for two modalities; no biases, separate weights per modality.
 
     ``C_m = tanh(X_m^T W_j J / sqrt(D))``, ``H_m = ReLU(X_m^T W_m + C_m W_c)``,
     ``X̂_m = (H_m W_h)^T + X_m``. The L×L ``W_j`` ties the block to windows of exactly ``L`` frames.
@@ -59,7 +59,7 @@ class JCAv1(nn.Module):
 
 
 class JointCoAttention(nn.Module):
-    """One JCA-v2 layer (§1.2) over M modalities.
+    """One JCA-v2 layer over M modalities.
 
     ``use_query_proj``: the A-V repos project the joint representation (``Q = J W_q``); the released
     RJCMA code computes Q and then uses the raw J. Default True (the A-V repos and the papers'
@@ -115,7 +115,7 @@ class RecursiveJointAttention(nn.Module):
 
 
 class BLSTM(nn.Module):
-    """§1.3: 2-layer BiLSTM (hidden h/2 per direction) with learned initial states, then
+    """The RJA/DCA "LSTM" wrapper: 2-layer BiLSTM (hidden h/2 per direction) with learned initial states, then
     ``L2norm(Dropout([u | BiLSTM(u)]) W + b)``."""
 
     def __init__(self, in_dim: int, out_dim: int, layers: int = 2, dropout: float = 0.1) -> None:
@@ -162,7 +162,7 @@ class _TemporalBlock(nn.Module):
 
 
 class TCN(nn.Module):
-    """§1.5 causal TCN on (B, T, C): level i has dilation 2^i, kernel k (default 5)."""
+    """Causal TCN on (B, T, C): level i has dilation 2^i, kernel k (default 5)."""
 
     def __init__(self, in_dim: int, channels: list[int], k: int = 5, dropout: float = 0.1) -> None:
         super().__init__()
@@ -178,7 +178,7 @@ class TCN(nn.Module):
 
 
 class DCAGate(nn.Module):
-    """§1.6 / IACA stage 1: ``g = softmax(W [inputs] / τ)`` over two alternatives per time step,
+    """DCA gate / IACA stage 1: ``g = softmax(W [inputs] / τ)`` over two alternatives per time step,
     ``Z = ReLU(g0 * a + g1 * b)``."""
 
     def __init__(self, gate_in: int, tau: float = 0.1) -> None:
