@@ -86,3 +86,15 @@ def test_bf16_autocast_on_cpu_is_used_and_close_to_float32(corpus, tmp_path):
                   log=lambda m: None)
         ccc[amp] = s["best"]["val_ccc_mean"]
     assert math.isfinite(ccc["bf16"]) and abs(ccc["bf16"] - ccc["off"]) < 0.1, ccc
+
+
+def test_coattention_cpu_chunks_equal_one_batched_pass():
+    from avpipe.fusion.models.blocks import JointCoAttention
+
+    torch.manual_seed(0)
+    blk = JointCoAttention([6, 4], 5).double().eval()
+    xs = [torch.randn(7, 5, 6, dtype=torch.float64), torch.randn(7, 5, 4, dtype=torch.float64)]
+    whole = blk(xs)
+    blk.cpu_chunk_bytes = 6 * 10 * 8 * 2  # two samples per chunk
+    for a, b in zip(blk(xs), whole):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)

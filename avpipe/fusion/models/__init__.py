@@ -17,7 +17,7 @@ renders them for ``avpipe train --list`` and ``avpipe train --help``.
 
 Training deviations shared by every model (docs/models-fusion.md has the full list): the gradient
 norm is clipped at 1.0 for every model (MAVEN's code clips at 1.0; the JCA/RJA/DCA/RJCMA training
-code has no clipping; ``grad_clip = 0`` turns it off); early stopping after ``patience`` epochs
+code we read does not clip; ``grad_clip = 0`` turns it off); early stopping after ``patience`` epochs
 without a validation-CCC gain, 50 for RJCMA (its code) and 10 otherwise (the JCA/RJA/DCA code has
 none: it keeps the best checkpoint over all its epochs).
 """

@@ -77,7 +77,21 @@ class JointCoAttention(nn.Module):
         self.drop = nn.Dropout(dropout)
         xavier_(self)
 
+    #: on CPU the batch runs in chunks whose (d, D) maps total about this many bytes, so that the
+    #: maps stay in cache between the elementwise passes (≈1.5× faster for RJA's widths); on
+    #: accelerators one batched pass is faster.
+    cpu_chunk_bytes: int = 1 << 22
+
     def forward(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
+        B = xs[0].shape[0]
+        per_sample = max(x.shape[-1] for x in xs) * self.D * xs[0].element_size()
+        n = max(1, self.cpu_chunk_bytes // per_sample)
+        if xs[0].device.type != "cpu" or B <= n:
+            return self._forward(xs)
+        parts = [self._forward([x[i: i + n] for x in xs]) for i in range(0, B, n)]
+        return [torch.cat([p[j] for p in parts]) for j in range(len(xs))]
+
+    def _forward(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
         """``C = Dropout(tanh(K Q / √D))``, ``A = ReLU(tanh(V C))``, ``X + Dropout(ReLU(A W_o + b_o))``.
 
         The (B, d, D) correlation maps are the block's cost (1M elements per sample for RJA's
