@@ -9,6 +9,8 @@ import sys
 
 import click
 
+from avpipe.fusion.cli_models import TrainCommand, list_option
+
 
 def _parse_features(s: str | None) -> dict[str, str]:
     from avpipe.fusion.source import FeatureSet
@@ -21,8 +23,9 @@ def _fail(e: Exception) -> None:
     sys.exit(2)
 
 
-@click.command("train")
-@click.option("--fusion", required=True, help="Model name: jca, rja, rjcma, iaca, maven, audio, visual, text, concat, ca.")
+@click.command("train", cls=TrainCommand)
+@list_option
+@click.option("--fusion", required=True, help="Model name (listed below; --list for details).")
 @click.option("--labels", type=click.Path(exists=True), help="Aff-Wild2 annotation folder or a CSV (video,frame,valence,arousal).")
 @click.option("--cache", default=None, help="Cache root (default $AVPIPE_CACHE or ./cache).")
 @click.option("--features", default=None, help="modality=stage[@fingerprint],... e.g. visual=visual,audio=logmel.")
@@ -30,16 +33,19 @@ def _fail(e: Exception) -> None:
 @click.option("--epochs", type=int, default=None)
 @click.option("--batch-size", type=int, default=None)
 @click.option("--lr", type=float, default=None)
-@click.option("--window", type=int, default=None, help="Window length in frames (default 300).")
-@click.option("--hop", type=int, default=None, help="Training hop in frames (default 200).")
+@click.option("--window", type=int, default=None, help="Window length in frames (default: the model's).")
+@click.option("--hop", type=int, default=None, help="Training hop in frames (default: the model's).")
+@click.option("--clip-len", type=int, default=None, help="Frames pooled to one token (default: the model's; 1 = per frame).")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default=None,
+              help="Autocast: auto (fp16 on CUDA, fp32 on CPU), bf16 (CUDA or CPU), fp16 (CUDA).")
 @click.option("--split-file", type=click.Path(exists=True), default=None)
 @click.option("--device", default=None, help="auto | cpu | cuda | cuda:N")
 @click.option("--out", default=None, help="Run folder (default runs/NAME).")
 @click.option("--resume", is_flag=True, help="Continue from the run folder's last checkpoint.")
 @click.option("--seed", type=int, default=None)
 @click.option("--model-option", "model_options", multiple=True, help="KEY=VALUE (JSON value) passed to the model.")
-def train_cmd(fusion, labels, cache, features, config_file, epochs, batch_size, lr, window, hop, split_file,
-              device, out, resume, seed, model_options) -> None:
+def train_cmd(fusion, labels, cache, features, config_file, epochs, batch_size, lr, window, hop, clip_len,
+              precision, split_file, device, out, resume, seed, model_options) -> None:
     """Train a fusion model on cached features."""
     import json
 
@@ -65,6 +71,7 @@ def train_cmd(fusion, labels, cache, features, config_file, epochs, batch_size, 
     if features:
         cfg.features = _parse_features(features)
     for k, v in (("epochs", epochs), ("batch_size", batch_size), ("lr", lr), ("window", window), ("hop", hop),
+                 ("clip_len", clip_len), ("amp", {"fp32": "off"}.get(precision, precision)),
                  ("split_file", split_file), ("device", device), ("seed", seed)):
         if v is not None:
             try:
@@ -78,6 +85,10 @@ def train_cmd(fusion, labels, cache, features, config_file, epochs, batch_size, 
         except json.JSONDecodeError:
             cfg.model[k] = v
     cfg.out = out or cfg.out or f"runs/{fusion}"
+    try:
+        cfg.resolved()  # unknown model, window not a multiple of clip_len: usage errors, before loading
+    except (KeyError, ValueError) as e:
+        _fail(e)
     from avpipe.fusion.labels import LabelError
     from avpipe.fusion.models import MissingModalityError
     from avpipe.fusion.source import FeatureError

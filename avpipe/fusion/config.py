@@ -1,7 +1,8 @@
 """TrainConfig: every option of a training run, round-tripping to JSON.
 
 Options left ``None`` take the model's defaults (``FusionModel.train_defaults``: the optimiser and
-schedule of its paper/code, docs/models.md#training-defaults) when the run starts; the *resolved* config — including the
+schedule, window and clip length of its paper/code, docs/models.md#training-defaults) when the run starts; the
+*resolved* config — including the
 fingerprint each modality resolved to — is what the run folder records, so a run names exactly
 what it trained on and with which settings.
 
@@ -23,7 +24,8 @@ from pydantic import AfterValidator, Field
 from avpipe.pipeline.config import Float, Int, config_dataclass, config_from_dict, load_config_file, save_config_file
 
 GENERIC_DEFAULTS: dict[str, Any] = {"optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0, "schedule": "step",
-                                    "epochs": 30, "batch_size": 32, "warmup_epochs": 0}
+                                    "epochs": 30, "batch_size": 32, "warmup_epochs": 0,
+                                    "window": 300, "hop": 200, "clip_len": 1, "patience": 10}
 
 
 def _device(name: str) -> str:
@@ -57,8 +59,11 @@ class TrainConfig:
                                                                      "validation without a split file")] = 0.15
     label_tolerance: Annotated[Int, Field(ge=0, description="frames by which label and feature lengths may "
                                                             "differ")] = 10
-    window: Annotated[PosInt, Field(description="training window length in frames")] = 300
-    hop: Annotated[PosInt, Field(description="training hop in frames")] = 200
+    window: Annotated[PosInt | None, Field(description="training window length in frames (unset = model "
+                                                       "default, e.g. jca 256, rja 512, rjcma 300)")] = None
+    hop: Annotated[PosInt | None, Field(description="training hop in frames (unset = model default)")] = None
+    clip_len: Annotated[PosInt | None, Field(description="frames pooled to one token (unset = model default; "
+                                                         "1 = per-frame tokens)")] = None
     eval_hop: Annotated[PosInt | None, Field(description="evaluation hop in frames (unset = hop)")] = None
     feature_dtype: Annotated[Literal["auto", "float16", "float32", "float64"], Field(
         description="in-memory feature dtype (auto keeps the cache's; float16 halves the bank)")] = "auto"
@@ -89,9 +94,9 @@ class TrainConfig:
     aux_losses: Annotated[dict[str, Annotated[Float, Field(ge=0.0)]] | None, Field(
         description="auxiliary loss weights by name (unset = model default; maven: polar 0.1)")] = None
     amp: Annotated[Literal["auto", "off", "fp16", "bf16"], Field(
-        description="mixed precision (auto = fp16 on CUDA)")] = "auto"
-    patience: Annotated[PosInt, Field(description="early stopping: epochs without validation CCC "
-                                                  "improvement")] = 10
+        description="mixed precision (auto = fp16 on CUDA, off on CPU; bf16 on CUDA or CPU)")] = "auto"
+    patience: Annotated[PosInt | None, Field(description="early stopping: epochs without validation CCC "
+                                                         "improvement (unset = model default)")] = None
     seed: Annotated[Int, Field(ge=0, description="random seed (split, init, batches)")] = 0
     device: Annotated[Device, Field(description="auto | cpu | cuda | cuda:N | mps")] = "auto"
     num_threads: Annotated[PosInt | None, Field(description="torch CPU threads (unset = torch's "
@@ -112,6 +117,12 @@ class TrainConfig:
         for k, v in d.items():
             if getattr(out, k, None) is None:
                 setattr(out, k, v)
+        if "clip_len" in out.model:  # an explicit model option wins; the model always gets it
+            out.clip_len = int(out.model["clip_len"])
+        out.model = {**out.model, "clip_len": int(out.clip_len)}
+        if out.clip_len < 1 or out.window % out.clip_len:
+            raise ValueError(f"window {out.window} is not a multiple of clip_len {out.clip_len} (model "
+                             f"{self.fusion!r}); choose a window that is, or clip_len 1 for per-frame tokens")
         if out.aux_losses is None:
             out.aux_losses = dict(cls.aux_losses)
         if out.eval_hop is None:
