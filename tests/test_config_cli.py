@@ -118,7 +118,7 @@ def test_config_show_train(tmp_path):
     r = _invoke("config", "show", "--train")
     assert r.exit_code == 0, r.output
     parsed = tomllib.loads(r.stdout)
-    assert parsed["window"] == 300 and parsed["smoothing"] == [20, 50] and "epochs" not in parsed
+    assert parsed["step_start"] == 5 and parsed["smoothing"] == [20, 50] and "epochs" not in parsed and "window" not in parsed
     assert "# early stopping" in r.stdout
     (tmp_path / "t.toml").write_text("epochs = 5\n")
     r = _invoke("config", "show", "--train", "--config", tmp_path / "t.toml")
