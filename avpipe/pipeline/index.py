@@ -16,6 +16,7 @@ Tables::
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from avpipe.pipeline.fingerprint import Fingerprint
+from avpipe.pipeline.types import CacheError, CacheReadOnly, Fingerprint
 
 SCHEMA_VERSION = 1
 
@@ -78,8 +79,26 @@ class FailureRecord:
     time: float
 
 
+def _is_readonly_error(e: sqlite3.Error) -> bool:
+    msg = str(e).lower()
+    return "readonly" in msg or "read-only" in msg or "unable to open" in msg
+
+
+def _ro_uri(path: Path, *, immutable: bool) -> str:
+    from urllib.parse import quote
+
+    return f"file:{quote(str(path.absolute()))}?" + ("immutable=1" if immutable else "mode=ro")
+
+
 class Index:
-    """Thin typed wrapper over the SQLite file. One connection per instance (per process)."""
+    """Thin typed wrapper over the SQLite file. One connection per instance (per process).
+
+    ``readonly=True`` (every reader) opens the file with ``mode=ro`` and never writes to it, so
+    a read-only cache (a shared mount, ``chmod -R a-w``) can be read. Where even that fails —
+    SQLite's WAL mode needs a ``-shm`` file beside the index, which a read-only folder cannot
+    get, and a ``-wal``/``-shm`` file may have vanished — it opens the file as immutable (no
+    locking, no WAL), which is exact when no writer is running, i.e. on a cache nobody can write.
+    """
 
     def __init__(self, path: str | Path, *, readonly: bool = False) -> None:
         self.path = Path(path)
@@ -87,16 +106,38 @@ class Index:
         if readonly:
             if not self.path.exists():
                 raise FileNotFoundError(f"no cache index at {self.path}")
-            uri = f"file:{self.path}?mode=ro"
-            self.db = sqlite3.connect(uri, uri=True, timeout=60, isolation_level=None)
+            self.db = self._connect_readonly()
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(str(self.path), timeout=60, isolation_level=None)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=NORMAL")
-            self.db.executescript(_SCHEMA)
-            self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+            try:
+                self.db.execute("PRAGMA busy_timeout=60000")
+                self.db.execute("PRAGMA journal_mode=WAL")
+                self.db.execute("PRAGMA synchronous=NORMAL")
+                self.db.executescript(_SCHEMA)
+                self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+            except sqlite3.OperationalError as e:
+                self.db.close()
+                if _is_readonly_error(e):
+                    raise CacheReadOnly(f"cache index {self.path} is read-only ({e}); commands that "
+                                        "change the cache need write access to it and its folder") from e
+                raise CacheError(f"cannot open the cache index {self.path}: {e}") from e
         self.db.execute("PRAGMA busy_timeout=60000")
+
+    def _connect_readonly(self) -> sqlite3.Connection:
+        writable_dir = os.access(self.path.parent, os.W_OK)
+        attempts = [False, True] if writable_dir else [True]
+        last: sqlite3.Error | None = None
+        for immutable in attempts:
+            db = sqlite3.connect(_ro_uri(self.path, immutable=immutable), uri=True, timeout=60,
+                                 isolation_level=None)
+            try:
+                db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()  # touches the WAL, if any
+                return db
+            except sqlite3.DatabaseError as e:
+                db.close()
+                last = e
+        raise CacheError(f"cannot read the cache index {self.path}: {last}")
 
     def close(self) -> None:
         self.db.close()
@@ -229,15 +270,6 @@ class Index:
             (fingerprint, content_id)).fetchone()
         return tuple(row) if row else None  # type: ignore[return-value]
 
-    def latest_entry(self, stage: str, content_id: str) -> tuple[str, str, int, float] | None:
-        """(fingerprint, shard, n_rows, created) of the newest entry of ``stage`` for a video."""
-        row = self.db.execute(
-            "SELECT e.fingerprint, e.shard, e.n_rows, e.created FROM entries e "
-            "JOIN fingerprints f ON f.fingerprint = e.fingerprint "
-            "WHERE f.stage = ? AND e.content_id = ? ORDER BY e.created DESC LIMIT 1",
-            (stage, content_id)).fetchone()
-        return tuple(row) if row else None  # type: ignore[return-value]
-
     def entries(self, stage: str | None = None, content_id: str | None = None) -> list[dict[str, Any]]:
         q = ("SELECT f.stage, e.fingerprint, e.content_id, e.shard, e.n_rows, e.created "
              "FROM entries e JOIN fingerprints f ON f.fingerprint = e.fingerprint")
@@ -334,7 +366,26 @@ class _Tx:
         self.db = db
 
     def __enter__(self) -> None:
-        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as e:
+            if _is_readonly_error(e):
+                raise CacheReadOnly(f"the cache index is read-only ({e}); commands that change "
+                                    "the cache need write access") from e
+            raise
 
     def __exit__(self, exc_type: Any, *exc: Any) -> None:
-        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+        if exc_type is None:
+            try:
+                self.db.execute("COMMIT")
+                return
+            except sqlite3.OperationalError as e:
+                try:
+                    self.db.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+                if _is_readonly_error(e):
+                    raise CacheReadOnly(f"the cache index is read-only ({e}); commands that change "
+                                        "the cache need write access") from e
+                raise
+        self.db.execute("ROLLBACK")

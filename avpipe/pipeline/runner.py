@@ -33,6 +33,7 @@ from avpipe.pipeline.plan import Plan, make_plan
 from avpipe.pipeline.settings import PipelineConfig
 from avpipe.pipeline.stage import Runtime, Stage, StageResult, VideoRef
 from avpipe.pipeline.store import Cache, write_shard
+from avpipe.pipeline.types import PROBE
 
 
 # -- worker side ------------------------------------------------------------------------------
@@ -92,13 +93,13 @@ def run_task(task: Task) -> TaskResult:
     for video, inputs in task.videos:
         try:
             n_frames: int | None = None
-            if "probe" in inputs:
-                ts = np.asarray(inputs["probe"].data, dtype=np.float64)
+            if PROBE in inputs:
+                ts = np.asarray(inputs[PROBE].data, dtype=np.float64)
                 n_frames = int(ts.shape[0])
                 for e in inputs.values():
                     e.timestamps = ts
             res = stage.compute(video, inputs)
-            if stage.name == "probe":
+            if stage.name == PROBE:
                 n_frames = int(res.attrs.get("n_frames", len(res.data)))
             _check_result(stage, res, n_frames)
             ok.append((video.content_id, res))

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from avpipe.pipeline.config import config_from_dict, config_to_dict, load_config_file, save_config_file
+from avpipe.pipeline.config import config_from_dict, load_config_file, save_config_file
 
 
 @dataclass
@@ -67,8 +67,3 @@ class PipelineConfig:
             return config_from_dict(cls, self.stages.get(name))
         except (TypeError, ValueError) as e:
             raise ValueError(f"stage {name!r}: {e}") from e
-
-    @classmethod
-    def from_stage_configs(cls, configs: dict[str, Any]) -> "PipelineConfig":
-        """The file form of already-built config objects (e.g. to save a resolved config)."""
-        return cls({k: config_to_dict(v) for k, v in configs.items()})
