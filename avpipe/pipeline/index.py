@@ -124,20 +124,8 @@ class Index:
                 raise CacheError(f"cannot open the cache index {self.path}: {e}") from e
         self.db.execute("PRAGMA busy_timeout=60000")
 
-    def _connect_readonly(self) -> sqlite3.Connection:
-        writable_dir = os.access(self.path.parent, os.W_OK)
-        attempts = [False, True] if writable_dir else [True]
-        last: sqlite3.Error | None = None
-        for immutable in attempts:
-            db = sqlite3.connect(_ro_uri(self.path, immutable=immutable), uri=True, timeout=60,
-                                 isolation_level=None)
-            try:
-                db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()  # touches the WAL, if any
-                return db
-            except sqlite3.DatabaseError as e:
-                db.close()
-                last = e
-        raise CacheError(f"cannot read the cache index {self.path}: {last}")
+    def _connect_readonly(self) -> "_ReadConnection":
+        return _ReadConnection(self.path)
 
     def close(self) -> None:
         self.db.close()
@@ -357,6 +345,52 @@ class Index:
             q += " WHERE " + " AND ".join(cond)
         q += " ORDER BY stage, key"
         return [FailureRecord(*r) for r in self.db.execute(q, args)]
+
+
+class _Rows(list):  # type: ignore[type-arg]
+    """Fetched rows with the one cursor method the index uses."""
+
+    def fetchone(self) -> Any:
+        return self[0] if self else None
+
+
+class _ReadConnection:
+    """A reader's connection that never writes and survives a damaged WAL.
+
+    It opens ``mode=ro`` (sees a running writer's commits through the WAL) and falls back to
+    ``immutable=1`` — the main file alone, no locks, no ``-wal``/``-shm`` — when that cannot
+    work: a folder nobody may write (no ``-shm`` can be made) or ``-wal``/``-shm`` files deleted
+    under a running writer (SQLite then reports a disk I/O error on every read). Rows are fetched
+    eagerly, so the fallback can retry a query whole.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.immutable = False
+        self._db = self._open(immutable=not os.access(path.parent, os.W_OK))
+
+    def _open(self, *, immutable: bool) -> sqlite3.Connection:
+        self.immutable = immutable
+        db = sqlite3.connect(_ro_uri(self.path, immutable=immutable), uri=True, timeout=60,
+                             isolation_level=None)
+        db.execute("PRAGMA busy_timeout=60000")
+        return db
+
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> _Rows:
+        try:
+            return _Rows(self._db.execute(sql, args).fetchall())
+        except sqlite3.OperationalError as e:
+            if self.immutable:
+                raise CacheError(f"cannot read the cache index {self.path}: {e}") from e
+            self._db.close()
+            self._db = self._open(immutable=True)
+            try:
+                return _Rows(self._db.execute(sql, args).fetchall())
+            except sqlite3.DatabaseError as e2:
+                raise CacheError(f"cannot read the cache index {self.path}: {e2} (after: {e})") from e2
+
+    def close(self) -> None:
+        self._db.close()
 
 
 class _Tx:

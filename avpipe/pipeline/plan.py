@@ -31,7 +31,7 @@ from avpipe.pipeline.store import Cache
 from avpipe.pipeline.types import MissingWeightsError, PlanError
 
 __all__ = ["MissingWeightsError", "Plan", "PlanError", "StagePlan", "check_shards", "discover",
-           "fingerprints", "make_plan", "missing_weights_message", "select_stages"]
+           "fingerprints", "make_plan", "missing_weights_message", "preflight", "select_stages"]
 
 
 @dataclass
@@ -142,6 +142,23 @@ def missing_weights_message(nodes: dict[str, StageNode], order: list[str]) -> st
                  + (f", or leave those stages out: `--stages {','.join(runnable)}`" if runnable else "")
                  + ". `avpipe models list` shows what is present.")
     return "\n".join(lines)
+
+
+def preflight(config: PipelineConfig | None, stages: list[str] | None = None, only: str | None = None,
+              force: bool = False, runtime: Runtime | None = None) -> None:
+    """Everything a run can get wrong before it touches the cache or any video: unknown stages,
+    bad config values, missing model weights. Raises :class:`PlanError` /
+    :class:`MissingWeightsError`; ``extract`` calls it before creating the cache or its lock, so
+    a bad ``--stages`` leaves nothing behind."""
+    config = config or PipelineConfig()
+    try:
+        config.validate()
+        order, _ = select_stages(stages, only, force)
+    except (KeyError, ValueError) as e:
+        raise PlanError(str(e.args[0] if isinstance(e, KeyError) and e.args else e)) from e
+    msg = missing_weights_message(fingerprints(order, config, runtime or Runtime()), order)
+    if msg:
+        raise MissingWeightsError(msg)
 
 
 def make_plan(cache: Cache, videos_root: str | Path, config: PipelineConfig | None = None, *,

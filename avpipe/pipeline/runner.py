@@ -29,7 +29,7 @@ from avpipe.pipeline.entry import ShardEntry
 from avpipe.pipeline.fingerprint import Fingerprint, upstream_names
 from avpipe.pipeline.index import FailureRecord, ShardRecord
 from avpipe.pipeline.lock import CacheLock
-from avpipe.pipeline.plan import Plan, make_plan
+from avpipe.pipeline.plan import Plan, make_plan, preflight
 from avpipe.pipeline.settings import PipelineConfig
 from avpipe.pipeline.stage import Runtime, Stage, StageResult, VideoRef
 from avpipe.pipeline.store import Cache, write_shard
@@ -339,6 +339,7 @@ def run_extract(cache_root: str | Path, videos_root: str | Path, config: Pipelin
     t0 = time.perf_counter()
     executor = Executor(jobs, backend, scheduler)
     root = Path(cache_root).expanduser().absolute()
+    preflight(config, stages, only, force, runtime)  # usage errors and missing weights: nothing created
     with CacheLock(root, say=say):
         with Cache(root, create=True) as cache:
             plan = make_plan(cache, videos_root, config, stages=stages, only=only, force=force,

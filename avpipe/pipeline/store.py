@@ -23,7 +23,7 @@ A stage name means the fingerprint of one config of that stage — its defaults,
 configs upstream, unless ``config=`` says otherwise — never "the newest entry of any config". If
 that config has no entry for the video but other configs do, the read raises
 :class:`~avpipe.pipeline.types.AmbiguousRead` listing them; with none at all,
-:class:`~avpipe.pipeline.types.NotCached` (both are ``KeyError``\ s).
+:class:`~avpipe.pipeline.types.NotCached` (both are KeyErrors).
 """
 from __future__ import annotations
 
@@ -271,7 +271,7 @@ class Cache:
                 others = self._other_configs(stage, cid, None)
                 if others:
                     raise self._ambiguous(stage, video, others, str(e)) from e
-                raise
+                raise NotCached(f"{self._missing_message(stage, video, cid, None)} ({e})") from e
         hit = self.index.entry(fp, cid)
         if hit is None:
             others = [] if token is not None else self._other_configs(stage, cid, fp)
