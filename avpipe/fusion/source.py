@@ -160,6 +160,10 @@ class CacheSource:
         self.root = Path(root)
         self.cache = Cache(self.root)
         self.config = config
+        self._videos: list[tuple[str, str]] | None = None
+        self._cid: dict[str, str] = {}
+        self._rows: dict[tuple[str, str], dict[str, int | None]] = {}
+
     def videos(self) -> list[tuple[str, str]]:
         if self._videos is None:
             self._videos = [(str(k), str(c)) for k, c in self.cache.videos()]

@@ -1,0 +1,162 @@
+"""Readers write nothing and work on a cache nobody may write; writers say it is read-only.
+
+Tests may run as root, where ``chmod a-w`` stops nothing: there the files and folders are also
+made immutable (``chattr +i``, ext4 and friends) so writes really fail, and in every case the
+cache is compared file by file (names, sizes, mtimes) before and after.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from avpipe.cli import main
+from avpipe.pipeline.runner import run_extract
+from avpipe.pipeline.store import Cache
+
+
+def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
+    return {p.relative_to(root).as_posix(): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(root.rglob("*")) if p.is_file()} | {".": (0, root.stat().st_mtime_ns)}
+
+
+def _chattr(flag: str, paths: list[Path]) -> bool:
+    if not shutil.which("chattr") or not paths:
+        return False
+    r = subprocess.run(["chattr", flag, *map(str, paths)], capture_output=True)
+    return r.returncode == 0
+
+
+class ReadOnly:
+    """Make ``paths`` read-only for this process (chmod a-w; as root also chattr +i)."""
+
+    def __init__(self, paths: list[Path]) -> None:
+        self.paths = paths
+        self.modes = {p: p.stat().st_mode for p in paths}
+        self.immutable = False
+
+    def __enter__(self) -> "ReadOnly":
+        for p in self.paths:
+            p.chmod(stat.S_IMODE(self.modes[p]) & ~0o222)
+        if os.geteuid() == 0:
+            self.immutable = _chattr("+i", self.paths)
+            if not self.immutable:
+                pytest.skip("running as root and cannot make files immutable (chattr)")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.immutable:
+            _chattr("-i", self.paths)
+        for p, m in self.modes.items():
+            p.chmod(stat.S_IMODE(m))
+
+
+def _tree(root: Path) -> list[Path]:
+    return [root, *sorted(root.rglob("*"))]
+
+
+@pytest.fixture()
+def cache(tmp_path, videos) -> Path:
+    c = tmp_path / "cache"
+    assert run_extract(c, videos, stages=["toy_b"], progress=False).exit_code == 0
+    return c
+
+
+def _cli(*args: object) -> object:
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_read_only_cache_is_listed_inspected_and_read(cache, monkeypatch, tmp_path):
+    monkeypatch.setenv("AVPIPE_HOME", str(tmp_path / "home"))
+    before = _snapshot(cache)
+    with ReadOnly(_tree(cache)):
+        for args in (["cache", "ls"], ["cache", "du"], ["status"], ["status", "--json"],
+                     ["inspect", "a.mp4"], ["inspect", "sub dir/a.mp4", "--json"]):
+            r = _cli(*args, "--cache", cache)
+            assert r.exit_code == 0, (args, r.output)
+            assert "Traceback" not in r.output
+        with Cache(cache) as c:
+            e = c.read("toy_b", "a.mp4")
+            assert e.data.shape == (10, 1) and np.isfinite(e.timestamps).all()
+            assert c.read("toy_a", "b.mp4", config={"scale": 1.0}).data.shape == (15, 2)
+        from avpipe.fusion.source import CacheSource, StageRef
+
+        src = CacheSource(cache)  # the trainer's read path
+        fp = src.resolve(StageRef("toy_b"), ["a.mp4", "b.mp4"])
+        assert src.load("toy_b", fp, "b.mp4").data.shape == (15, 1)
+    assert _snapshot(cache) == before
+    assert not (tmp_path / "home").exists()  # no weights converted, no checksum memo written
+
+
+def test_write_commands_on_read_only_cache_say_so(cache):
+    before = _snapshot(cache)
+    with ReadOnly(_tree(cache)):
+        for args in (["cache", "gc"], ["cache", "verify"]):
+            r = _cli(*args, "--cache", cache)
+            assert r.exit_code == 1, (args, r.output)
+            assert "read-only" in r.output and "Traceback" not in r.output
+    assert _snapshot(cache) == before
+
+
+def test_read_only_index_file_reads_work_writes_say_so(cache, videos):
+    idx = cache / "index.sqlite"
+    with ReadOnly([idx]):
+        assert _cli("cache", "ls", "--cache", cache).exit_code == 0
+        assert _cli("status", "--cache", cache).exit_code == 0
+        r = _cli("cache", "gc", "--cache", cache)
+        assert r.exit_code == 1 and "read-only" in r.output and "Traceback" not in r.output, r.output
+        r = _cli("extract", "--videos", videos, "--cache", cache, "--stages", "toy_b", "--no-progress")
+        assert r.exit_code == 1 and "read-only" in r.output and "Traceback" not in r.output, r.output
+
+
+def test_status_and_inspect_write_nothing(cache, monkeypatch, tmp_path):
+    """``status`` used to convert (and write) the 75 MB Whisper checkpoint to fingerprint asr."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("AVPIPE_HOME", str(home))
+    index_before = {k: v for k, v in _snapshot(cache).items() if not k.startswith(("index.sqlite-", "."))}
+    assert _cli("status", "--cache", cache).exit_code == 0  # every stage, asr included
+    assert _cli("inspect", "a.mp4", "--cache", cache).exit_code == 0
+    after = {k: v for k, v in _snapshot(cache).items() if not k.startswith(("index.sqlite-", "."))}
+    assert after == index_before  # SQLite's own -wal/-shm bookkeeping aside
+    assert not home.exists() or not any(p.is_file() for p in home.rglob("*"))
+
+
+def test_bad_stages_creates_nothing(tmp_path, videos, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    r = _cli("extract", "--videos", videos, "--stages", "bogus")
+    assert r.exit_code == 2 and "unknown stage 'bogus'" in r.output
+    assert not (tmp_path / "cache").exists()
+
+
+def test_inspect_with_deleted_shard_is_one_message(cache):
+    with Cache(cache) as c:
+        victim = c.root / c.list("toy_a")[0].shard
+        cid = c.list("toy_a")[0].content_id
+    victim.unlink()
+    r = _cli("inspect", cid, "--cache", cache)
+    assert r.exit_code == 1, r.output
+    assert "missing from disk" in r.output and "avpipe cache verify" in r.output
+    assert "Traceback" not in r.output and not isinstance(r.exception, FileNotFoundError)
+
+
+def test_status_survives_wal_deleted_under_a_running_writer(cache):
+    from avpipe.pipeline.index import Index
+
+    writer = Index(cache / "index.sqlite")  # an extract holding the index open
+    try:
+        writer.upsert_files([("/x.mp4", "x.mp4", 1, 2, 3, "ab" * 20)])
+        for suffix in ("-wal", "-shm"):
+            Path(f"{cache / 'index.sqlite'}{suffix}").unlink(missing_ok=True)
+        r = _cli("status", "--cache", cache)
+        assert r.exit_code == 0 and "Traceback" not in r.output, r.output
+        assert "toy_b" in r.output
+        with Cache(cache) as c:
+            assert c.read("toy_b", "a.mp4").data.shape == (10, 1)
+    finally:
+        writer.close()
