@@ -237,7 +237,8 @@ def status(cache_dir: Path | None, videos_dir: Path | None, stages: str | None,
     click.echo(f"  {'stage':<{w}}  {'done':>6} {'failed':>6} {'missing':>7}  fingerprint")
     for s in rep["stages"]:
         click.echo(f"  {s['stage']:<{w}}  {s['done']:>6} {s['failed']:>6} {s['missing']:>7}  "
-                   f"{(s['fingerprint'] or '-')[:16]}" + (f"  ({s['unavailable']})" if s["unavailable"] else ""))
+                   f"{(s['fingerprint'] or '-')[:16]}"
+                   + (f"  ({s['unavailable'].splitlines()[0]})" if s["unavailable"] else ""))
 
 
 # -- inspect -----------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ lists the candidates.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -22,13 +23,16 @@ if TYPE_CHECKING:  # pragma: no cover
 
 def as_pipeline_config(stage: str, config: Any) -> "PipelineConfig":
     """``config`` as a whole pipeline config: None (defaults), a PipelineConfig (the whole set),
-    a ``{"stages": {...}}`` mapping, or the options of ``stage`` alone (``{"n_mels": 64}``)."""
+    a config file path, a ``{"stages": {...}}`` mapping, or the options of ``stage`` alone
+    (``{"n_mels": 64}``)."""
     from avpipe.pipeline.settings import PipelineConfig
 
     if config is None:
         return PipelineConfig()
     if isinstance(config, PipelineConfig):
         return config
+    if isinstance(config, (str, os.PathLike)):
+        return PipelineConfig.load(config)
     if isinstance(config, Mapping):
         if set(config) == {"stages"}:
             return PipelineConfig.from_dict(dict(config))

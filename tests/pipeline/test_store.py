@@ -32,6 +32,9 @@ def test_second_experiment_does_not_change_what_a_stage_name_reads(tmp_path, vid
         assert fp == e2.fingerprint == c.resolve("toy_a", SCALED)
         assert c.read("toy_a", "a.mp4", fingerprint=fp[:12]).shard == e2.shard
         assert c.resolve("toy_a") == e.fingerprint
+        toml = tmp_path / "exp.toml"
+        toml.write_text("[stages.toy_a]\nscale = 2.0\n")
+        assert c.resolve("toy_a", toml) == fp  # a config file, as given to `extract --config`
 
 
 def test_default_config_missing_but_other_present_is_ambiguous(tmp_path, videos):
