@@ -115,3 +115,18 @@ def test_old_import_locations_still_work():
 
     assert (Fingerprint, PlanError, Runtime, StageError, StageResult, VideoRef) == (
         types.Fingerprint, types.PlanError, types.Runtime, types.StageError, types.StageResult, types.VideoRef)
+
+
+def test_extract_of_stages_without_models_never_imports_torch(tmp_path, videos):
+    """Runtime.resolve_device is asked only by stages that load a model; probe and toy stages
+    run (in process) without torch ever being imported."""
+    code = ("import sys; from avpipe.pipeline.runner import run_extract;"
+            f"s = run_extract({str(tmp_path / 'cache')!r}, {str(videos)!r}, stages=['toy_b'], progress=False);"
+            "print(s.render()); sys.exit(2 if 'torch' in sys.modules else s.exit_code)")
+    import os
+
+    env = dict(os.environ, AVPIPE_PLUGINS="tests.pipeline.toy_stages",
+               PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
