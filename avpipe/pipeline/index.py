@@ -84,6 +84,26 @@ def _is_readonly_error(e: sqlite3.Error) -> bool:
     return "readonly" in msg or "read-only" in msg or "unable to open" in msg
 
 
+def _write_failure(path: Path, e: sqlite3.Error) -> CacheError:
+    """One clear error for a failed index write: read-only, or a full disk (with the free space)."""
+    if _is_readonly_error(e):
+        return CacheReadOnly(f"cache index {path} is read-only ({e}); commands that change the "
+                             "cache need write access to it and its folder")
+    import shutil
+
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        free = None
+    msg = str(e).lower()
+    if "full" in msg or "disk i/o" in msg or (free is not None and free < (1 << 20)):
+        room = f" ({free // 1024} KiB free there)" if free is not None else ""
+        return CacheError(f"cannot write the cache index {path}: {e}; the disk holding it is full{room}. "
+                          "Free some space (a few MB is enough for the index) and run again: "
+                          "finished work stays cached")
+    return CacheError(f"cannot write the cache index {path}: {e}")
+
+
 def _ro_uri(path: Path, *, immutable: bool) -> str:
     from urllib.parse import quote
 
@@ -118,10 +138,7 @@ class Index:
                 self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
             except sqlite3.OperationalError as e:
                 self.db.close()
-                if _is_readonly_error(e):
-                    raise CacheReadOnly(f"cache index {self.path} is read-only ({e}); commands that "
-                                        "change the cache need write access to it and its folder") from e
-                raise CacheError(f"cannot open the cache index {self.path}: {e}") from e
+                raise _write_failure(self.path, e) from e
         self.db.execute("PRAGMA busy_timeout=60000")
 
     def _connect_readonly(self) -> "_ReadConnection":
@@ -138,7 +155,7 @@ class Index:
 
     # -- transactions -----------------------------------------------------------------------
     def _tx(self) -> "_Tx":
-        return _Tx(self.db)
+        return _Tx(self.db, self.path)
 
     # -- files (content-id memo) ------------------------------------------------------------
     def file_memo(self) -> dict[tuple[int, int, int], str]:
@@ -394,32 +411,35 @@ class _ReadConnection:
 
 
 class _Tx:
-    """BEGIN IMMEDIATE … COMMIT (ROLLBACK on error): one atomic write."""
+    """BEGIN IMMEDIATE … COMMIT (ROLLBACK on error): one atomic write. A write that SQLite refuses
+    (read-only file, full disk) becomes one clear :class:`CacheError`."""
 
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self.db = db
+    def __init__(self, db: sqlite3.Connection, path: Path) -> None:
+        self.db, self.path = db, path
 
     def __enter__(self) -> None:
         try:
             self.db.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as e:
-            if _is_readonly_error(e):
-                raise CacheReadOnly(f"the cache index is read-only ({e}); commands that change "
-                                    "the cache need write access") from e
-            raise
+            if "locked" in str(e).lower():
+                raise
+            raise _write_failure(self.path, e) from e
 
-    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
         if exc_type is None:
             try:
                 self.db.execute("COMMIT")
-                return
+                return False
             except sqlite3.OperationalError as e:
-                try:
-                    self.db.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass
-                if _is_readonly_error(e):
-                    raise CacheReadOnly(f"the cache index is read-only ({e}); commands that change "
-                                        "the cache need write access") from e
-                raise
-        self.db.execute("ROLLBACK")
+                self._rollback()
+                raise _write_failure(self.path, e) from e
+        self._rollback()
+        if isinstance(exc, sqlite3.OperationalError) and "locked" not in str(exc).lower():
+            raise _write_failure(self.path, exc) from exc
+        return False
+
+    def _rollback(self) -> None:
+        try:
+            self.db.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass

@@ -105,3 +105,45 @@ def test_lock_on_read_only_cache_says_so(tmp_path, monkeypatch):
     monkeypatch.setattr(FileLock, "acquire", denied)
     with pytest.raises(CacheReadOnly, match="is read-only"):
         CacheLock(tmp_path).acquire()
+
+
+@pytest.fixture()
+def tiny_disk(tmp_path):
+    """A 2 MB tmpfs (root with mount rights only; skipped elsewhere)."""
+    d = tmp_path / "disk"
+    d.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(d)], capture_output=True)
+    if r.returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root and mount rights)")
+    yield d
+    subprocess.run(["umount", str(d)], capture_output=True)
+
+
+def _fill(disk: Path) -> None:
+    fd = os.open(disk / "fill", os.O_WRONLY | os.O_CREAT)
+    try:
+        while True:
+            os.write(fd, b"\0" * 65536)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize("existing", [False, True], ids=["new-cache", "new-config"])
+def test_extract_on_a_full_disk_is_one_line(tiny_disk, videos, tmp_path, existing):
+    from avpipe.cli import main
+
+    cache = tiny_disk / "cache"
+    if existing:
+        r = CliRunner().invoke(main, ["extract", "--videos", str(videos), "--cache", str(cache),
+                                      "--stages", "toy_a", "--no-progress"])
+        assert r.exit_code == 0, r.output
+    _fill(tiny_disk)
+    (tmp_path / "scaled.toml").write_text("[stages.toy_a]\nscale = 3.0\n")
+    r = CliRunner().invoke(main, ["extract", "--videos", str(videos), "--cache", str(cache),
+                                  "--stages", "toy_a", "--no-progress", "--config", str(tmp_path / "scaled.toml")])
+    lines = [ln for ln in r.output.splitlines() if ln.strip()]
+    assert r.exit_code == 1 and "Traceback" not in r.output, r.output
+    assert len(lines) == 1 and lines[0].startswith("error:"), r.output
+    assert str(cache) in lines[0] and "full" in lines[0], r.output
