@@ -130,3 +130,25 @@ def test_extract_of_stages_without_models_never_imports_torch(tmp_path, videos):
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_pipeline_modules_have_no_import_cycle():
+    """Module-level imports among ``avpipe/pipeline`` form a DAG (lazy imports inside functions
+    aside), with the plain types at the bottom."""
+    import ast
+    from graphlib import CycleError, TopologicalSorter
+
+    deps: dict[str, set[str]] = {}
+    for p in (REPO / "avpipe" / "pipeline").glob("*.py"):
+        found = set()
+        for node in ast.parse(p.read_text()).body:
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("avpipe.pipeline"):
+                found.add(node.module if node.module != "avpipe.pipeline" else f"avpipe.pipeline.{node.names[0].name}")
+        deps[f"avpipe.pipeline.{p.stem}"] = found
+    try:
+        list(TopologicalSorter(deps).static_order())
+    except CycleError as e:  # pragma: no cover - the failure message
+        pytest.fail(f"import cycle: {e.args[1]}")
+    assert deps["avpipe.pipeline.types"] == set()
+    for storage in ("index", "store", "entry", "shard", "lock"):
+        assert not deps[f"avpipe.pipeline.{storage}"] & {"avpipe.pipeline.stage", "avpipe.pipeline.fingerprint"}

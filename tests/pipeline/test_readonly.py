@@ -51,10 +51,11 @@ def test_read_only_cache_is_listed_inspected_and_read(cache, monkeypatch, tmp_pa
     assert not (tmp_path / "home").exists()  # no weights converted, no checksum memo written
 
 
-def test_write_commands_on_read_only_cache_say_so(cache):
+def test_write_commands_on_read_only_cache_say_so(cache, videos):
     before = _snapshot(cache)
     with ReadOnly(_tree(cache)):
-        for args in (["cache", "gc"], ["cache", "verify"]):
+        for args in (["cache", "gc"], ["cache", "verify"],
+                     ["extract", "--videos", videos, "--stages", "toy_b", "--no-progress"]):
             r = _cli(*args, "--cache", cache)
             assert r.exit_code == 1, (args, r.output)
             assert "read-only" in r.output and "Traceback" not in r.output
