@@ -44,6 +44,17 @@ class LazyGroup(click.Group):
         lazy = [n for n, target in LAZY_COMMANDS.items() if _module_exists(target.split(":")[0])]
         return sorted(set(super().list_commands(ctx)) | set(lazy))
 
+    def invoke(self, ctx: click.Context) -> Any:
+        """Cache errors a user can cause (read-only or damaged cache, full disk) from any command:
+        one ``error:`` line and exit 1, never a traceback."""
+        from avpipe.pipeline.types import CacheError
+
+        try:
+            return super().invoke(ctx)
+        except CacheError as e:
+            click.echo(f"error: {e}", err=True)
+            ctx.exit(1)
+
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         cmd = super().get_command(ctx, name)
         if cmd is not None or name not in LAZY_COMMANDS:
@@ -227,7 +238,9 @@ def status(cache_dir: Path | None, videos_dir: Path | None, stages: str | None,
             rep = status_report(cache, videos_dir, _load_config(config_path), _split_list(stages))
         except PlanError as e:
             raise click.UsageError(str(e)) from e
-        except (CacheError, sqlite3.DatabaseError) as e:
+        except CacheError as e:
+            _fail(str(e))
+        except sqlite3.DatabaseError as e:
             _fail(f"cannot read the cache index of {cache.root}: {e}")
     if as_json:
         _echo_json(rep)

@@ -136,7 +136,7 @@ class Index:
                 self.db.execute("PRAGMA synchronous=NORMAL")
                 self.db.executescript(_SCHEMA)
                 self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-            except sqlite3.OperationalError as e:
+            except sqlite3.DatabaseError as e:  # read-only, full disk, not a database
                 self.db.close()
                 raise _write_failure(self.path, e) from e
         self.db.execute("PRAGMA busy_timeout=60000")
@@ -396,8 +396,8 @@ class _ReadConnection:
     def execute(self, sql: str, args: Sequence[Any] = ()) -> _Rows:
         try:
             return _Rows(self._db.execute(sql, args).fetchall())
-        except sqlite3.OperationalError as e:
-            if self.immutable:
+        except sqlite3.DatabaseError as e:
+            if self.immutable or not isinstance(e, sqlite3.OperationalError):
                 raise CacheError(f"cannot read the cache index {self.path}: {e}") from e
             self._db.close()
             self._db = self._open(immutable=True)

@@ -32,10 +32,14 @@ def as_pipeline_config(stage: str, config: Any) -> "PipelineConfig":
     if isinstance(config, PipelineConfig):
         return config
     if isinstance(config, (str, os.PathLike)):
-        return PipelineConfig.load(config)
+        pcfg = PipelineConfig.load(config)
+        pcfg.validate()
+        return pcfg
     if isinstance(config, Mapping):
         if set(config) == {"stages"}:
-            return PipelineConfig.from_dict(dict(config))
+            pcfg = PipelineConfig.from_dict(dict(config))
+            pcfg.validate()  # a misspelt stage name must not silently mean its defaults
+            return pcfg
         return PipelineConfig({stage: dict(config)})
     raise TypeError(f"config for {stage!r} must be a mapping of options or a PipelineConfig, "
                     f"not {type(config).__name__}")

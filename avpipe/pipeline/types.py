@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:  # pragma: no cover - annotations only: importing the types stays free
+    import numpy as np
 
 #: The stage every other stage reads: it defines the video's frame time base. "Probe comes first"
 #: is written once, in :func:`avpipe.pipeline.graph.upstream_names`.

@@ -118,3 +118,13 @@ def test_status_survives_wal_deleted_under_a_running_writer(cache):
             assert c.read("toy_b", "a.mp4").data.shape == (10, 1)
     finally:
         writer.close()
+
+
+def test_index_that_is_not_a_database_is_one_line_everywhere(tmp_path):
+    (tmp_path / "index.sqlite").write_bytes(b"not a database at all " * 100)
+    for args in (["cache", "ls"], ["cache", "du"], ["status"], ["inspect", "a.mp4"],
+                 ["cache", "gc"], ["cache", "verify"]):
+        r = _cli(*args, "--cache", tmp_path)
+        assert r.exit_code == 1, (args, r.output)
+        lines = [ln for ln in r.output.splitlines() if ln.strip()]
+        assert len(lines) == 1 and "index.sqlite" in lines[0] and "not a database" in lines[0], (args, r.output)
