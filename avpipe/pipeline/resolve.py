@@ -59,18 +59,24 @@ def resolve_fingerprint(index: "Index", stage: str, config: Any = None) -> str:
     it has, with their configs) and :class:`AmbiguousRead` when several match and the weights
     cannot tell them apart.
     """
+    return resolve_fingerprints(index, [stage], as_pipeline_config(stage, config))[stage]
+
+
+def resolve_fingerprints(index: "Index", stages: list[str], config: Any = None) -> dict[str, str]:
+    """:func:`resolve_fingerprint` for a set of stages under one pipeline config, at once:
+    ``{stage: fingerprint}`` for ``stages`` and everything they read."""
     from avpipe.pipeline.config import canonical_json
     from avpipe.pipeline.fingerprint import fingerprint_of, upstream_names
     from avpipe.pipeline.sideeffects import read_only
     from avpipe.pipeline.stage import get_stage_class, topological_order
     from avpipe.pipeline.types import WeightsUnavailable
 
-    pcfg = as_pipeline_config(stage, config)
+    pcfg = as_pipeline_config(stages[0] if stages else "", config)
     try:
-        order = topological_order([stage])
+        order = topological_order(list(stages))
     except KeyError as e:
-        raise NotCached(f"stage {stage!r} is not registered in this process ({e.args[0]}); "
-                        "pass fingerprint= to read it") from e
+        raise NotCached(f"{e.args[0]}; a stage not registered in this process can only be read "
+                        "by fingerprint=") from e
     resolved: dict[str, str] = {}
     for name in order:
         cls = get_stage_class(name)
@@ -95,7 +101,8 @@ def resolve_fingerprint(index: "Index", stage: str, config: Any = None) -> str:
         if len(cands) == 1:
             resolved[name] = cands[0]["fingerprint"]
             continue
-        wanted = f"{name} v{cls.version} config {cj}" + (f" (for {stage!r})" if name != stage else "")
+        wanted = f"{name} v{cls.version} config {cj}" + (
+            f" (read by {', '.join(s for s in stages if s != name)})" if name not in stages else "")
         if not cands:
             have = f"; the cache has: {describe(rows)}" if rows else "; the cache has no fingerprint of it"
             raise NotCached(f"no cached fingerprint of {wanted}{have}. Run `avpipe extract` with that "
@@ -103,4 +110,4 @@ def resolve_fingerprint(index: "Index", stage: str, config: Any = None) -> str:
         raise AmbiguousRead(f"{len(cands)} cached fingerprints of {wanted} differ only by their weights "
                             f"and the weights here cannot tell which: {describe(cands)}; pass fingerprint=",
                             [(r["fingerprint"], json.loads(r["config_json"])) for r in cands])
-    return resolved[stage]
+    return resolved

@@ -31,13 +31,11 @@ import hashlib
 import json
 import re
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from avpipe.pipeline.entry import ShardEntry
 from avpipe.pipeline.index import FailureRecord, Index, ShardRecord
@@ -232,6 +230,14 @@ class Cache:
         from avpipe.pipeline.resolve import resolve_fingerprint
 
         return resolve_fingerprint(self.index, stage, config)
+
+    def resolve_all(self, stages: Sequence[str], config: Any = None) -> dict[str, str]:
+        """:meth:`resolve` for several stages under one pipeline config (a PipelineConfig, a
+        ``{"stages": ...}`` mapping or a config file): ``{stage: fingerprint}`` for them and
+        everything they read — resolve a run's whole feature set once."""
+        from avpipe.pipeline.resolve import resolve_fingerprints
+
+        return resolve_fingerprints(self.index, list(stages), config)
 
     # -- read -------------------------------------------------------------------------------
     def read(self, stage_or_fingerprint: str, video: str, *, config: Any = None,

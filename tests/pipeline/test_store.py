@@ -35,6 +35,10 @@ def test_second_experiment_does_not_change_what_a_stage_name_reads(tmp_path, vid
         toml = tmp_path / "exp.toml"
         toml.write_text("[stages.toy_a]\nscale = 2.0\n")
         assert c.resolve("toy_a", toml) == fp  # a config file, as given to `extract --config`
+        both = c.resolve_all(["toy_a"], SCALED)
+        assert both == {"probe": c.resolve("probe"), "toy_a": fp}
+        with pytest.raises(ValueError, match="unknown stage"):
+            c.resolve_all(["toy_a"], {"stages": {"toy_aa": {"scale": 2.0}}})
 
 
 def test_default_config_missing_but_other_present_is_ambiguous(tmp_path, videos):
