@@ -384,7 +384,9 @@ class _ReadConnection:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.immutable = False
-        self._db = self._open(immutable=not os.access(path.parent, os.W_OK))
+        wal = Path(f"{path}-wal")
+        pending = wal.exists() and wal.stat().st_size > 0  # commits not yet in the main file
+        self._db = self._open(immutable=not os.access(path.parent, os.W_OK) and not pending)
 
     def _open(self, *, immutable: bool) -> sqlite3.Connection:
         self.immutable = immutable
@@ -397,6 +399,8 @@ class _ReadConnection:
         try:
             return _Rows(self._db.execute(sql, args).fetchall())
         except sqlite3.DatabaseError as e:
+            if "locked" in str(e).lower() or "busy" in str(e).lower():
+                raise  # a writer holds it longer than busy_timeout: not damage, do not bypass locking
             if self.immutable or not isinstance(e, sqlite3.OperationalError):
                 raise CacheError(f"cannot read the cache index {self.path}: {e}") from e
             self._db.close()

@@ -128,3 +128,19 @@ def test_index_that_is_not_a_database_is_one_line_everywhere(tmp_path):
         assert r.exit_code == 1, (args, r.output)
         lines = [ln for ln in r.output.splitlines() if ln.strip()]
         assert len(lines) == 1 and "index.sqlite" in lines[0] and "not a database" in lines[0], (args, r.output)
+
+
+def test_read_only_cache_left_by_a_killed_writer_shows_its_commits(tmp_path):
+    """A writer killed before its WAL was folded into the main file, then the cache made
+    read-only: readers still see every commit (the WAL is read, not ignored)."""
+    import subprocess
+    import sys
+
+    code = ("import os; from avpipe.pipeline.index import Index;"
+            f"w = Index({str(tmp_path / 'index.sqlite')!r}); w.upsert_files([('/a.mp4', 'a.mp4', 1, 2, 3, 'ab' * 20)]);"
+            "os._exit(0)")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    assert (tmp_path / "index.sqlite-wal").stat().st_size > 0
+    with ReadOnly(_tree(tmp_path)):
+        with Cache(tmp_path) as c:
+            assert c.videos() == [("a.mp4", "ab" * 20)]
