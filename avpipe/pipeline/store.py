@@ -304,7 +304,8 @@ class Cache:
             [(r["fingerprint"], json.loads(r["config_json"])) for r in rows])
 
     def _timestamps(self, stage: str, fp: str, cid: str, shard: str, video: str) -> Any:
-        """Seconds of each frame: the probe entry this fingerprint was computed from."""
+        """Seconds of each frame: the probe entry this fingerprint was computed from (for
+        precomputed features, which name none, the default probe config's entry), else None."""
         import numpy as np
 
         if stage == PROBE:
@@ -312,6 +313,11 @@ class Cache:
         else:
             row = self.index.fingerprint_row(fp)
             pfp = (row or {}).get("upstream", {}).get(PROBE)
+            if pfp is None:  # precomputed features name no probe: the default probe's time base
+                try:
+                    pfp = self.resolve(PROBE)
+                except (NotCached, ValueError):
+                    pfp = None
             hit = self.index.entry(pfp, cid) if pfp else None
             if hit is None:
                 return None
