@@ -1,6 +1,10 @@
 """The stage interface: what one extraction step declares and computes.
 
-A stage is a class registered by name (like timm's model registry). It declares:
+A stage is a class registered by name (like timm's model registry): declared as an entry point
+of the ``avpipe.stages`` group in its package's ``pyproject.toml`` — the built-in stages too, so
+this package imports no extractor — or, for scripts and tests, with :func:`register_stage` or
+``$AVPIPE_PLUGINS``. The plain types it exchanges (:class:`StageResult`, :class:`VideoRef`,
+:class:`Runtime`) live in :mod:`avpipe.pipeline.types`. It declares:
 
 * ``name`` and ``version`` — bump ``version`` whenever the code's *output* changes; it enters the
   fingerprint, so old cache entries stop matching instead of being silently reused;
@@ -59,7 +63,8 @@ class Stage(ABC):
         """Checksum (or other stable id) of the weights this config uses; None if no weights.
 
         Called on the driver while planning, so it must be cheap (memoised checksums) and must
-        raise :class:`avpipe.extractors.weights.WeightsMissingError` with a clear message when the
+        raise :class:`~avpipe.pipeline.types.WeightsUnavailable` (the weights registry raises its
+        subclass ``WeightsMissingError``) with a clear message when the
         weights are not available.
         """
         return None
