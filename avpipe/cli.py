@@ -13,6 +13,7 @@ import importlib
 import importlib.util
 import json
 import os
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,17 @@ class LazyGroup(click.Group):
         lazy = [n for n, target in LAZY_COMMANDS.items() if _module_exists(target.split(":")[0])]
         return sorted(set(super().list_commands(ctx)) | set(lazy))
 
+    def invoke(self, ctx: click.Context) -> Any:
+        """Cache errors a user can cause (read-only or damaged cache, full disk) from any command:
+        one ``error:`` line and exit 1, never a traceback."""
+        from avpipe.pipeline.types import CacheError
+
+        try:
+            return super().invoke(ctx)
+        except CacheError as e:
+            click.echo(f"error: {e}", err=True)
+            ctx.exit(1)
+
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         cmd = super().get_command(ctx, name)
         if cmd is not None or name not in LAZY_COMMANDS:
@@ -70,12 +82,23 @@ def _cache_root(cache_dir: Path | None) -> Path:
 
 
 def _open_cache(cache_dir: Path | None) -> Any:
+    """The cache, opened read-only (commands that change it lock it and write through
+    ``Cache.lock``); a damaged or unreadable index is one line and exit 1."""
     from avpipe.pipeline.store import Cache
+    from avpipe.pipeline.types import CacheError
 
     try:
         return Cache(_cache_root(cache_dir))
     except FileNotFoundError as e:
         raise click.UsageError(str(e)) from e
+    except CacheError as e:
+        _fail(str(e))
+
+
+def _fail(message: str, code: int = 1) -> Any:
+    """One ``error:`` line on stderr and the exit status (1 runtime failure, 2 usage)."""
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
 
 
 def _split_list(value: str | None) -> list[str] | None:
@@ -146,6 +169,7 @@ def extract(videos_dir: Path, cache_dir: Path | None, stages: str | None, only: 
     from avpipe.pipeline.plan import PlanError
     from avpipe.pipeline.runner import run_extract
     from avpipe.pipeline.stage import Runtime
+    from avpipe.pipeline.types import CacheError, MissingWeightsError
 
     if force and not only:
         raise click.UsageError("--force needs --stage NAME")
@@ -169,10 +193,14 @@ def extract(videos_dir: Path, cache_dir: Path | None, stages: str | None, only: 
         summary = run_extract(_cache_root(cache_dir), videos_dir, config, stages=_split_list(stages),
                               only=only, force=force, retry_failed=retry_failed, jobs=jobs,
                               backend=backend, scheduler=scheduler, runtime=runtime, progress=progress)
+    except MissingWeightsError as e:
+        _fail(str(e), 2)
     except PlanError as e:
         raise click.UsageError(str(e)) from e
     except FileNotFoundError as e:
         raise click.UsageError(str(e)) from e
+    except CacheError as e:  # read-only cache, lock file on a full disk
+        _fail(str(e))
     click.echo(summary.render())
     sys.exit(summary.exit_code)
 
@@ -202,15 +230,17 @@ def status(cache_dir: Path | None, videos_dir: Path | None, stages: str | None,
     """Per stage: how many videos are done, failed, missing."""
     from avpipe.pipeline.plan import PlanError
     from avpipe.pipeline.report import status as status_report
+    from avpipe.pipeline.types import CacheError
 
     with _open_cache(cache_dir) as cache:
-        try:
-            from avpipe.extractors.weights import downloads_disabled
-
-            with downloads_disabled():  # status only looks: it never fetches weights
-                rep = status_report(cache, videos_dir, _load_config(config_path), _split_list(stages))
+        try:  # status only looks: no weights fetched or converted, nothing written
+            rep = status_report(cache, videos_dir, _load_config(config_path), _split_list(stages))
         except PlanError as e:
             raise click.UsageError(str(e)) from e
+        except CacheError as e:
+            _fail(str(e))
+        except sqlite3.DatabaseError as e:
+            _fail(f"cannot read the cache index of {cache.root}: {e}")
     if as_json:
         _echo_json(rep)
         return
@@ -219,7 +249,8 @@ def status(cache_dir: Path | None, videos_dir: Path | None, stages: str | None,
     click.echo(f"  {'stage':<{w}}  {'done':>6} {'failed':>6} {'missing':>7}  fingerprint")
     for s in rep["stages"]:
         click.echo(f"  {s['stage']:<{w}}  {s['done']:>6} {s['failed']:>6} {s['missing']:>7}  "
-                   f"{(s['fingerprint'] or '-')[:16]}" + (f"  ({s['unavailable']})" if s["unavailable"] else ""))
+                   f"{(s['fingerprint'] or '-')[:16]}"
+                   + (f"  ({s['unavailable'].splitlines()[0]})" if s["unavailable"] else ""))
 
 
 # -- inspect -----------------------------------------------------------------------------------
@@ -234,15 +265,20 @@ def status(cache_dir: Path | None, videos_dir: Path | None, stages: str | None,
 def inspect(video: str, cache_dir: Path | None, as_json: bool) -> None:
     """Every cached entry of one VIDEO: fingerprint, rows, dims, mask coverage, attrs, failures."""
     from avpipe.pipeline.report import inspect_video
+    from avpipe.pipeline.types import CacheError, NotCached
 
     with _open_cache(cache_dir) as cache:
         try:
             rep = inspect_video(cache, video)
+        except NotCached as e:
+            raise click.UsageError(str(e)) from e
         except KeyError as e:
             raise click.UsageError(str(e.args[0] if e.args else e)) from e
+        except (CacheError, OSError, sqlite3.DatabaseError) as e:
+            _fail(str(e))
     if as_json:
         _echo_json(rep)
-        return
+        sys.exit(1 if rep.get("missing_shards") else 0)
     click.echo(f"content id {rep['content_id']}  keys: {', '.join(rep['keys']) or '-'}")
     for e in rep["entries"]:
         if "error" in e:
@@ -260,6 +296,9 @@ def inspect(video: str, cache_dir: Path | None, as_json: bool) -> None:
     for f in rep["failures"]:
         click.echo(f"  {f['stage']:<10} {f['fingerprint'][:16]}  FAILED {f['error_type']}: {f['message']}"
                    + ("  (transient: retried by the next extract)" if f.get("transient") else ""))
+    if rep.get("missing_shards"):
+        _fail(f"{len(rep['missing_shards'])} shard(s) of this video are missing from disk; run "
+              "`avpipe cache verify` to drop their entries (the next extract recomputes them)")
 
 
 # -- cache ---------------------------------------------------------------------------------------
@@ -317,11 +356,14 @@ def cache_du(cache_dir: Path | None, as_json: bool) -> None:
 @_cache_option
 def cache_verify(cache_dir: Path | None) -> None:
     """Re-hash every shard and open every entry; drop entries of bad shards (exit 1 if any)."""
-    from avpipe.pipeline.lock import CacheLock
     from avpipe.pipeline.maintenance import verify
+    from avpipe.pipeline.types import CacheError
 
-    with _open_cache(cache_dir) as c, CacheLock(c.root, purpose="cache verify"):
-        rep = verify(c)
+    with _open_cache(cache_dir) as c:
+        try:
+            rep = verify(c)  # takes the cache lock
+        except CacheError as e:
+            _fail(str(e))
     for rp, why in rep.bad:
         click.echo(f"BAD {rp}: {why}")
     click.echo(f"checked {rep.checked_shards} shards, {rep.checked_entries} entries: "
@@ -335,11 +377,14 @@ def cache_verify(cache_dir: Path | None) -> None:
 @click.option("--dry-run", is_flag=True, help="Only list what would be deleted.")
 def cache_gc(cache_dir: Path | None, dry_run: bool) -> None:
     """Delete shard and temporary files the index no longer references."""
-    from avpipe.pipeline.lock import CacheLock
     from avpipe.pipeline.maintenance import gc, human_bytes
+    from avpipe.pipeline.types import CacheError
 
-    with _open_cache(cache_dir) as c, CacheLock(c.root, purpose="cache gc"):
-        rep = gc(c, dry_run=dry_run)
+    with _open_cache(cache_dir) as c:
+        try:
+            rep = gc(c, dry_run=dry_run)  # takes the cache lock
+        except CacheError as e:
+            _fail(str(e))
     for rp in rep.files:
         click.echo(("would delete " if dry_run else "deleted ") + rp)
     click.echo(f"{len(rep.files)} files, {human_bytes(rep.bytes)}" + (" (dry run)" if dry_run else " freed"))

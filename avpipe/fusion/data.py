@@ -16,7 +16,6 @@ Normalisation: per-modality mean/std over *valid* rows (mask True) of the traini
 """
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -330,11 +329,3 @@ def make_provider(source: FeatureSource, fps: Mapping[str, tuple[str, str]], tra
         return load_bank(source, fps, group, device=device, dtype=dtype, tolerance=tolerance, dims=plain)
 
     return ChunkedBanks(loader, [[tracks[i] for i in g] for g in groups], plain)
-
-
-def stats_from_provider(p: InMemoryBanks | ChunkedBanks) -> Stats:
-    return compute_stats(p.groups(0, None))
-
-
-def total_windows(n_rows: int, window: int, hop: int) -> int:  # pragma: no cover - informational
-    return max(1, math.ceil(max(0, n_rows - window) / hop) + 1)

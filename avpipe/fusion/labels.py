@@ -26,7 +26,7 @@ import csv
 import hashlib
 import json
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -265,10 +265,3 @@ def match_videos(tracks: Iterable[LabelTrack], video_keys: Iterable[str]) -> dic
         if cands:
             out[t.name] = cands[0]
     return out
-
-
-def split_counts(tracks: Iterable[LabelTrack]) -> Mapping[str, int]:
-    c: dict[str, int] = {}
-    for t in tracks:
-        c[t.split or "?"] = c.get(t.split or "?", 0) + 1
-    return c

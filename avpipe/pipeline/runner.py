@@ -39,10 +39,11 @@ from avpipe.pipeline.faults import (DISK_FULL, WORKER_DIED, die_with_parent, dis
 from avpipe.pipeline.fingerprint import Fingerprint, upstream_names
 from avpipe.pipeline.index import FailureRecord, ShardRecord
 from avpipe.pipeline.lock import CacheLock
-from avpipe.pipeline.plan import Plan, make_plan
+from avpipe.pipeline.plan import Plan, make_plan, preflight
 from avpipe.pipeline.settings import PipelineConfig
 from avpipe.pipeline.stage import Runtime, Stage, StageResult, VideoRef
 from avpipe.pipeline.store import Cache, write_shard
+from avpipe.pipeline.types import PROBE
 
 
 # -- worker side ------------------------------------------------------------------------------
@@ -139,13 +140,13 @@ def _run_task(task: Task) -> TaskResult:
     for video, inputs in task.videos:
         try:
             n_frames: int | None = None
-            if "probe" in inputs:
-                ts = np.asarray(inputs["probe"].data, dtype=np.float64)
+            if PROBE in inputs:
+                ts = np.asarray(inputs[PROBE].data, dtype=np.float64)
                 n_frames = int(ts.shape[0])
                 for e in inputs.values():
                     e.timestamps = ts
             res = stage.compute(video, inputs)
-            if stage.name == "probe":
+            if stage.name == PROBE:
                 n_frames = int(res.attrs.get("n_frames", len(res.data)))
             _check_result(stage, res, n_frames)
             ok.append((video.content_id, res))
@@ -507,6 +508,7 @@ def run_extract(cache_root: str | Path, videos_root: str | Path, config: Pipelin
     t0 = time.perf_counter()
     executor = Executor(jobs, backend, scheduler)
     root = Path(cache_root).expanduser().absolute()
+    preflight(config, stages, only, force, runtime)  # usage errors and missing weights: nothing created
     with CacheLock(root, say=say):
         with Cache(root, create=True) as cache:
             plan = make_plan(cache, videos_root, config, stages=stages, only=only, force=force,

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from avpipe.pipeline.config import (NO_VALUE, ConfigError, ConfigIssue, config_from_dict,
-                                    config_to_dict, load_config_file, save_config_file)
+                                    load_config_file, save_config_file)
 
 
 @dataclass
@@ -79,8 +79,3 @@ class PipelineConfig:
 
         cls = get_stage_class(name).config_cls
         return config_from_dict(cls, self.stages.get(name), section=f"stages.{name}")
-
-    @classmethod
-    def from_stage_configs(cls, configs: dict[str, Any]) -> "PipelineConfig":
-        """The file form of already-built config objects (e.g. to save a resolved config)."""
-        return cls({k: config_to_dict(v) for k, v in configs.items()})
