@@ -107,7 +107,7 @@ def _load_train_config(path: Path | None) -> Any:
               help="Frames a label file may differ from its video's length (padded/truncated; default 10).")
 @click.option("--split-file", type=click.Path(exists=True, dir_okay=False), default=None,
               help="name,split lines or JSON {train: [...], val: [...]}.")
-@click.option("--device", type=DEVICE, default=None, help="Device (default auto: a GPU when there is one)."))
+@click.option("--device", type=DEVICE, default=None, help="Device (default auto: a GPU when there is one).")
 @click.option("--out", default=None, type=click.Path(path_type=Path), help="Run folder (default runs/FUSION).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--overwrite", is_flag=True, help="Replace the run in --out (its checkpoints and metrics are deleted).")

@@ -23,6 +23,7 @@ import csv
 import io
 import json
 import pickle
+import re
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
@@ -131,13 +132,17 @@ class RunDir:
         try:
             return torch.load(p, map_location=map_location, weights_only=True)
         except pickle.UnpicklingError as e:
-            raise CheckpointError(
-                f"{str(p)!r} was refused: it holds Python objects other than tensors and plain values, which "
-                f"could run code when loaded (torch.load weights_only=True). avpipe never writes such "
-                f"checkpoints; only load files you trust ({str(e).splitlines()[0][:160]})") from e
+            found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+            if found:
+                raise CheckpointError(
+                    f"{str(p)!r} was refused: it holds a Python object ({found.group(1)}) other than tensors "
+                    f"and plain values, which could run code when loaded (torch.load weights_only=True). avpipe "
+                    f"never writes such checkpoints; only use run folders you trust") from e
+            raise CheckpointError(f"{str(p)!r} is not a readable checkpoint (damaged or not written by "
+                                  f"avpipe)") from e
         except (RuntimeError, EOFError, ValueError, OSError) as e:
             raise CheckpointError(f"{str(p)!r} is not a readable checkpoint (damaged or truncated: "
-                                  f"{str(e).splitlines()[0][:160] if str(e) else type(e).__name__})") from e
+                                  f"{type(e).__name__})") from e
 
     def write_metrics(self, history: list[dict[str, Any]]) -> None:
         """Rewrite the whole CSV from the history (atomic; consistent after a resume)."""
