@@ -59,9 +59,12 @@ class RuntimeFailure(click.ClickException):
     exit_code = 1
 
 
+_debug_flag = False  # set by --debug for the current invocation
+
+
 def debug_enabled() -> bool:
-    """``--debug`` on the command line (sets the variable) or ``AVPIPE_DEBUG`` set non-empty/non-0."""
-    return os.environ.get(DEBUG_ENV, "") not in ("", "0", "false", "no")
+    """``--debug`` given to this invocation, or ``AVPIPE_DEBUG`` set (not empty, ``0``, ``false``)."""
+    return _debug_flag or os.environ.get(DEBUG_ENV, "").lower() not in ("", "0", "false", "no")
 
 
 def _loaded(spec: str) -> type | None:
@@ -96,8 +99,8 @@ def handle(exc: Exception) -> click.ClickException:
 
 
 def _set_debug(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
-    if value:
-        os.environ[DEBUG_ENV] = "1"  # also seen by subprocess workers and by handle()
+    global _debug_flag
+    _debug_flag = bool(value)  # reset on every invocation (in-process runners call main repeatedly)
     return value
 
 
