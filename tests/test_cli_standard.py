@@ -133,3 +133,26 @@ def test_error_classes_named_by_the_error_layer_exist():
             continue  # added by the typed-config work; classified as soon as it exists
         cls = import_error_class(spec)
         assert isinstance(cls, type) and issubclass(cls, Exception), spec
+
+
+def test_every_flag_named_in_a_message_exists():
+    """Hints must name real flags: every ``--flag`` written anywhere in avpipe's source (messages,
+    help, docstrings) is an option of some avpipe command."""
+    import re
+
+    known = {"--help"}
+    for path in _all_command_paths():
+        ctx = click.Context(main)
+        cmd: click.Command = main
+        for name in path:
+            cmd = cmd.get_command(ctx, name)  # type: ignore[union-attr]
+        for p in cmd.params:
+            known.update(o for o in p.opts + p.secondary_opts if o.startswith("--"))
+    named: dict[str, str] = {}
+    for f in (ROOT / "avpipe").rglob("*.py"):
+        if f.name == "demo.py":  # its own argparse script, not an avpipe command
+            continue
+        for flag in re.findall(r"(?<![\w-])--[a-z][a-z-]+", f.read_text(encoding="utf-8")):
+            named.setdefault(flag, str(f.relative_to(ROOT)))
+    unknown = {k: v for k, v in named.items() if k not in known}
+    assert not unknown, unknown
