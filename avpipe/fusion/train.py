@@ -1,7 +1,7 @@
 """Training loop: data once in memory, windows by index, CCC loss, checkpoints that survive SIGKILL.
 
 Reproducibility and resume: the window order of epoch *e* depends only on (seed, e); the model,
-optimiser, LR-controller state, early-stopping counters, history and the torch RNG state are
+optimiser, LR-schedule state, early-stopping counters, history and the torch RNG state are
 checkpointed atomically at the end of every epoch. A run killed at any point and resumed with
 ``--resume`` restarts from the last completed epoch and ends with the same metrics as an
 uninterrupted run (CPU; on GPU up to non-deterministic kernels).
@@ -40,6 +40,7 @@ from avpipe.fusion.labels import LabelError, assign_splits, load_labels, match_v
 from avpipe.fusion.metrics import EvalResult, compute_loss, evaluate
 from avpipe.fusion.models import MissingModalityError, create_model, get_model_class
 from avpipe.fusion.run import RunDir
+from avpipe.fusion.schedule import LRSchedule
 from avpipe.fusion.source import FeatureError, FeatureSet, FeatureSource
 from avpipe.fusion.windows import Windows, batches, make_windows
 
@@ -111,60 +112,7 @@ def absolute_paths(cfg: TrainConfig) -> TrainConfig:
                                split_file=absolute(cfg.split_file))
 
 
-# ----------------------------------------------------------------------------- LR control
-def step_decay_exponent(epoch: int, start: int, every: int) -> int:
-    """How many times the ``step`` schedule has multiplied the lr by gamma at ``epoch``.
-
-    The reference schedule (the JCA/RJA authors' training code): ``lr * gamma ** ((epoch - start)
-    // every)`` for epochs after ``start``, the base lr up to it. (A ceiling here would put every
-    decay one epoch early.)"""
-    return (epoch - start) // every if epoch > start else 0
-
-
-class LRController:
-    """The learning-rate schedules as one small state machine (JSON-able state, checkpointed).
-
-    * ``step`` — lr for epochs ≤ step_start, then × step_gamma every step_every epochs (the
-      JCA/RJA code's hard-coded schedule: 1e-3, ×0.8 / 2 epochs after epoch 5);
-    * ``plateau`` — × plateau_factor after plateau_patience epochs without validation-CCC gain;
-    * ``warmup_plateau`` — linear per-batch warm-up over warmup_epochs, then plateau (RJCMA);
-    * ``none`` — constant.
-
-    Why not ``torch.optim.lr_scheduler``: the warm-up is per batch while the plateau decision is
-    per epoch on the validation score, and the state must resume bit-exactly from a checkpoint
-    written in JSON-able form; the few lines here do that, the schedules' formulas are tested
-    against references written from their definitions.
-    """
-
-    def __init__(self, cfg: TrainConfig, steps_per_epoch: int) -> None:
-        self.cfg = cfg
-        self.base = float(cfg.lr)
-        self.steps = max(1, steps_per_epoch)
-        self.state = {"lr": self.base, "best": -math.inf, "bad": 0}
-        if cfg.schedule not in ("step", "plateau", "warmup_plateau", "none"):
-            raise ValueError(f"unknown schedule {cfg.schedule!r}")
-
-    def lr_at(self, epoch: int, step: int) -> float:
-        c = self.cfg
-        if c.schedule == "step":
-            return self.base * c.step_gamma ** step_decay_exponent(epoch, c.step_start, c.step_every)
-        if c.schedule == "warmup_plateau" and epoch < (c.warmup_epochs or 0):
-            return self.base * (epoch * self.steps + step + 1) / ((c.warmup_epochs or 1) * self.steps)
-        return self.state["lr"] if c.schedule != "none" else self.base
-
-    def end_epoch(self, val_score: float) -> None:
-        c = self.cfg
-        if c.schedule not in ("plateau", "warmup_plateau"):
-            return
-        if val_score > self.state["best"] + 1e-4:
-            self.state["best"], self.state["bad"] = float(val_score), 0
-        else:
-            self.state["bad"] += 1
-            if self.state["bad"] > c.plateau_patience:
-                self.state["lr"] = max(c.min_lr, self.state["lr"] * c.plateau_factor)
-                self.state["bad"] = 0
-
-
+# ----------------------------------------------------------------------------- optimisation
 def make_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay or 0.0)
@@ -296,42 +244,40 @@ def training_windows(cfg: TrainConfig, tr: Provider) -> tuple[Windows | None, in
     return None, n
 
 
-def restore(run: RunDir, fit: Fit, lrc: LRController, device: torch.device) -> Progress:
+def restore(run: RunDir, fit: Fit, lrs: LRSchedule, device: torch.device) -> Progress:
     """Model, optimiser, scaler, LR state, RNG and early-stopping state from the last checkpoint."""
     ck = run.load_checkpoint("last", map_location=device)
     fit.model.load_state_dict(ck["model"])
     fit.opt.load_state_dict(ck["optimizer"])
     if fit.scaler is not None and ck.get("scaler"):
         fit.scaler.load_state_dict(ck["scaler"])
-    lrc.state = dict(ck["lr_state"])
+    lrs.load_state_dict(ck["lr_state"])
     torch.set_rng_state(ck["rng"]["torch"].cpu())
     if "cuda" in ck["rng"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in ck["rng"]["cuda"]])
     return Progress(ck["epoch"] + 1, dict(ck["best"]), int(ck["bad_epochs"]), list(ck["history"]))
 
 
-def train_epoch(cfg: TrainConfig, fit: Fit, tr: Provider, windows: Windows | None, lrc: LRController, epoch: int,
+def train_epoch(cfg: TrainConfig, fit: Fit, tr: Provider, windows: Windows | None, lrs: LRSchedule, epoch: int,
                 device: torch.device, rank: int, world: int) -> tuple[float, int, float]:
-    """One pass over the training windows; returns (summed loss, batches, last lr)."""
+    """One pass over the training windows; returns (summed loss, batches, last lr used)."""
     fit.model.train()
     aux = cfg.aux_losses or {}
-    tot, nb, step, lr = 0.0, 0, 0, lrc.lr_at(epoch, 0)
+    tot, nb, lr = 0.0, 0, lrs.lr
     for gi, bank in enumerate(tr.groups(epoch, cfg.seed)):
         w = windows if windows is not None else \
             make_windows(bank.offsets, cfg.window, cfg.hop, bank.y_valid, require_labels=True)
         for idx in batches(len(w), int(cfg.batch_size), seed=cfg.seed, epoch=epoch * 7919 + gi,
                            rank=rank, world=world, device=device):
-            lr = lrc.lr_at(epoch, step)
-            for g in fit.opt.param_groups:
-                g["lr"] = lr
+            lr = lrs.lr
             b = bank.gather(w.select(idx), cfg.window)
             with torch.autocast(device.type, dtype=fit.amp[1], enabled=fit.amp[0]):
                 pred = fit.ddp_model(b.x, b.mask)
             loss = compute_loss(cfg.loss, pred.float(), b.y, b.y_mask, aux)
             _optimiser_step(cfg, fit, loss)
+            lrs.after_batch()
             tot += float(loss.detach())
             nb += 1
-            step += 1
     return tot, nb, lr
 
 
@@ -363,14 +309,14 @@ def epoch_row(epoch: int, lr: float, loss_sum: float, nb: int, ev: EvalResult, t
     return row
 
 
-def _checkpoint_state(fit: Fit, lrc: LRController, epoch: int, progress: Progress, cfg: TrainConfig,
+def _checkpoint_state(fit: Fit, lrs: LRSchedule, epoch: int, progress: Progress, cfg: TrainConfig,
                       stats: Stats, dims: Mapping[str, int]) -> dict[str, Any]:
     rng = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state_all()
     return {"model": fit.model.state_dict(), "optimizer": fit.opt.state_dict(),
             "scaler": fit.scaler.state_dict() if fit.scaler is not None else {},
-            "lr_state": dict(lrc.state), "epoch": epoch, "best": dict(progress.best), "bad_epochs": progress.bad,
+            "lr_state": lrs.state_dict(), "epoch": epoch, "best": dict(progress.best), "bad_epochs": progress.bad,
             "history": list(progress.history), "rng": rng, "config": cfg.to_dict(), "stats": stats.to_dict(),
             "dims": dict(dims), "fusion": cfg.fusion, "window": cfg.window, "model_options": dict(cfg.model)}
 
@@ -410,10 +356,10 @@ def train(cfg: TrainConfig, *, source: FeatureSource | None = None, resume: bool
     dims = data.train.dims
     fit = build_fit(cfg, dims, device, world)
     windows, n_windows = training_windows(cfg, data.train)
-    lrc = LRController(cfg, math.ceil(n_windows / world / cfg.batch_size))
+    lrs = LRSchedule(cfg, fit.opt, math.ceil(n_windows / world / cfg.batch_size))
     progress = Progress()
     if resume and run.last.is_file():
-        progress = restore(run, fit, lrc, device)
+        progress = restore(run, fit, lrs, device)
         if main_proc:
             log(f"resumed from epoch {progress.start_epoch - 1} (best {progress.best['score']:.4f} at epoch "
                 f"{progress.best['epoch']})")
@@ -423,17 +369,17 @@ def train(cfg: TrainConfig, *, source: FeatureSource | None = None, resume: bool
         if progress.bad >= cfg.patience:
             break
         te = time.perf_counter()
-        loss_sum, nb, lr = train_epoch(cfg, fit, data.train, windows, lrc, epoch, device, rank, world)
+        loss_sum, nb, lr = train_epoch(cfg, fit, data.train, windows, lrs, epoch, device, rank, world)
         train_s = time.perf_counter() - te
         preds, labels, valid = predict_provider(fit.model, data.val, cfg.window, int(cfg.eval_hop),
                                                 int(cfg.batch_size) * 2, fit.amp)
         ev = evaluate(preds, labels, valid, cfg.smoothing)
         score = ev.overall["mean"] if math.isfinite(ev.overall["mean"]) else -1.0
-        lrc.end_epoch(score)
+        lrs.end_epoch(epoch, score)
         row = epoch_row(epoch, lr, loss_sum, nb, ev, train_s, time.perf_counter() - te, n_windows)
         improved = progress.record(epoch, row, score)
         if main_proc:
-            state = _checkpoint_state(fit, lrc, epoch, progress, cfg, data.stats, dims)
+            state = _checkpoint_state(fit, lrs, epoch, progress, cfg, data.stats, dims)
             if improved:
                 run.save_checkpoint(state, "best")
             run.save_checkpoint(state, "last")

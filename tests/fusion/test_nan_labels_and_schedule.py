@@ -10,7 +10,7 @@ from avpipe.fusion.data import TrackRef, load_bank
 from avpipe.fusion.labels import LabelTrack, load_labels
 from avpipe.fusion.metrics import evaluate
 from avpipe.fusion.source import FeatureArrays, MemorySource
-from avpipe.fusion.train import LRController
+from avpipe.fusion.schedule import LRSchedule
 
 
 def _bank_with_labels(y: np.ndarray):
@@ -56,11 +56,81 @@ def _reference_step_lr(epoch: int, base: float, start: int, every: int, gamma: f
     return base
 
 
+def _schedule(steps_per_epoch=10, **kw):
+    import torch
+
+    cfg = TrainConfig(lr=1e-3, **kw)
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=cfg.lr)
+    return LRSchedule(cfg, opt, steps_per_epoch), opt
+
+
+def _run_epoch(lrs, opt, n_batches):
+    used = []
+    for _ in range(n_batches):
+        used.append(lrs.lr)
+        opt.step()
+        lrs.after_batch()
+    return used
+
+
 @pytest.mark.parametrize("start,every,gamma", [(5, 2, 0.8), (1, 1, 0.5), (3, 3, 0.9)])
 def test_step_schedule_equals_reference_on_every_epoch(start, every, gamma):
-    cfg = TrainConfig(lr=1e-3, schedule="step", step_start=start, step_every=every, step_gamma=gamma)
-    lrc = LRController(cfg, steps_per_epoch=10)
+    lrs, opt = _schedule(schedule="step", step_start=start, step_every=every, step_gamma=gamma)
     for epoch in range(31):
-        for step in (0, 9):
-            assert lrc.lr_at(epoch, step) == pytest.approx(_reference_step_lr(epoch, 1e-3, start, every, gamma),
-                                                           rel=1e-12), (epoch, step)
+        used = _run_epoch(lrs, opt, 3)
+        assert used == pytest.approx([_reference_step_lr(epoch, 1e-3, start, every, gamma)] * 3, rel=1e-12), epoch
+        lrs.end_epoch(epoch, 0.5)
+
+
+def _reference_plateau(scores, base, factor, patience, min_lr):
+    """Written from the definition: reduce after more than `patience` epochs without a gain > 1e-4."""
+    lr, best, bad, out = base, -float("inf"), 0, []
+    for s in scores:
+        out.append(lr)
+        if s > best + 1e-4:
+            best, bad = s, 0
+        else:
+            bad += 1
+            if bad > patience:
+                lr, bad = max(min_lr, lr * factor), 0
+    return out
+
+
+def test_plateau_and_warmup_schedules_and_resume():
+    rng = np.random.default_rng(3)
+    scores = np.concatenate([np.linspace(0, 0.5, 6), 0.5 - rng.random(30) * 0.1]).tolist()
+    lrs, opt = _schedule(schedule="plateau", plateau_patience=2, plateau_factor=0.5, min_lr=1e-4)
+    got = []
+    for e, s in enumerate(scores):
+        got.append(_run_epoch(lrs, opt, 2)[-1])
+        lrs.end_epoch(e, s)
+    assert got == pytest.approx(_reference_plateau(scores, 1e-3, 0.5, 2, 1e-4), rel=1e-12)
+    assert min(got) == pytest.approx(1e-4)
+    lrs, opt = _schedule(schedule="warmup_plateau", warmup_epochs=2, steps_per_epoch=4, plateau_patience=1,
+                         plateau_factor=0.1)
+    used = _run_epoch(lrs, opt, 4)
+    lrs.end_epoch(0, 0.1)
+    used += _run_epoch(lrs, opt, 4)
+    lrs.end_epoch(1, 0.2)
+    assert used == pytest.approx([1e-3 * (i + 1) / 8 for i in range(8)], rel=1e-12)
+    assert lrs.lr == pytest.approx(1e-3)
+    # resume: a schedule rebuilt from the saved states continues identically
+    state, opt_state = lrs.state_dict(), opt.state_dict()
+    lrs2, opt2 = _schedule(schedule="warmup_plateau", warmup_epochs=2, steps_per_epoch=4, plateau_patience=1,
+                           plateau_factor=0.1)
+    opt2.load_state_dict(opt_state)
+    lrs2.load_state_dict(state)
+    for e, s in enumerate((0.3, 0.3, 0.3, 0.3, 0.3), start=2):
+        a, b = _run_epoch(lrs, opt, 2), _run_epoch(lrs2, opt2, 2)
+        assert a == b
+        lrs.end_epoch(e, s)
+        lrs2.end_epoch(e, s)
+    assert lrs.lr == pytest.approx(1e-5)
+
+
+def test_schedule_state_loads_with_weights_only(tmp_path):
+    import torch
+
+    lrs, _ = _schedule(schedule="warmup_plateau", warmup_epochs=1)
+    torch.save({"lr_state": lrs.state_dict()}, tmp_path / "s.pt")
+    assert torch.load(tmp_path / "s.pt", weights_only=True)["lr_state"]["kind"] == "warmup_plateau"
