@@ -263,7 +263,7 @@ def inspect(video: str, cache_dir: Path | None, as_json: bool) -> None:
         try:
             rep = inspect_video(cache, video)
         except KeyError as e:
-            raise click.UsageError(str(e.args[0] if e.args else e)) from e
+            raise click.UsageError(safe_text(e.args[0] if e.args else e)) from e
     if as_json:
         _echo_json(rep)
         return

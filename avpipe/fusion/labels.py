@@ -39,6 +39,8 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from avpipe.display import safe_name
+
 UNLABELLED = -5.0
 DEFAULT_TOLERANCE = 10
 SPLIT_FOLDERS = {"train_set": "train", "validation_set": "val", "valid_set": "val", "val_set": "val",
@@ -124,7 +126,7 @@ def check_value(v: float, where: str, line: str) -> None:
 
 def _warn_non_finite(path: Path | str, n: int) -> None:
     if n:
-        warnings.warn(f"{path}: {n} row(s) with NaN/inf values are treated as unlabelled (like -5)",
+        warnings.warn(f"{safe_name(str(path))}: {n} row(s) with NaN/inf values are treated as unlabelled (like -5)",
                       stacklevel=3)
 
 
