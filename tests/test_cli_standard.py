@@ -156,3 +156,10 @@ def test_every_flag_named_in_a_message_exists():
             named.setdefault(flag, str(f.relative_to(ROOT)))
     unknown = {k: v for k, v in named.items() if k not in known}
     assert not unknown, unknown
+
+
+@pytest.mark.parametrize("cmd", [["models", "path", "bogus"], ["models", "fetch", "bogus"],
+                                 ["models", "verify", "bogus"]])
+def test_unknown_model_name_is_a_usage_error(cmd):
+    r = CliRunner().invoke(main, cmd)
+    assert r.exit_code == 2 and "'bogus'" in r.output and "vggish" in r.output, r.output
