@@ -73,8 +73,9 @@ class RunDir:
         return self.config.is_file() or self.last.is_file() or self.best.is_file()
 
     def claim(self, *, resume: bool, overwrite: bool) -> None:
-        """Check that a new run may be written here (before any work), removing the old one on
-        ``overwrite``. Resuming is checked against the run's config by :meth:`check_resume`."""
+        """Check, before any work, that a run may be written here: refuse an existing run unless
+        ``resume`` (checked against the run's config by :meth:`check_resume`) or ``overwrite``
+        (the old run is deleted by :meth:`clear` only once the new one is ready to start)."""
         shown = str(self.path)
         if self.path.exists() and not self.path.is_dir():
             raise RunConflictError(f"--out {shown!r} is a file, not a run folder; give a folder path")
@@ -89,6 +90,9 @@ class RunDir:
             raise RunConflictError(
                 f"--out {shown!r} already holds a run ({self._describe()}); use --resume to continue it, "
                 f"--overwrite to replace it, or another --out")
+
+    def clear(self) -> None:
+        """Delete a previous run's files (:data:`RUN_ENTRIES`), nothing else in the folder."""
         for name in RUN_ENTRIES:
             p = self.path / name
             if p.is_dir() and not p.is_symlink():

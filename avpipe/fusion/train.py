@@ -348,6 +348,8 @@ def train(cfg: TrainConfig, *, source: FeatureSource | None = None, resume: bool
     seed_everything(cfg.seed)
     data = load_data(cfg, source if source is not None else open_source(cfg), device)
     if main_proc:
+        if overwrite and not resume:
+            run.clear()  # only now: a run that fails to start (bad labels, no features) loses nothing
         run.create()
         cfg.save(run.config)
         log(f"[{cfg.fusion}] {len(data.prep.train)} train / {len(data.prep.val)} val tracks; features "

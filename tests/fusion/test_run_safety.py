@@ -74,6 +74,13 @@ def test_overwrite_replaces_the_run_and_keeps_other_files(corpus, tmp_path):
     assert (out / "notes.txt").read_text() == "mine"
     assert (out / "metrics.csv").read_text().startswith("epoch,")
     assert _train(cfg_file, out, "--overwrite", "--resume").exit_code == 2
+    # an overwrite that cannot start (labels missing) leaves the old run in place
+    bad = tmp_path / "bad.json"
+    bad.write_text(cfg_file.read_text().replace(str(corpus["labels"]), str(tmp_path / "nolabels.csv")))
+    before = (out / "checkpoints" / "last.pt").read_bytes()
+    r = _train(bad, out, "--overwrite")
+    assert r.exit_code == 1, r.output
+    assert (out / "checkpoints" / "last.pt").read_bytes() == before
 
 
 def test_out_pointing_at_a_file_is_a_clear_error(corpus, tmp_path):
