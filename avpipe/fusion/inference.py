@@ -18,7 +18,7 @@ import torch
 from avpipe.fusion.config import TrainConfig
 from avpipe.fusion.data import ChunkedBanks, InMemoryBanks
 from avpipe.fusion.models import create_model
-from avpipe.fusion.run import RunDir
+from avpipe.fusion.run import RunConflictError, RunDir
 from avpipe.fusion.windows import batches, make_windows
 from avpipe.pipeline.atomic import atomic_write_text
 
@@ -89,8 +89,10 @@ def write_prediction(path: str | Path, pred: np.ndarray, fmt: str = "csv") -> Pa
 
 
 def load_run(path: str | Path) -> tuple[RunDir, TrainConfig]:
-    """A run folder and its recorded config (FileNotFoundError when it is not a run)."""
+    """A run folder and its recorded config (:class:`RunConflictError`, a usage error, when the
+    path is not a run folder)."""
     run = RunDir(path)
     if not run.exists():
-        raise FileNotFoundError(f"not a run folder (no config.json): {str(path)!r}")
+        raise RunConflictError(f"{str(path)!r} is not a run folder (no config.json); give the --out folder "
+                               f"of a train run")
     return run, TrainConfig.load(run.config)

@@ -141,3 +141,8 @@ def test_runtime_errors_exit_1_not_2(corpus, tmp_path):
     assert r.exit_code == 1, r.output
     assert "need labelled videos in both train and val" in _one_error_line(r)
     assert not os.path.exists(tmp_path / "r" / "config.json")
+
+
+def test_evaluate_a_folder_that_is_not_a_run_is_a_usage_error(tmp_path):
+    r = CliRunner().invoke(main, ["evaluate", str(tmp_path), "--device", "cpu"])
+    assert r.exit_code == 2 and "is not a run folder" in _one_error_line(r)
