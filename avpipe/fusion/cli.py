@@ -29,7 +29,8 @@ TRAIN_EPILOG = """Examples:
 \b
 The run folder (--out) is never replaced silently: an existing run needs --resume (same
 --fusion and --features as the run) or --overwrite. Labels longer or shorter than their video by
-more than --label-tolerance frames are an error. Exit status: 0 trained, 1 failed (labels,
+more than --label-tolerance frames, and label values outside [-1, 1] other than -5, are errors
+(--clip-labels clips such values instead). Exit status: 0 trained, 1 failed (labels,
 features, checkpoint), 2 usage error (flag, config file, run folder conflict)."""
 
 EVALUATE_EPILOG = """Examples:
@@ -105,6 +106,8 @@ def _load_train_config(path: Path | None) -> Any:
 @click.option("--hop", type=click.IntRange(min=1), default=None, help="Training hop in frames (default 200).")
 @click.option("--label-tolerance", type=click.IntRange(min=0), default=None,
               help="Frames a label file may differ from its video's length (padded/truncated; default 10).")
+@click.option("--clip-labels", is_flag=True,
+              help="Clip label values outside [-1, 1] (other than -5) instead of refusing the file.")
 @click.option("--split-file", type=click.Path(exists=True, dir_okay=False), default=None,
               help="name,split lines or JSON {train: [...], val: [...]}.")
 @click.option("--device", type=DEVICE, default=None, help="Device (default auto: a GPU when there is one).")
@@ -116,8 +119,8 @@ def _load_train_config(path: Path | None) -> Any:
               help="Model constructor option (VALUE in JSON), repeatable.")
 def train_cmd(fusion: str, labels: Path | None, cache: Path | None, features: str | None, config_file: Path | None,
               epochs: int | None, batch_size: int | None, lr: float | None, window: int | None, hop: int | None,
-              label_tolerance: int | None, split_file: str | None, device: str | None, out: Path | None,
-              resume: bool, overwrite: bool, seed: int | None, model_options: tuple[str, ...]) -> None:
+              label_tolerance: int | None, clip_labels: bool, split_file: str | None, device: str | None,
+              out: Path | None, resume: bool, overwrite: bool, seed: int | None, model_options: tuple[str, ...]) -> None:
     """Train a fusion model on cached features."""
     if resume and overwrite:
         raise UsageFailure("use either --resume (continue the run) or --overwrite (replace it), not both")
@@ -136,8 +139,8 @@ def train_cmd(fusion: str, labels: Path | None, cache: Path | None, features: st
     if features:
         cfg.features = _parse_features(features)
     for k, v in (("epochs", epochs), ("batch_size", batch_size), ("lr", lr), ("window", window), ("hop", hop),
-                 ("label_tolerance", label_tolerance), ("split_file", split_file), ("device", device),
-                 ("seed", seed)):
+                 ("label_tolerance", label_tolerance), ("clip_labels", clip_labels or None),
+                 ("split_file", split_file), ("device", device), ("seed", seed)):
         if v is not None:
             setattr(cfg, k, v)
     cfg.model.update(_parse_model_options(model_options))

@@ -32,6 +32,7 @@ class TrainConfig:
     split_file: str | None = None
     val_fraction: float = 0.15
     label_tolerance: int = 10
+    clip_labels: bool = False  # clip label values outside [-1, 1] (other than -5) instead of refusing them
     window: int = 300
     hop: int = 200
     eval_hop: int | None = None  # default: hop

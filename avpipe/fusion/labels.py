@@ -18,7 +18,8 @@ name the video key itself (``batch2/Y.mp4`` in the CSV form). See :func:`source_
 Validation: every value must be a number in [-1, 1] or the ``-5`` marker; a row with the wrong
 number of columns, a blank line between rows, a non-numeric or out-of-range value, or a file that
 is not text is a :class:`LabelError` naming the file and line (silently accepting ``3.0`` or a
-shifted row would train on wrong targets). NaN/inf values are treated as unlabelled (like ``-5``)
+shifted row would train on wrong targets); ``clip=True`` (``train --clip-labels``) clips
+out-of-range values into [-1, 1] instead, with one warning per file. NaN/inf values are treated as unlabelled (like ``-5``)
 with one warning per file.
 
 Length tolerance: Aff-Wild2 label files are often a few lines longer or shorter than the decoded
@@ -117,11 +118,21 @@ def _text_lines(path: Path) -> Iterator[str]:
     return iter(text.splitlines())
 
 
-def check_value(v: float, where: str, line: str) -> None:
-    """One label value: finite values must be in [-1, 1] or the -5 marker (NaN/inf pass: masked)."""
+def check_value(v: float, where: str, line: str, clip: bool = False) -> float:
+    """One label value: finite values must be in [-1, 1] or the -5 marker (NaN/inf pass: masked).
+
+    ``clip`` (``train --clip-labels``) clips an out-of-range value into [-1, 1] instead."""
     if math.isfinite(v) and v != UNLABELLED and not -1.0 <= v <= 1.0:
+        if clip:
+            return min(1.0, max(-1.0, v))
         raise LabelError(f"{where}: value {v:g} outside [-1, 1] (and not the -5 'unlabelled' marker) in "
-                         f"{line!r}")
+                         f"{line!r}; fix the file, or pass --clip-labels to clip such values")
+    return v
+
+
+def _warn_clipped(path: Path | str, n: int) -> None:
+    if n:
+        warnings.warn(f"{safe_name(str(path))}: {n} value(s) outside [-1, 1] clipped (--clip-labels)", stacklevel=3)
 
 
 def _warn_non_finite(path: Path | str, n: int) -> None:
@@ -130,7 +141,7 @@ def _warn_non_finite(path: Path | str, n: int) -> None:
                       stacklevel=3)
 
 
-def read_affwild2_file(path: Path) -> np.ndarray:
+def read_affwild2_file(path: Path, clip: bool = False) -> np.ndarray:
     """One Aff-Wild2 VA file → ``(n, 2)`` float32.
 
     Tolerates a missing header and blank lines at the end; anything else that is not two numbers
@@ -140,7 +151,7 @@ def read_affwild2_file(path: Path) -> np.ndarray:
     lines = list(_text_lines(path))
     while lines and not lines[-1].strip():
         lines.pop()
-    non_finite = 0
+    non_finite = clipped = 0
     for i, raw in enumerate(lines):
         line = raw.strip()
         where = f"{path}:{i + 1}"
@@ -156,11 +167,12 @@ def read_affwild2_file(path: Path) -> np.ndarray:
             v, a = float(parts[0]), float(parts[1])
         except ValueError as e:
             raise LabelError(f"{where}: not a number in {line!r}") from e
-        check_value(v, where, line)
-        check_value(a, where, line)
+        cv, ca = check_value(v, where, line, clip), check_value(a, where, line, clip)
+        clipped += (cv != v) + (ca != a)
         non_finite += not (math.isfinite(v) and math.isfinite(a))
-        rows.append((v, a))
+        rows.append((cv, ca))
     _warn_non_finite(path, non_finite)
+    _warn_clipped(path, clipped)
     return np.asarray(rows, dtype=np.float32).reshape(-1, 2)
 
 
@@ -172,7 +184,7 @@ def _split_of_folder(parts: Iterable[str]) -> str | None:
     return None
 
 
-def load_affwild2_dir(root: str | Path) -> list[LabelTrack]:
+def load_affwild2_dir(root: str | Path, clip: bool = False) -> list[LabelTrack]:
     """All ``*.txt`` under ``root``; the split comes from a ``Train_Set``-style parent folder."""
     root = Path(root)
     if not root.is_dir():
@@ -188,19 +200,19 @@ def load_affwild2_dir(root: str | Path) -> list[LabelTrack]:
             raise LabelError(f"label {name!r} appears twice: {seen[name]} and {p}")
         seen[name] = p
         tracks.append(LabelTrack(name=name, video_stem=source_video_stem(name),
-                                 values=read_affwild2_file(p), split=_split_of_folder(rel.parts[:-1]),
+                                 values=read_affwild2_file(p, clip), split=_split_of_folder(rel.parts[:-1]),
                                  source=str(p)))
     if not tracks:
         raise LabelError(f"no label files (*.txt) under {root}")
     return tracks
 
 
-def load_csv(path: str | Path) -> list[LabelTrack]:
+def load_csv(path: str | Path, clip: bool = False) -> list[LabelTrack]:
     """CSV with columns ``video,frame,valence,arousal[,split]``; ``frame`` 0-based."""
     path = Path(path)
     per: dict[str, list[tuple[int, float, float]]] = {}
     splits: dict[str, str] = {}
-    non_finite = 0
+    non_finite = clipped = 0
     reader = csv.reader(_text_lines(path))
     header = [h.strip() for h in next(reader, [])]
     need = {"video", "frame", "valence", "arousal"}
@@ -217,13 +229,14 @@ def load_csv(path: str | Path) -> list[LabelTrack]:
             frame, v, a = int(row["frame"]), float(row["valence"]), float(row["arousal"])
         except ValueError as e:
             raise LabelError(f"{where}: {e}") from e
-        check_value(v, where, ",".join(cells))
-        check_value(a, where, ",".join(cells))
+        cv, ca = check_value(v, where, ",".join(cells), clip), check_value(a, where, ",".join(cells), clip)
+        clipped += (cv != v) + (ca != a)
         non_finite += not (math.isfinite(v) and math.isfinite(a))
-        per.setdefault(row["video"], []).append((frame, v, a))
+        per.setdefault(row["video"], []).append((frame, cv, ca))
         if row.get("split"):
             splits[row["video"]] = _normalise_split(row["split"], where=where)
     _warn_non_finite(path, non_finite)
+    _warn_clipped(path, clipped)
     tracks = []
     for video, rows in per.items():
         frames = np.array([r[0] for r in rows])
@@ -238,13 +251,13 @@ def load_csv(path: str | Path) -> list[LabelTrack]:
     return tracks
 
 
-def load_labels(path: str | Path) -> list[LabelTrack]:
+def load_labels(path: str | Path, clip: bool = False) -> list[LabelTrack]:
     """Dispatch on the form: a folder of Aff-Wild2 files, or one CSV file."""
     p = Path(path)
     if p.is_dir():
-        return load_affwild2_dir(p)
+        return load_affwild2_dir(p, clip)
     if p.is_file() and p.suffix.lower() in (".csv", ".tsv"):
-        return load_csv(p)
+        return load_csv(p, clip)
     raise LabelError(f"labels must be an Aff-Wild2 folder or a .csv file: {p}")
 
 

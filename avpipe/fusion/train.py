@@ -73,7 +73,7 @@ def prepare(cfg: TrainConfig, source: FeatureSource) -> Prepared:
     cls = get_model_class(cfg.fusion)
     mods = cls.required_modalities(cfg.model)
     fset = FeatureSet.parse(cfg.features or None, mods).subset(mods)
-    tracks = assign_splits(load_labels(cfg.labels), cfg.split_file, cfg.val_fraction, cfg.seed)
+    tracks = assign_splits(load_labels(cfg.labels, cfg.clip_labels), cfg.split_file, cfg.val_fraction, cfg.seed)
     keymap = match_videos(tracks, [k for k, _ in source.videos()])
     unmatched = [t.name for t in tracks if t.name not in keymap and t.split in ("train", "val")]
     if unmatched:

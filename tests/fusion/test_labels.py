@@ -129,3 +129,14 @@ def test_label_length_hint_names_a_real_train_flag(tmp_path):
     assert flags, str(ei.value)
     help_text = CliRunner().invoke(main, ["train", "--help"]).output
     assert all(f in help_text for f in flags), (flags, help_text)
+
+
+def test_clip_labels_option_clips_and_warns_once(tmp_path):
+    p = tmp_path / "Train_Set" / "v.txt"
+    p.parent.mkdir()
+    p.write_text("valence,arousal\n1.2,0.1\n-5,-5\n-3.0,0.5\n")
+    with pytest.raises(LabelError, match="--clip-labels"):
+        load_labels(tmp_path)
+    with pytest.warns(UserWarning, match=r"2 value\(s\) outside \[-1, 1\] clipped"):
+        t = load_labels(tmp_path, clip=True)[0]
+    assert t.values.tolist() == [[1.0, pytest.approx(0.1)], [-5.0, -5.0], [-1.0, 0.5]]
