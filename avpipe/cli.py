@@ -21,6 +21,9 @@ from typing import Any
 import click
 
 from avpipe.config_cli import StageListCommand  # cheap: click only
+from avpipe.cli_errors import ErrorHandlingGroup, UsageFailure, debug_option
+from avpipe.cli_params import DEVICE, resolve_jobs
+from avpipe.display import safe_name, safe_text
 
 #: Commands living in other packages, loaded on first use. name -> "module:attribute".
 LAZY_COMMANDS: dict[str, str] = {
@@ -40,23 +43,15 @@ def _module_exists(name: str) -> bool:
         return False
 
 
-class LazyGroup(click.Group):
-    """A click group that also offers :data:`LAZY_COMMANDS` whose modules exist."""
+class LazyGroup(ErrorHandlingGroup):
+    """A click group that also offers :data:`LAZY_COMMANDS` whose modules exist.
+
+    Errors of every subcommand follow :mod:`avpipe.cli_errors` (exit 0/1/2, no traceback
+    unless ``--debug``)."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         lazy = [n for n, target in LAZY_COMMANDS.items() if _module_exists(target.split(":")[0])]
         return sorted(set(super().list_commands(ctx)) | set(lazy))
-
-    def invoke(self, ctx: click.Context) -> Any:
-        """Cache errors a user can cause (read-only or damaged cache, full disk) from any command:
-        one ``error:`` line and exit 1, never a traceback."""
-        from avpipe.pipeline.types import CacheError
-
-        try:
-            return super().invoke(ctx)
-        except CacheError as e:
-            click.echo(f"error: {e}", err=True)
-            ctx.exit(1)
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         cmd = super().get_command(ctx, name)
@@ -120,8 +115,11 @@ def _echo_json(obj: Any) -> None:
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]},
              epilog="Examples:\n\n\b\n  avpipe extract --videos clips/ --jobs 4\n"
-                    "  avpipe status --videos clips/\n  avpipe cache verify")
+                    "  avpipe status --videos clips/\n  avpipe cache verify\n"
+                    "  avpipe --debug train --fusion jca --labels labels/   # tracebacks on errors\n\n"
+                    "Exit status of every command: 0 ok, 1 runtime failure, 2 usage error.")
 @click.version_option(package_name="avpipe")
+@debug_option
 def main() -> None:
     """avpipe: content-addressed audio-visual feature cache and fusion trainer."""
 
@@ -135,6 +133,7 @@ def main() -> None:
   avpipe extract --videos clips/ --stage faces --force # recompute faces and its dependents
   avpipe extract --videos clips/ --config pipeline.toml --retry-failed
   avpipe extract --videos clips/ --backend dask --scheduler tcp://10.0.0.5:8786
+  avpipe extract --videos clips/ --verbose             # also list paths discovery skipped
 
 \b
 Exit status: 0 all done, 1 some (stage, video) failed or was skipped, 2 usage error.
@@ -150,21 +149,22 @@ Extra stages: set AVPIPE_PLUGINS=my.module,other.module (modules that @register_
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help='Pipeline config, JSON or TOML: {"stages": {"logmel": {...}}}.')
 @click.option("--jobs", "-j", default=1, show_default=True, type=click.IntRange(min=-1),
-              help="Parallel worker processes (1 = in this process; -1 = all cores).")
+              help="Parallel worker processes (1 = in this process; 0 or -1 = one per CPU core).")
 @click.option("--backend", type=click.Choice(["loky", "dask"]), default="loky", show_default=True,
               help="joblib backend: local process pool, or a Dask cluster.")
 @click.option("--scheduler", default=None, help="Dask scheduler address (with --backend dask). "
               "Without it a local in-process Dask cluster is started.")
-@click.option("--device", default="auto", show_default=True,
+@click.option("--device", type=DEVICE, default="auto", show_default=True,
               help="auto | cpu | cuda | cuda:N (never part of a fingerprint).")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1),
               help="Frames per model call where a stage batches (never part of a fingerprint).")
 @click.option("--weights", "weights", multiple=True, metavar="NAME=PATH",
               help="Use this file for weights NAME (repeatable).")
 @click.option("--progress/--no-progress", default=True, help="Progress bars on stderr.")
+@click.option("--verbose", "-v", is_flag=True, help="List the paths discovery skipped (dangling links, loops ...).")
 def extract(videos_dir: Path, cache_dir: Path | None, stages: str | None, only: str | None, force: bool,
             retry_failed: bool, config_path: Path | None, jobs: int, backend: str, scheduler: str | None,
-            device: str, batch_size: int, weights: tuple[str, ...], progress: bool) -> None:
+            device: str, batch_size: int, weights: tuple[str, ...], progress: bool, verbose: bool) -> None:
     """Compute missing cache entries for every video under --videos."""
     from avpipe.pipeline.plan import PlanError
     from avpipe.pipeline.runner import run_extract
@@ -175,8 +175,6 @@ def extract(videos_dir: Path, cache_dir: Path | None, stages: str | None, only: 
         raise click.UsageError("--force needs --stage NAME")
     if only and stages:
         raise click.UsageError("use either --stage or --stages")
-    if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
-        raise click.UsageError(f"--device {device!r}: use auto, cpu, cuda or cuda:N")
     if scheduler and backend != "dask":
         raise click.UsageError("--scheduler needs --backend dask")
     wmap: dict[str, str] = {}
@@ -185,8 +183,7 @@ def extract(videos_dir: Path, cache_dir: Path | None, stages: str | None, only: 
         if not sep or not name or not path:
             raise click.UsageError(f"--weights {w!r}: expected NAME=PATH")
         wmap[name] = path
-    if jobs == -1 or jobs == 0:
-        jobs = os.cpu_count() or 1
+    jobs = resolve_jobs(jobs)
     config = _load_config(config_path)
     runtime = Runtime(device=device, batch_size=batch_size, weights=wmap)
     try:
@@ -202,7 +199,22 @@ def extract(videos_dir: Path, cache_dir: Path | None, stages: str | None, only: 
     except CacheError as e:  # read-only cache, lock file on a full disk
         _fail(str(e))
     click.echo(summary.render())
+    _report_skipped(videos_dir, verbose)
     sys.exit(summary.exit_code)
+
+
+def _report_skipped(videos_dir: Path, verbose: bool) -> None:
+    """Count (and with --verbose list) the paths discovery could not use as videos."""
+    from avpipe.pipeline.discover import skipped_paths
+
+    skipped = skipped_paths(videos_dir)
+    if not skipped:
+        return
+    click.echo(f"  {len(skipped)} path(s) skipped during discovery (dangling links, link loops, folders "
+               "named like videos, unreadable)" + ("" if verbose else "; --verbose lists them"))
+    if verbose:
+        for s in skipped:
+            click.echo(f"    skipped {safe_name(s.key)}: {s.reason}")
 
 
 # -- status ------------------------------------------------------------------------------------
@@ -273,16 +285,16 @@ def inspect(video: str, cache_dir: Path | None, as_json: bool) -> None:
         except NotCached as e:
             raise click.UsageError(str(e)) from e
         except KeyError as e:
-            raise click.UsageError(str(e.args[0] if e.args else e)) from e
+            raise click.UsageError(safe_text(e.args[0] if e.args else e)) from e
         except (CacheError, OSError, sqlite3.DatabaseError) as e:
-            _fail(str(e))
+            _fail(safe_text(e))
     if as_json:
         _echo_json(rep)
         sys.exit(1 if rep.get("missing_shards") else 0)
-    click.echo(f"content id {rep['content_id']}  keys: {', '.join(rep['keys']) or '-'}")
+    click.echo(f"content id {rep['content_id']}  keys: {', '.join(map(safe_name, rep['keys'])) or '-'}")
     for e in rep["entries"]:
         if "error" in e:
-            click.echo(f"  {e['stage']:<10} {e['fingerprint'][:16]}  ERROR {e['error']}")
+            click.echo(f"  {e['stage']:<10} {e['fingerprint'][:16]}  ERROR {safe_text(e['error'])}")
             continue
         cov = "-" if e["mask_coverage"] is None else f"{100 * e['mask_coverage']:.0f}%"
         click.echo(f"  {e['stage']:<10} {e['fingerprint'][:16]}  rows={e['rows']} shape={tuple(e['shape'])} "
@@ -294,7 +306,7 @@ def inspect(video: str, cache_dir: Path | None, as_json: bool) -> None:
         if e["extras"]:
             click.echo(f"      extras: {', '.join(e['extras'])}")
     for f in rep["failures"]:
-        click.echo(f"  {f['stage']:<10} {f['fingerprint'][:16]}  FAILED {f['error_type']}: {f['message']}"
+        click.echo(f"  {f['stage']:<10} {f['fingerprint'][:16]}  FAILED {f['error_type']}: {safe_text(f['message'])}"
                    + ("  (transient: retried by the next extract)" if f.get("transient") else ""))
     if rep.get("missing_shards"):
         _fail(f"{len(rep['missing_shards'])} shard(s) of this video are missing from disk; run "

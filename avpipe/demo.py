@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         out = root / "runs" / name
         _run(["train", "--fusion", fusion, "--labels", str(root / "labels"), "--cache", cache,
               "--features", feats, "--epochs", str(a.epochs), "--out", str(out), "--seed", "0",
-              *DEMO_TRAIN_FLAGS])
+              "--overwrite", *DEMO_TRAIN_FLAGS])  # the demo retrains its own runs on every call
         summary = json.loads((out / "summary.json").read_text())
         rows.append((name, feats, summary["best"], out))
     print("\nValidation CCC (best epoch; SYNTHETIC sample: says nothing about real affect)")

@@ -59,6 +59,8 @@ class TrainConfig:
                                                                      "validation without a split file")] = 0.15
     label_tolerance: Annotated[Int, Field(ge=0, description="frames by which label and feature lengths may "
                                                             "differ")] = 10
+    clip_labels: Annotated[bool, Field(description="clip label values outside [-1, 1] (other than -5) "
+                                                   "instead of refusing them")] = False
     window: Annotated[PosInt | None, Field(description="training window length in frames (unset = model "
                                                        "default, e.g. jca 256, rja 512, rjcma 300)")] = None
     hop: Annotated[PosInt | None, Field(description="training hop in frames (unset = model default)")] = None

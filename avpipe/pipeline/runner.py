@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 import avpipe
+from avpipe.display import safe_name, safe_text
 from avpipe.pipeline.entry import ShardEntry
 from avpipe.pipeline.faults import (DISK_FULL, WORKER_DIED, die_with_parent, disk_full_message, is_disk_full,
                                     is_worker_death, oom_kill_count, worker_death_cause)
@@ -220,7 +221,8 @@ class RunSummary:
             if s.unavailable:
                 lines.append(f"    {s.name} cannot run: {s.unavailable}")
         for f in self.failures:
-            lines.append(f"  FAILED {f.stage} {f.key}: {f.error_type}: {f.message.splitlines()[0] if f.message else ''}")
+            msg = f.message.splitlines()[0] if f.message else ""
+            lines.append(f"  FAILED {f.stage} {safe_name(f.key)}: {f.error_type}: {safe_text(msg)}")
         if self.skipped:
             lines.append(f"  {len(self.skipped)} (stage, video) skipped because an upstream stage failed "
                          "or is missing for that video")
