@@ -63,7 +63,7 @@ def test_train_bad_config_file_and_flags(tmp_path):
                                                      "'adam' or 'adamw'")
     for flag, value, expected in (("--epochs", "0", "--epochs 0: must be >= 1"),
                                   ("--batch-size", "0", "--batch-size 0: must be >= 1"),
-                                  ("--device", "gpu", "--device gpu: must be auto, cpu, cuda, cuda:N or mps")):
+                                  ("--lr", "-1", "--lr -1.0: must be > 0.0")):
         r = _invoke("train", "--fusion", "jca", "--labels", labels, flag, value, "--out", tmp_path / "run")
         assert r.exit_code == 2 and r.stderr.strip() == f"Error: {expected}", r.output
         assert not (tmp_path / "run").exists()

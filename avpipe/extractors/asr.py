@@ -32,6 +32,8 @@ their probabilities; the ``text`` stage decides which of them may label frames.
 """
 from __future__ import annotations
 
+import math
+
 import importlib.util
 import re
 from collections.abc import Mapping
@@ -254,7 +256,8 @@ class ASR(Stage):
         with torch.inference_mode():
             _, probs = self.model.detect_language(mel)
         lang = max(probs, key=probs.get)
-        return str(lang), float(probs[lang])
+        prob = float(probs[lang])
+        return str(lang), (prob if math.isfinite(prob) else None)  # a broken model: no made-up number
 
     def transcribe(self, y: np.ndarray) -> dict[str, Any]:
         self.ensure_loaded()

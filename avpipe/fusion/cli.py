@@ -105,16 +105,16 @@ def _load_train_config(path: Path | None) -> Any:
 @click.option("--features", default=None, help="modality=stage[@fingerprint],... e.g. visual=visual,audio=logmel.")
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="TrainConfig JSON/TOML; flags override it.")
-@click.option("--epochs", type=click.IntRange(min=1), default=None)
-@click.option("--batch-size", type=click.IntRange(min=1), default=None)
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None)
-@click.option("--window", type=click.IntRange(min=1), default=None, help="Window length in frames (default: the model's).")
-@click.option("--hop", type=click.IntRange(min=1), default=None, help="Training hop in frames (default: the model's).")
-@click.option("--clip-len", type=click.IntRange(min=1), default=None,
+@click.option("--epochs", type=int, default=None)
+@click.option("--batch-size", type=int, default=None)
+@click.option("--lr", type=float, default=None)
+@click.option("--window", type=int, default=None, help="Window length in frames (default: the model's).")
+@click.option("--hop", type=int, default=None, help="Training hop in frames (default: the model's).")
+@click.option("--clip-len", type=int, default=None,
               help="Frames pooled to one token (default: the model's; 1 = per frame).")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default=None,
               help="Autocast: auto (fp16 on CUDA, fp32 on CPU), bf16 (CUDA or CPU), fp16 (CUDA).")
-@click.option("--label-tolerance", type=click.IntRange(min=0), default=None,
+@click.option("--label-tolerance", type=int, default=None,
               help="Frames a label file may differ from its video's length (padded/truncated; default 10).")
 @click.option("--clip-labels", is_flag=True,
               help="Clip label values outside [-1, 1] (other than -5) instead of refusing the file.")
@@ -132,7 +132,10 @@ def train_cmd(fusion: str, labels: Path | None, cache: Path | None, features: st
               clip_len: int | None, precision: str | None,
               label_tolerance: int | None, clip_labels: bool, split_file: str | None, device: str | None,
               out: Path | None, resume: bool, overwrite: bool, seed: int | None, model_options: tuple[str, ...]) -> None:
-    """Train a fusion model on cached features."""
+    """Train a fusion model on cached features.
+
+    Numeric flags are checked by the TrainConfig (one line naming the flag, exit 2), exactly like
+    the same keys in a --config file."""
     from avpipe.config_cli import ConfigUsageError
     from avpipe.pipeline.config import ConfigError
 

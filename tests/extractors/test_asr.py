@@ -143,7 +143,9 @@ def test_multilingual_model_detects_and_stores_the_language(tmp_path: Path, two_
     v, inputs = clip_inputs(two_faces_tone)
     r = stage.compute(v, inputs)
     assert r.attrs["language_source"] == "detected"
-    assert r.attrs["language"] in whisper.tokenizer.LANGUAGES and 0 < r.attrs["language_prob"] <= 1
+    assert r.attrs["language"] in whisper.tokenizer.LANGUAGES
+    # a random model may give non-finite scores; those are stored as unknown (None), never as NaN
+    assert r.attrs["language_prob"] is None or 0 < r.attrs["language_prob"] <= 1
     fixed = ASR(ASRConfig(model="base", language="de"), Runtime(device="cpu", weights={"whisper-base": str(p)}))
     r2 = fixed.compute(v, inputs)
     assert (r2.attrs["language"], r2.attrs["language_source"], r2.attrs["language_prob"]) == ("de", "config", None)

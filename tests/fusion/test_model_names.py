@@ -45,4 +45,4 @@ def test_window_not_multiple_of_clip_is_a_usage_error(tmp_path):
                                        "--out", str(tmp_path / "run")])
     assert r.exit_code == 2 and "window 300 is not a multiple of clip_len 32" in r.output
     r = CliRunner().invoke(train_cmd, ["--fusion", "nosuch", "--labels", str(labels), "--out", str(tmp_path / "r2")])
-    assert r.exit_code == 2 and "unknown fusion model 'nosuch'" in r.output
+    assert r.exit_code == 2 and "'nosuch' is not one of" in r.output and "rja-shared" in r.output

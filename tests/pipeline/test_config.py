@@ -43,13 +43,13 @@ OLD_FINGERPRINTS = {
 }
 # window/hop/patience/clip_len default to the model's own (published models by name)
 OLD_TRAIN_CANONICAL = (
-    '{"amp":"auto","aux_losses":null,"batch_size":null,"cache":"cache","clip_len":null,"device":"auto","e'
-    'pochs":null,"eval_hop":null,"feature_dtype":"auto","features":{},"fusion":"jca","grad_clip":1.0,"hop'
-    '":null,"label_tolerance":10,"labels":"","loss":"ccc","lr":null,"memory_budget_gb":null,"min_lr":1e-0'
-    '8,"model":{},"num_threads":null,"optimizer":null,"out":"","patience":null,"plateau_factor":0.1,"plat'
-    'eau_patience":5,"plot_videos":3,"resolved_features":{},"schedule":null,"seed":0,"smoothing":[20,50],'
-    '"split_file":null,"step_every":2,"step_gamma":0.8,"step_start":5,"val_fraction":0.15,"warmup_epochs"'
-    ':null,"weight_decay":null,"window":null}')
+    '{"amp":"auto","aux_losses":null,"batch_size":null,"cache":"cache","clip_labels":false,"clip_len":nul'
+    'l,"device":"auto","epochs":null,"eval_hop":null,"feature_dtype":"auto","features":{},"fusion":"jca",'
+    '"grad_clip":1.0,"hop":null,"label_tolerance":10,"labels":"","loss":"ccc","lr":null,"memory_budget_gb'
+    '":null,"min_lr":1e-08,"model":{},"num_threads":null,"optimizer":null,"out":"","patience":null,"plate'
+    'au_factor":0.1,"plateau_patience":5,"plot_videos":3,"resolved_features":{},"schedule":null,"seed":0,'
+    '"smoothing":[20,50],"split_file":null,"step_every":2,"step_gamma":0.8,"step_start":5,"val_fraction":'
+    '0.15,"warmup_epochs":null,"weight_decay":null,"window":null}')
 
 
 def _fingerprints(config: PipelineConfig) -> dict[str, str]:
