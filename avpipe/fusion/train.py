@@ -222,10 +222,13 @@ def build_model_from_checkpoint(ck: Mapping[str, Any], device: torch.device | st
 
 
 def train(cfg: TrainConfig, *, source: FeatureSource | None = None, resume: bool = False,
-          log: Callable[[str], None] = print, max_epochs_this_call: int | None = None) -> dict[str, Any]:
+          log: Callable[[str], None] = print, max_epochs_this_call: int | None = None,
+          bank: Any = None) -> dict[str, Any]:
     """Train ``cfg.fusion``; returns the final summary (best epoch, best validation metrics).
 
-    ``max_epochs_this_call`` stops after that many epochs (tests of resume).
+    ``max_epochs_this_call`` stops after that many epochs (tests of resume). ``bank``: a
+    :class:`avpipe.fusion.sweep.BankCache` that hands out already loaded and normalised banks
+    (a sweep's runs share one load per process); None or a miss: load here as usual.
     """
     run = RunDir(cfg.out)
     if resume and run.last.is_file():
@@ -244,13 +247,17 @@ def train(cfg: TrainConfig, *, source: FeatureSource | None = None, resume: bool
     prep = prepare(cfg, source)
     budget = int(cfg.memory_budget_gb * (1 << 30)) if cfg.memory_budget_gb else None
     t0 = time.perf_counter()
-    tr = make_provider(source, prep.fps, prep.train, device=device, dtype=cfg.feature_dtype,
-                       tolerance=cfg.label_tolerance, budget_bytes=budget)
-    va = make_provider(source, prep.fps, prep.val, device=device, dtype=cfg.feature_dtype,
-                       tolerance=cfg.label_tolerance, budget_bytes=budget)
-    stats = compute_stats(tr.groups(0, None))
-    for p in (tr, va):
-        (p.bank.set_stats if isinstance(p, InMemoryBanks) else p.set_stats)(stats)
+    shared = bank.providers(source, prep, cfg, device) if bank is not None else None
+    if shared is not None:
+        tr, va, stats = shared
+    else:
+        tr = make_provider(source, prep.fps, prep.train, device=device, dtype=cfg.feature_dtype,
+                           tolerance=cfg.label_tolerance, budget_bytes=budget)
+        va = make_provider(source, prep.fps, prep.val, device=device, dtype=cfg.feature_dtype,
+                           tolerance=cfg.label_tolerance, budget_bytes=budget)
+        stats = compute_stats(tr.groups(0, None))
+        for p in (tr, va):
+            (p.bank.set_stats if isinstance(p, InMemoryBanks) else p.set_stats)(stats)
     load_s = time.perf_counter() - t0
     if main_proc:
         run.create()
