@@ -127,3 +127,60 @@ def sweep_cmd(config_file, fusion, features, seeds, sets, labels, cache, epochs,
         if runs:
             click.echo("\n" + render_table(summarize(runs)))
     sys.exit(res.exit_code)
+
+
+@click.command("runs", epilog="""Examples:
+
+\b
+  avpipe runs                 # every run under ./runs
+  avpipe runs runs/grid
+
+\b
+One line per run: status, best validation CCC (epoch), and the config values
+that differ between the runs listed.""")
+@click.argument("directory", required=False, default="runs", type=click.Path())
+def runs_cmd(directory) -> None:
+    """List runs under DIRECTORY with their config differences and best validation CCC."""
+    from avpipe.fusion.compare import CompareError, collect_runs, render_runs
+
+    try:
+        runs = collect_runs([directory])
+    except CompareError as e:
+        _usage(str(e))
+    if not runs:
+        _usage(f"no run folders (config.json) under {directory}")
+    click.echo(render_runs(runs, Path(directory).resolve() if Path(directory).is_dir() else None))
+
+
+@click.command("compare", epilog="""Examples:
+
+\b
+  avpipe compare runs/grid                       # every run under it
+  avpipe compare runs/jca runs/audio --out paper/ --per-video
+
+\b
+Writes compare.csv, compare.md and compare.png (and per_video.csv/.md with
+--per-video) to --out (default: the first folder given). Runs that differ only by
+seed form one row: mean ± sample std over seeds.""")
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--out", default=None, type=click.Path(file_okay=False), help="Where to write the tables and the PNG.")
+@click.option("--per-video", is_flag=True, help="Also the per-video CCC table.")
+def compare_cmd(paths, out, per_video) -> None:
+    """The comparison table of runs: model, features, valence, arousal, mean, smoothed."""
+    from avpipe.fusion.compare import (CompareError, collect_runs, markdown_table, per_video_table, render_table,
+                                       summarize, write_outputs)
+
+    try:
+        runs = collect_runs(paths)
+    except CompareError as e:
+        _usage(str(e))
+    if not runs:
+        _usage(f"no run folders (config.json) under {', '.join(paths)}")
+    rows = summarize(runs)
+    click.echo(render_table(rows))
+    if per_video:
+        h, b = per_video_table(rows)
+        click.echo("\nper-video CCC (mean of valence and arousal; averaged over seeds)\n" + markdown_table(h, b))
+    target = Path(out) if out else (Path(paths[0]) if Path(paths[0]).is_dir() else Path("."))
+    files = write_outputs(rows, target, per_video=per_video)
+    click.echo("written: " + ", ".join(str(f) for f in files))
