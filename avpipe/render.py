@@ -324,6 +324,7 @@ def _mel_strip(cv: CachedVideo, i: int, width: int, height: int = 72, span: floa
         a = {"forward": t, "causal": t - w, "centered": t - w / 2}.get(anchor, t)
         cv2.rectangle(strip, (px(a), 1), (px(a + w) - 1, height - 2), (0, 255, 255), 1)
     cv2.line(strip, (px(t), 0), (px(t), height - 1), (255, 255, 255), 1)
+    strip[:16, : min(width, 250)] //= 3  # darken under the label
     _text(strip, f"log-mel {span:.0f}s" + (f", {cv.mel_window[0]} window {cv.mel_window[1]:.2f}s"
                                            if cv.mel_window else ""), (4, 12), 0.38)
     return strip
@@ -353,6 +354,7 @@ def _va_strip(cv: CachedVideo, i: int, width: int, height: int = 80) -> np.ndarr
     x = int(round(xs[min(i, len(xs) - 1)]))
     cv2.line(strip, (x, 0), (x, height - 1), (255, 255, 255), 1)
     p = cv.va_pred[i] if cv.va_pred is not None else (math.nan, math.nan)
+    strip[:16] //= 2
     _text(strip, f"run {cv.run_name}: V {p[0]:+.2f} A {p[1]:+.2f} (thin: predicted, thick: labels)", (4, 12), 0.36)
     return strip
 

@@ -362,8 +362,9 @@ def train(cfg: TrainConfig, *, source: FeatureSource | None = None, resume: bool
             run.save_checkpoint(state, "last")
             run.write_metrics(history)
             if tb is not None:
-                for k, v in row.items():
-                    tb.add_scalar(k, v, epoch)
+                from avpipe.fusion.tensorboard import log_epoch
+
+                log_epoch(tb, row, epoch)
             log(f"epoch {epoch:3d} lr {row['lr']:.2e} loss {row['train_loss']:.4f} val CCC "
                 f"V {row['val_ccc_valence']:.4f} A {row['val_ccc_arousal']:.4f} mean {row['val_ccc_mean']:.4f}"
                 f"{' *' if improved else ''} ({row['epoch_s']:.1f}s)")
@@ -376,6 +377,9 @@ def train(cfg: TrainConfig, *, source: FeatureSource | None = None, resume: bool
         finish(run, cfg, va, device)
         run.write_json("summary.json", summary)
     if tb is not None:
+        from avpipe.fusion.tensorboard import log_final
+
+        log_final(tb, run.path, len(history))
         tb.close()
     return summary
 
@@ -408,14 +412,9 @@ def _safe(name: str) -> str:
 
 
 def _tensorboard(run: RunDir):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except Exception:
-        return None
-    try:
-        return SummaryWriter(str(run.path / "tensorboard"))
-    except Exception:  # pragma: no cover
-        return None
+    from avpipe.fusion.tensorboard import open_writer
+
+    return open_writer(run.path)
 
 
 def load_run(path: str | Path) -> tuple[RunDir, TrainConfig]:
