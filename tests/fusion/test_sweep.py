@@ -115,3 +115,52 @@ def test_sigkilled_sweep_reruns_only_unfinished_cells(corpus, tmp_path):
             rows = (c / "metrics.csv").read_text().splitlines()
             assert len(rows) == 1 + 6
     assert _cli_sweep(cfg, "--dry-run").communicate(timeout=60)[0].decode().count("finished") == 3
+    _check_compare(out, cells)
+
+
+def _check_compare(out: Path, cells: list[Path]) -> None:
+    """``avpipe compare`` on the finished sweep: one row (3 seeds), mean ± sample std of the runs."""
+    import csv
+
+    import numpy as np
+    from click.testing import CliRunner
+
+    from avpipe.cli import main
+
+    r = CliRunner().invoke(main, ["compare", str(out), "--per-video", "--out", str(out / "cmp")])
+    assert r.exit_code == 0, r.output
+    rows = list(csv.DictReader(open(out / "cmp" / "compare.csv")))
+    assert len(rows) == 1 and rows[0]["model"] == "concat" and rows[0]["n_runs"] == "3"
+    means = [json.loads((c / "summary.json").read_text())["best"]["val_ccc_mean"] for c in cells]
+    assert float(rows[0]["mean_mean"]) == pytest.approx(np.mean(means), abs=1e-6)
+    assert float(rows[0]["mean_std"]) == pytest.approx(np.std(means, ddof=1), abs=1e-6)
+    assert "±" in r.output and (out / "cmp" / "compare.png").stat().st_size > 0
+    assert (out / "cmp" / "compare.md").read_text().startswith("| model | features | seeds |")
+    assert len((out / "cmp" / "per_video.csv").read_text().splitlines()) == 1 + 6  # 6 validation videos
+    listing = CliRunner().invoke(main, ["runs", str(out)])
+    assert listing.exit_code == 0 and listing.output.count("finished") == 3 and "differing: seed" in listing.output
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["sweep", "--labels", ".", "--set", "lrr=1,2"], "unknown option(s) ['lrr']"),
+    (["sweep", "--labels", ".", "--seeds", "a,b"], "--seeds 'a,b'"),
+    (["sweep", "--fusion", "jca"], "no labels"),
+    (["compare", "/nonexistent/runs"], "no such run or folder"),
+])
+def test_usage_errors_exit_2(args, msg):
+    from click.testing import CliRunner
+
+    from avpipe.cli import main
+
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 2 and msg in r.output, r.output
+
+
+def test_new_commands_have_help_with_examples():
+    from click.testing import CliRunner
+
+    from avpipe.cli import main
+
+    for cmd in ("sweep", "runs", "compare", "render"):
+        r = CliRunner().invoke(main, [cmd, "--help"])
+        assert r.exit_code == 0 and "Example" in r.output, cmd
