@@ -118,7 +118,12 @@ def sweep_cmd(config_file, fusion, features, seeds, sets, labels, cache, epochs,
             click.echo(f"{state:<8}  {Path(spec.out) / c.name}")
         click.echo(f"{len(cells)} cells")
         return
-    res = run_sweep(spec, jobs=jobs, log=lambda m: click.echo(m, err=True))
+    try:
+        res = run_sweep(spec, jobs=jobs, log=lambda m: click.echo(m, err=True))
+    except KeyboardInterrupt:
+        click.echo(f"\ninterrupted: finished cells are kept; rerun the same command to continue "
+                   f"({spec.out})", err=True)
+        sys.exit(130)
     click.echo(res.render())
     if any(r["status"] != "failed" for r in res.results):
         from avpipe.fusion.compare import collect_runs, render_table, summarize

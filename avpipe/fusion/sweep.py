@@ -133,7 +133,8 @@ def _slug(key: str, value: Any) -> str:
 
 def expand(spec: SweepSpec) -> list[Cell]:
     """Every cell of the grid, in a fixed order (grid keys: fusion, features, others sorted, seed
-    last), each with its deterministic folder name. Duplicate cells (same config) appear once."""
+    last), each with its deterministic folder name. Duplicate cells (same config once the feature
+    set is reduced to the modalities the model reads) appear once."""
     from avpipe.fusion.config import TrainConfig
     from avpipe.fusion.models import get_model_class
     from avpipe.fusion.source import FeatureSet
@@ -160,7 +161,11 @@ def expand(spec: SweepSpec) -> list[Cell]:
             _set_key(cfg, k, v)
         try:
             TrainConfig.from_dict(cfg)
-            get_model_class(str(cfg.get("fusion", TrainConfig.fusion)))
+            cls = get_model_class(str(cfg.get("fusion", TrainConfig.fusion)))
+            # the features the model will read (what the trainer does too): a feature set naming
+            # modalities the model ignores is the same experiment as one that does not
+            mods = cls.required_modalities(cfg.get("model") or {})
+            cfg["features"] = FeatureSet.parse(cfg.get("features") or None, mods).subset(mods).to_dict()
         except (ValueError, TypeError, KeyError) as e:
             raise SweepError(f"cell {dict(zip(keys, combo))}: {e.args[0] if e.args else e}") from e
         h = cell_hash(cfg)
@@ -342,9 +347,13 @@ def run_cell(cell: Cell, root: Path, *, banks: BankCache | None = None,
                       resume=RunDir(run_dir).last.is_file(), log=log, bank=banks)
     except Exception as e:  # noqa: BLE001 - one failed cell is reported; the sweep goes on
         msg = f"{type(e).__name__}: {e}"
-        with_tb = traceback.format_exc(limit=-3)
-        return {"name": cell.name, "status": "failed", "seconds": time.perf_counter() - t0, "error": msg,
-                "traceback": with_tb}
+        with_tb = traceback.format_exc()
+        try:  # the full story next to the run, the one-line reason in the summary
+            run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(run_dir / "error.txt", with_tb)
+        except OSError:
+            pass
+        return {"name": cell.name, "status": "failed", "seconds": time.perf_counter() - t0, "error": msg}
     dt = time.perf_counter() - t0
     marker = {"name": cell.name, "hash": cell.hash, "values": [[k, v] for k, v in cell.values],
               "best": s["best"], "best_epoch": s["best_epoch"], "epochs_run": s["epochs_run"],
