@@ -191,7 +191,8 @@ def render_table(rows: Sequence[Row]) -> str:
     """Plain-text table (what ``avpipe compare`` prints)."""
     header, body = table_rows(rows)
     w = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(header)]
-    fmt = lambda cells: "  ".join(c.ljust(w[i]) if i < 2 else c.rjust(w[i]) for i, c in enumerate(cells))  # noqa: E731
+    nt = header.index("seeds")  # text columns left-aligned, numbers right-aligned
+    fmt = lambda cells: "  ".join(c.ljust(w[i]) if i < nt else c.rjust(w[i]) for i, c in enumerate(cells))  # noqa: E731
     return "\n".join([fmt(header), "  ".join("-" * x for x in w)] + [fmt(b) for b in body]
                      + ["validation CCC at each run's best epoch; mean ± sample std over seeds"])
 

@@ -71,6 +71,9 @@ class SweepSpec:
         unknown = sorted(set(d) - {"sweep", "base", "grid"})
         if unknown:
             raise SweepError(f"sweep file {path}: unknown table(s) {unknown}; use [sweep], [base], [grid]")
+        bad = sorted(set(d.get("sweep", {})) - {"out"})
+        if bad:
+            raise SweepError(f"sweep file {path}: unknown key(s) {bad} in [sweep]; it takes: out")
         grid = {}
         for k, v in dict(d.get("grid", {})).items():
             grid[k] = list(v) if isinstance(v, list) else [v]

@@ -107,6 +107,7 @@ def test_sigkilled_sweep_reruns_only_unfinished_cells(corpus, tmp_path):
     out2, _ = _cli_sweep(cfg).communicate(timeout=300)
     text = out2.decode()
     assert f"{len(finished)} already finished" in text, text[-2000:]
+    assert "resumed from epoch" in text  # the interrupted cell continued from its checkpoint
     assert all((c / "completed.json").is_file() for c in cells)
     for c, mt in before.items():  # finished cells untouched
         assert ((c / "completed.json").stat().st_mtime_ns, (c / "checkpoints" / "last.pt").stat().st_mtime_ns) == mt
