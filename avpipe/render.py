@@ -2,7 +2,8 @@
 
 For one cached video this draws, per frame: the frame with the cached face box and its 5
 landmarks (green box: full MTCNN cascade on that frame; yellow: tracked between key frames;
-masked frames get a red border and say so), the strip of aligned crops around the frame, the word
+masked frames get a red border and say so) and, when the faces entry stores one track per person,
+the other people's boxes in other colours with their track id and side, the strip of aligned crops around the frame, the word
 being spoken (``asr``), the log-mel spectrogram around the frame with the cursor at the frame time
 and the ``logmel`` stage's window for that frame outlined (so one can see that a forward window
 starts at the frame, a causal one ends there), and — with ``--run`` — the predicted and labelled
@@ -31,6 +32,7 @@ BOX_DETECTED = (0, 255, 0)  # RGB
 BOX_TRACKED = (255, 255, 0)
 LANDMARK = (255, 0, 255)
 MASKED = (255, 0, 0)
+TRACK_COLORS = ((255, 128, 0), (0, 200, 255), (255, 80, 160), (160, 120, 255))  # other people's tracks
 BG = (24, 24, 24)
 FG = (230, 230, 230)
 V_COLOR, A_COLOR = (80, 160, 255), (255, 150, 40)
@@ -54,6 +56,8 @@ class CachedVideo:
     faces: np.ndarray | None = None  # (n, 17) rows, see extractors.faces.COLUMNS
     face_mask: np.ndarray | None = None
     crop_reader: Any = None  # callable(list[int]) -> (k, S, S, 3) uint8
+    # one track per person when the faces entry has them (extras track_ids/track_data/track_mask)
+    tracks: list[tuple[str, np.ndarray, np.ndarray]] = field(default_factory=list)  # (label, rows, mask)
     words: list[tuple[float, float, str]] = field(default_factory=list)
     has_asr: bool = False
     spec: np.ndarray | None = None  # (n_stft, n_mels) log-mel of the whole track
@@ -149,6 +153,7 @@ def load_cached(cache_root: str | Path, video: str, videos: Path | None = None) 
         if faces is not None:
             cv.faces, cv.face_mask = np.asarray(faces.data, np.float32), np.asarray(faces.mask, bool)
             cv.crop_reader = _crop_reader(faces)
+            cv.tracks = person_tracks(faces)
         asr = _read(cache, "asr", cid)
         if asr is not None:
             cv.has_asr = True
@@ -158,6 +163,20 @@ def load_cached(cache_root: str | Path, video: str, videos: Path | None = None) 
                 cv.words = [(float(s), float(e), w.strip()) for (s, e), w in zip(wt, ws)]
         _load_audio(cache, cid, cv)
     return cv
+
+
+def person_tracks(entry: Any) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """Every person's track of a faces entry that stores them (extras ``track_ids``,
+    ``track_data`` (T, n, 17), ``track_mask`` (T, n); attrs ``sides``), labelled ``T<id>`` plus the
+    side bound to it; [] for entries with the main-face track only."""
+    if "track_data" not in entry.extras or "track_mask" not in entry.extras:
+        return []
+    data = np.asarray(entry.extra("track_data"), np.float32)
+    mask = np.asarray(entry.extra("track_mask"), bool)
+    ids = (np.asarray(entry.extra("track_ids")).tolist() if "track_ids" in entry.extras
+           else list(range(len(data))))
+    side_of = {v: k for k, v in dict(entry.attrs.get("sides") or {}).items()}
+    return [(f"T{t}" + (f" {side_of[t]}" if t in side_of else ""), data[k], mask[k]) for k, t in enumerate(ids)]
 
 
 def _crop_reader(entry: Any) -> Any:
@@ -263,8 +282,18 @@ def draw_frame(frame: np.ndarray, cv: CachedVideo, i: int, width: int) -> tuple[
     tile = np.ascontiguousarray(cv2.resize(frame, (width, max(1, int(round(h * s)))), interpolation=cv2.INTER_AREA))
     if cv.faces is None:
         return tile, s
-    if i < len(cv.face_mask) and cv.face_mask[i]:
-        row = cv.faces[i]
+    main = cv.faces[i] if i < len(cv.face_mask) and cv.face_mask[i] else None
+    for k, (label, rows, mask) in enumerate(cv.tracks):  # other people first, the main face on top
+        if i >= len(mask) or not mask[i] or (main is not None and np.allclose(rows[i, :4], main[:4], atol=0.5)):
+            continue
+        x0, y0, x1, y1 = box_pixels(rows[i], s)
+        color = TRACK_COLORS[k % len(TRACK_COLORS)]
+        for j in range(5):
+            cv2.circle(tile, (int(round(rows[i, 4 + 2 * j] * s)), int(round(rows[i, 5 + 2 * j] * s))), 2, color, -1)
+        cv2.rectangle(tile, (x0, y0), (x1, y1), color, 2)
+        _text(tile, label, (x0 + 3, y1 - 5), 0.4, color)
+    if main is not None:
+        row = main
         for k in range(5):
             cv2.circle(tile, (int(round(row[4 + 2 * k] * s)), int(round(row[5 + 2 * k] * s))), 2, LANDMARK, -1)
         x0, y0, x1, y1 = box_pixels(row, s)

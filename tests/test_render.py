@@ -112,3 +112,37 @@ def test_render_by_path_and_errors(cache, tmp_path):
     assert r.exit_code == 2 and "unknown video 'nope.mp4'" in r.output
     r = CliRunner().invoke(main, ["render", "two_faces_tone.mp4", "--cache", str(cache_dir), "--out", str(tmp_path)])
     assert r.exit_code == 2 and "not found" in r.output and "--videos" in r.output
+
+
+def test_every_persons_track_is_drawn_where_the_entry_says():
+    """A faces entry with one track per person (extras track_*): each box at its own coordinates."""
+    from avpipe.pipeline.entry import MemoryEntry
+    from avpipe.pipeline.stage import StageResult
+    from avpipe.render import BOX_DETECTED, TRACK_COLORS, CachedVideo, box_pixels, draw_frame, person_tracks
+
+    n = 3
+    main = np.zeros((n, 17), np.float32)
+    main[:, :4] = [60, 50, 140, 150]
+    main[:, 4:14] = np.tile([80, 90, 120, 90, 100, 110, 85, 130, 115, 130], (n, 1))
+    main[:, 14:17] = [0.99, 2, 1]
+    other = main.copy()
+    other[:, :4] = [300, 80, 360, 160]
+    other[:, 4:14] = main[:, 4:14] + [240, 20] * 5
+    tdata = np.stack([main, other])
+    tmask = np.ones((2, n), bool)
+    tmask[1, 2] = False  # the second person leaves on the last frame
+    res = StageResult(data=main, mask=np.ones(n, bool),
+                      extras={"track_ids": np.array([4, 7]), "track_data": tdata, "track_mask": tmask},
+                      attrs={"sides": {"left": 4, "right": 7}})
+    tracks = person_tracks(MemoryEntry(res, stage="faces"))
+    assert [t[0] for t in tracks] == ["T4 left", "T7 right"]
+    cv = CachedVideo(key="x", content_id="0", path=None, times=np.arange(n) / 25.0, fps=25.0, size=(480, 360),
+                     faces=main, face_mask=np.ones(n, bool), tracks=tracks)
+    frame = np.full((360, 480, 3), 90, np.uint8)
+    for i, expect_other in ((0, True), (2, False)):
+        tile, s = draw_frame(frame, cv, i, 320)
+        for row, color, present in ((main[i], BOX_DETECTED, True), (other[i], TRACK_COLORS[1], expect_other)):
+            x0, y0, x1, y1 = box_pixels(row, s)
+            xm, ym = (x0 + x1) // 2, (y0 + y1) // 2
+            for y, x in ((y0, xm), (y1, xm), (ym, x0), (ym, x1)):
+                assert (tile[y, x] == np.array(color)).all() == present, (i, color, (y, x), tile[y, x])
