@@ -146,3 +146,35 @@ def test_every_persons_track_is_drawn_where_the_entry_says():
             xm, ym = (x0 + x1) // 2, (y0 + y1) // 2
             for y, x in ((y0, xm), (y1, xm), (ym, x0), (ym, x1)):
                 assert (tile[y, x] == np.array(color)).all() == present, (i, color, (y, x), tile[y, x])
+
+
+def test_run_traces_are_the_runs_predictions_and_labels(cache, tmp_path):
+    """--run: the predicted trace is what `avpipe predict` writes for the video, the labelled one the labels."""
+    from avpipe.fusion.config import TrainConfig
+    from avpipe.fusion.predict import predict_videos
+    from avpipe.fusion.source import CacheSource
+    from avpipe.fusion.train import train
+    from avpipe.render import attach_run, load_cached
+
+    cache_dir, videos = cache
+    lines = ["video,frame,valence,arousal,split"]
+    for v, n, split in (("two_faces_tone", 50, "train"), ("no_face_no_audio", 38, "val")):
+        lines += [f"{v},{i},{0.5 * np.sin(i / 7):.3f},{0.3 * np.cos(i / 5):.3f},{split}" for i in range(n)]
+    (tmp_path / "va.csv").write_text("\n".join(lines) + "\n")
+    run = tmp_path / "run"
+    train(TrainConfig(fusion="audio", labels=str(tmp_path / "va.csv"), cache=str(cache_dir), out=str(run),
+                      features={"audio": "logmel"}, window=16, hop=8, batch_size=4, epochs=1, device="cpu",
+                      num_threads=1, model={"hidden": 8}), log=lambda m: None)
+    cv = load_cached(cache_dir, "two_faces_tone.mp4", videos)
+    attach_run(cv, run, cache_dir)
+    f = predict_videos(run, videos, tmp_path / "pred", source=CacheSource(cache_dir), keys=["two_faces_tone.mp4"],
+                       extract=False, device="cpu", log=lambda m: None)[0]
+    expect = np.loadtxt(f, delimiter=",", skiprows=1)[:, 1:]
+    assert cv.va_pred.shape == (50, 2) and np.allclose(cv.va_pred, expect, atol=1e-5)
+    assert np.allclose(cv.va_label[:, 0], [0.5 * np.sin(i / 7) for i in range(50)], atol=1e-3)
+    r = CliRunner().invoke(main, ["render", "two_faces_tone.mp4", "--cache", str(cache_dir), "--videos", str(videos),
+                                  "--run", str(run), "--out", str(tmp_path / "r"), "--no-mp4", "--frames", "2"])
+    assert r.exit_code == 0, r.output
+    with_run = cv2.imread(str(tmp_path / "r" / "two_faces_tone_sheet.png"))
+    _render(cache_dir, videos, "two_faces_tone.mp4", tmp_path / "plain", "--no-mp4", "--frames", "2")
+    assert with_run.shape[0] > cv2.imread(str(tmp_path / "plain" / "two_faces_tone_sheet.png")).shape[0]
