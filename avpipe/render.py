@@ -67,6 +67,7 @@ class CachedVideo:
     va_pred: np.ndarray | None = None  # (n, 2)
     va_label: np.ndarray | None = None  # (n, 2), nan where unlabelled
     run_name: str = ""
+    _memo: dict[Any, Any] = field(default_factory=dict, repr=False)  # per-video drawings reused every frame
 
     @property
     def n(self) -> int:
@@ -342,7 +343,9 @@ def _mel_strip(cv: CachedVideo, i: int, width: int, height: int = 72, span: floa
     idx = np.round((t0 + np.arange(width) * span / width) / cv.spec_hop).astype(np.int64)
     inside = (idx >= 0) & (idx < len(cv.spec))
     spec = cv.spec[np.clip(idx, 0, len(cv.spec) - 1)].T[::-1]  # (mels, width), low bands at the bottom
-    lo, hi = np.percentile(cv.spec, 2), np.percentile(cv.spec, 99.5)
+    if "mel_range" not in cv._memo:  # colour scale of the whole track, computed once
+        cv._memo["mel_range"] = (np.percentile(cv.spec, 2), np.percentile(cv.spec, 99.5))
+    lo, hi = cv._memo["mel_range"]
     z = np.clip((spec - lo) / max(hi - lo, 1e-6), 0, 1)
     rgb = (colormaps["magma"](z)[..., :3] * 255).astype(np.uint8)
     rgb[:, ~inside] = BG
@@ -362,9 +365,23 @@ def _mel_strip(cv: CachedVideo, i: int, width: int, height: int = 72, span: floa
 def _va_strip(cv: CachedVideo, i: int, width: int, height: int = 80) -> np.ndarray:
     import cv2
 
+    xs = np.linspace(0, width - 1, cv.n) if cv.n > 1 else np.zeros(1)
+    if ("va", width, height) not in cv._memo:  # the traces are the same on every frame: draw once
+        cv._memo[("va", width, height)] = _va_background(cv, xs, width, height)
+    strip = cv._memo[("va", width, height)].copy()
+    x = int(round(xs[min(i, len(xs) - 1)]))
+    cv2.line(strip, (x, 0), (x, height - 1), (255, 255, 255), 1)
+    p = cv.va_pred[i] if cv.va_pred is not None else (math.nan, math.nan)
+    strip[:16] //= 2
+    _text(strip, f"run {cv.run_name}: V {p[0]:+.2f} A {p[1]:+.2f} (thin: predicted, thick: labels)", (4, 12), 0.36)
+    return strip
+
+
+def _va_background(cv: CachedVideo, xs: np.ndarray, width: int, height: int) -> np.ndarray:
+    import cv2
+
     strip = np.full((height, width, 3), BG, np.uint8)
     cv2.line(strip, (0, height // 2), (width - 1, height // 2), (70, 70, 70), 1)
-    xs = np.linspace(0, width - 1, cv.n) if cv.n > 1 else np.zeros(1)
     ypx = lambda v: (height - 1) - (np.clip(v, -1, 1) + 1) / 2 * (height - 1)  # noqa: E731
 
     def poly(vals: np.ndarray, color, thick: int) -> None:
@@ -380,11 +397,6 @@ def _va_strip(cv: CachedVideo, i: int, width: int, height: int = 80) -> np.ndarr
     if cv.va_pred is not None:
         poly(cv.va_pred[:, 0], V_COLOR, 1)
         poly(cv.va_pred[:, 1], A_COLOR, 1)
-    x = int(round(xs[min(i, len(xs) - 1)]))
-    cv2.line(strip, (x, 0), (x, height - 1), (255, 255, 255), 1)
-    p = cv.va_pred[i] if cv.va_pred is not None else (math.nan, math.nan)
-    strip[:16] //= 2
-    _text(strip, f"run {cv.run_name}: V {p[0]:+.2f} A {p[1]:+.2f} (thin: predicted, thick: labels)", (4, 12), 0.36)
     return strip
 
 
