@@ -67,6 +67,7 @@ class CachedVideo:
     va_pred: np.ndarray | None = None  # (n, 2)
     va_label: np.ndarray | None = None  # (n, 2), nan where unlabelled
     run_name: str = ""
+    label_note: str = "thin: predicted, thick: labels"
     _memo: dict[Any, Any] = field(default_factory=dict, repr=False)  # per-video drawings reused every frame
 
     @property
@@ -250,8 +251,11 @@ def attach_run(cv: CachedVideo, run_path: str | Path, cache_root: str | Path) ->
             y = tr.aligned(cv.n, cfg.label_tolerance).astype(np.float64)
             y[np.any(y <= -5, axis=1)] = np.nan
             cv.va_label = y
+        else:
+            cv.label_note = "predicted; no label track for this video"
     except Exception:  # noqa: BLE001 - labels of another machine: draw predictions only
         cv.va_label = None
+        cv.label_note = f"predicted; labels {cfg.labels} not readable here"
 
 
 def _fit(a: np.ndarray, n: int) -> np.ndarray:
@@ -373,7 +377,7 @@ def _va_strip(cv: CachedVideo, i: int, width: int, height: int = 80) -> np.ndarr
     cv2.line(strip, (x, 0), (x, height - 1), (255, 255, 255), 1)
     p = cv.va_pred[i] if cv.va_pred is not None else (math.nan, math.nan)
     strip[:16] //= 2
-    _text(strip, f"run {cv.run_name}: V {p[0]:+.2f} A {p[1]:+.2f} (thin: predicted, thick: labels)", (4, 12), 0.36)
+    _text(strip, f"run {cv.run_name}: V {p[0]:+.2f} A {p[1]:+.2f} ({cv.label_note})", (4, 12), 0.36)
     return strip
 
 
