@@ -146,6 +146,7 @@ def _check_compare(out: Path, cells: list[Path]) -> None:
     (["sweep", "--labels", ".", "--set", "lrr=1,2"], "unknown option(s) ['lrr']"),
     (["sweep", "--labels", ".", "--seeds", "a,b"], "--seeds 'a,b'"),
     (["sweep", "--fusion", "jca"], "no labels"),
+    (["sweep", "--fusion", "jca", "--labels", "/nonexistent/labels"], "labels '/nonexistent/labels' does not exist"),
     (["compare", "/nonexistent/runs"], "no such run or folder"),
 ])
 def test_usage_errors_exit_2(args, msg):
@@ -165,3 +166,16 @@ def test_new_commands_have_help_with_examples():
     for cmd in ("sweep", "runs", "compare", "render"):
         r = CliRunner().invoke(main, [cmd, "--help"])
         assert r.exit_code == 0 and "Example" in r.output, cmd
+
+
+def test_jobs_2_spreads_cells_over_processes_with_the_same_metrics(corpus, tmp_path):
+    from avpipe.fusion.sweep import run_sweep
+
+    one = run_sweep(_spec(corpus, tmp_path / "one", models=("concat",), seeds=(0, 1), epochs=1), log=lambda m: None)
+    two = run_sweep(_spec(corpus, tmp_path / "two", models=("concat",), seeds=(0, 1), epochs=1), jobs=2,
+                    log=lambda m: None)
+    assert [r["status"] for r in two.results] == ["done", "done"]
+    assert [r["name"] for r in one.results] == [r["name"] for r in two.results]
+    for a, b in zip(one.results, two.results):
+        assert b["best"]["val_ccc_mean"] == pytest.approx(a["best"]["val_ccc_mean"], abs=1e-6)
+    assert 2 <= two.bank_loads <= 4  # at most one bank (train + val) per worker process
