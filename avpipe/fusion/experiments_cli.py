@@ -104,10 +104,6 @@ def sweep_cmd(config_file, fusion, features, seeds, sets, labels, cache, epochs,
         spec.base["cache"] = str(default_cache_root())
     if not spec.base.get("labels"):
         _usage("no labels: give --labels or labels in the sweep file's [base]")
-    if not dry_run:
-        for what in ("labels", "cache"):
-            if not Path(str(spec.base[what])).exists():
-                _usage(f"{what} {spec.base[what]!r} does not exist")
     if out:
         spec.out = out
     try:
@@ -116,6 +112,10 @@ def sweep_cmd(config_file, fusion, features, seeds, sets, labels, cache, epochs,
         _usage(str(e))
     if not cells:
         _usage("the sweep has no cells")
+    if not dry_run:
+        for what in ("labels", "cache"):
+            if not Path(str(spec.base[what])).exists():
+                _usage(f"{what} {spec.base[what]!r} does not exist")
     if dry_run:
         for c in cells:
             state = "finished" if is_finished(Path(spec.out) / c.name, c) else "todo"
