@@ -33,6 +33,10 @@ LAZY_COMMANDS: dict[str, str] = {
     "predict": "avpipe.fusion.cli:predict_cmd",
     "sample": "avpipe.sample.cli:sample",
     "config": "avpipe.config_cli:config",
+    "sweep": "avpipe.fusion.experiments_cli:sweep_cmd",
+    "runs": "avpipe.fusion.experiments_cli:runs_cmd",
+    "compare": "avpipe.fusion.experiments_cli:compare_cmd",
+    "render": "avpipe.render:render_cmd",
 }
 
 

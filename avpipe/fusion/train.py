@@ -210,11 +210,16 @@ def claim_run(cfg: TrainConfig, *, resume: bool, overwrite: bool, check: bool = 
     return saved
 
 
-def load_data(cfg: TrainConfig, source: FeatureSource, device: torch.device) -> Data:
-    """Labels and features of both splits, normalised with the training split's statistics."""
+def load_data(cfg: TrainConfig, source: FeatureSource, device: torch.device, bank: Any = None) -> Data:
+    """Labels and features of both splits, normalised with the training split's statistics
+    (or handed out, already normalised, by a sweep's shared ``bank``)."""
     prep = prepare(cfg, source)
     budget = int(cfg.memory_budget_gb * (1 << 30)) if cfg.memory_budget_gb else None
     t0 = time.perf_counter()
+    shared = bank.providers(source, prep, cfg, device) if bank is not None else None
+    if shared is not None:
+        tr, va, stats = shared
+        return Data(prep, tr, va, stats, time.perf_counter() - t0)
     tr, va = (make_provider(source, prep.fps, refs, device=device, dtype=cfg.feature_dtype,
                             tolerance=cfg.label_tolerance, budget_bytes=budget) for refs in (prep.train, prep.val))
     stats = compute_stats(tr.groups(0, None))
@@ -324,19 +329,24 @@ def _checkpoint_state(fit: Fit, lrs: LRSchedule, epoch: int, progress: Progress,
 
 
 def _log_epoch(log: Callable[[str], None], row: Mapping[str, Any], improved: bool) -> None:
-    log(f"epoch {row['epoch']:3d} lr {row['lr']:.2e} loss {row['train_loss']:.4f} val CCC "
+    from avpipe.fusion.progress import fit_line  # one terminal line per epoch
+
+    log(fit_line(f"epoch {row['epoch']:3d} lr {row['lr']:.2e} loss {row['train_loss']:.4f} val CCC "
         f"V {row['val_ccc_valence']:.4f} A {row['val_ccc_arousal']:.4f} mean {row['val_ccc_mean']:.4f}"
-        f"{' *' if improved else ''} ({row['epoch_s']:.1f}s)")
+        f"{' *' if improved else ''} ({row['epoch_s']:.1f}s)"))
 
 
 # ----------------------------------------------------------------------------- training
 def train(cfg: TrainConfig, *, source: FeatureSource | None = None, resume: bool = False, overwrite: bool = False,
-          log: Callable[[str], None] = print, max_epochs_this_call: int | None = None) -> dict[str, Any]:
+          log: Callable[[str], None] = print, max_epochs_this_call: int | None = None,
+          bank: Any = None) -> dict[str, Any]:
     """Train ``cfg.fusion``; returns the final summary (best epoch, best validation metrics).
 
     An existing run in ``cfg.out`` is refused (:class:`~avpipe.fusion.run.RunConflictError`)
     unless ``resume`` or ``overwrite``. ``max_epochs_this_call`` stops after that many epochs
-    (tests of resume).
+    (tests of resume). ``bank``: a :class:`avpipe.fusion.sweep.BankCache` that hands out already
+    loaded and normalised banks (a sweep's runs share one load per process); None or a miss: load
+    here as usual.
     """
     rank0 = dist_info()[0] == 0
     cfg = claim_run(cfg, resume=resume, overwrite=overwrite, check=rank0)
@@ -348,7 +358,7 @@ def train(cfg: TrainConfig, *, source: FeatureSource | None = None, resume: bool
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     seed_everything(cfg.seed)
-    data = load_data(cfg, source if source is not None else open_source(cfg), device)
+    data = load_data(cfg, source if source is not None else open_source(cfg), device, bank)
     if main_proc:
         if overwrite and not resume:
             run.clear()  # only now: a run that fails to start (bad labels, no features) loses nothing
@@ -389,8 +399,9 @@ def train(cfg: TrainConfig, *, source: FeatureSource | None = None, resume: bool
             run.save_checkpoint(state, "last")
             run.write_metrics(progress.history)
             if tb is not None:
-                for k, v in row.items():
-                    tb.add_scalar(k, v, epoch)
+                from avpipe.fusion.tensorboard import log_epoch
+
+                log_epoch(tb, row, epoch)
             _log_epoch(log, row, improved)
         done_this_call += 1
         if max_epochs_this_call is not None and done_this_call >= max_epochs_this_call:
@@ -401,6 +412,9 @@ def train(cfg: TrainConfig, *, source: FeatureSource | None = None, resume: bool
         finish(run, cfg, data.val, device)
         run.write_json("summary.json", summary)
     if tb is not None:
+        from avpipe.fusion.tensorboard import log_final
+
+        log_final(tb, run.path, len(progress.history))
         tb.close()
     return summary
 
@@ -431,11 +445,6 @@ def _safe(name: str) -> str:
 
 
 def _tensorboard(run: RunDir):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except Exception:
-        return None
-    try:
-        return SummaryWriter(str(run.path / "tensorboard"))
-    except Exception:  # pragma: no cover
-        return None
+    from avpipe.fusion.tensorboard import open_writer
+
+    return open_writer(run.path)
