@@ -254,6 +254,10 @@ def inspect(video: str, cache_dir: Path | None, as_json: bool) -> None:
                    f"{e['dtype']} mask={cov}")
         if e["attrs"]:
             click.echo(f"      attrs: {json.dumps(e['attrs'], sort_keys=True, default=str)}")
+        for t in (e["attrs"] or {}).get("tracks") or []:  # person tracks (faces, visual)
+            side = f"binds *_{t['side']} labels" if t.get("side") else "no label side"
+            click.echo(f"      track {t['id']}: {t['frames']} frames (rows {t['first']}-{t['last']}), "
+                       f"mean box {t['mean_box']}, median centre x {t['median_cx']}, {side}")
         if e["extras"]:
             click.echo(f"      extras: {', '.join(e['extras'])}")
     for f in rep["failures"]:

@@ -119,11 +119,18 @@ def evaluate_cmd(run, cache, checkpoint, device, per_video) -> None:
 @click.option("--format", "fmt", type=click.Choice(["csv", "affwild2"]), default="csv")
 @click.option("--device", default="auto")
 @click.option("--jobs", type=int, default=1, help="Extraction workers.")
-def predict_cmd(run_path, videos, out, cache, fmt, device, jobs) -> None:
+@click.option("--submission", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="ABAW sample file (image_location,valence,arousal): also write OUT/submission.txt "
+                   "with one row per listed frame; X_left/X_right rows use that person's face.")
+def predict_cmd(run_path, videos, out, cache, fmt, device, jobs, submission) -> None:
     """Per-frame valence/arousal for a folder of videos (extracting missing features first).
 
     A video that cannot be predicted is reported and the others are still written; the exit
-    status is then 1.
+    status is then 1. Example of an ABAW test-set submission:
+
+    \b
+      avpipe predict --run runs/jca --videos test_videos/ --out preds/ \\
+                     --submission CVPR_6th_ABAW_VA_test_set_sample.txt
     """
     from avpipe.fusion.predict import PredictionErrors, predict_videos
 
@@ -136,6 +143,26 @@ def predict_cmd(run_path, videos, out, cache, fmt, device, jobs) -> None:
     except (FileNotFoundError, KeyError, ValueError, LookupError) as e:
         _fail(e)
     click.echo(f"wrote {len(files)} file(s) under {out}")
+    if submission:
+        _write_submission(run_path, videos, out, cache, device, submission)
+
+
+def _write_submission(run_path, videos, out, cache, device, sample) -> None:
+    """``predict --submission``: the ABAW test-set file from the cached features (exit 1 if any
+    listed frame cannot be predicted; nothing is written then)."""
+    from pathlib import Path
+
+    from avpipe.fusion.submission import SubmissionError, run_predictor, write_submission
+    from avpipe.pipeline.discover import iter_video_files
+
+    keys = [f.key for f in iter_video_files(videos)]
+    try:
+        path = write_submission(sample, Path(out) / "submission.txt",
+                                run_predictor(run_path, keys, cache=cache, device=device))
+    except SubmissionError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(1)
+    click.echo(f"wrote {path}")
 
 
 COMMANDS = (train_cmd, evaluate_cmd, predict_cmd)
