@@ -26,6 +26,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "evaluate": "avpipe.fusion.cli:evaluate_cmd",
     "predict": "avpipe.fusion.cli:predict_cmd",
     "sample": "avpipe.sample.cli:sample",
+    "ingest-crops": "avpipe.pipeline.crops_cli:ingest_crops",
 }
 
 
