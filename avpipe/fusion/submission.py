@@ -23,7 +23,7 @@ import numpy as np
 from avpipe.pipeline.atomic import atomic_write_text
 
 HEADER = ("image_location", "valence", "arousal")
-_LOCATION = re.compile(r"^(?P<video>[^/\\]+)/(?P<frame>\d+)\.jpg$")
+_LOCATION = re.compile(r"^(?P<video>[^/\\]+)/(?P<frame>\d{5,})\.jpg$")
 
 
 class SubmissionError(ValueError):
