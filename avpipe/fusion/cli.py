@@ -122,7 +122,10 @@ def evaluate_cmd(run, cache, checkpoint, device, per_video) -> None:
 @click.option("--submission", type=click.Path(exists=True, dir_okay=False), default=None,
               help="ABAW sample file (image_location,valence,arousal): also write OUT/submission.txt "
                    "with one row per listed frame; X_left/X_right rows use that person's face.")
-def predict_cmd(run_path, videos, out, cache, fmt, device, jobs, submission) -> None:
+@click.option("--extract/--no-extract", "do_extract", default=True,
+              help="Extract missing features first (--no-extract: use only what is cached, e.g. crops "
+                   "ingested with 'avpipe ingest-crops').")
+def predict_cmd(run_path, videos, out, cache, fmt, device, jobs, submission, do_extract) -> None:
     """Per-frame valence/arousal for a folder of videos (extracting missing features first).
 
     A video that cannot be predicted is reported and the others are still written; the exit
@@ -136,7 +139,7 @@ def predict_cmd(run_path, videos, out, cache, fmt, device, jobs, submission) -> 
 
     try:
         files = predict_videos(run_path, videos, out, cache=cache, fmt=fmt, device=device, jobs=jobs,
-                               log=lambda m: click.echo(m, err=True))
+                               extract=do_extract, log=lambda m: click.echo(m, err=True))
     except PredictionErrors as e:
         click.echo(f"wrote {len(e.written)} file(s) under {out}; {e}", err=True)
         sys.exit(1)
