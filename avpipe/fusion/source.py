@@ -4,6 +4,10 @@
   stage name means "the fingerprint of that stage that covers the labelled videos" and is resolved
   once per run (:meth:`FeatureSource.resolve`); ``stage@fingerprint`` pins one. The resolved
   fingerprints are recorded in the run config so that a run names exactly what it trained on.
+  Picking a source: ``visual=visual@<fp>`` selects, e.g., the visual entries computed on the
+  organisers' crops (``avpipe ingest-crops`` prints that fingerprint) rather than on MTCNN's.
+* Per person: ``load(..., person="left")`` returns that person's rows of a stage with a ``sides``
+  attr (see :mod:`avpipe.fusion.persons`); stages without one are shared by both people.
 * :class:`FeatureSource` is the only surface the data path needs. :class:`CacheSource` implements it
   on the pipeline's read API (``avpipe.pipeline.store.Cache``) — fusion never opens shards itself;
   :class:`MemorySource` serves tests and in-process use.
