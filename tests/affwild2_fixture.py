@@ -103,7 +103,8 @@ def _placement(p: Person, size: tuple[int, int], i: int) -> np.ndarray:
     return np.array([[s, 0, tx], [0, s, ty]], np.float32)
 
 
-def frames(name: str, size: tuple[int, int] = SIZE):
+def frames(name: str, size: tuple[int, int] = SIZE, hide: dict[str, range] | None = None):
+    """The video's frames; ``hide`` = {side: frame range} leaves that person out (gone a while)."""
     import cv2
 
     w, h = size
@@ -111,6 +112,8 @@ def frames(name: str, size: tuple[int, int] = SIZE):
     for i in range(N_FRAMES):
         frame = _background(w, h, i / FPS)
         for p in ps:
+            if hide and i in hide.get(p.side or "", ()):
+                continue
             m = _placement(p, size, i)
             src = _face_source(p, i)
             head = _photo()[1][:, ::-1] if p.mirror else _photo()[1]

@@ -46,6 +46,9 @@ the last key frame). Every person also gets a track of their own (same detection
 frames each track follows its own window, a person lost for up to ``track_max_gap`` frames keeps
 their identity), stored as extras with a leading track axis:
 
+A person who appears (or comes back) between key frames is picked up at the next key frame;
+a secondary person lost between key frames does not trigger a full cascade (the main face does).
+
 * ``track_ids`` (T,), ``track_data`` (T, n, 17) rows as ``data``, ``track_mask`` (T, n);
 * ``track_crops`` (T, n, S, S, 3) only when T >= 2 (with one person the track *is* the main view);
 * attrs ``tracks`` (per track: frames covered, first/last row, mean box, median centre x, side)

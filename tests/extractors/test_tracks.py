@@ -42,3 +42,26 @@ def test_reidentify_short_gap_near_and_same_size_only():
     assert reidentify(np.array([110, 105, 160, 155], float), lost, 200, max_gap=75) is None  # gap too long
     assert reidentify(np.array([300, 300, 350, 350], float), lost, 30, max_gap=75) is None  # elsewhere
     assert reidentify(np.array([100, 100, 250, 250], float), lost, 30, max_gap=75) is None  # 3x bigger
+
+
+def test_faces_keeps_a_persons_identity_across_a_short_absence(tmp_path):
+    """Real media: the left person leaves for 1.2 s and comes back as the same track.
+
+    A person (re)appearing between key frames is picked up at the next key frame (row 30 here,
+    ``key_interval`` 30), so the left track has no rows 12-29 and one identity before and after.
+    """
+    from avpipe.extractors.faces import Faces, iter_frames
+    from avpipe.sample.media import write_clip
+    from tests.affwild2_fixture import FPS, N_FRAMES, frames
+
+    path = tmp_path / "video20.mp4"
+    write_clip(path, frames("video20", hide={"left": range(12, 24)}), fps=FPS)
+    res = Faces().process(iter_frames(path), N_FRAMES)
+    tracks = {t["id"]: t for t in res.attrs["tracks"]}
+    sides = res.attrs["sides"]
+    assert len(tracks) == 2 and set(sides) == {"left", "right"}
+    left = tracks[sides["left"]]
+    assert left["first"] == 0 and left["last"] == N_FRAMES - 1  # one identity before and after the gap
+    lmask = res.extras["track_mask"][list(res.extras["track_ids"]).index(sides["left"])]
+    assert lmask[:12].all() and not lmask[12:24].any() and lmask[30:].all()
+    assert tracks[sides["right"]]["frames"] == N_FRAMES
