@@ -34,7 +34,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -49,15 +49,6 @@ SOURCE_VERSION = "crops-1"
 
 class CropTreeError(ValueError):
     """One video's crop folders cannot be used (the message names the video and the file)."""
-
-
-@dataclass
-class VideoCrops:
-    """The crop folders of one video: person (None, "left", "right") -> {frame (1-based): file}."""
-
-    key: str
-    folders: dict[str | None, Path]
-    frames: dict[str | None, dict[int, Path]] = field(default_factory=dict)
 
 
 def find_folders(crops_root: Path, key: str) -> dict[str | None, Path]:
@@ -129,10 +120,20 @@ def folder_digest(frames: Mapping[int, Path]) -> str:
     return h.hexdigest()
 
 
-def crops_result(key: str, folders: Mapping[str | None, Path], n: int,
-                 crop_size: int | None = None) -> tuple[StageResult, str]:
-    """One video's faces-shaped result and the digest of its folders."""
+def scan_video(key: str, folders: Mapping[str | None, Path], n: int) -> tuple[dict[str | None, dict[int, Path]], str]:
+    """Names and numbering of one video's folders checked; (person -> frame -> file, content digest)."""
     frames = {p: scan_folder(key, d, n) for p, d in folders.items()}
+    people = sorted(frames, key=lambda p: (p is not None, p or ""))
+    digest = hashlib.sha256("".join(f"{p}:{folder_digest(frames[p])}\n" for p in people).encode()).hexdigest()
+    return frames, digest
+
+
+def crops_result(key: str, folders: Mapping[str | None, Path], n: int, crop_size: int | None = None,
+                 scanned: tuple[dict[str | None, dict[int, Path]], str] | None = None
+                 ) -> tuple[StageResult, str]:
+    """One video's faces-shaped result and the digest of its folders (``scanned``: from
+    :func:`scan_video`, to avoid a second pass over the files)."""
+    frames, digest = scanned or scan_video(key, folders, n)
     crops = {p: read_crops(key, fr, n, crop_size) for p, fr in frames.items()}
     sizes = {c.shape[1] for c in crops.values()}
     if len(sizes) > 1:
@@ -165,7 +166,6 @@ def crops_result(key: str, folders: Mapping[str | None, Path], n: int,
             r = np.flatnonzero(masks[p])
             tracks.append({"id": i, "frames": int(len(r)), "first": int(r[0]), "last": int(r[-1]),
                            "mean_box": [], "median_cx": None, "side": p, "folder": folders[p].name})
-    digest = hashlib.sha256("".join(f"{p}:{folder_digest(frames[p])}\n" for p in people).encode()).hexdigest()
     attrs = {
         "source": "cropped_aligned",
         "folders": {str(p): folders[p].name for p in people},
@@ -196,9 +196,14 @@ class IngestReport:
 
 def ingest_crop_tree(crops_root: str | Path, videos_root: str | Path, cache_root: str | Path, *,
                      backbone: str | None = None, crop_size: int | None = None, runtime: Any = None,
-                     log: Callable[[str], None] = print) -> IngestReport:
+                     chunk: int = 8, log: Callable[[str], None] = print) -> IngestReport:
     """Probe the videos, read their crop folders, write ``faces`` entries (and ``visual`` entries
-    embedded with ``backbone`` unless it is None). Bad videos are reported, not fatal."""
+    embedded with ``backbone`` unless it is None). Bad videos are reported, not fatal.
+
+    Two passes so memory stays at ``chunk`` videos of crops: the first checks names and numbering
+    and hashes the files (the fingerprint needs the whole tree's content), the second decodes,
+    writes and embeds ``chunk`` videos at a time (each chunk committed on its own)."""
+    from avpipe.pipeline.entry import MemoryEntry
     from avpipe.pipeline.ingest import precomputed_fingerprint, write_precomputed
     from avpipe.pipeline.runner import run_extract
     from avpipe.pipeline.store import Cache
@@ -212,13 +217,12 @@ def ingest_crop_tree(crops_root: str | Path, videos_root: str | Path, cache_root
     from avpipe.pipeline.discover import iter_video_files
 
     keys = [v.key for v in iter_video_files(videos_root)]
-    results: dict[str, StageResult] = {}
-    key_of: dict[str, str] = {}
-    digests: list[str] = []
+    todo: list[tuple[str, str, int, dict[str | None, Path], Any]] = []  # key, cid, n, folders, scan
     failed: list[tuple[str, str]] = []
     used: set[str] = set()
+    seen: set[str] = set()
     probe_fp: str | None = None
-    with Cache(cache_root) as cache:
+    with Cache(cache_root) as cache:  # pass 1: names, numbering, content digests (no decoding)
         for key in keys:
             try:
                 probe = cache.read("probe", key)
@@ -231,45 +235,56 @@ def ingest_crop_tree(crops_root: str | Path, videos_root: str | Path, cache_root
             try:
                 folders = find_folders(crops_root, key)
                 used.update(p.name for p in folders.values())
-                res, digest = crops_result(key, folders, n, crop_size)
+                scanned = scan_video(key, folders, n)
             except CropTreeError as e:
                 failed.append((key, str(e)))
                 continue
-            if cid in results:
-                continue  # same bytes under two keys: one entry
-            results[cid], key_of[cid] = res, key
-            digests.append(f"{key}:{digest}")
+            if cid not in seen:  # same bytes under two keys: one entry
+                seen.add(cid)
+                todo.append((key, cid, n, folders, scanned))
     unused = sorted(p.name for p in crops_root.iterdir() if p.is_dir() and p.name not in used)
-    if not results:
+    if not todo:
         return IngestReport(None, None, [], failed, unused)
-    sizes = sorted({int(r.attrs["crop_size"]) for r in results.values()})
-    config = {"source": "cropped_aligned", "content": hashlib.sha256("\n".join(sorted(digests)).encode()).hexdigest(),
-              "crop_size": sizes, "probe": probe_fp}
+    config = {"source": "cropped_aligned", "crop_size": crop_size, "probe": probe_fp,
+              "content": hashlib.sha256("\n".join(sorted(f"{k}:{sc[1]}" for k, _, _, _, sc in todo)).encode()).hexdigest()}
     faces_fp = precomputed_fingerprint("faces", config, SOURCE_VERSION)
-    write_precomputed(cache_root, "faces", faces_fp, results, key_of, config, version=SOURCE_VERSION,
-                      upstream={"probe": str(probe_fp)})
-    log(f"faces: {len(results)} video(s) from {crops_root} -> fingerprint {faces_fp[:16]}")
-    visual_fp = None
-    if backbone:
-        visual_fp = _embed_visual(cache_root, results, key_of, backbone, faces_fp, str(probe_fp), runtime)
-        log(f"visual ({backbone}): {len(results)} video(s) -> fingerprint {visual_fp[:16]}")
-    return IngestReport(faces_fp, visual_fp, sorted(key_of.values()), failed, unused)
+    visual = _visual_stage(backbone, faces_fp, str(probe_fp), runtime) if backbone else None
+    ingested: list[str] = []
+    for start in range(0, len(todo), chunk):  # pass 2: decode, write, embed — a chunk at a time
+        results: dict[str, StageResult] = {}
+        key_of: dict[str, str] = {}
+        for key, cid, n, folders, scanned in todo[start:start + chunk]:
+            try:
+                results[cid], _ = crops_result(key, folders, n, crop_size, scanned)
+            except CropTreeError as e:
+                failed.append((key, str(e)))
+                continue
+            key_of[cid] = key
+        if not results:
+            continue
+        write_precomputed(cache_root, "faces", faces_fp, results, key_of, config, version=SOURCE_VERSION,
+                          upstream={"probe": str(probe_fp)})
+        if visual is not None:
+            stage, vfp = visual
+            out = {cid: stage.compute(None, {"faces": MemoryEntry(r, stage="faces", fingerprint=faces_fp,
+                                                                  content_id=cid)})  # type: ignore[arg-type]
+                   for cid, r in results.items()}
+            write_precomputed(cache_root, "visual", vfp.value, out, key_of, stage.semantic_config(),
+                              version=str(stage.version), upstream=vfp.upstream)
+        ingested += key_of.values()
+        log(f"ingested {len(ingested)}/{len(todo)} video(s)")
+    if not ingested:
+        return IngestReport(None, None, [], failed, unused)
+    log(f"faces: {len(ingested)} video(s) from {crops_root} -> fingerprint {faces_fp[:16]}")
+    if visual is not None:
+        log(f"visual ({backbone}): fingerprint {visual[1].value[:16]}")
+    return IngestReport(faces_fp, visual[1].value if visual else None, sorted(ingested), failed, unused)
 
 
-def _embed_visual(cache_root: str | Path, results: Mapping[str, StageResult], key_of: Mapping[str, str],
-                  backbone: str, faces_fp: str, probe_fp: str, runtime: Any) -> str:
-    """Run the ``visual`` stage itself on the ingested crops; its fingerprint is the ordinary one
-    with the crop source's faces fingerprint upstream."""
+def _visual_stage(backbone: str, faces_fp: str, probe_fp: str, runtime: Any) -> tuple[Any, Any]:
+    """The ordinary ``visual`` stage and its fingerprint with the crop source's faces upstream."""
     from avpipe.extractors.visual import Visual, VisualConfig
-    from avpipe.pipeline.entry import MemoryEntry
     from avpipe.pipeline.fingerprint import stage_fingerprint
-    from avpipe.pipeline.ingest import write_precomputed
 
     stage = Visual(VisualConfig(backbone=backbone), runtime)
-    fp = stage_fingerprint(stage, {"probe": probe_fp, "faces": faces_fp})
-    out = {cid: stage.compute(None, {"faces": MemoryEntry(r, stage="faces", fingerprint=faces_fp,
-                                                          content_id=cid)})  # type: ignore[arg-type]
-           for cid, r in results.items()}
-    write_precomputed(cache_root, "visual", fp.value, out, key_of, stage.semantic_config(),
-                      version=str(stage.version), upstream=fp.upstream)
-    return fp.value
+    return stage, stage_fingerprint(stage, {"probe": probe_fp, "faces": faces_fp})

@@ -124,3 +124,13 @@ def test_crops_result_main_face_is_the_person_with_more_crops(tree):
 def test_help_has_an_example():
     r = CliRunner().invoke(main, ["ingest-crops", "--help"])
     assert r.exit_code == 0 and "avpipe ingest-crops --crops" in r.output
+
+
+def test_chunked_ingest_writes_every_video(tree):
+    from avpipe.pipeline.crop_tree import ingest_crop_tree
+
+    root, videos, crops = tree
+    rep = ingest_crop_tree(crops, videos, root / "cache", backbone=None, chunk=1, log=lambda m: None)
+    assert rep.ingested == ["batch1/v1.mp4", "batch2/v2.mp4"] and not rep.failed and rep.visual_fingerprint is None
+    with Cache(root / "cache") as c:
+        assert len([e for e in c.list(stage="faces") if e.fingerprint == rep.faces_fingerprint]) == 2
