@@ -18,12 +18,14 @@ Validation, per video, before anything is written (a bad video is reported with 
 others are ingested; existing cache entries are never touched):
 
 * no folder for the video, or both ``X/`` and ``X_left``/``X_right``;
-* a file that is not ``NNNNN.jpg`` (five digits), frame 00000, the same frame twice;
+* a file that is not ``NNNNN.jpg`` (five digits), frame 00000;
+* numbering gaps with one regular stride (every k-th frame: crops cut at a lower frame rate);
 * a frame number beyond the video's frame count ("more files than frames");
 * a file that does not decode as an image, or whose size differs from the others (or from
   ``crop_size`` when given), or that is not square.
 
-Missing frame numbers are legal (no face there) and are counted in attrs ``missing_frames``.
+Irregular missing frame numbers are legal (no face there) and are counted in attrs
+``missing_frames``.
 
 Fingerprint: the entries' fingerprint hashes the *content* of every ingested folder (file names
 and bytes), the crop size and the probe fingerprint — a changed crop tree is a different
@@ -85,7 +87,22 @@ def scan_folder(key: str, folder: Path, n_frames: int) -> dict[int, Path]:
         out[f] = p
     if not out:
         raise CropTreeError(f"{key}: {folder} holds no crops")
+    check_stride(key, folder, sorted(out))
     return out
+
+
+def check_stride(key: str, folder: Path, frames: list[int]) -> None:
+    """Numbering gaps that cannot be "no face": one regular stride k > 1 between (almost) all
+    files, i.e. every k-th frame was cut (crops at a lower frame rate than the video, so file
+    ``NNNNN`` would not be video frame NNNNN). Irregular gaps are legal (no face there)."""
+    if len(frames) < 10:
+        return
+    steps = np.diff(np.asarray(frames))
+    k = int(np.bincount(steps).argmax())
+    if k > 1 and np.mean(steps == k) >= 0.9:
+        raise CropTreeError(f"{key}: {folder} has a file every {k} frames ({frames[0]:05d}, {frames[1]:05d}, "
+                            f"{frames[2]:05d}, ...): a gap that regular is a lower frame rate, not missing faces; "
+                            f"crop file NNNNN must be video frame NNNNN")
 
 
 def read_crops(key: str, frames: Mapping[int, Path], n: int, size: int | None) -> np.ndarray:
