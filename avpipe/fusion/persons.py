@@ -42,12 +42,30 @@ def is_person_aware(attrs: Mapping[str, Any]) -> bool:
     return "sides" in attrs
 
 
+def reads_faces(stage: str, provenance: Mapping[str, Any]) -> bool:
+    """Whether an entry is made from faces (the ``faces`` stage or one reading it): such an entry
+    without a ``sides`` attr predates person tracks, and its rows are the main face's."""
+    import json
+
+    up = provenance.get("upstream_json") or "{}"
+    try:
+        return stage == "faces" or "faces" in json.loads(up)
+    except (TypeError, ValueError):
+        return stage == "faces"
+
+
 def select_person(data: np.ndarray, mask: np.ndarray, attrs: Mapping[str, Any],
                   extra: Callable[[str], np.ndarray], person: str, *, stage: str,
-                  video: str) -> tuple[np.ndarray, np.ndarray]:
+                  video: str, provenance: Mapping[str, Any] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The rows of ``person``'s track of a person-aware entry (``data``/``mask`` unchanged if the
-    entry is not person-aware). Raises :class:`PersonTrackError` when there is no such track."""
+    entry is not person-aware and not made from faces, e.g. audio). Raises
+    :class:`PersonTrackError` when there is no such track, or when a face entry predates tracks."""
     if not is_person_aware(attrs):
+        if reads_faces(stage, provenance or {}):
+            raise PersonTrackError(
+                f"video {video!r}: the {stage!r} entry has no person tracks (computed before avpipe kept "
+                f"one track per person, so its rows are the main face's); re-extract it: "
+                f"avpipe extract --stages {stage}")
         return data, mask
     if person not in SIDES:
         raise PersonTrackError(f"unknown person {person!r}; use one of {SIDES}")

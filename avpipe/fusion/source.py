@@ -238,7 +238,8 @@ class CacheSource:
         if person is not None:
             from avpipe.fusion.persons import select_person
 
-            data, mask = select_person(data, mask, e.attrs, e.extra, person, stage=stage, video=video)
+            data, mask = select_person(data, mask, e.attrs, e.extra, person, stage=stage, video=video,
+                                       provenance=getattr(e, "provenance", None))
         if data.ndim == 1:
             data = data.reshape(-1, 1) if data.size else data.reshape(0, 0)
         return FeatureArrays(data=data, mask=mask,

@@ -35,6 +35,16 @@ def test_select_person_reads_the_bound_track():
     assert d is data
 
 
+def test_face_entry_from_before_person_tracks_is_an_error():
+    data, mask, _, extra = _entry({})
+    old = {"upstream_json": '{"faces": "ab12", "probe": "cd34"}'}
+    with pytest.raises(PersonTrackError, match="no person tracks.*re-extract"):
+        select_person(data, mask, {"backbone": "hog"}, extra, "left", stage="visual", video="v.mp4", provenance=old)
+    audio = {"upstream_json": '{"audio": "ab12", "probe": "cd34"}'}
+    d, _ = select_person(data, mask, {}, extra, "left", stage="logmel", video="v.mp4", provenance=audio)
+    assert d is data
+
+
 def test_missing_side_is_an_error_not_the_main_face():
     data, mask, attrs, extra = _entry({})
     with pytest.raises(PersonTrackError, match="no left person track"):
