@@ -36,6 +36,15 @@ class TrackRef:
     name: str
     video: str
     labels: LabelTrack | None = None
+    # whose face features: "left"/"right" (Aff-Wild2 X_left/X_right) or None (the main face);
+    # derived from the label name when not given
+    person: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.person is None and self.labels is not None:
+            from avpipe.fusion.persons import person_side
+
+            self.person = person_side(self.labels.name)
 
 
 @dataclass
@@ -131,6 +140,18 @@ def _fit_rows(a: FeatureArrays, n: int, dim: int, dtype: np.dtype) -> tuple[np.n
     return d, m
 
 
+def _load_track(source: FeatureSource, ref: tuple[str, str], t: TrackRef) -> FeatureArrays:
+    """One modality of one track: the person's rows for ``_left``/``_right`` labels."""
+    if t.person is None:
+        return source.load(*ref, t.video)
+    from avpipe.fusion.persons import PersonTrackError
+
+    try:
+        return source.load(*ref, t.video, person=t.person)
+    except PersonTrackError as e:
+        raise PersonTrackError(f"label {t.name!r}: {e}") from e
+
+
 def probe_dims(source: FeatureSource, fps: Mapping[str, tuple[str, str]], video: str) -> dict[str, tuple[int, np.dtype]]:
     """(dim, dtype) per modality from one video's entries."""
     out = {}
@@ -153,12 +174,12 @@ def load_bank(source: FeatureSource, fps: Mapping[str, tuple[str, str]], tracks:
     device = torch.device(device)
     mods = list(fps)
     ref = reference or mods[0]
-    per_video: dict[str, dict[str, FeatureArrays]] = {}
+    per_video: dict[tuple[str, str | None], dict[str, FeatureArrays]] = {}
     lengths: list[int] = []
     for t in tracks:
-        if t.video not in per_video:
-            per_video[t.video] = {m: source.load(*fps[m], t.video) for m in mods}
-        lengths.append(int(per_video[t.video][ref].data.shape[0]))
+        if (t.video, t.person) not in per_video:
+            per_video[(t.video, t.person)] = {m: _load_track(source, fps[m], t) for m in mods}
+        lengths.append(int(per_video[(t.video, t.person)][ref].data.shape[0]))
     info = {}
     for m in mods:
         sample = next((pv[m] for pv in per_video.values() if pv[m].data.size), None)
@@ -178,7 +199,7 @@ def load_bank(source: FeatureSource, fps: Mapping[str, tuple[str, str]], tracks:
         s, e = int(offsets[i]), int(offsets[i + 1])
         n = e - s
         for m in mods:
-            a = per_video[t.video][m]
+            a = per_video[(t.video, t.person)][m]
             if a.data.size and a.data.shape[0] != n and abs(a.data.shape[0] - n) > tolerance:
                 warnings.warn(f"{safe_name(t.video)}: modality {m!r} has {a.data.shape[0]} rows, {ref!r} has {n}; "
                               f"padding/truncating", stacklevel=2)
