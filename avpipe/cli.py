@@ -12,7 +12,6 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import json
-import os
 import sqlite3
 import sys
 from pathlib import Path
@@ -21,8 +20,8 @@ from typing import Any
 import click
 
 from avpipe.config_cli import StageListCommand  # cheap: click only
-from avpipe.cli_errors import ErrorHandlingGroup, UsageFailure, debug_option
-from avpipe.cli_params import DEVICE, resolve_jobs
+from avpipe.cli_errors import ErrorHandlingGroup, debug_option
+from avpipe.cli_params import DEVICE, parse_weights, resolve_jobs
 from avpipe.display import safe_name, safe_text
 
 #: Commands living in other packages, loaded on first use. name -> "module:attribute".
@@ -37,7 +36,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "runs": "avpipe.fusion.experiments_cli:runs_cmd",
     "compare": "avpipe.fusion.experiments_cli:compare_cmd",
     "render": "avpipe.render:render_cmd",
-    "ingest-crops": "avpipe.pipeline.crops_cli:ingest_crops",
+    "ingest-crops": "avpipe.extractors.crops_cli:ingest_crops",
 }
 
 
@@ -182,12 +181,7 @@ def extract(videos_dir: Path, cache_dir: Path | None, stages: str | None, only: 
         raise click.UsageError("use either --stage or --stages")
     if scheduler and backend != "dask":
         raise click.UsageError("--scheduler needs --backend dask")
-    wmap: dict[str, str] = {}
-    for w in weights:
-        name, sep, path = w.partition("=")
-        if not sep or not name or not path:
-            raise click.UsageError(f"--weights {w!r}: expected NAME=PATH")
-        wmap[name] = path
+    wmap = parse_weights(weights)
     jobs = resolve_jobs(jobs)
     config = _load_config(config_path)
     runtime = Runtime(device=device, batch_size=batch_size, weights=wmap)

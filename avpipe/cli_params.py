@@ -91,3 +91,14 @@ def resolve_jobs(jobs: int) -> int:
     import os
 
     return (os.cpu_count() or 1) if jobs in (0, -1) else jobs
+
+
+def parse_weights(items: tuple[str, ...] | list[str]) -> dict[str, str]:
+    """``--weights NAME=PATH`` (repeatable) as a dict; a malformed item is a usage error."""
+    out: dict[str, str] = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise click.UsageError(f"--weights {item!r}: expected NAME=PATH")
+        out[name] = path
+    return out

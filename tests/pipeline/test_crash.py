@@ -1,7 +1,6 @@
 """Processes: SIGKILL at random points, two extract runs on one cache, planning imports."""
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -14,16 +13,7 @@ import pytest
 from avpipe.pipeline.lock import CacheLock
 from avpipe.pipeline.store import Cache
 from tests.media import make_clip
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def _env(**extra: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    env["AVPIPE_PLUGINS"] = "tests.pipeline.toy_stages"
-    env.update(extra)
-    return env
+from tests.pipeline.subproc import toy_env as _env
 
 
 def _extract(videos: Path, cache: Path, *extra: str) -> list[str]:

@@ -3,7 +3,6 @@ driver, a full disk is named as such, and machine faults are retried by the next
 from __future__ import annotations
 
 import errno
-import os
 import signal
 import sqlite3
 import subprocess
@@ -18,18 +17,7 @@ from avpipe.pipeline.index import Index
 from avpipe.pipeline.runner import run_extract
 from avpipe.pipeline.store import Cache
 from tests.media import make_clip
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def _env(**extra: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    env["AVPIPE_PLUGINS"] = "tests.pipeline.toy_stages"
-    for k in ("AVPIPE_TOY_KILL", "AVPIPE_TOY_KILL_ONCE", "AVPIPE_TOY_KILL_SIGNAL", "AVPIPE_TOY_SLEEP", "AVPIPE_TOY_LOG"):
-        env.pop(k, None)
-    env.update(extra)
-    return env
+from tests.pipeline.subproc import toy_env as _env
 
 
 def _extract(videos: Path, cache: Path, stages: str = "toy_b", *extra: str) -> list[str]:

@@ -14,16 +14,7 @@ from click.testing import CliRunner
 from avpipe.pipeline.lock import CacheLock, CacheLockError
 from avpipe.pipeline.store import Cache
 from avpipe.pipeline.types import CacheReadOnly
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def _env(**extra: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    env["AVPIPE_PLUGINS"] = "tests.pipeline.toy_stages"
-    env.update(extra)
-    return env
+from tests.pipeline.subproc import toy_env as _env
 
 
 _GC = """

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import click
 
+from avpipe.cli_params import parse_weights
+
 
 @click.command("ingest-crops", epilog="""Examples:
 
@@ -42,7 +44,7 @@ def ingest_crops(crops_dir: Path, videos_dir: Path, cache_dir: Path | None, back
     is touched. Exit status: 0 all ingested, 1 some videos failed, 2 usage error.
     """
     from avpipe.extractors.backbones import backbone_names
-    from avpipe.pipeline.crop_tree import ingest_crop_tree
+    from avpipe.extractors.crop_tree import ingest_crop_tree
     from avpipe.pipeline.runner import default_cache_root
     from avpipe.pipeline.stage import Runtime
 
@@ -51,12 +53,7 @@ def ingest_crops(crops_dir: Path, videos_dir: Path, cache_dir: Path | None, back
     name = None if backbone.lower() == "none" else backbone
     if name is not None and name not in backbone_names():
         raise click.UsageError(f"--backbone {backbone!r}: known: {', '.join(backbone_names())}, none")
-    wmap: dict[str, str] = {}
-    for w in weights:
-        k, sep, v = w.partition("=")
-        if not sep or not k or not v:
-            raise click.UsageError(f"--weights {w!r}: expected NAME=PATH")
-        wmap[k] = v
+    wmap = parse_weights(weights)
     root = (cache_dir or default_cache_root()).expanduser().absolute()
     try:
         rep = ingest_crop_tree(crops_dir, videos_dir, root, backbone=name, crop_size=crop_size,

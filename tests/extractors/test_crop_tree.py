@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from avpipe.cli import main
-from avpipe.pipeline.crop_tree import CropTreeError, crops_result, find_folders
+from avpipe.extractors.crop_tree import CropTreeError, crops_result, find_folders
 from avpipe.pipeline.store import Cache
 from tests.media import make_clip
 
@@ -139,7 +139,7 @@ def test_help_has_an_example():
 
 
 def test_chunked_ingest_writes_every_video(tree):
-    from avpipe.pipeline.crop_tree import ingest_crop_tree
+    from avpipe.extractors.crop_tree import ingest_crop_tree
 
     root, videos, crops = tree
     rep = ingest_crop_tree(crops, videos, root / "cache", backbone=None, chunk=1, log=lambda m: None)
