@@ -5,6 +5,8 @@ Layout of a shard (one file, written by exactly one worker, then renamed into pl
     /<content_id>/               group per video; attrs: stage, version, fingerprint, content_id,
                                  config_json, weights_id, avpipe_version, attrs_json
     /<content_id>/data           (frames, dim) for per-frame stages; chunked along time, gzip
+                                 (a :class:`~avpipe.pipeline.chunks.RowChunks` is appended
+                                 chunk by chunk into the same layout)
     /<content_id>/mask           (frames,) bool, True = valid row           (absent = all valid)
     /<content_id>/extras/<name>  any further array; 1-D str arrays are variable-length UTF-8
 
@@ -20,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from avpipe.pipeline.chunks import RowChunks
 from avpipe.pipeline.stage import StageResult
 
 STR_DTYPE_KIND = ("U", "O", "T")
@@ -49,6 +52,24 @@ def _write_array(group: Any, name: str, arr: np.ndarray) -> None:
     group.create_dataset(name, data=arr, **kwargs)
 
 
+def _write_row_chunks(group: Any, name: str, rows: RowChunks) -> None:
+    """Append ``rows`` chunk by chunk into a dataset of the final shape: the same shape, dtype,
+    chunking and compression :func:`_write_array` gives the whole array, so the stored entry is
+    the same; only one chunk is ever in memory."""
+    shape = rows.shape
+    if int(np.prod(shape, dtype=np.int64)) == 0:
+        for _ in rows:  # still run (and check) the stage's generator
+            pass
+        group.create_dataset(name, data=np.zeros(shape, rows.dtype))
+        return
+    ds = group.create_dataset(name, shape=shape, dtype=rows.dtype, chunks=_chunks(shape, rows.dtype.itemsize),
+                              compression="gzip", compression_opts=4, shuffle=True)
+    at = 0
+    for c in rows:
+        ds[at:at + len(c)] = c
+        at += len(c)
+
+
 def write_result(h5: Any, content_id: str, result: StageResult, provenance: Mapping[str, Any]) -> None:
     """Write one video's result as group ``content_id`` into an open (temporary) shard."""
     if content_id in h5:
@@ -57,7 +78,10 @@ def write_result(h5: Any, content_id: str, result: StageResult, provenance: Mapp
     for k, v in provenance.items():
         g.attrs[k] = v if isinstance(v, (int, float, str, bool)) else json.dumps(v, sort_keys=True)
     g.attrs["attrs_json"] = json.dumps(result.attrs, sort_keys=True, default=_json_default)
-    _write_array(g, "data", np.asarray(result.data))
+    if isinstance(result.data, RowChunks):
+        _write_row_chunks(g, "data", result.data)
+    else:
+        _write_array(g, "data", np.asarray(result.data))
     if result.mask is not None:
         g.create_dataset("mask", data=np.asarray(result.mask, dtype=bool))
     if result.extras:
