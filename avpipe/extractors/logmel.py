@@ -23,6 +23,10 @@ in front of a late-starting track) count as missing; their spectrogram frames ta
 ``log(0.01)``. A row is valid (mask True) when at least ``min_coverage`` of its window lies on real
 audio. No audio stream: n_frames zero rows, all masked.
 
+Output: the rows come back as :class:`~avpipe.pipeline.chunks.RowChunks`, pooled a chunk of
+frames at a time and written to the shard chunk by chunk (:func:`pooled_rows`); the values are
+those of pooling every patch at once.
+
 Backends: librosa on CPU; on CUDA the same maths in torch (``torch.stft`` with the same window and
 librosa's mel matrix) — the test checks both agree.
 """
@@ -35,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from avpipe.extractors.audio import SAMPLE_RATE, audio_from, frame_times
+from avpipe.pipeline.chunks import RowChunks, chunk_ranges
 from avpipe.pipeline.stage import Stage, StageError, StageResult, VideoRef, register_stage
 
 ANCHORS = ("forward", "causal", "centered")
@@ -148,6 +153,28 @@ def pool_patches(p: np.ndarray, pool: str) -> np.ndarray:
     raise StageError(f"logmel: unknown pool {pool!r}; use one of {POOLS}")
 
 
+def pooled_rows(spec: np.ndarray, starts: np.ndarray, mask: np.ndarray, window: float, cfg: LogMelConfig,
+                chunk: int = 0) -> RowChunks:
+    """The stage's rows, ``chunk`` frames at a time: patches are cut and pooled per chunk, so
+    the (n_frames, n_patch, n_mels) patch array (2.6 GB for an hour at 30 fps) never exists.
+    Each row depends only on its own patch, so the rows equal pooling all patches at once."""
+    dim = row_dim(cfg, window)
+
+    def gen() -> Any:
+        for i, j in chunk_ranges(len(starts), chunk):
+            d = pool_patches(frame_patches(spec, starts[i:j], window, cfg), cfg.pool).astype(np.float32)
+            d[~mask[i:j]] = 0.0
+            yield d
+
+    return RowChunks(len(starts), (dim,), np.float32, gen)
+
+
+def zero_rows(n: int, dim: int, chunk: int = 0) -> RowChunks:
+    """``n`` zero rows (no audio), in chunks: with ``pool="patch"`` an hour is 2.6 GB of zeros."""
+    return RowChunks(n, (dim,), np.float32,
+                     lambda: (np.zeros((j - i, dim), np.float32) for i, j in chunk_ranges(n, chunk)))
+
+
 def row_dim(cfg: LogMelConfig, window: float) -> int:
     n_patch = max(1, int(round(window / cfg.hop_s)))
     return {"mean": cfg.n_mels, "mean_std": 2 * cfg.n_mels, "patch": n_patch * cfg.n_mels}[cfg.pool]
@@ -181,15 +208,13 @@ class LogMel(Stage):
         dim = row_dim(cfg, window)
         audio = audio_from(inputs)
         if audio is None:
-            return StageResult(data=np.zeros((len(times), dim), np.float32),
+            return StageResult(data=zero_rows(len(times), dim),
                                mask=np.zeros(len(times), bool), attrs={**attrs, "present": False})
         y, a_attrs = audio
         spec = log_mel_spectrogram(y, cfg, self.runtime.resolve_device())
         starts = window_starts(times, window, cfg.anchor)
-        patches = frame_patches(spec, starts, window, cfg)
         vs = float(a_attrs.get("valid_start_s", 0.0))
         ve = float(a_attrs.get("valid_end_s", len(y) / SAMPLE_RATE))
         mask = coverage(starts, window, vs, ve) >= cfg.min_coverage
-        data = pool_patches(patches, cfg.pool).astype(np.float32)
-        data[~mask] = 0.0
-        return StageResult(data=data, mask=mask, attrs={**attrs, "present": True})
+        return StageResult(data=pooled_rows(spec, starts, mask, window, cfg), mask=mask,
+                           attrs={**attrs, "present": True})

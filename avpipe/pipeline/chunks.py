@@ -89,3 +89,10 @@ def n_rows(data: Any) -> int:
         return data.n_rows
     a = np.asarray(data)
     return int(a.shape[0]) if a.ndim else 0
+
+
+def dense(result: Any) -> Any:
+    """A copy of a StageResult whose ``data`` is the whole array (tests, in-process callers)."""
+    import dataclasses
+
+    return dataclasses.replace(result, data=materialize(result.data))
