@@ -21,6 +21,17 @@ def _fail(e: Exception) -> None:
     sys.exit(2)
 
 
+_threads_option = click.option(
+    "--num-threads", type=click.IntRange(min=1), default=None,
+    help="torch threads (default: the cores this process may use).")
+
+
+def _set_threads(n: int | None) -> None:
+    from avpipe.pipeline.threads import apply_torch_threads, default_num_threads
+
+    apply_torch_threads(n or default_num_threads(), import_torch=True)
+
+
 @click.command("train")
 @click.option("--fusion", required=True, help="Model name: jca, rja, rjcma, iaca, maven, audio, visual, text, concat, ca.")
 @click.option("--labels", type=click.Path(exists=True), help="Aff-Wild2 annotation folder or a CSV (video,frame,valence,arousal).")
@@ -38,8 +49,9 @@ def _fail(e: Exception) -> None:
 @click.option("--resume", is_flag=True, help="Continue from the run folder's last checkpoint.")
 @click.option("--seed", type=int, default=None)
 @click.option("--model-option", "model_options", multiple=True, help="KEY=VALUE (JSON value) passed to the model.")
+@_threads_option
 def train_cmd(fusion, labels, cache, features, config_file, epochs, batch_size, lr, window, hop, split_file,
-              device, out, resume, seed, model_options) -> None:
+              device, out, resume, seed, model_options, num_threads) -> None:
     """Train a fusion model on cached features."""
     import json
 
@@ -61,7 +73,7 @@ def train_cmd(fusion, labels, cache, features, config_file, epochs, batch_size, 
     if features:
         cfg.features = _parse_features(features)
     for k, v in (("epochs", epochs), ("batch_size", batch_size), ("lr", lr), ("window", window), ("hop", hop),
-                 ("split_file", split_file), ("device", device), ("seed", seed)):
+                 ("split_file", split_file), ("device", device), ("seed", seed), ("num_threads", num_threads)):
         if v is not None:
             setattr(cfg, k, v)
     for kv in model_options:
@@ -92,10 +104,12 @@ def train_cmd(fusion, labels, cache, features, config_file, epochs, batch_size, 
 @click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best")
 @click.option("--device", default="auto")
 @click.option("--per-video/--no-per-video", default=False, help="Print the per-video table too.")
-def evaluate_cmd(run, cache, checkpoint, device, per_video) -> None:
+@_threads_option
+def evaluate_cmd(run, cache, checkpoint, device, per_video, num_threads) -> None:
     """Official CCC (raw and smoothed; overall and per video) of a run on its validation split."""
     from avpipe.fusion.predict import evaluate_run
 
+    _set_threads(num_threads)
     try:
         ev = evaluate_run(run, cache=cache, device=device, which=checkpoint)
     except (FileNotFoundError, KeyError, ValueError, LookupError) as e:
@@ -119,7 +133,8 @@ def evaluate_cmd(run, cache, checkpoint, device, per_video) -> None:
 @click.option("--format", "fmt", type=click.Choice(["csv", "affwild2"]), default="csv")
 @click.option("--device", default="auto")
 @click.option("--jobs", type=int, default=1, help="Extraction workers.")
-def predict_cmd(run_path, videos, out, cache, fmt, device, jobs) -> None:
+@_threads_option
+def predict_cmd(run_path, videos, out, cache, fmt, device, jobs, num_threads) -> None:
     """Per-frame valence/arousal for a folder of videos (extracting missing features first).
 
     A video that cannot be predicted is reported and the others are still written; the exit
@@ -127,6 +142,7 @@ def predict_cmd(run_path, videos, out, cache, fmt, device, jobs) -> None:
     """
     from avpipe.fusion.predict import PredictionErrors, predict_videos
 
+    _set_threads(num_threads)
     try:
         files = predict_videos(run_path, videos, out, cache=cache, fmt=fmt, device=device, jobs=jobs,
                                log=lambda m: click.echo(m, err=True))

@@ -540,6 +540,7 @@ def run_extract(cache_root: str | Path, videos_root: str | Path, config: Pipelin
     if runtime is None:  # threads follow the free cores shared among the workers
         runtime = Runtime(num_threads=default_num_threads(jobs))
     root = Path(cache_root).expanduser().absolute()
+    threads_before = sys.modules["torch"].get_num_threads() if "torch" in sys.modules else None
     with CacheLock(root, say=say):
         with Cache(root, create=True) as cache:
             plan = make_plan(cache, videos_root, config, stages=stages, only=only, force=force,
@@ -552,6 +553,7 @@ def run_extract(cache_root: str | Path, videos_root: str | Path, config: Pipelin
                         summary = execute(cache, plan, executor, progress=progress)
             finally:
                 release_stages()  # models loaded in this process (jobs=1) are not kept after the run
+                apply_torch_threads(threads_before)  # nor the workers' thread count (in-process runs)
     summary.total_s = time.perf_counter() - t0
     return summary
 

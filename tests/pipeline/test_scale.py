@@ -102,3 +102,31 @@ def test_default_threads_share_the_free_cores():
     cores = len(os.sched_getaffinity(0))
     assert default_num_threads(1) == cores
     assert default_num_threads(cores * 4) == 1
+
+
+def test_workers_run_with_the_runtime_thread_count_and_the_caller_keeps_its_own(tmp_path, clip_bank, toy_log):
+    torch = pytest.importorskip("torch")
+    from avpipe.pipeline.stage import Runtime
+
+    vids = _copy(clip_bank, tmp_path / "v", ["a.mp4"])
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)
+        s = run_extract(tmp_path / "cache", vids, stages=["toy_threads"], runtime=Runtime(num_threads=1),
+                        progress=False)
+        assert s.exit_code == 0, s.render()
+        assert [n for st, n in toy_log.lines() if st == "toy_threads"] == ["1"]
+        assert torch.get_num_threads() == 3  # an in-process run gives the thread count back
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_num_threads_flag_is_checked(tmp_path, clip_bank):
+    from click.testing import CliRunner
+
+    from avpipe.cli import main
+
+    vids = _copy(clip_bank, tmp_path / "v", ["a.mp4"])
+    r = CliRunner().invoke(main, ["extract", "--videos", str(vids), "--cache", str(tmp_path / "c"),
+                                  "--stages", "toy_a", "--num-threads", "0", "--no-progress"])
+    assert r.exit_code == 2 and "--num-threads" in r.output

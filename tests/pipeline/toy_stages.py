@@ -11,6 +11,7 @@
 * ``toy_chunks`` (requires probe): toy_a's rows returned as :class:`RowChunks` of 3 rows;
   a video whose key contains ``$AVPIPE_TOY_KILL`` is SIGKILLed after its first chunk was
   written, one whose key contains ``short`` yields a row too few (must fail).
+* ``toy_threads`` (requires probe): imports torch in ``load``; logs ``toy_threads <torch threads>``.
 
 ``toy_a`` and ``toy_slow`` SIGKILL their own (worker) process on a video whose key contains
 ``$AVPIPE_TOY_KILL``: every time, or — with ``$AVPIPE_TOY_KILL_ONCE=<marker file>`` — only while
@@ -32,7 +33,7 @@ import numpy as np
 from avpipe.pipeline.chunks import RowChunks
 from avpipe.pipeline.stage import _REGISTRY, Stage, StageResult, register_stage
 
-TOY_STAGES = ("toy_a", "toy_b", "toy_slow", "toy_bad", "toy_fail", "toy_load", "toy_chunks")
+TOY_STAGES = ("toy_a", "toy_b", "toy_slow", "toy_bad", "toy_fail", "toy_load", "toy_chunks", "toy_threads")
 
 
 def _log(stage: str, cid: str) -> None:
@@ -171,7 +172,22 @@ class ToyChunks(Stage):
         return StageResult(data=RowChunks(len(rows), (2,), np.float32, gen), attrs={"chunked": True})
 
 
-CLASSES = (ToyA, ToyB, ToySlow, ToyBad, ToyFail, ToyLoad, ToyChunks)
+class ToyThreads(Stage):
+    name = "toy_threads"
+    version = "1"
+    requires = ("probe",)
+
+    def load(self) -> None:
+        import torch  # noqa: F401  (a stage that uses torch)
+
+    def compute(self, video, inputs):
+        import torch
+
+        _log(self.name, str(torch.get_num_threads()))
+        return StageResult(data=_toy_a_rows(inputs["probe"].timestamps))
+
+
+CLASSES = (ToyA, ToyB, ToySlow, ToyBad, ToyFail, ToyLoad, ToyChunks, ToyThreads)
 
 
 def register() -> None:
