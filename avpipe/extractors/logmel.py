@@ -83,11 +83,31 @@ def log_mel_spectrogram(y: np.ndarray, cfg: LogMelConfig, device: str = "cpu") -
     mel = mel_matrix(cfg.n_mels, n_fft, cfg.fmin, cfg.fmax)
     if device.startswith("cuda"):
         return _log_mel_torch(y, mel, win, hop, n_fft, cfg.log_offset, device)
+    n = 1 + (len(y) - n_fft) // hop if len(y) >= n_fft else 0
+    if n < 2 * SPEC_CHUNK:
+        return _log_mel_np(y, mel, win, hop, n_fft, cfg.log_offset)
+    out = np.empty((n, cfg.n_mels), np.float32)
+    starts = list(range(0, n - SPEC_CHUNK, SPEC_CHUNK))  # the last chunk takes the remainder: >= SPEC_CHUNK
+    for i, a in enumerate(starts):
+        b = starts[i + 1] if i + 1 < len(starts) else n
+        out[a:b] = _log_mel_np(y[a * hop:(b - 1) * hop + n_fft], mel, win, hop, n_fft, cfg.log_offset)
+    return out
+
+
+# STFT frames per chunk of a long track (41 s): the STFT of an hour is 740 MB of complex numbers,
+# a chunk's is 8 MB. Chunks are never shorter than this (the tail joins the last one), which keeps
+# the mel product on the same BLAS path as the whole-track call: same values to the bit (tested).
+SPEC_CHUNK = 4096
+
+
+def _log_mel_np(y: np.ndarray, mel: np.ndarray, win: int, hop: int, n_fft: int, log_offset: float) -> np.ndarray:
+    """librosa log-mel of a whole track or of a frame-aligned piece of it (frames never straddle
+    pieces: frame k uses samples [k*hop, k*hop + n_fft), no centring)."""
     import librosa
 
     spec = np.abs(librosa.stft(y.astype(np.float32), n_fft=n_fft, hop_length=hop, win_length=win,
                                window="hann", center=False))
-    return np.log(mel @ spec + cfg.log_offset).T.astype(np.float32)
+    return np.log(mel @ spec + log_offset).T.astype(np.float32)
 
 
 def _log_mel_torch(y: np.ndarray, mel: np.ndarray, win: int, hop: int, n_fft: int,
