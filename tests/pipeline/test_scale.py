@@ -130,3 +130,41 @@ def test_num_threads_flag_is_checked(tmp_path, clip_bank):
     r = CliRunner().invoke(main, ["extract", "--videos", str(vids), "--cache", str(tmp_path / "c"),
                                   "--stages", "toy_a", "--num-threads", "0", "--no-progress"])
     assert r.exit_code == 2 and "--num-threads" in r.output
+
+
+def test_columns_from_one_pass_are_stored_as_the_whole_arrays_would_be(tmp_path):
+    """The faces-style form: data, mask and an extra (crops) yielded together, chunk by chunk."""
+    from avpipe.pipeline.chunks import dense
+    from avpipe.pipeline.shard import write_result
+
+    rng = np.random.default_rng(1)
+    n = 23
+    data = rng.normal(size=(n, 4)).astype(np.float32)
+    mask = rng.random(n) > 0.3
+    crops = rng.integers(0, 255, size=(n, 8, 8, 3), dtype=np.uint8)
+
+    def gen():
+        for i in range(0, n, 5):
+            yield {"data": data[i:i + 5], "mask": mask[i:i + 5], "crops": crops[i:i + 5]}
+
+    rows = RowChunks(n, (4,), np.float32, gen, columns={"mask": ((), bool), "crops": ((8, 8, 3), np.uint8)})
+    res = StageResult(data=rows, extras={"boxes": np.ones((n, 4), np.float32)})
+    d = dense(res)
+    np.testing.assert_array_equal(d.data, data)
+    np.testing.assert_array_equal(d.mask, mask)
+    np.testing.assert_array_equal(d.extras["crops"], crops)
+    w = ShardWriter(tmp_path, "toy_a", "ef" * 16, {})
+    w.add("new", res)
+    rec = w.commit()
+    with h5py.File(tmp_path / "old.h5", "w") as h5:
+        write_result(h5, "old", StageResult(data=data, mask=mask,
+                                            extras={"crops": crops, "boxes": np.ones((n, 4), np.float32)}), {})
+    with h5py.File(tmp_path / rec.relpath, "r") as new, h5py.File(tmp_path / "old.h5", "r") as old:
+        for name in ("data", "mask", "extras/crops", "extras/boxes"):
+            a, b = new["new"][name], old["old"][name]
+            assert (a.shape, a.dtype, a.chunks, a.compression) == (b.shape, b.dtype, b.chunks, b.compression), name
+            assert a[()].tobytes() == b[()].tobytes(), name
+    bad = RowChunks(n, (4,), np.float32, lambda: ({"data": data[i:i + 5], "mask": mask[i:i + 4]}
+                                                   for i in range(0, n, 5)), columns={"mask": ((), bool)})
+    with pytest.raises(ValueError, match="differ in length"):
+        dense(StageResult(data=bad))
