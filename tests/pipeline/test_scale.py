@@ -45,11 +45,15 @@ def test_two_videos_and_two_jobs_make_two_tasks(tmp_path, clip_bank):
         assert len(_make_tasks(state, "probe", ready, Executor(1))) == 1
 
 
-def test_model_loads_once_per_worker_process(tmp_path, clip_bank, toy_log):
+def test_model_loads_once_per_worker_process(tmp_path, clip_bank):
+    from avpipe.pipeline.settings import PipelineConfig
+
     vids = _copy(clip_bank, tmp_path / "v", [f"v{i}.mp4" for i in range(4)])
-    s = run_extract(tmp_path / "cache", vids, stages=["toy_load"], jobs=2, progress=False)
+    log = tmp_path / "load.log"
+    cfg = PipelineConfig.from_dict({"stages": {"toy_load": {"log": str(log)}}})
+    s = run_extract(tmp_path / "cache", vids, cfg, stages=["toy_load"], jobs=2, progress=False)
     assert s.exit_code == 0, s.render()
-    lines = toy_log.lines()
+    lines = [tuple(ln.split()) for ln in log.read_text().splitlines()]
     assert sum(1 for st, _ in lines if st == "toy_load") == 4  # four one-video tasks
     loads = Counter(pid for st, pid in lines if st == "toy_load.load")
     assert loads and all(n == 1 for n in loads.values()), f"loads per worker pid: {dict(loads)}"

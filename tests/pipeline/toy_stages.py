@@ -7,7 +7,7 @@
 * ``toy_bad`` (requires probe): per-frame stage returning one row too few (must fail).
 * ``toy_fail`` (requires probe): raises for videos whose key contains ``fail``.
 * ``toy_load`` (requires probe): toy_a's rows, one video per task; its ``load`` appends
-  ``toy_load.load <pid>`` to ``$AVPIPE_TOY_LOG`` (counts model loads per worker process).
+  ``toy_load.load <pid>`` to the file in its config's ``log`` (counts loads per worker process).
 * ``toy_chunks`` (requires probe): toy_a's rows returned as :class:`RowChunks` of 3 rows;
   a video whose key contains ``$AVPIPE_TOY_KILL`` is SIGKILLed after its first chunk was
   written, one whose key contains ``short`` yields a row too few (must fail).
@@ -136,17 +136,29 @@ def _toy_a_rows(ts: np.ndarray) -> np.ndarray:
     return np.stack([ts, np.arange(len(ts), dtype=np.float64)], axis=1).astype(np.float32)
 
 
+@dataclass
+class LoadConfig:
+    log: str = ""  # where load/compute lines go (config, not env: pool workers outlive tests)
+
+
+def _log_to(path: str, what: str, value: str) -> None:
+    if path:
+        with open(path, "a") as fh:
+            fh.write(f"{what} {value}\n")
+
+
 class ToyLoad(Stage):
     name = "toy_load"
     version = "1"
+    config_cls = LoadConfig
     requires = ("probe",)
     videos_per_task = 1
 
     def load(self) -> None:
-        _log("toy_load.load", str(os.getpid()))
+        _log_to(self.config.log, "toy_load.load", str(os.getpid()))
 
     def compute(self, video, inputs):
-        _log(self.name, video.content_id)
+        _log_to(self.config.log, self.name, video.content_id)
         return StageResult(data=_toy_a_rows(inputs["probe"].timestamps))
 
 
