@@ -13,11 +13,17 @@ import importlib
 import importlib.util
 import json
 import os
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
+
+from avpipe.config_cli import StageListCommand  # cheap: click only
+from avpipe.cli_errors import ErrorHandlingGroup, UsageFailure, debug_option
+from avpipe.cli_params import DEVICE, resolve_jobs
+from avpipe.display import safe_name, safe_text
 
 #: Commands living in other packages, loaded on first use. name -> "module:attribute".
 LAZY_COMMANDS: dict[str, str] = {
@@ -26,6 +32,11 @@ LAZY_COMMANDS: dict[str, str] = {
     "evaluate": "avpipe.fusion.cli:evaluate_cmd",
     "predict": "avpipe.fusion.cli:predict_cmd",
     "sample": "avpipe.sample.cli:sample",
+    "config": "avpipe.config_cli:config",
+    "sweep": "avpipe.fusion.experiments_cli:sweep_cmd",
+    "runs": "avpipe.fusion.experiments_cli:runs_cmd",
+    "compare": "avpipe.fusion.experiments_cli:compare_cmd",
+    "render": "avpipe.render:render_cmd",
 }
 
 
@@ -36,8 +47,11 @@ def _module_exists(name: str) -> bool:
         return False
 
 
-class LazyGroup(click.Group):
-    """A click group that also offers :data:`LAZY_COMMANDS` whose modules exist."""
+class LazyGroup(ErrorHandlingGroup):
+    """A click group that also offers :data:`LAZY_COMMANDS` whose modules exist.
+
+    Errors of every subcommand follow :mod:`avpipe.cli_errors` (exit 0/1/2, no traceback
+    unless ``--debug``)."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         lazy = [n for n, target in LAZY_COMMANDS.items() if _module_exists(target.split(":")[0])]
@@ -67,12 +81,23 @@ def _cache_root(cache_dir: Path | None) -> Path:
 
 
 def _open_cache(cache_dir: Path | None) -> Any:
+    """The cache, opened read-only (commands that change it lock it and write through
+    ``Cache.lock``); a damaged or unreadable index is one line and exit 1."""
     from avpipe.pipeline.store import Cache
+    from avpipe.pipeline.types import CacheError
 
     try:
         return Cache(_cache_root(cache_dir))
     except FileNotFoundError as e:
         raise click.UsageError(str(e)) from e
+    except CacheError as e:
+        _fail(str(e))
+
+
+def _fail(message: str, code: int = 1) -> Any:
+    """One ``error:`` line on stderr and the exit status (1 runtime failure, 2 usage)."""
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
 
 
 def _split_list(value: str | None) -> list[str] | None:
@@ -82,14 +107,10 @@ def _split_list(value: str | None) -> list[str] | None:
 
 
 def _load_config(path: Path | None) -> Any:
-    from avpipe.pipeline.settings import PipelineConfig
+    """The checked pipeline config; a bad one exits 2 with one line per problem (nothing touched)."""
+    from avpipe.config_cli import load_pipeline_config
 
-    if path is None:
-        return PipelineConfig()
-    try:
-        return PipelineConfig.load(path)
-    except (OSError, ValueError) as e:
-        raise click.UsageError(f"--config {path}: {e}") from e
+    return load_pipeline_config(path)
 
 
 def _echo_json(obj: Any) -> None:
@@ -98,14 +119,17 @@ def _echo_json(obj: Any) -> None:
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]},
              epilog="Examples:\n\n\b\n  avpipe extract --videos clips/ --jobs 4\n"
-                    "  avpipe status --videos clips/\n  avpipe cache verify")
+                    "  avpipe status --videos clips/\n  avpipe cache verify\n"
+                    "  avpipe --debug train --fusion jca --labels labels/   # tracebacks on errors\n\n"
+                    "Exit status of every command: 0 ok, 1 runtime failure, 2 usage error.")
 @click.version_option(package_name="avpipe")
+@debug_option
 def main() -> None:
     """avpipe: content-addressed audio-visual feature cache and fusion trainer."""
 
 
 # -- extract -----------------------------------------------------------------------------------
-@main.command(epilog="""Examples:
+@main.command(cls=StageListCommand, epilog="""Examples:
 
 \b
   avpipe extract --videos clips/                       # every stage, cached by content
@@ -113,6 +137,7 @@ def main() -> None:
   avpipe extract --videos clips/ --stage faces --force # recompute faces and its dependents
   avpipe extract --videos clips/ --config pipeline.toml --retry-failed
   avpipe extract --videos clips/ --backend dask --scheduler tcp://10.0.0.5:8786
+  avpipe extract --videos clips/ --verbose             # also list paths discovery skipped
 
 \b
 Exit status: 0 all done, 1 some (stage, video) failed or was skipped, 2 usage error.
@@ -128,12 +153,12 @@ Extra stages: set AVPIPE_PLUGINS=my.module,other.module (modules that @register_
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help='Pipeline config, JSON or TOML: {"stages": {"logmel": {...}}}.')
 @click.option("--jobs", "-j", default=1, show_default=True, type=click.IntRange(min=-1),
-              help="Parallel worker processes (1 = in this process; -1 = all cores).")
+              help="Parallel worker processes (1 = in this process; 0 or -1 = one per CPU core).")
 @click.option("--backend", type=click.Choice(["loky", "dask"]), default="loky", show_default=True,
               help="joblib backend: local process pool, or a Dask cluster.")
 @click.option("--scheduler", default=None, help="Dask scheduler address (with --backend dask). "
               "Without it a local in-process Dask cluster is started.")
-@click.option("--device", default="auto", show_default=True,
+@click.option("--device", type=DEVICE, default="auto", show_default=True,
               help="auto | cpu | cuda | cuda:N (never part of a fingerprint).")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1),
               help="Frames per model call where a stage batches (never part of a fingerprint).")
@@ -142,21 +167,21 @@ Extra stages: set AVPIPE_PLUGINS=my.module,other.module (modules that @register_
 @click.option("--weights", "weights", multiple=True, metavar="NAME=PATH",
               help="Use this file for weights NAME (repeatable).")
 @click.option("--progress/--no-progress", default=True, help="Progress bars on stderr.")
+@click.option("--verbose", "-v", is_flag=True, help="List the paths discovery skipped (dangling links, loops ...).")
 def extract(videos_dir: Path, cache_dir: Path | None, stages: str | None, only: str | None, force: bool,
             retry_failed: bool, config_path: Path | None, jobs: int, backend: str, scheduler: str | None,
             device: str, batch_size: int, num_threads: int | None, weights: tuple[str, ...],
-            progress: bool) -> None:
+            progress: bool, verbose: bool) -> None:
     """Compute missing cache entries for every video under --videos."""
     from avpipe.pipeline.plan import PlanError
     from avpipe.pipeline.runner import run_extract
     from avpipe.pipeline.stage import Runtime
+    from avpipe.pipeline.types import CacheError, MissingWeightsError
 
     if force and not only:
         raise click.UsageError("--force needs --stage NAME")
     if only and stages:
         raise click.UsageError("use either --stage or --stages")
-    if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
-        raise click.UsageError(f"--device {device!r}: use auto, cpu, cuda or cuda:N")
     if scheduler and backend != "dask":
         raise click.UsageError("--scheduler needs --backend dask")
     wmap: dict[str, str] = {}
@@ -165,8 +190,7 @@ def extract(videos_dir: Path, cache_dir: Path | None, stages: str | None, only: 
         if not sep or not name or not path:
             raise click.UsageError(f"--weights {w!r}: expected NAME=PATH")
         wmap[name] = path
-    if jobs == -1 or jobs == 0:
-        jobs = os.cpu_count() or 1
+    jobs = resolve_jobs(jobs)
     config = _load_config(config_path)
     from avpipe.pipeline.threads import default_num_threads
 
@@ -176,12 +200,31 @@ def extract(videos_dir: Path, cache_dir: Path | None, stages: str | None, only: 
         summary = run_extract(_cache_root(cache_dir), videos_dir, config, stages=_split_list(stages),
                               only=only, force=force, retry_failed=retry_failed, jobs=jobs,
                               backend=backend, scheduler=scheduler, runtime=runtime, progress=progress)
+    except MissingWeightsError as e:
+        _fail(str(e), 2)
     except PlanError as e:
         raise click.UsageError(str(e)) from e
     except FileNotFoundError as e:
         raise click.UsageError(str(e)) from e
+    except CacheError as e:  # read-only cache, lock file on a full disk
+        _fail(str(e))
     click.echo(summary.render())
+    _report_skipped(videos_dir, verbose)
     sys.exit(summary.exit_code)
+
+
+def _report_skipped(videos_dir: Path, verbose: bool) -> None:
+    """Count (and with --verbose list) the paths discovery could not use as videos."""
+    from avpipe.pipeline.discover import skipped_paths
+
+    skipped = skipped_paths(videos_dir)
+    if not skipped:
+        return
+    click.echo(f"  {len(skipped)} path(s) skipped during discovery (dangling links, link loops, folders "
+               "named like videos, unreadable)" + ("" if verbose else "; --verbose lists them"))
+    if verbose:
+        for s in skipped:
+            click.echo(f"    skipped {safe_name(s.key)}: {s.reason}")
 
 
 # -- status ------------------------------------------------------------------------------------
@@ -209,15 +252,17 @@ def status(cache_dir: Path | None, videos_dir: Path | None, stages: str | None,
     """Per stage: how many videos are done, failed, missing."""
     from avpipe.pipeline.plan import PlanError
     from avpipe.pipeline.report import status as status_report
+    from avpipe.pipeline.types import CacheError
 
     with _open_cache(cache_dir) as cache:
-        try:
-            from avpipe.extractors.weights import downloads_disabled
-
-            with downloads_disabled():  # status only looks: it never fetches weights
-                rep = status_report(cache, videos_dir, _load_config(config_path), _split_list(stages))
+        try:  # status only looks: no weights fetched or converted, nothing written
+            rep = status_report(cache, videos_dir, _load_config(config_path), _split_list(stages))
         except PlanError as e:
             raise click.UsageError(str(e)) from e
+        except CacheError as e:
+            _fail(str(e))
+        except sqlite3.DatabaseError as e:
+            _fail(f"cannot read the cache index of {cache.root}: {e}")
     if as_json:
         _echo_json(rep)
         return
@@ -226,7 +271,8 @@ def status(cache_dir: Path | None, videos_dir: Path | None, stages: str | None,
     click.echo(f"  {'stage':<{w}}  {'done':>6} {'failed':>6} {'missing':>7}  fingerprint")
     for s in rep["stages"]:
         click.echo(f"  {s['stage']:<{w}}  {s['done']:>6} {s['failed']:>6} {s['missing']:>7}  "
-                   f"{(s['fingerprint'] or '-')[:16]}" + (f"  ({s['unavailable']})" if s["unavailable"] else ""))
+                   f"{(s['fingerprint'] or '-')[:16]}"
+                   + (f"  ({s['unavailable'].splitlines()[0]})" if s["unavailable"] else ""))
 
 
 # -- inspect -----------------------------------------------------------------------------------
@@ -241,19 +287,24 @@ def status(cache_dir: Path | None, videos_dir: Path | None, stages: str | None,
 def inspect(video: str, cache_dir: Path | None, as_json: bool) -> None:
     """Every cached entry of one VIDEO: fingerprint, rows, dims, mask coverage, attrs, failures."""
     from avpipe.pipeline.report import inspect_video
+    from avpipe.pipeline.types import CacheError, NotCached
 
     with _open_cache(cache_dir) as cache:
         try:
             rep = inspect_video(cache, video)
+        except NotCached as e:
+            raise click.UsageError(str(e)) from e
         except KeyError as e:
-            raise click.UsageError(str(e.args[0] if e.args else e)) from e
+            raise click.UsageError(safe_text(e.args[0] if e.args else e)) from e
+        except (CacheError, OSError, sqlite3.DatabaseError) as e:
+            _fail(safe_text(e))
     if as_json:
         _echo_json(rep)
-        return
-    click.echo(f"content id {rep['content_id']}  keys: {', '.join(rep['keys']) or '-'}")
+        sys.exit(1 if rep.get("missing_shards") else 0)
+    click.echo(f"content id {rep['content_id']}  keys: {', '.join(map(safe_name, rep['keys'])) or '-'}")
     for e in rep["entries"]:
         if "error" in e:
-            click.echo(f"  {e['stage']:<10} {e['fingerprint'][:16]}  ERROR {e['error']}")
+            click.echo(f"  {e['stage']:<10} {e['fingerprint'][:16]}  ERROR {safe_text(e['error'])}")
             continue
         cov = "-" if e["mask_coverage"] is None else f"{100 * e['mask_coverage']:.0f}%"
         click.echo(f"  {e['stage']:<10} {e['fingerprint'][:16]}  rows={e['rows']} shape={tuple(e['shape'])} "
@@ -265,8 +316,11 @@ def inspect(video: str, cache_dir: Path | None, as_json: bool) -> None:
         if e["extras"]:
             click.echo(f"      extras: {', '.join(e['extras'])}")
     for f in rep["failures"]:
-        click.echo(f"  {f['stage']:<10} {f['fingerprint'][:16]}  FAILED {f['error_type']}: {f['message']}"
+        click.echo(f"  {f['stage']:<10} {f['fingerprint'][:16]}  FAILED {f['error_type']}: {safe_text(f['message'])}"
                    + ("  (transient: retried by the next extract)" if f.get("transient") else ""))
+    if rep.get("missing_shards"):
+        _fail(f"{len(rep['missing_shards'])} shard(s) of this video are missing from disk; run "
+              "`avpipe cache verify` to drop their entries (the next extract recomputes them)")
 
 
 # -- cache ---------------------------------------------------------------------------------------
@@ -324,11 +378,14 @@ def cache_du(cache_dir: Path | None, as_json: bool) -> None:
 @_cache_option
 def cache_verify(cache_dir: Path | None) -> None:
     """Re-hash every shard and open every entry; drop entries of bad shards (exit 1 if any)."""
-    from avpipe.pipeline.lock import CacheLock
     from avpipe.pipeline.maintenance import verify
+    from avpipe.pipeline.types import CacheError
 
-    with _open_cache(cache_dir) as c, CacheLock(c.root, purpose="cache verify"):
-        rep = verify(c)
+    with _open_cache(cache_dir) as c:
+        try:
+            rep = verify(c)  # takes the cache lock
+        except CacheError as e:
+            _fail(str(e))
     for rp, why in rep.bad:
         click.echo(f"BAD {rp}: {why}")
     click.echo(f"checked {rep.checked_shards} shards, {rep.checked_entries} entries: "
@@ -342,11 +399,14 @@ def cache_verify(cache_dir: Path | None) -> None:
 @click.option("--dry-run", is_flag=True, help="Only list what would be deleted.")
 def cache_gc(cache_dir: Path | None, dry_run: bool) -> None:
     """Delete shard and temporary files the index no longer references."""
-    from avpipe.pipeline.lock import CacheLock
     from avpipe.pipeline.maintenance import gc, human_bytes
+    from avpipe.pipeline.types import CacheError
 
-    with _open_cache(cache_dir) as c, CacheLock(c.root, purpose="cache gc"):
-        rep = gc(c, dry_run=dry_run)
+    with _open_cache(cache_dir) as c:
+        try:
+            rep = gc(c, dry_run=dry_run)  # takes the cache lock
+        except CacheError as e:
+            _fail(str(e))
     for rp in rep.files:
         click.echo(("would delete " if dry_run else "deleted ") + rp)
     click.echo(f"{len(rep.files)} files, {human_bytes(rep.bytes)}" + (" (dry run)" if dry_run else " freed"))

@@ -32,19 +32,22 @@ their probabilities; the ``text`` stage decides which of them may label frames.
 """
 from __future__ import annotations
 
+import math
+
 import importlib.util
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
+from pydantic import Field
 
 from avpipe.extractors.audio import audio_from
 from avpipe.extractors.weights import (WeightSpec, WeightsMissingError, avpipe_home, download_file,
                                        file_checksum, register_weights, resolve_weights,
                                        weights_override, whisper_cache)
+from avpipe.pipeline.config import Float, Int, config_dataclass, registry_choice
 from avpipe.pipeline.stage import Stage, StageError, StageResult, VideoRef, register_stage
 
 
@@ -126,15 +129,29 @@ def _register_whisper_specs() -> None:
 _register_whisper_specs()
 
 
-@dataclass
+def whisper_model_names() -> list[str]:
+    """The Whisper model names the weights registry knows (``whisper-<name>`` specs)."""
+    from avpipe.extractors.weights import weight_specs
+
+    return sorted(n[len("whisper-"):] for n in weight_specs() if n.startswith("whisper-"))
+
+
+@config_dataclass
 class ASRConfig:
-    model: str = "tiny.en"  # a standard Whisper name (registry spec whisper-<model>)
-    language: str | None = None  # None: detected (".en" models: English)
-    temperature: float = 0.0
-    beam_size: int | None = None  # None: greedy
-    condition_on_previous_text: bool = True
-    silence_rms: float = 1e-4  # tracks quieter than this are not transcribed (empty transcript)
-    trim_silence: bool = True  # pull word edges in off quiet audio (Whisper stretches words over pauses)
+    """Semantic options of ``asr`` (Whisper decoding options enter the fingerprint)."""
+
+    model: Annotated[str, registry_choice(whisper_model_names, "Whisper model"),
+                     Field(description="a standard Whisper model name (weights spec whisper-<model>)")] = "tiny.en"
+    language: Annotated[str | None, Field(min_length=1, description="spoken language code, e.g. \"en\" (unset = "
+                                                                    "detected; .en models: English)")] = None
+    temperature: Annotated[Float, Field(ge=0.0, description="decoding temperature (0 = deterministic)")] = 0.0
+    beam_size: Annotated[Int | None, Field(ge=1, description="beam search width (unset = greedy)")] = None
+    condition_on_previous_text: Annotated[bool, Field(description="feed the previous segment's text as the "
+                                                                  "prompt")] = True
+    silence_rms: Annotated[Float, Field(ge=0.0, description="tracks quieter than this RMS are not transcribed "
+                                                            "(empty transcript)")] = 1e-4
+    trim_silence: Annotated[bool, Field(description="pull word edges in off quiet audio (Whisper stretches "
+                                                    "words over pauses)")] = True
 
 
 def trim_to_energy(word_times: np.ndarray, y: np.ndarray, sr: int = 16000,
@@ -239,7 +256,8 @@ class ASR(Stage):
         with torch.inference_mode():
             _, probs = self.model.detect_language(mel)
         lang = max(probs, key=probs.get)
-        return str(lang), float(probs[lang])
+        prob = float(probs[lang])
+        return str(lang), (prob if math.isfinite(prob) else None)  # a broken model: no made-up number
 
     def transcribe(self, y: np.ndarray) -> dict[str, Any]:
         self.ensure_loaded()

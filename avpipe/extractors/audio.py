@@ -18,22 +18,24 @@ error; downstream per-frame audio stages write n_frames masked rows.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
+from pydantic import Field
 
+from avpipe.pipeline.config import Int, config_dataclass
 from avpipe.pipeline.stage import Stage, StageError, StageResult, VideoRef, register_stage
 
 SAMPLE_RATE = 16000
 
 
-@dataclass
+@config_dataclass
 class AudioConfig:
     """Semantic options. The rate is fixed at 16 kHz because Whisper and VGGish expect it."""
 
-    stream: int = 0  # which audio stream (index among the container's audio streams)
+    stream: Annotated[Int, Field(ge=0, description="which audio stream (index among the container's audio "
+                                                   "streams)")] = 0
 
 
 def decode_audio(path: str | Path, stream: int = 0, sample_rate: int = SAMPLE_RATE

@@ -48,15 +48,16 @@ import hashlib
 import queue
 import threading
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
+from pydantic import Field, model_validator
 
 from avpipe.extractors.alignment import TEMPLATES, align_face
 from avpipe.extractors.tracking import TRACK_POLICY, choose_face, iou
 from avpipe.extractors.weights import WeightSpec, file_checksum, register_weights
+from avpipe.pipeline.config import Float, Int, config_dataclass
 from avpipe.pipeline.stage import Stage, StageError, StageResult, VideoRef, register_stage
 
 #: Columns of the ``data`` rows (also stored in attrs["columns"]).
@@ -108,23 +109,44 @@ def mtcnn_weights_id() -> str:
     return h.hexdigest()
 
 
-@dataclass
+Template = Literal[tuple(TEMPLATES)]  # type: ignore[valid-type]  # the registered alignment templates
+Probability = Annotated[Float, Field(ge=0.0, le=1.0)]
+
+
+@config_dataclass
 class FacesConfig:
     """Semantic options of the ``faces`` stage (all enter the fingerprint)."""
 
-    crop_size: int = 112  # aligned crop side in pixels (112 ArcFace-style, 160 FaceNet-style)
-    template: str = "arcface"  # 5-point template (scaled by crop_size/112)
-    min_face_size: int = 20  # smallest face searched, in original-frame pixels
-    thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)  # P/R/O-net probability thresholds
-    factor: float = 0.709  # image-pyramid scale step
-    key_interval: int = 30  # full cascade every k frames; window-cascade tracking between (1 = every frame)
-    detect_max_side: int | None = 640  # down-scale key frames to this longer side (None = full res)
-    roi_scale: float = 2.0  # tracked frames: search window = roi_scale x the previous face box
-    roi_min_face: float = 0.5  # tracked frames: pyramid levels for faces >= this x the previous face
-    track_min_iou: float = 0.3  # continuity threshold of the track policy
-    roi_max_face: float | None = 2.0  # tracked frames: only levels for faces <= this x the previous face
-    roi_rnet_top_k: int | None = None  # tracked frames: best P-net proposals (after NMS) sent to R-net
-    roi_onet_top_k: int | None = None  # tracked frames: best R-net boxes (after NMS) sent to O-net
+    crop_size: Annotated[Int, Field(ge=16, description="aligned crop side in pixels (112 ArcFace-style, "
+                                                       "160 FaceNet-style)")] = 112
+    template: Annotated[Template, Field(description="5-point alignment template (scaled by crop_size/112)")] = "arcface"
+    min_face_size: Annotated[Int, Field(ge=1, description="smallest face searched, in original-frame pixels")] = 20
+    thresholds: Annotated[tuple[Probability, Probability, Probability],
+                          Field(description="P/R/O-net face probability thresholds (each in [0, 1])")] = (0.6, 0.7, 0.7)
+    factor: Annotated[Float, Field(gt=0.0, lt=1.0, description="image-pyramid scale step")] = 0.709
+    key_interval: Annotated[Int, Field(ge=1, description="full cascade every k frames; window-cascade tracking "
+                                                         "between (1 = every frame)")] = 30
+    detect_max_side: Annotated[Int | None, Field(ge=12, description="down-scale key frames to this longer side "
+                                                                    "(unset = full resolution)")] = 640
+    roi_scale: Annotated[Float, Field(ge=1.0, description="tracked frames: search window = roi_scale x the "
+                                                          "previous face box")] = 2.0
+    roi_min_face: Annotated[Float, Field(gt=0.0, description="tracked frames: pyramid levels for faces >= this x "
+                                                             "the previous face")] = 0.5
+    track_min_iou: Annotated[Probability, Field(description="continuity threshold (box IoU) of the track "
+                                                            "policy")] = 0.3
+    roi_max_face: Annotated[Float | None, Field(gt=0.0, description="tracked frames: only levels for faces <= "
+                                                                    "this x the previous face (unset = no limit)")] = 2.0
+    roi_rnet_top_k: Annotated[Int | None, Field(ge=1, description="tracked frames: best P-net proposals (after "
+                                                                  "NMS) sent to R-net (unset = all)")] = None
+    roi_onet_top_k: Annotated[Int | None, Field(ge=1, description="tracked frames: best R-net boxes (after NMS) "
+                                                                  "sent to O-net (unset = all)")] = None
+
+    @model_validator(mode="after")
+    def _roi_range(self) -> "FacesConfig":
+        if self.roi_max_face is not None and self.roi_max_face < self.roi_min_face:
+            raise ValueError(f"roi_max_face ({self.roi_max_face}) must be >= roi_min_face ({self.roi_min_face})")
+        return self
+
 
 
 class MtcnnEngine:
@@ -441,13 +463,6 @@ class Faces(Stage):
 
     def __init__(self, config: FacesConfig | None = None, runtime: Any = None) -> None:
         super().__init__(config, runtime)
-        c = self.config
-        if c.template not in TEMPLATES:
-            raise ValueError(f"faces: unknown template {c.template!r}; known: {', '.join(TEMPLATES)}")
-        if c.key_interval < 1:
-            raise ValueError("faces: key_interval must be >= 1")
-        if c.crop_size < 16:
-            raise ValueError("faces: crop_size must be >= 16")
         self.engine: MtcnnEngine | None = None
 
     def semantic_config(self) -> dict[str, Any]:

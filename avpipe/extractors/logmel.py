@@ -33,33 +33,51 @@ librosa's mel matrix) — the test checks both agree.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Literal, get_args
 
 import numpy as np
+from pydantic import Field, model_validator
 
 from avpipe.extractors.audio import SAMPLE_RATE, audio_from, frame_times
 from avpipe.pipeline.chunks import RowChunks, chunk_ranges
+from avpipe.pipeline.config import Float, Int, config_dataclass
 from avpipe.pipeline.stage import Stage, StageError, StageResult, VideoRef, register_stage
 
-ANCHORS = ("forward", "causal", "centered")
-POOLS = ("mean", "mean_std", "patch")
+Anchor = Literal["forward", "causal", "centered"]
+Pool = Literal["mean", "mean_std", "patch"]
+ANCHORS: tuple[str, ...] = get_args(Anchor)
+POOLS: tuple[str, ...] = get_args(Pool)
+Positive = Annotated[Float, Field(gt=0.0)]
 
 
-@dataclass
+@config_dataclass
 class LogMelConfig:
-    n_mels: int = 64
-    win_s: float = 0.025  # STFT window
-    hop_s: float = 0.010  # STFT hop
-    n_fft: int = 512
-    fmin: float = 125.0
-    fmax: float = 7500.0
-    log_offset: float = 0.01
-    window_s: float = 0.96  # per-frame window length (ignored when window_frames > 0)
-    window_frames: int = 0  # >0: window = window_frames / fps (JCA: 32)
-    anchor: str = "forward"  # forward | causal | centered
-    pool: str = "mean"  # mean | mean_std | patch
-    min_coverage: float = 0.5  # fraction of the window on real audio for a valid row
+    """Semantic options of ``logmel`` (VGGish's log-mel frontend, one window per video frame)."""
+
+    n_mels: Annotated[Int, Field(gt=0, description="mel bands")] = 64
+    win_s: Annotated[Positive, Field(description="STFT window in seconds")] = 0.025
+    hop_s: Annotated[Positive, Field(description="STFT hop in seconds")] = 0.010
+    n_fft: Annotated[Int, Field(gt=0, description="FFT size (at least the window in samples is used)")] = 512
+    fmin: Annotated[Float, Field(ge=0.0, description="lowest mel frequency in Hz")] = 125.0
+    fmax: Annotated[Float, Field(gt=0.0, le=SAMPLE_RATE / 2, description="highest mel frequency in Hz "
+                                                                          "(<= Nyquist of 16 kHz audio)")] = 7500.0
+    log_offset: Annotated[Positive, Field(description="log(mel + log_offset)")] = 0.01
+    window_s: Annotated[Positive, Field(description="per-frame window in seconds (ignored when "
+                                                    "window_frames > 0)")] = 0.96
+    window_frames: Annotated[Int, Field(ge=0, description="> 0: window = window_frames / fps "
+                                                          "(JCA uses 32)")] = 0
+    anchor: Annotated[Anchor, Field(description="where the window sits relative to the frame time: "
+                                                "forward [t, t+w), causal [t-w, t), centered")] = "forward"
+    pool: Annotated[Pool, Field(description="row per frame: mean of the window's mel frames, mean and std, "
+                                            "or the whole patch flattened")] = "mean"
+    min_coverage: Annotated[Float, Field(ge=0.0, le=1.0, description="fraction of the window on real audio "
+                                                                     "for a valid row")] = 0.5
+
+    @model_validator(mode="after")
+    def _band(self) -> "LogMelConfig":
+        if self.fmin >= self.fmax:
+            raise ValueError(f"fmin ({self.fmin}) must be below fmax ({self.fmax})")
+        return self
 
 
 def mel_matrix(n_mels: int, n_fft: int, fmin: float, fmax: float, sr: int = SAMPLE_RATE) -> np.ndarray:
@@ -211,11 +229,7 @@ class LogMel(Stage):
     description = "per-frame log-mel (VGGish frontend) on a window anchored at each frame"
 
     def compute(self, video: VideoRef, inputs: Mapping[str, Any]) -> StageResult:
-        cfg: LogMelConfig = self.config
-        if cfg.anchor not in ANCHORS:
-            raise StageError(f"logmel: unknown anchor {cfg.anchor!r}; use one of {ANCHORS}")
-        if cfg.pool not in POOLS:
-            raise StageError(f"logmel: unknown pool {cfg.pool!r}; use one of {POOLS}")
+        cfg: LogMelConfig = self.config  # anchor and pool were checked when the config was built
         times = frame_times(inputs)
         fps = inputs["probe"].attrs.get("fps")
         window = window_seconds(cfg, fps)

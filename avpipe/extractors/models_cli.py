@@ -11,8 +11,20 @@ import sys
 
 import click
 
+from avpipe.cli_errors import UsageFailure
 
-@click.group("models")
+
+@click.group("models", epilog="""Examples:
+
+\b
+  avpipe models list
+  avpipe models path whisper-tiny.en
+  avpipe models fetch --all
+  avpipe models verify
+
+\b
+Exit status: 0 ok, 1 a model is not present / could not be fetched / failed its checksum,
+2 usage error (an unknown model name).""")
 def models() -> None:
     """List, locate, fetch and verify model weights."""
 
@@ -23,7 +35,7 @@ def _rows(checksum: bool) -> list[dict[str, object]]:
     return [weights_row(n, checksum=checksum) for n in sorted(weight_specs())]
 
 
-@models.command("list")
+@models.command("list", epilog="Examples:\n\n\b\n  avpipe models list\n  avpipe models list --json --no-checksums")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 @click.option("--checksums/--no-checksums", default=True,
               help="compute sha256 of present files (memoised; first time reads the files)")
@@ -41,7 +53,7 @@ def list_cmd(as_json: bool, checksums: bool) -> None:
                    f"{sha:<16}  {r['path']}")
 
 
-@models.command("path")
+@models.command("path", epilog="Example:\n\n\b\n  avpipe models path vggish || avpipe models fetch vggish")
 @click.argument("name")
 def path_cmd(name: str) -> None:
     """Print the path of NAME's weights (exit 1 when not present)."""
@@ -50,7 +62,7 @@ def path_cmd(name: str) -> None:
     try:
         spec = get_spec(name)
     except KeyError as e:
-        raise click.ClickException(str(e.args[0])) from e
+        raise UsageFailure(str(e.args[0])) from e
     p = find_weights(name)
     if p is None:
         click.echo(f"{name}: not present (would live at {spec.default_path()})", err=True)
@@ -58,7 +70,7 @@ def path_cmd(name: str) -> None:
     click.echo(str(p))
 
 
-@models.command("fetch")
+@models.command("fetch", epilog="Examples:\n\n\b\n  avpipe models fetch vggish facenet\n  avpipe models fetch --all")
 @click.argument("names", nargs=-1)
 @click.option("--all", "all_", is_flag=True, help="every registered model")
 def fetch_cmd(names: tuple[str, ...], all_: bool) -> None:
@@ -68,6 +80,7 @@ def fetch_cmd(names: tuple[str, ...], all_: bool) -> None:
     todo = sorted(weight_specs()) if all_ else list(names)
     if not todo:
         raise click.UsageError("name at least one model, or --all")
+    _check_names(todo)
     failed = 0
     for n in todo:
         try:
@@ -83,12 +96,13 @@ def fetch_cmd(names: tuple[str, ...], all_: bool) -> None:
         sys.exit(1)
 
 
-@models.command("verify")
+@models.command("verify", epilog="Examples:\n\n\b\n  avpipe models verify\n  avpipe models verify vggish")
 @click.argument("names", nargs=-1)
 def verify_cmd(names: tuple[str, ...]) -> None:
     """Check presence and checksums (all present models when no NAMES)."""
     from avpipe.extractors.weights import find_weights, verify_weights, weight_specs
 
+    _check_names(names)
     todo = list(names) or [n for n in sorted(weight_specs()) if find_weights(n) is not None]
     bad = 0
     for n in todo:
@@ -100,3 +114,13 @@ def verify_cmd(names: tuple[str, ...]) -> None:
         click.echo(f"{n}: {msg}")
     if bad:
         sys.exit(1)
+
+
+def _check_names(names: "list[str] | tuple[str, ...]") -> None:
+    """Unknown model names are a usage error (exit 2) naming the known ones."""
+    from avpipe.extractors.weights import weight_specs
+
+    known = weight_specs()
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise UsageFailure(f"unknown model(s) {unknown}; known: {', '.join(sorted(known))}")

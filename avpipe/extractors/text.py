@@ -33,16 +33,17 @@ from __future__ import annotations
 import importlib.util
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
+from pydantic import Field
 
 from avpipe.extractors.audio import frame_times
 from avpipe.extractors.weights import (WeightSpec, WeightsMissingError, file_checksum, hf_offline,
                                        register_weights, resolve_weights, weights_override)
 from avpipe.pipeline.chunks import RowChunks, chunk_ranges
+from avpipe.pipeline.config import Float, Int, config_dataclass
 from avpipe.pipeline.stage import Stage, StageError, StageResult, VideoRef, register_stage
 
 
@@ -84,20 +85,21 @@ def resolve_text_model(model: str, override: str | None = None) -> Path:
             "pass a folder holding config.json, the tokenizer and the weights") from e
 
 
-@dataclass
+@config_dataclass
 class TextConfig:
-    model: str = "minilm"
-    normalize: bool = True  # L2-normalise word vectors
-    hold_gap_s: float = 0.0  # hold the last word's vector through pauses up to this long
-    max_tokens: int = 256  # per segment; words past it (rare: segments are < 30 s) are masked
-    min_word_prob: float = 0.2  # words Whisper is less sure of cover no frame (masked)
-    max_word_s: float = 2.0  # words lasting longer cover no frame (stretched over a pause/noise)
+    """Semantic options of ``text`` (the encoder and how word vectors become frame rows)."""
 
-    def __post_init__(self) -> None:
-        if not 0.0 <= float(self.min_word_prob) <= 1.0:
-            raise ValueError(f"text.min_word_prob must be in [0, 1], got {self.min_word_prob!r}")
-        if not float(self.max_word_s) > 0.0:
-            raise ValueError(f"text.max_word_s must be > 0 seconds, got {self.max_word_s!r}")
+    model: Annotated[str, Field(min_length=1, description="text encoder: 'minilm' (registered), a local model "
+                                                          "folder, or a Hugging Face model id")] = "minilm"
+    normalize: Annotated[bool, Field(description="L2-normalise word vectors")] = True
+    hold_gap_s: Annotated[Float, Field(ge=0.0, description="hold the last word's vector through pauses up to "
+                                                           "this long (seconds)")] = 0.0
+    max_tokens: Annotated[Int, Field(ge=1, description="tokens per segment; words past it (rare: segments are "
+                                                       "< 30 s) are masked")] = 256
+    min_word_prob: Annotated[Float, Field(ge=0.0, le=1.0, description="words Whisper is less sure of "
+                                                           "than this cover no frame (masked)")] = 0.2
+    max_word_s: Annotated[Float, Field(gt=0.0, description="words lasting longer than this (seconds) cover no "
+                                                         "frame (stretched over a pause or noise)")] = 2.0
 
 
 def assign_frames(times: np.ndarray, word_times: np.ndarray, hold_gap_s: float = 0.0) -> np.ndarray:

@@ -16,17 +16,18 @@ without the registry file or ``--weights vggish=PATH`` the stage raises one
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
+from pydantic import Field
 
 from avpipe.extractors.audio import SAMPLE_RATE, audio_from, frame_times
-from avpipe.extractors.logmel import (ANCHORS, LogMelConfig, coverage, frame_patches,
+from avpipe.extractors.logmel import (ANCHORS, Anchor, LogMelConfig, coverage, frame_patches,
                                       log_mel_spectrogram, window_starts)
 from avpipe.extractors.weights import (WeightSpec, WeightsMissingError, file_checksum,
                                        register_weights, resolve_weights, torch_hub_checkpoints,
                                        weights_override)
+from avpipe.pipeline.config import config_dataclass
 from avpipe.pipeline.stage import Stage, StageError, StageResult, VideoRef, register_stage
 
 VGGISH_URL = "https://github.com/harritaylor/torchvggish/releases/download/v0.1/vggish-10086976.pth"
@@ -116,11 +117,14 @@ def load_state(path: Any) -> dict[str, Any]:
     return sd
 
 
-@dataclass
+@config_dataclass
 class VGGishConfig:
-    anchor: str = "forward"  # forward (RJCMA) | causal | centered; window fixed at 0.96 s
-    pca: bool = False  # apply the port's PCA + clip to [-2, 2]
-    quantize: bool = False  # with pca: map to 0..255 like the AudioSet release
+    """Semantic options of ``vggish`` (the 0.96 s patch is fixed by the network)."""
+
+    anchor: Annotated[Anchor, Field(description="where the 0.96 s patch sits relative to the frame time: "
+                                                "forward (RJCMA) [t, t+w), causal [t-w, t), centered")] = "forward"
+    pca: Annotated[bool, Field(description="apply the port's PCA/whitening and clip to [-2, 2]")] = False
+    quantize: Annotated[bool, Field(description="with pca: map to 0..255 like the AudioSet release")] = False
 
 
 @register_stage

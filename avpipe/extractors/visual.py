@@ -10,20 +10,23 @@ the fingerprint. Batch size and device come from :class:`Runtime` (not semantic)
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
+from pydantic import Field
 
 from avpipe.extractors.backbones import Backbone, backbone_names, create_backbone
+from avpipe.pipeline.config import config_dataclass, registry_choice
 from avpipe.pipeline.stage import Stage, StageResult, VideoRef, register_stage
 
 
-@dataclass
+@config_dataclass
 class VisualConfig:
     """Semantic options of ``visual``: which registered backbone embeds the crops."""
 
-    backbone: str = "facenet-vggface2"  # facenet-vggface2 | dlib | hog | any registered name
+    backbone: Annotated[str, registry_choice(backbone_names, "backbone"),
+                        Field(description="registered face-embedding backbone (a plugin may add more)")] = \
+        "facenet-vggface2"
 
 
 @register_stage
@@ -39,10 +42,7 @@ class Visual(Stage):
     config: VisualConfig
 
     def __init__(self, config: VisualConfig | None = None, runtime: Any = None) -> None:
-        super().__init__(config, runtime)
-        if self.config.backbone not in backbone_names():
-            raise ValueError(f"visual: unknown backbone {self.config.backbone!r}; "
-                             f"known: {', '.join(backbone_names())}")
+        super().__init__(config, runtime)  # the backbone name was checked when the config was built
         self.backbone: Backbone = create_backbone(self.config.backbone)
 
     def weights_id(self) -> str | None:

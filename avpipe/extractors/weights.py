@@ -20,7 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
-class WeightsMissingError(RuntimeError):
+from avpipe.pipeline.sideeffects import writes_allowed
+from avpipe.pipeline.types import WeightsUnavailable
+
+
+class WeightsMissingError(WeightsUnavailable):
     """Raised when a model's weights are not available. The message says what and how."""
 
 
@@ -125,6 +129,11 @@ def resolve_weights(name: str, override: str | os.PathLike[str] | None = None,
     found = find_weights(name)
     if found is not None:
         return found
+    if not writes_allowed() and spec.obtain is not None:
+        raise WeightsMissingError(_missing_message(
+            spec, reason=f"not prepared yet ({'download' if spec.source == 'download' else 'conversion'} "
+                         "needed; this command writes nothing: `avpipe models fetch "
+                         f"{spec.name}` or `avpipe extract` prepares them)"))
     if _NO_DOWNLOADS.get() and spec.source == "download":
         raise WeightsMissingError(_missing_message(
             spec, reason="not downloaded yet (this command does not download; `avpipe extract` "
@@ -132,8 +141,10 @@ def resolve_weights(name: str, override: str | os.PathLike[str] | None = None,
     if obtain and spec.obtain is not None:
         try:
             return spec.obtain()
-        except WeightsMissingError:
-            raise
+        except WeightsMissingError as e:  # say which model and where it was looked for, once
+            if str(e).startswith(f"weights {spec.name!r}"):
+                raise
+            raise WeightsMissingError(_missing_message(spec, reason=str(e))) from e
         except Exception as e:  # network errors, conversion errors: say what and how
             raise WeightsMissingError(_missing_message(spec, reason=f"{type(e).__name__}: {e}")) from e
     raise WeightsMissingError(_missing_message(spec))
@@ -146,6 +157,8 @@ def _missing_message(spec: WeightSpec, reason: str | None = None) -> str:
     lines.append(f"  looked for: {spec.default_path()}" + (" and the package/framework caches" if spec.locate else ""))
     if spec.how:
         lines.append(f"  how to provide them: {spec.how}")
+    if spec.obtain is not None:
+        lines.append(f"  or fetch them: avpipe models fetch {spec.name}")
     lines.append(f"  or pass a path: --weights {spec.name}=/path/to/{spec.filename}")
     return "\n".join(lines)
 
@@ -182,6 +195,8 @@ def file_checksum(path: str | os.PathLike[str]) -> str:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 h.update(chunk)
     digest = h.hexdigest()
+    if not writes_allowed():
+        return digest
     with _memo_lock:
         memo[memo_key] = digest
         try:

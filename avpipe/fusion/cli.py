@@ -1,24 +1,98 @@
-"""``avpipe train | evaluate | predict`` — click commands the core CLI adds with ``main.add_command``.
+"""``avpipe train | evaluate | predict`` — click commands the core CLI adds lazily.
 
 Heavy imports (torch, h5py, the models) happen inside the command bodies so that ``avpipe --help``
-stays fast.
+stays fast and a bad flag (``--fusion bogus``) is refused before torch loads. Errors follow the
+one standard of :mod:`avpipe.cli_errors` (0 ok, 1 runtime failure, 2 usage error, no traceback
+unless ``--debug``).
 """
 from __future__ import annotations
 
-import sys
+import json
+from pathlib import Path
+from typing import Any
 
 import click
+
+from avpipe.cli_errors import ErrorHandlingGroup, UsageFailure, debug_option
+from avpipe.cli_params import DEVICE, FusionChoice, resolve_jobs
+from avpipe.display import safe_name, safe_text
+from avpipe.fusion.cli_models import TrainCommand, list_option
+
+TRAIN_EPILOG = """Examples:
+
+\b
+  avpipe train --fusion jca --labels sample/labels --out runs/jca
+  avpipe train --fusion rja --labels annotations/VA_Estimation_Challenge --features visual=visual,audio=vggish
+  avpipe train --fusion jca --config train.toml --epochs 50      # flags override the file
+  avpipe train --fusion jca --out runs/jca --resume              # continue after a crash or kill
+  avpipe train --fusion maven --labels labels.csv --model-option hidden=256 --device cuda:1
+
+\b
+The run folder (--out) is never replaced silently: an existing run needs --resume (same
+--fusion and --features as the run) or --overwrite. Labels longer or shorter than their video by
+more than --label-tolerance frames, and label values outside [-1, 1] other than -5, are errors
+(--clip-labels clips such values instead). Exit status: 0 trained, 1 failed (labels,
+features, checkpoint), 2 usage error (flag, config file, run folder conflict)."""
+
+EVALUATE_EPILOG = """Examples:
+
+\b
+  avpipe evaluate runs/jca
+  avpipe evaluate runs/jca --checkpoint last --per-video
+  avpipe evaluate /shared/runs/jca --cache /shared/cache   # the cache moved since training
+
+\b
+Writes RUN/eval/metrics.json and RUN/eval/per_video.csv. Exit status: 0 ok, 1 failed, 2 usage."""
+
+PREDICT_EPILOG = """Examples:
+
+\b
+  avpipe predict --run runs/jca --videos new_clips/ --out predictions/
+  avpipe predict --run runs/jca --videos test/ --out sub/ --format affwild2 --jobs 4
+
+\b
+Missing features are extracted first with the run's stage configs (--jobs workers; 0 or -1 =
+one per CPU core). One output file per video, at the video's path under --out. Exit status: 0
+all written, 1 some video could not be predicted (the others are written), 2 usage error."""
 
 
 def _parse_features(s: str | None) -> dict[str, str]:
     from avpipe.fusion.source import FeatureSet
 
-    return FeatureSet.parse(s or None).to_dict() if s else {}
+    try:
+        return FeatureSet.parse(s or None).to_dict() if s else {}
+    except (ValueError, KeyError) as e:
+        raise UsageFailure(f"--features {s!r}: {safe_text(e.args[0] if e.args else e)}") from e
 
 
-def _fail(e: Exception) -> None:
-    click.echo(f"error: {e}", err=True)
-    sys.exit(2)
+def _parse_model_options(items: tuple[str, ...]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for kv in items:
+        k, sep, v = kv.partition("=")
+        if not sep or not k.strip():
+            raise UsageFailure(f"--model-option {kv!r}: expected KEY=VALUE (VALUE in JSON, e.g. hidden=256)")
+        try:
+            out[k.strip()] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k.strip()] = v
+    return out
+
+
+def _load_train_config(path: Path | None) -> Any:
+    """The ``--config`` file as a TrainConfig; any problem with it is a one-line usage error."""
+    from avpipe.fusion.config import TrainConfig
+    from avpipe.pipeline.config import ConfigError, load_config_file
+
+    from avpipe.config_cli import ConfigUsageError
+
+    if path is None:
+        return TrainConfig()
+    try:
+        return TrainConfig.from_dict(load_config_file(path))
+    except ConfigError as e:  # one line per bad key/value, exit 2
+        raise ConfigUsageError(e) from None
+    except (ValueError, TypeError, OSError) as e:  # bad TOML/JSON (ValueError subclasses), unknown keys, types
+        raise UsageFailure(f"--config {safe_name(str(path))}: {safe_text(e)}") from e
 
 
 _threads_option = click.option(
@@ -32,40 +106,62 @@ def _set_threads(n: int | None) -> None:
     apply_torch_threads(n or default_num_threads(), import_torch=True)
 
 
-@click.command("train")
-@click.option("--fusion", required=True, help="Model name: jca, rja, rjcma, iaca, maven, audio, visual, text, concat, ca.")
-@click.option("--labels", type=click.Path(exists=True), help="Aff-Wild2 annotation folder or a CSV (video,frame,valence,arousal).")
-@click.option("--cache", default=None, help="Cache root (default $AVPIPE_CACHE or ./cache).")
+@click.command("train", cls=TrainCommand, epilog=TRAIN_EPILOG)
+@list_option
+@click.option("--fusion", required=True, type=FusionChoice(), help="Fusion model (listed below; --list for details).")
+@click.option("--labels", type=click.Path(exists=True, path_type=Path),
+              help="Aff-Wild2 annotation folder or a CSV (video,frame,valence,arousal).")
+@click.option("--cache", default=None, type=click.Path(file_okay=False, path_type=Path),
+              help="Cache root (default $AVPIPE_CACHE or ./cache). Stored in the run as an absolute path.")
 @click.option("--features", default=None, help="modality=stage[@fingerprint],... e.g. visual=visual,audio=logmel.")
-@click.option("--config", "config_file", type=click.Path(exists=True), default=None, help="TrainConfig JSON/TOML; flags override it.")
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="TrainConfig JSON/TOML; flags override it.")
 @click.option("--epochs", type=int, default=None)
 @click.option("--batch-size", type=int, default=None)
 @click.option("--lr", type=float, default=None)
-@click.option("--window", type=int, default=None, help="Window length in frames (default 300).")
-@click.option("--hop", type=int, default=None, help="Training hop in frames (default 200).")
-@click.option("--split-file", type=click.Path(exists=True), default=None)
-@click.option("--device", default=None, help="auto | cpu | cuda | cuda:N")
-@click.option("--out", default=None, help="Run folder (default runs/NAME).")
-@click.option("--resume", is_flag=True, help="Continue from the run folder's last checkpoint.")
+@click.option("--window", type=int, default=None, help="Window length in frames (default: the model's).")
+@click.option("--hop", type=int, default=None, help="Training hop in frames (default: the model's).")
+@click.option("--clip-len", type=int, default=None,
+              help="Frames pooled to one token (default: the model's; 1 = per frame).")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default=None,
+              help="Autocast: auto (fp16 on CUDA, fp32 on CPU), bf16 (CUDA or CPU), fp16 (CUDA).")
+@click.option("--label-tolerance", type=int, default=None,
+              help="Frames a label file may differ from its video's length (padded/truncated; default 10).")
+@click.option("--clip-labels", is_flag=True,
+              help="Clip label values outside [-1, 1] (other than -5) instead of refusing the file.")
+@click.option("--split-file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="name,split lines or JSON {train: [...], val: [...]}.")
+@click.option("--device", type=DEVICE, default=None, help="Device (default auto: a GPU when there is one).")
+@click.option("--out", default=None, type=click.Path(path_type=Path), help="Run folder (default runs/FUSION).")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@click.option("--overwrite", is_flag=True, help="Replace the run in --out (its checkpoints and metrics are deleted).")
 @click.option("--seed", type=int, default=None)
-@click.option("--model-option", "model_options", multiple=True, help="KEY=VALUE (JSON value) passed to the model.")
+@click.option("--model-option", "model_options", multiple=True, metavar="KEY=VALUE",
+              help="Model constructor option (VALUE in JSON), repeatable.")
 @_threads_option
-def train_cmd(fusion, labels, cache, features, config_file, epochs, batch_size, lr, window, hop, split_file,
-              device, out, resume, seed, model_options, num_threads) -> None:
-    """Train a fusion model on cached features."""
-    import json
+def train_cmd(fusion: str, labels: Path | None, cache: Path | None, features: str | None, config_file: Path | None,
+              epochs: int | None, batch_size: int | None, lr: float | None, window: int | None, hop: int | None,
+              clip_len: int | None, precision: str | None,
+              label_tolerance: int | None, clip_labels: bool, split_file: str | None, device: str | None,
+              out: Path | None, resume: bool, overwrite: bool, seed: int | None, model_options: tuple[str, ...],
+              num_threads: int | None) -> None:
+    """Train a fusion model on cached features.
 
-    from avpipe.fusion.config import TrainConfig
-    from avpipe.pipeline.config import load_config_file
+    Numeric flags are checked by the TrainConfig (one line naming the flag, exit 2), exactly like
+    the same keys in a --config file."""
+    from avpipe.config_cli import ConfigUsageError
+    from avpipe.pipeline.config import ConfigError
 
-    cfg = TrainConfig.from_dict(load_config_file(config_file)) if config_file else TrainConfig()
+    if resume and overwrite:
+        raise UsageFailure("use either --resume (continue the run) or --overwrite (replace it), not both")
+    cfg = _load_train_config(config_file)
     cfg.fusion = fusion
     if labels:
-        cfg.labels = labels
+        cfg.labels = str(labels)
     if not cfg.labels and not resume:
-        _fail(ValueError("--labels is required"))
+        raise UsageFailure("--labels is required (or 'labels' in --config)")
     if cache:
-        cfg.cache = cache
+        cfg.cache = str(cache)
     elif cfg.cache == "cache":
         from avpipe.pipeline.runner import default_cache_root
 
@@ -73,47 +169,46 @@ def train_cmd(fusion, labels, cache, features, config_file, epochs, batch_size, 
     if features:
         cfg.features = _parse_features(features)
     for k, v in (("epochs", epochs), ("batch_size", batch_size), ("lr", lr), ("window", window), ("hop", hop),
-                 ("split_file", split_file), ("device", device), ("seed", seed), ("num_threads", num_threads)):
+                 ("clip_len", clip_len), ("amp", {"fp32": "off"}.get(precision, precision)),
+                 ("label_tolerance", label_tolerance), ("clip_labels", clip_labels or None),
+                 ("split_file", split_file), ("device", device), ("seed", seed),
+                 ("num_threads", num_threads)):
         if v is not None:
-            setattr(cfg, k, v)
-    for kv in model_options:
-        k, _, v = kv.partition("=")
-        try:
-            cfg.model[k] = json.loads(v)
-        except json.JSONDecodeError:
-            cfg.model[k] = v
-    cfg.out = out or cfg.out or f"runs/{fusion}"
-    from avpipe.fusion.labels import LabelError
-    from avpipe.fusion.models import MissingModalityError
-    from avpipe.fusion.source import FeatureError
+            try:
+                setattr(cfg, k, v)  # checked like a file value; the message names the flag
+            except ConfigError as e:
+                raise ConfigUsageError(e.from_flags({k: "--" + k.replace("_", "-")})) from None
+    cfg.model.update(_parse_model_options(model_options))
+    cfg.out = str(out) if out else (cfg.out or f"runs/{fusion}")
+    try:
+        cfg.resolved()  # window not a multiple of clip_len: a usage error, before loading anything
+    except (KeyError, ValueError) as e:
+        raise UsageFailure(safe_text(e.args[0] if e.args else e)) from None
+
     from avpipe.fusion.train import train
 
-    try:
-        s = train(cfg, resume=resume, log=lambda m: click.echo(m, err=True))
-    except (MissingModalityError, FeatureError, LabelError, FileNotFoundError, KeyError) as e:
-        _fail(e)
+    s = train(cfg, resume=resume, overwrite=overwrite, log=lambda m: click.echo(m, err=True))
     b = s["best"]
     click.echo(f"best epoch {b['epoch']}: val CCC V {b.get('val_ccc_valence', float('nan')):.4f} "
                f"A {b.get('val_ccc_arousal', float('nan')):.4f} mean {b.get('val_ccc_mean', float('nan')):.4f} "
-               f"-> {s['run']}")
+               f"-> {safe_name(s['run'])}")
 
 
-@click.command("evaluate")
-@click.argument("run", type=click.Path(exists=True, file_okay=False))
-@click.option("--cache", default=None, help="Cache root (default: the run's).")
-@click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best")
-@click.option("--device", default="auto")
+@click.command("evaluate", epilog=EVALUATE_EPILOG)
+@click.argument("run", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--cache", default=None, type=click.Path(exists=True, file_okay=False),
+              help="Cache root (default: the one recorded in the run).")
+@click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True)
+@click.option("--device", type=DEVICE, default="auto", show_default=True)
 @click.option("--per-video/--no-per-video", default=False, help="Print the per-video table too.")
 @_threads_option
-def evaluate_cmd(run, cache, checkpoint, device, per_video, num_threads) -> None:
+def evaluate_cmd(run: Path, cache: str | None, checkpoint: str, device: str, per_video: bool,
+                 num_threads: int | None) -> None:
     """Official CCC (raw and smoothed; overall and per video) of a run on its validation split."""
     from avpipe.fusion.predict import evaluate_run
 
     _set_threads(num_threads)
-    try:
-        ev = evaluate_run(run, cache=cache, device=device, which=checkpoint)
-    except (FileNotFoundError, KeyError, ValueError, LookupError) as e:
-        _fail(e)
+    ev = evaluate_run(run, cache=cache, device=device, which=checkpoint)
     o, s = ev.overall, ev.overall_smoothed or {}
     click.echo(f"frames {ev.n_frames}, videos {len(ev.per_video)}")
     click.echo(f"raw       V {o['valence']:.4f}  A {o['arousal']:.4f}  mean {o['mean']:.4f}")
@@ -121,20 +216,25 @@ def evaluate_cmd(run, cache, checkpoint, device, per_video, num_threads) -> None
         click.echo(f"smoothed  V {s['valence']:.4f}  A {s['arousal']:.4f}  mean {s['mean']:.4f}")
     if per_video:
         for name, r in sorted(ev.per_video.items()):
-            click.echo(f"  {name}: V {r['valence']:.4f} A {r['arousal']:.4f} (n={r['n_frames']})")
-    click.echo(f"written: {run}/eval/metrics.json, {run}/eval/per_video.csv")
+            click.echo(f"  {safe_name(name)}: V {r['valence']:.4f} A {r['arousal']:.4f} (n={r['n_frames']})")
+    click.echo(f"written: {safe_name(str(run / 'eval' / 'metrics.json'))}, "
+               f"{safe_name(str(run / 'eval' / 'per_video.csv'))}")
 
 
-@click.command("predict")
+@click.command("predict", epilog=PREDICT_EPILOG)
 @click.option("--run", "run_path", required=True, type=click.Path(exists=True, file_okay=False))
-@click.option("--videos", required=True, type=click.Path(exists=True, file_okay=False))
-@click.option("--out", required=True, type=click.Path())
-@click.option("--cache", default=None, help="Cache root (default: the run's).")
-@click.option("--format", "fmt", type=click.Choice(["csv", "affwild2"]), default="csv")
-@click.option("--device", default="auto")
-@click.option("--jobs", type=int, default=1, help="Extraction workers.")
+@click.option("--videos", required=True, type=click.Path(exists=True))
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Output folder.")
+@click.option("--cache", default=None, type=click.Path(file_okay=False),
+              help="Cache root (default: the one recorded in the run).")
+@click.option("--format", "fmt", type=click.Choice(["csv", "affwild2"]), default="csv", show_default=True,
+              help="csv: frame,valence,arousal; affwild2: valence,arousal per line (.txt).")
+@click.option("--device", type=DEVICE, default="auto", show_default=True)
+@click.option("--jobs", "-j", type=click.IntRange(min=-1), default=1, show_default=True,
+              help="Extraction worker processes (1 = in this process; 0 or -1 = one per CPU core).")
 @_threads_option
-def predict_cmd(run_path, videos, out, cache, fmt, device, jobs, num_threads) -> None:
+def predict_cmd(run_path: str, videos: str, out: Path, cache: str | None, fmt: str, device: str, jobs: int,
+                num_threads: int | None) -> None:
     """Per-frame valence/arousal for a folder of videos (extracting missing features first).
 
     A video that cannot be predicted is reported and the others are still written; the exit
@@ -143,21 +243,22 @@ def predict_cmd(run_path, videos, out, cache, fmt, device, jobs, num_threads) ->
     from avpipe.fusion.predict import PredictionErrors, predict_videos
 
     _set_threads(num_threads)
+    if out.exists() and not out.is_dir():
+        raise UsageFailure(f"--out {safe_name(str(out))} is a file; give a folder")
     try:
-        files = predict_videos(run_path, videos, out, cache=cache, fmt=fmt, device=device, jobs=jobs,
+        files = predict_videos(run_path, videos, out, cache=cache, fmt=fmt, device=device, jobs=resolve_jobs(jobs),
                                log=lambda m: click.echo(m, err=True))
     except PredictionErrors as e:
-        click.echo(f"wrote {len(e.written)} file(s) under {out}; {e}", err=True)
-        sys.exit(1)
-    except (FileNotFoundError, KeyError, ValueError, LookupError) as e:
-        _fail(e)
-    click.echo(f"wrote {len(files)} file(s) under {out}")
+        click.echo(f"wrote {len(e.written)} file(s) under {safe_name(str(out))}", err=True)
+        raise
+    click.echo(f"wrote {len(files)} file(s) under {safe_name(str(out))}")
 
 
 COMMANDS = (train_cmd, evaluate_cmd, predict_cmd)
 
 
-@click.group()
+@click.group(cls=ErrorHandlingGroup)
+@debug_option
 def fusion_group() -> None:
     """Fusion trainer commands (also added to the main avpipe CLI)."""
 

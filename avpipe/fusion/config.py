@@ -1,66 +1,112 @@
 """TrainConfig: every option of a training run, round-tripping to JSON.
 
 Options left ``None`` take the model's defaults (``FusionModel.train_defaults``: the optimiser and
-schedule of its paper/code, docs/models.md#training-defaults) when the run starts; the *resolved* config — including the
+schedule, window and clip length of its paper/code, docs/models.md#training-defaults) when the run starts; the
+*resolved* config — including the
 fingerprint each modality resolved to — is what the run folder records, so a run names exactly
 what it trained on and with which settings.
+
+Every option is typed and range-checked when it is set (file, flag or Python): a bad value is a
+:class:`~avpipe.pipeline.config.ConfigError` naming ``[train]``, the key, the value and what is
+allowed, which ``avpipe train`` prints as a usage error (exit 2) before loading anything.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
+import re
+from dataclasses import field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from avpipe.pipeline.config import config_from_dict, load_config_file, save_config_file
+from pydantic import AfterValidator, Field
+
+from avpipe.pipeline.config import Float, Int, config_dataclass, config_from_dict, load_config_file, save_config_file
 
 GENERIC_DEFAULTS: dict[str, Any] = {"optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0, "schedule": "step",
-                                    "epochs": 30, "batch_size": 32, "warmup_epochs": 0}
+                                    "epochs": 30, "batch_size": 32, "warmup_epochs": 0,
+                                    "window": 300, "hop": 200, "clip_len": 1, "patience": 10}
 
 
-@dataclass
+def _device(name: str) -> str:
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", name):
+        raise ValueError("must be auto, cpu, cuda, cuda:N or mps")
+    return name
+
+
+Device = Annotated[str, AfterValidator(_device)]
+PosInt = Annotated[Int, Field(ge=1)]
+
+
+@config_dataclass
 class TrainConfig:
-    fusion: str = "jca"
-    labels: str = ""
-    cache: str = "cache"
-    out: str = ""
-    features: dict[str, str] = field(default_factory=dict)  # modality -> stage[@fingerprint] as asked
-    resolved_features: dict[str, dict[str, str]] = field(default_factory=dict)  # modality -> {stage, fingerprint}
-    model: dict[str, Any] = field(default_factory=dict)  # model constructor options
+    """Every option of a training run (a TrainConfig file holds these keys at its top level)."""
+
+    fusion: Annotated[str, Field(min_length=1, description="fusion model name (avpipe models lists them)")] = "jca"
+    labels: Annotated[str, Field(description="Aff-Wild2 annotation folder or a CSV (video,frame,valence,arousal)")] = ""
+    cache: Annotated[str, Field(description="feature cache root")] = "cache"
+    out: Annotated[str, Field(description="run folder (default runs/<fusion>)")] = ""
+    features: Annotated[dict[str, str], Field(description="modality -> stage[@fingerprint] as asked")] = \
+        field(default_factory=dict)
+    resolved_features: Annotated[dict[str, dict[str, str]], Field(
+        description="modality -> {stage, fingerprint} the run resolved to (written by the trainer)")] = \
+        field(default_factory=dict)
+    model: Annotated[dict[str, Any], Field(description="model constructor options")] = field(default_factory=dict)
     # data
-    split_file: str | None = None
-    val_fraction: float = 0.15
-    label_tolerance: int = 10
-    window: int = 300
-    hop: int = 200
-    eval_hop: int | None = None  # default: hop
-    feature_dtype: str = "auto"  # keep the cache's dtype in memory (float16 halves the bank)
-    memory_budget_gb: float | None = None  # None: half the device's free memory
+    split_file: Annotated[str | None, Field(description="file naming the train/validation split (unset = "
+                                                        "random split by val_fraction)")] = None
+    val_fraction: Annotated[Float, Field(ge=0.0, lt=1.0, description="fraction of tracks held out for "
+                                                                     "validation without a split file")] = 0.15
+    label_tolerance: Annotated[Int, Field(ge=0, description="frames by which label and feature lengths may "
+                                                            "differ")] = 10
+    clip_labels: Annotated[bool, Field(description="clip label values outside [-1, 1] (other than -5) "
+                                                   "instead of refusing them")] = False
+    window: Annotated[PosInt | None, Field(description="training window length in frames (unset = model "
+                                                       "default, e.g. jca 256, rja 512, rjcma 300)")] = None
+    hop: Annotated[PosInt | None, Field(description="training hop in frames (unset = model default)")] = None
+    clip_len: Annotated[PosInt | None, Field(description="frames pooled to one token (unset = model default; "
+                                                         "1 = per-frame tokens)")] = None
+    eval_hop: Annotated[PosInt | None, Field(description="evaluation hop in frames (unset = hop)")] = None
+    feature_dtype: Annotated[Literal["auto", "float16", "float32", "float64"], Field(
+        description="in-memory feature dtype (auto keeps the cache's; float16 halves the bank)")] = "auto"
+    memory_budget_gb: Annotated[Float | None, Field(gt=0.0, description="feature bank budget in GiB (unset = half "
+                                                                        "the device's free memory)")] = None
     # optimisation (None = model default)
-    epochs: int | None = None
-    batch_size: int | None = None
-    optimizer: str | None = None  # adam | adamw
-    lr: float | None = None
-    weight_decay: float | None = None
-    schedule: str | None = None  # step | plateau | warmup_plateau | none
-    warmup_epochs: int | None = None
-    step_start: int = 5  # "step": lr × step_gamma every step_every epochs after step_start
-    step_every: int = 2
-    step_gamma: float = 0.8
-    plateau_patience: int = 5
-    plateau_factor: float = 0.1
-    min_lr: float = 1e-8
-    grad_clip: float = 1.0
-    loss: str = "ccc"  # ccc | ccc_window | mse
-    aux_losses: dict[str, float] | None = None  # None: model default (maven: polar 0.1)
-    amp: str = "auto"  # auto (fp16 on CUDA) | off | fp16 | bf16
-    patience: int = 10  # early stopping: epochs without validation CCC improvement
-    seed: int = 0
-    device: str = "auto"
-    num_threads: int | None = None
-    smoothing: list[int] = field(default_factory=lambda: [20, 50])
-    plot_videos: int = 3
+    epochs: Annotated[PosInt | None, Field(description="epochs (unset = model default)")] = None
+    batch_size: Annotated[PosInt | None, Field(description="windows per batch (unset = model default)")] = None
+    optimizer: Annotated[Literal["adam", "adamw"] | None, Field(description="optimiser (unset = model "
+                                                                           "default)")] = None
+    lr: Annotated[Float | None, Field(gt=0.0, description="learning rate (unset = model default)")] = None
+    weight_decay: Annotated[Float | None, Field(ge=0.0, description="weight decay (unset = model default)")] = None
+    schedule: Annotated[Literal["step", "plateau", "warmup_plateau", "none"] | None, Field(
+        description="learning-rate schedule (unset = model default)")] = None
+    warmup_epochs: Annotated[Int | None, Field(ge=0, description="linear warm-up epochs of warmup_plateau "
+                                                                 "(unset = model default)")] = None
+    step_start: Annotated[Int, Field(ge=0, description="step schedule: first epoch that decays")] = 5
+    step_every: Annotated[PosInt, Field(description="step schedule: lr x step_gamma every this many "
+                                                    "epochs")] = 2
+    step_gamma: Annotated[Float, Field(gt=0.0, le=1.0, description="step schedule: decay factor")] = 0.8
+    plateau_patience: Annotated[Int, Field(ge=0, description="plateau schedules: epochs without validation "
+                                                             "gain before decaying")] = 5
+    plateau_factor: Annotated[Float, Field(gt=0.0, le=1.0, description="plateau schedules: decay "
+                                                                       "factor")] = 0.1
+    min_lr: Annotated[Float, Field(ge=0.0, description="learning-rate floor")] = 1e-8
+    grad_clip: Annotated[Float, Field(ge=0.0, description="gradient-norm clip (0 = off)")] = 1.0
+    loss: Annotated[Literal["ccc", "ccc_window", "mse"], Field(description="training loss")] = "ccc"
+    aux_losses: Annotated[dict[str, Annotated[Float, Field(ge=0.0)]] | None, Field(
+        description="auxiliary loss weights by name (unset = model default; maven: polar 0.1)")] = None
+    amp: Annotated[Literal["auto", "off", "fp16", "bf16"], Field(
+        description="mixed precision (auto = fp16 on CUDA, off on CPU; bf16 on CUDA or CPU)")] = "auto"
+    patience: Annotated[PosInt | None, Field(description="early stopping: epochs without validation CCC "
+                                                         "improvement (unset = model default)")] = None
+    seed: Annotated[Int, Field(ge=0, description="random seed (split, init, batches)")] = 0
+    device: Annotated[Device, Field(description="auto | cpu | cuda | cuda:N | mps")] = "auto"
+    num_threads: Annotated[PosInt | None, Field(description="torch CPU threads (unset = torch's "
+                                                            "default)")] = None
+    smoothing: Annotated[list[Annotated[Int, Field(ge=0)]], Field(
+        description="evaluation moving-average widths in frames (valence, arousal)")] = \
+        field(default_factory=lambda: [20, 50])
+    plot_videos: Annotated[Int, Field(ge=0, description="validation videos plotted")] = 3
 
     # -- resolution ---------------------------------------------------------------------
     def resolved(self) -> "TrainConfig":
@@ -73,6 +119,12 @@ class TrainConfig:
         for k, v in d.items():
             if getattr(out, k, None) is None:
                 setattr(out, k, v)
+        if "clip_len" in out.model:  # an explicit model option wins; the model always gets it
+            out.clip_len = int(out.model["clip_len"])
+        out.model = {**out.model, "clip_len": int(out.clip_len)}
+        if out.clip_len < 1 or out.window % out.clip_len:
+            raise ValueError(f"window {out.window} is not a multiple of clip_len {out.clip_len} (model "
+                             f"{self.fusion!r}); choose a window that is, or clip_len 1 for per-frame tokens")
         if out.aux_losses is None:
             out.aux_losses = dict(cls.aux_losses)
         if out.eval_hop is None:
@@ -85,7 +137,8 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
-        return config_from_dict(cls, d)
+        """Checked and coerced; bad values: :class:`~avpipe.pipeline.config.ConfigError` naming ``[train]``."""
+        return config_from_dict(cls, d, section="train")
 
     def save(self, path: str | Path) -> None:
         save_config_file(self.to_dict(), path)

@@ -16,7 +16,6 @@ Normalisation: per-modality mean/std over *valid* rows (mask True) of the traini
 """
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from avpipe.display import safe_name
 from avpipe.fusion.labels import DEFAULT_TOLERANCE, UNLABELLED, LabelTrack
 from avpipe.fusion.source import FeatureArrays, FeatureSource
 from avpipe.fusion.windows import Windows, window_rows
@@ -198,12 +198,15 @@ def load_bank(source: FeatureSource, fps: Mapping[str, tuple[str, str]], tracks:
             for m in mods:
                 a = arrays[m]
                 if a.data.size and a.data.shape[0] != n and abs(a.data.shape[0] - n) > tolerance:
-                    warnings.warn(f"{t.video}: modality {m!r} has {a.data.shape[0]} rows, {ref!r} has {n}; "
+                    warnings.warn(f"{safe_name(t.video)}: modality {m!r} has {a.data.shape[0]} rows, {ref!r} has {n}; "
                                   f"padding/truncating", stacklevel=2)
                 X[m][s:e], V[m][s:e] = _fit_rows(a, n, info[m][0], info[m][1])
             if t.labels is not None:
                 Y[s:e] = t.labels.aligned(n, tolerance)
         del arrays  # this video's arrays go before the next one is read
+    # NaN/inf labels count as unlabelled, exactly like -5: masked out of loss and metric (a NaN that
+    # reached them would turn the whole epoch's CCC into NaN); labels.py warns once per file.
+    Y[~np.all(np.isfinite(Y), axis=1)] = UNLABELLED
     yv = np.all(Y != UNLABELLED, axis=1)
     to = lambda a: torch.from_numpy(a).to(device)  # noqa: E731
     return FeatureBank(names=[t.name for t in tracks], videos=[t.video for t in tracks],
@@ -349,11 +352,3 @@ def make_provider(source: FeatureSource, fps: Mapping[str, tuple[str, str]], tra
         return load_bank(source, fps, group, device=device, dtype=dtype, tolerance=tolerance, dims=plain)
 
     return ChunkedBanks(loader, [[tracks[i] for i in g] for g in groups], plain)
-
-
-def stats_from_provider(p: InMemoryBanks | ChunkedBanks) -> Stats:
-    return compute_stats(p.groups(0, None))
-
-
-def total_windows(n_rows: int, window: int, hop: int) -> int:  # pragma: no cover - informational
-    return max(1, math.ceil(max(0, n_rows - window) / hop) + 1)

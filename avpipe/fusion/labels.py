@@ -15,22 +15,32 @@ the video whose file stem is ``X`` (e.g. ``X.mp4``, ``X.avi``); both tracks read
 features. Any other label name ``Y`` belongs to the video whose stem is ``Y``. A label may also
 name the video key itself (``batch2/Y.mp4`` in the CSV form). See :func:`source_video_stem`.
 
+Validation: every value must be a number in [-1, 1] or the ``-5`` marker; a row with the wrong
+number of columns, a blank line between rows, a non-numeric or out-of-range value, or a file that
+is not text is a :class:`LabelError` naming the file and line (silently accepting ``3.0`` or a
+shifted row would train on wrong targets); ``clip=True`` (``train --clip-labels``) clips
+out-of-range values into [-1, 1] instead, with one warning per file. NaN/inf values are treated as unlabelled (like ``-5``)
+with one warning per file.
+
 Length tolerance: Aff-Wild2 label files are often a few lines longer or shorter than the decoded
 video. Within ``tolerance`` frames (default :data:`DEFAULT_TOLERANCE`) the labels are padded with
 ``-5`` (unlabelled) or truncated; beyond it :class:`LabelLengthError` names the file and both counts
-instead of silently shifting labels against frames.
+instead of silently shifting labels against frames (``train --label-tolerance N`` raises it).
 """
 from __future__ import annotations
 
 import csv
 import hashlib
 import json
+import math
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import numpy as np
+
+from avpipe.display import safe_name
 
 UNLABELLED = -5.0
 DEFAULT_TOLERANCE = 10
@@ -77,8 +87,8 @@ class LabelTrack:
             raise LabelLengthError(
                 f"label {self.name!r} ({self.source or 'labels'}) has {n} frames but video "
                 f"{self.video_stem!r} has {n_frames} (difference {n - n_frames:+d} exceeds the "
-                f"tolerance of {tolerance} frames; raise --label-tolerance if the offset is known "
-                f"to be harmless)")
+                f"tolerance of {tolerance} frames; raise it with train --label-tolerance N if the offset "
+                f"is known to be harmless)")
         if n >= n_frames:
             return self.values[:n_frames].astype(np.float32, copy=True)
         pad = np.full((n_frames - n, 2), UNLABELLED, dtype=np.float32)
@@ -93,23 +103,76 @@ def source_video_stem(label_name: str) -> str:
     return label_name
 
 
-def read_affwild2_file(path: Path) -> np.ndarray:
-    """One Aff-Wild2 VA file → ``(n, 2)`` float32. Tolerates a missing header and blank lines."""
+def _text_lines(path: Path) -> Iterator[str]:
+    """The file's lines (BOM stripped); a binary or non-UTF-8 file is a :class:`LabelError`."""
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as fh:
+            text = fh.read()
+    except UnicodeDecodeError as e:
+        raise LabelError(f"{path}: not a UTF-8 text file (byte {e.start}: {e.reason}); labels must be "
+                         f"CSV text") from e
+    except OSError as e:
+        raise LabelError(f"{path}: cannot read ({e.strerror})") from e
+    if "\x00" in text:
+        raise LabelError(f"{path}: binary file (NUL bytes); labels must be CSV text")
+    return iter(text.splitlines())
+
+
+def check_value(v: float, where: str, line: str, clip: bool = False) -> float:
+    """One label value: finite values must be in [-1, 1] or the -5 marker (NaN/inf pass: masked).
+
+    ``clip`` (``train --clip-labels``) clips an out-of-range value into [-1, 1] instead."""
+    if math.isfinite(v) and v != UNLABELLED and not -1.0 <= v <= 1.0:
+        if clip:
+            return min(1.0, max(-1.0, v))
+        raise LabelError(f"{where}: value {v:g} outside [-1, 1] (and not the -5 'unlabelled' marker) in "
+                         f"{line!r}; fix the file, or pass --clip-labels to clip such values")
+    return v
+
+
+def _warn_clipped(path: Path | str, n: int) -> None:
+    if n:
+        warnings.warn(f"{safe_name(str(path))}: {n} value(s) outside [-1, 1] clipped (--clip-labels)", stacklevel=3)
+
+
+def _warn_non_finite(path: Path | str, n: int) -> None:
+    if n:
+        warnings.warn(f"{safe_name(str(path))}: {n} row(s) with NaN/inf values are treated as unlabelled (like -5)",
+                      stacklevel=3)
+
+
+def read_affwild2_file(path: Path, clip: bool = False) -> np.ndarray:
+    """One Aff-Wild2 VA file → ``(n, 2)`` float32.
+
+    Tolerates a missing header and blank lines at the end; anything else that is not two numbers
+    in [-1, 1] (or -5) per line is an error naming the line (line *i* is frame *i*, so a blank or
+    extra line would shift every later label against its frame)."""
     rows: list[tuple[float, float]] = []
-    with open(path, encoding="utf-8-sig") as fh:
-        for i, line in enumerate(fh):
-            line = line.strip()
-            if not line:
-                continue
-            parts = [p.strip() for p in line.split(",")]
-            if i == 0 and parts[0].lower().startswith("valence"):
-                continue
-            if len(parts) < 2:
-                raise LabelError(f"{path}:{i + 1}: expected 'valence,arousal', got {line!r}")
-            try:
-                rows.append((float(parts[0]), float(parts[1])))
-            except ValueError as e:
-                raise LabelError(f"{path}:{i + 1}: not a number in {line!r}") from e
+    lines = list(_text_lines(path))
+    while lines and not lines[-1].strip():
+        lines.pop()
+    non_finite = clipped = 0
+    for i, raw in enumerate(lines):
+        line = raw.strip()
+        where = f"{path}:{i + 1}"
+        if not line:
+            raise LabelError(f"{where}: blank line between label rows (line i is frame i: remove it or "
+                             f"write -5,-5 for an unlabelled frame)")
+        parts = [p.strip() for p in line.split(",")]
+        if i == 0 and parts[0].lower().startswith("valence"):
+            continue
+        if len(parts) != 2:
+            raise LabelError(f"{where}: expected 2 columns 'valence,arousal', got {len(parts)} in {line!r}")
+        try:
+            v, a = float(parts[0]), float(parts[1])
+        except ValueError as e:
+            raise LabelError(f"{where}: not a number in {line!r}") from e
+        cv, ca = check_value(v, where, line, clip), check_value(a, where, line, clip)
+        clipped += (cv != v) + (ca != a)
+        non_finite += not (math.isfinite(v) and math.isfinite(a))
+        rows.append((cv, ca))
+    _warn_non_finite(path, non_finite)
+    _warn_clipped(path, clipped)
     return np.asarray(rows, dtype=np.float32).reshape(-1, 2)
 
 
@@ -121,7 +184,7 @@ def _split_of_folder(parts: Iterable[str]) -> str | None:
     return None
 
 
-def load_affwild2_dir(root: str | Path) -> list[LabelTrack]:
+def load_affwild2_dir(root: str | Path, clip: bool = False) -> list[LabelTrack]:
     """All ``*.txt`` under ``root``; the split comes from a ``Train_Set``-style parent folder."""
     root = Path(root)
     if not root.is_dir():
@@ -137,32 +200,43 @@ def load_affwild2_dir(root: str | Path) -> list[LabelTrack]:
             raise LabelError(f"label {name!r} appears twice: {seen[name]} and {p}")
         seen[name] = p
         tracks.append(LabelTrack(name=name, video_stem=source_video_stem(name),
-                                 values=read_affwild2_file(p), split=_split_of_folder(rel.parts[:-1]),
+                                 values=read_affwild2_file(p, clip), split=_split_of_folder(rel.parts[:-1]),
                                  source=str(p)))
     if not tracks:
         raise LabelError(f"no label files (*.txt) under {root}")
     return tracks
 
 
-def load_csv(path: str | Path) -> list[LabelTrack]:
+def load_csv(path: str | Path, clip: bool = False) -> list[LabelTrack]:
     """CSV with columns ``video,frame,valence,arousal[,split]``; ``frame`` 0-based."""
     path = Path(path)
     per: dict[str, list[tuple[int, float, float]]] = {}
     splits: dict[str, str] = {}
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        need = {"video", "frame", "valence", "arousal"}
-        if reader.fieldnames is None or not need <= {f.strip() for f in reader.fieldnames}:
-            raise LabelError(f"{path}: CSV needs columns {sorted(need)}, has {reader.fieldnames}")
-        for i, row in enumerate(reader):
-            row = {k.strip(): (v or "").strip() for k, v in row.items() if k}
-            try:
-                per.setdefault(row["video"], []).append(
-                    (int(row["frame"]), float(row["valence"]), float(row["arousal"])))
-            except ValueError as e:
-                raise LabelError(f"{path}:{i + 2}: {e}") from e
-            if row.get("split"):
-                splits[row["video"]] = _normalise_split(row["split"], where=f"{path}:{i + 2}")
+    non_finite = clipped = 0
+    reader = csv.reader(_text_lines(path))
+    header = [h.strip() for h in next(reader, [])]
+    need = {"video", "frame", "valence", "arousal"}
+    if not need <= set(header):
+        raise LabelError(f"{path}: CSV needs columns {sorted(need)}, has {header}")
+    for i, cells in enumerate(reader):
+        where = f"{path}:{i + 2}"
+        if not any(c.strip() for c in cells):
+            continue  # csv rows are keyed by (video, frame): a blank line shifts nothing
+        if len(cells) != len(header):
+            raise LabelError(f"{where}: expected {len(header)} columns {header}, got {len(cells)}: {cells!r}")
+        row = dict(zip(header, (c.strip() for c in cells)))
+        try:
+            frame, v, a = int(row["frame"]), float(row["valence"]), float(row["arousal"])
+        except ValueError as e:
+            raise LabelError(f"{where}: {e}") from e
+        cv, ca = check_value(v, where, ",".join(cells), clip), check_value(a, where, ",".join(cells), clip)
+        clipped += (cv != v) + (ca != a)
+        non_finite += not (math.isfinite(v) and math.isfinite(a))
+        per.setdefault(row["video"], []).append((frame, cv, ca))
+        if row.get("split"):
+            splits[row["video"]] = _normalise_split(row["split"], where=where)
+    _warn_non_finite(path, non_finite)
+    _warn_clipped(path, clipped)
     tracks = []
     for video, rows in per.items():
         frames = np.array([r[0] for r in rows])
@@ -177,13 +251,13 @@ def load_csv(path: str | Path) -> list[LabelTrack]:
     return tracks
 
 
-def load_labels(path: str | Path) -> list[LabelTrack]:
+def load_labels(path: str | Path, clip: bool = False) -> list[LabelTrack]:
     """Dispatch on the form: a folder of Aff-Wild2 files, or one CSV file."""
     p = Path(path)
     if p.is_dir():
-        return load_affwild2_dir(p)
+        return load_affwild2_dir(p, clip)
     if p.is_file() and p.suffix.lower() in (".csv", ".tsv"):
-        return load_csv(p)
+        return load_csv(p, clip)
     raise LabelError(f"labels must be an Aff-Wild2 folder or a .csv file: {p}")
 
 
@@ -197,10 +271,15 @@ def _normalise_split(s: str, *, where: str = "") -> str:
 def read_split_file(path: str | Path) -> dict[str, str]:
     """Split file: JSON ``{"train": [names], "val": [...]}`` or lines ``name,split``."""
     p = Path(path)
-    text = p.read_text(encoding="utf-8")
+    text = "\n".join(_text_lines(p))
     out: dict[str, str] = {}
     if p.suffix.lower() == ".json":
-        data = json.loads(text)
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise LabelError(f"{p}: not valid JSON ({e})") from e
+        if not isinstance(data, dict):
+            raise LabelError(f"{p}: expected a JSON object {{split: [names]}}")
         for split, names in data.items():
             for n in names:
                 out[str(n)] = _normalise_split(split, where=str(p))
@@ -265,10 +344,3 @@ def match_videos(tracks: Iterable[LabelTrack], video_keys: Iterable[str]) -> dic
         if cands:
             out[t.name] = cands[0]
     return out
-
-
-def split_counts(tracks: Iterable[LabelTrack]) -> Mapping[str, int]:
-    c: dict[str, int] = {}
-    for t in tracks:
-        c[t.split or "?"] = c.get(t.split or "?", 0) + 1
-    return c

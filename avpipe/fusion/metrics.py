@@ -124,19 +124,12 @@ def evaluate(preds: Mapping[str, np.ndarray], labels: Mapping[str, np.ndarray],
 
 
 # --------------------------------------------------------------------------- torch losses
-def _torch():
-    import torch
-
-    return torch
-
-
 def masked_ccc(pred, target, mask, dim_axis: int = -1):
     """Per-dimension CCC over all masked-in frames of the batch (flattened): returns ``(C,)``.
 
     ``pred``/``target``: ``(..., C)``; ``mask``: ``(...)`` bool. Computed in float32 whatever the
     autocast dtype, because moments of ~10^5 fp16 values lose the signal.
     """
-    torch = _torch()
     p = pred.float().reshape(-1, pred.shape[-1])
     t = target.float().reshape(-1, target.shape[-1])
     m = mask.reshape(-1).to(p.dtype).unsqueeze(-1)
@@ -151,7 +144,6 @@ def masked_ccc(pred, target, mask, dim_axis: int = -1):
 def ccc_loss(pred, target, mask, per_window: bool = False):
     """Masked ``sum_d (1 - CCC_d)``. ``per_window``: CCC along time per window, mean over windows
     that have at least two labelled frames (RJCMA style)."""
-    torch = _torch()
     if not per_window:
         return (1 - masked_ccc(pred, target, mask)).sum()
     p, t, m = pred.float(), target.float(), mask.float().unsqueeze(-1)
@@ -177,7 +169,6 @@ def polar_loss(pred, target, mask, eps: float = 1e-3):
     < 0 and arousal ≈ 0), intensity term ``(I_pred - I_true)^2``. Frames with ``I_true < eps`` have no
     defined angle and contribute only the intensity term.
     """
-    torch = _torch()
     p, t = pred.float(), target.float()
     ip, it = p.norm(dim=-1), t.norm(dim=-1)
     cos = (p * t).sum(-1) / (ip.clamp_min(eps) * it.clamp_min(eps))

@@ -17,37 +17,18 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from avpipe.fusion.config import TrainConfig
+from avpipe.display import safe_name
 from avpipe.fusion.data import InMemoryBanks, Stats, TrackRef, load_bank
+from avpipe.fusion.inference import (FORMATS, build_model_from_checkpoint, load_run, predict_provider,
+                                     resolve_device, write_prediction)
 from avpipe.fusion.metrics import EvalResult, evaluate
 from avpipe.fusion.source import FeatureError, FeatureSource
-from avpipe.fusion.train import (build_model_from_checkpoint, load_run, open_source, predict_provider,
-                                 prepare, resolve_device)
+from avpipe.fusion.train import open_source, prepare
 from avpipe.pipeline.atomic import atomic_write_text
 
-FORMATS = ("csv", "affwild2")
-
-
-def write_prediction(path: str | Path, pred: np.ndarray, fmt: str = "csv") -> Path:
-    """One video's (n, 2) predictions, clipped to [-1, 1]."""
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown format {fmt!r}; use {FORMATS}")
-    p = np.clip(np.asarray(pred, dtype=np.float64), -1, 1)
-    s = io.StringIO()
-    w = csv.writer(s, lineterminator="\n")
-    if fmt == "csv":
-        w.writerow(["frame", "valence", "arousal"])
-        w.writerows((i, f"{v:.6f}", f"{a:.6f}") for i, (v, a) in enumerate(p))
-    else:
-        w.writerow(["valence", "arousal"])
-        w.writerows((f"{v:.6f}", f"{a:.6f}") for v, a in p)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, s.getvalue())
-    return path
+__all__ = ["FORMATS", "PredictionErrors", "evaluate_run", "predict_videos", "write_prediction"]
 
 
 def _model_and_stats(run_path: str | Path, device: torch.device, which: str = "best"):
@@ -112,7 +93,7 @@ class PredictionErrors(RuntimeError):
     """Some videos could not be predicted; the others were written (``written``)."""
 
     def __init__(self, failed: list[str], written: list[Path]) -> None:
-        super().__init__(f"{len(failed)} video(s) could not be predicted: {', '.join(failed)}; "
+        super().__init__(f"{len(failed)} video(s) could not be predicted: {', '.join(map(safe_name, failed))}; "
                          f"{len(written)} written")
         self.failed, self.written = failed, written
 
@@ -133,7 +114,7 @@ def predict_videos(run_path: str | Path, videos: str | Path, out: str | Path, *,
 
         keys = [f.key for f in iter_video_files(videos)]
     if not keys:
-        raise FileNotFoundError(f"no videos under {videos}")
+        raise FileNotFoundError(f"no videos under {safe_name(str(videos))}")
     if extract and source is None:
         from avpipe.pipeline.runner import run_extract
 
@@ -157,7 +138,7 @@ def predict_videos(run_path: str | Path, videos: str | Path, out: str | Path, *,
             missing = [m for m, (s, f) in fps.items() if not source.has(s, f, key)]
             if missing:
                 raise FeatureError(
-                    f"{key}: no cached features for {missing} with the run's fingerprints "
+                    f"{safe_name(key)}: no cached features for {missing} with the run's fingerprints "
                     f"({', '.join(f'{m}={fps[m][0]}@{fps[m][1][:12]}' for m in missing)}); the "
                     f"extraction failed, or the stage config, code version or weights differ from training")
             bank = load_bank(source, fps, [TrackRef(key, key, None)], device=dev, dtype=cfg.feature_dtype)

@@ -145,17 +145,21 @@ class MemorySource:
 class CacheSource:
     """:class:`FeatureSource` over the pipeline's cache index (``avpipe.pipeline.store.Cache``).
 
-    Resolution of a stage name: among the fingerprints with complete entries for the stage, the one
-    that covers the most of the requested videos, newest first on ties. Every video must be
-    covered by that one fingerprint: mixing fingerprints inside one training set would mix feature
-    definitions silently.
+    Resolution of a stage name is exact, never "the newest": the fingerprint of the stage's
+    config (``config``: a pipeline config, default every stage's defaults, see
+    :meth:`Cache.resolve`); if the cache has no entries of that config, the one fingerprint of the
+    stage that covers every requested video (e.g. precomputed features); if several could be
+    meant, an error listing them with their configs (pin one: ``stage@fingerprint``). Every video
+    must be covered by that one fingerprint: mixing fingerprints inside one training set would mix
+    feature definitions silently. Reads then pin the resolved fingerprint.
     """
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, config: Any = None) -> None:
         from avpipe.pipeline.store import Cache
 
         self.root = Path(root)
         self.cache = Cache(self.root)
+        self.config = config
         self._videos: list[tuple[str, str]] | None = None
         self._cid: dict[str, str] = {}
         self._rows: dict[tuple[str, str], dict[str, int | None]] = {}
@@ -182,6 +186,8 @@ class CacheSource:
         return out
 
     def resolve(self, ref: StageRef, videos: list[str]) -> str:
+        from avpipe.pipeline.types import AmbiguousRead, NotCached
+
         cids = {self.content_id(v): v for v in videos}
         fps = self._entries(ref.stage)
         if ref.fingerprint:
@@ -191,14 +197,33 @@ class CacheSource:
                                    f"{ref.fingerprint!r} in {self.root}")
             if len(fps) > 1:
                 raise FeatureError(f"fingerprint prefix {ref.fingerprint!r} is ambiguous: {sorted(fps)}")
-        if not fps:
-            raise FeatureError(_missing_msg(ref.stage, len(videos), videos))
-        best = max(fps.items(), key=lambda kv: (len(kv[1]["cids"] & set(cids)), kv[1]["created"]))
-        missing = [cids[c] for c in cids if c not in best[1]["cids"]]
+            best = next(iter(fps))
+        else:
+            if not fps:
+                raise FeatureError(_missing_msg(ref.stage, len(videos), videos))
+            try:
+                best = self.cache.resolve(ref.stage, self.config)
+            except AmbiguousRead as e:
+                raise FeatureError(str(e)) from e
+            except (NotCached, ValueError):
+                best = ""
+            if best not in fps:  # no entries of that config: only an unambiguous other one will do
+                full = [f for f, d in fps.items() if set(cids) <= d["cids"]]
+                if len(full) != 1:
+                    raise FeatureError(self._choose_msg(ref.stage, sorted(full or fps)))
+                best = full[0]
+        missing = [cids[c] for c in cids if c not in fps[best]["cids"]]
         if missing:
             raise FeatureError(_missing_msg(ref.stage, len(missing), missing)
-                               + f" (fingerprint {best[0][:12]})")
-        return best[0]
+                               + f" (fingerprint {best[:12]})")
+        return best
+
+    def _choose_msg(self, stage: str, fps: list[str]) -> str:
+        rows = {f.fingerprint: f for f in self.cache.fingerprints(stage)}
+        listed = "; ".join(f"{stage}@{f[:16]} config={rows[f].config if f in rows else '?'}" for f in fps)
+        return (f"stage {stage!r}: the cache has no entries of its default config and "
+                f"{len(fps)} other fingerprint(s) could be meant: {listed}. Pin one with "
+                f"--features MODALITY={stage}@FINGERPRINT (a stage name never means 'the newest')")
 
     def n_rows(self, stage: str, fingerprint: str, video: str) -> int | None:
         """Row count from the index (EntryInfo.n_rows) without opening the shard."""

@@ -1,10 +1,14 @@
 """Training loop: data once in memory, windows by index, CCC loss, checkpoints that survive SIGKILL.
 
 Reproducibility and resume: the window order of epoch *e* depends only on (seed, e); the model,
-optimiser, LR-controller state, early-stopping counters, history and the torch RNG state are
+optimiser, LR-schedule state, early-stopping counters, history and the torch RNG state are
 checkpointed atomically at the end of every epoch. A run killed at any point and resumed with
 ``--resume`` restarts from the last completed epoch and ends with the same metrics as an
 uninterrupted run (CPU; on GPU up to non-deterministic kernels).
+
+Runs are never lost: an existing run folder is refused unless resumed (same model and features)
+or explicitly overwritten (:meth:`avpipe.fusion.run.RunDir.claim`), and the run records absolute
+cache and label paths so ``evaluate``/``predict`` work from any directory.
 
 Multi-GPU: launched with ``torchrun`` (env ``WORLD_SIZE``/``RANK``/``LOCAL_RANK``) the model is
 wrapped in DDP (NCCL on CUDA, gloo on CPU); every rank holds the bank and takes an interleaved slice
@@ -14,13 +18,14 @@ weights (no communication, identical early-stopping decisions); only rank 0 writ
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import random
 import time
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,26 +33,21 @@ import numpy as np
 import torch
 
 from avpipe.fusion.config import TrainConfig
-from avpipe.fusion.data import (ChunkedBanks, InMemoryBanks, Stats, TrackRef, compute_stats,
-                                make_provider)
+from avpipe.fusion.data import ChunkedBanks, InMemoryBanks, Stats, TrackRef, compute_stats, make_provider
+from avpipe.fusion.inference import (build_model_from_checkpoint, load_run, predict_provider,  # noqa: F401
+                                     resolve_device, write_prediction)
 from avpipe.fusion.labels import LabelError, assign_splits, load_labels, match_videos
 from avpipe.fusion.metrics import EvalResult, compute_loss, evaluate
 from avpipe.fusion.models import MissingModalityError, create_model, get_model_class
 from avpipe.fusion.run import RunDir
+from avpipe.fusion.schedule import LRSchedule
 from avpipe.fusion.source import FeatureError, FeatureSet, FeatureSource
-from avpipe.fusion.windows import batches, make_windows
+from avpipe.fusion.windows import Windows, batches, make_windows
+
+Provider = InMemoryBanks | ChunkedBanks
 
 
 # ----------------------------------------------------------------------------- setup
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        if torch.cuda.is_available():
-            lr = int(os.environ.get("LOCAL_RANK", 0))
-            return torch.device(f"cuda:{lr}")
-        return torch.device("cpu")
-    return torch.device(device)
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2 ** 32))
@@ -73,7 +73,7 @@ def prepare(cfg: TrainConfig, source: FeatureSource) -> Prepared:
     cls = get_model_class(cfg.fusion)
     mods = cls.required_modalities(cfg.model)
     fset = FeatureSet.parse(cfg.features or None, mods).subset(mods)
-    tracks = assign_splits(load_labels(cfg.labels), cfg.split_file, cfg.val_fraction, cfg.seed)
+    tracks = assign_splits(load_labels(cfg.labels, cfg.clip_labels), cfg.split_file, cfg.val_fraction, cfg.seed)
     keymap = match_videos(tracks, [k for k, _ in source.videos()])
     unmatched = [t.name for t in tracks if t.name not in keymap and t.split in ("train", "val")]
     if unmatched:
@@ -100,47 +100,19 @@ def prepare(cfg: TrainConfig, source: FeatureSource) -> Prepared:
     return Prepared(train, val, fps, mods)
 
 
-# ----------------------------------------------------------------------------- LR control
-class LRController:
-    """The schedules of docs/models.md#training-defaults as one small state machine (JSON-able state).
+def absolute_paths(cfg: TrainConfig) -> TrainConfig:
+    """The config with its cache, labels and split-file paths made absolute (``~`` expanded).
 
-    * ``step`` — lr for epochs ≤ step_start, then × step_gamma every step_every epochs (the
-      Praveen code's hard-coded schedule: 1e-3, ×0.8 / 2 epochs after epoch 5);
-    * ``plateau`` — × plateau_factor after plateau_patience epochs without validation-CCC gain;
-    * ``warmup_plateau`` — linear per-batch warm-up over warmup_epochs, then plateau (RJCMA);
-    * ``none`` — constant.
-    """
+    Why: the run folder records them, and ``evaluate RUN`` / ``predict --run RUN`` are often run
+    from another directory than ``train`` was."""
+    def absolute(p: str | None) -> str | None:
+        return str(Path(p).expanduser().absolute()) if p else p
 
-    def __init__(self, cfg: TrainConfig, steps_per_epoch: int) -> None:
-        self.cfg = cfg
-        self.base = float(cfg.lr)
-        self.steps = max(1, steps_per_epoch)
-        self.state = {"lr": self.base, "best": -math.inf, "bad": 0}
-        if cfg.schedule not in ("step", "plateau", "warmup_plateau", "none"):
-            raise ValueError(f"unknown schedule {cfg.schedule!r}")
-
-    def lr_at(self, epoch: int, step: int) -> float:
-        c = self.cfg
-        if c.schedule == "step":
-            k = max(0, math.ceil((epoch - c.step_start) / c.step_every)) if epoch > c.step_start else 0
-            return self.base * c.step_gamma ** k
-        if c.schedule == "warmup_plateau" and epoch < (c.warmup_epochs or 0):
-            return self.base * (epoch * self.steps + step + 1) / ((c.warmup_epochs or 1) * self.steps)
-        return self.state["lr"] if c.schedule != "none" else self.base
-
-    def end_epoch(self, val_score: float) -> None:
-        c = self.cfg
-        if c.schedule not in ("plateau", "warmup_plateau"):
-            return
-        if val_score > self.state["best"] + 1e-4:
-            self.state["best"], self.state["bad"] = float(val_score), 0
-        else:
-            self.state["bad"] += 1
-            if self.state["bad"] > c.plateau_patience:
-                self.state["lr"] = max(c.min_lr, self.state["lr"] * c.plateau_factor)
-                self.state["bad"] = 0
+    return dataclasses.replace(cfg, cache=absolute(cfg.cache) or cfg.cache, labels=absolute(cfg.labels) or "",
+                               split_file=absolute(cfg.split_file))
 
 
+# ----------------------------------------------------------------------------- optimisation
 def make_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay or 0.0)
@@ -150,40 +122,13 @@ def make_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
 
 
 def amp_settings(cfg: TrainConfig, device: torch.device) -> tuple[bool, torch.dtype]:
+    """Autocast: fp16 on CUDA by default; bf16 when asked, on CUDA or on CPU (where AVX512-BF16/AMX
+    make the recursive models ≈2× faster; without them it is emulated: correct, not faster)."""
+    if cfg.amp == "bf16" and device.type in ("cuda", "cpu"):
+        return True, torch.bfloat16
     if device.type != "cuda" or cfg.amp == "off":
         return False, torch.float32
-    if cfg.amp == "bf16":
-        return True, torch.bfloat16
     return True, torch.float16
-
-
-# ----------------------------------------------------------------------------- prediction
-@torch.no_grad()
-def predict_provider(model: torch.nn.Module, provider: InMemoryBanks | ChunkedBanks, window: int, hop: int,
-                     batch_size: int, amp: tuple[bool, torch.dtype] = (False, torch.float32)
-                     ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Per-track predictions (overlapping windows averaged per frame), labels and label masks."""
-    was = model.training
-    model.eval()
-    preds, labels, valid = {}, {}, {}
-    for bank in provider.groups(0, None):
-        w = make_windows(bank.offsets, window, hop)
-        acc = torch.zeros(bank.n_rows, 2, device=bank.device)
-        cnt = torch.zeros(bank.n_rows, device=bank.device)
-        for idx in batches(len(w), batch_size, seed=None, device=bank.device):
-            b = bank.gather(w.select(idx), window)
-            with torch.autocast(bank.device.type, dtype=amp[1], enabled=amp[0]):
-                p = model(b.x, b.mask)
-            r = b.rows[b.inwin]
-            acc.index_put_((r,), p.float()[b.inwin], accumulate=True)
-            cnt.index_put_((r,), torch.ones_like(r, dtype=cnt.dtype), accumulate=True)
-        out = (acc / cnt.clamp_min(1).unsqueeze(1)).cpu().numpy()
-        y, yv = bank.y.cpu().numpy(), bank.y_valid.cpu().numpy()
-        for i, name in enumerate(bank.names):
-            s = bank.track_slice(i)
-            preds[name], labels[name], valid[name] = out[s], y[s], yv[s]
-    model.train(was)
-    return preds, labels, valid
 
 
 # ----------------------------------------------------------------------------- distributed
@@ -201,39 +146,212 @@ def init_distributed(device: torch.device) -> tuple[int, int]:
     return rank, world
 
 
-# ----------------------------------------------------------------------------- training
-def _checkpoint_state(model, opt, scaler, lrc: LRController, epoch: int, best: dict[str, Any],
-                      bad: int, history: list[dict[str, Any]], cfg: TrainConfig, stats: Stats,
-                      dims: Mapping[str, int]) -> dict[str, Any]:
+# ----------------------------------------------------------------------------- training steps
+@dataclass
+class Data:
+    """The loaded splits, normalised with the training statistics."""
+
+    prep: Prepared
+    train: Provider
+    val: Provider
+    stats: Stats
+    load_s: float
+
+
+@dataclass
+class Fit:
+    """What the optimisation works on."""
+
+    model: torch.nn.Module
+    ddp_model: torch.nn.Module
+    opt: torch.optim.Optimizer
+    amp: tuple[bool, torch.dtype]
+    scaler: Any  # torch.amp.GradScaler | None
+
+
+@dataclass
+class Progress:
+    """The early-stopping state carried from epoch to epoch (and through checkpoints)."""
+
+    start_epoch: int = 0
+    best: dict[str, Any] = field(default_factory=lambda: {"score": -math.inf, "epoch": -1})
+    bad: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def record(self, epoch: int, row: dict[str, Any], score: float) -> bool:
+        """Append the epoch's row; True when it is the new best."""
+        self.history.append(row)
+        if score > self.best["score"]:
+            self.best = {"score": float(score), "epoch": epoch,
+                         **{k: float(v) for k, v in row.items() if k.startswith("val_")}}
+            self.bad = 0
+            return True
+        self.bad += 1
+        return False
+
+
+def claim_run(cfg: TrainConfig, *, resume: bool, overwrite: bool, check: bool = True) -> TrainConfig:
+    """The config to train with: the run's own when resuming its checkpoint, else ``cfg``.
+
+    ``check`` (rank 0) refuses an existing run folder unless ``resume`` (with the run's model and
+    features) or ``overwrite`` (which deletes the old run's files), before any data is loaded."""
+    run = RunDir(cfg.out)
+    if check:
+        run.claim(resume=resume, overwrite=overwrite)
+    if not (resume and run.config.is_file()):
+        return cfg
+    saved = TrainConfig.load(run.config)
+    if check:
+        run.check_resume(saved.to_dict(), cfg.to_dict())
+    if not run.last.is_file():
+        return cfg  # killed before the first epoch ended: start again with the same settings
+    if cfg.epochs is not None:
+        saved.epochs = cfg.epochs
+    return saved
+
+
+def load_data(cfg: TrainConfig, source: FeatureSource, device: torch.device, bank: Any = None) -> Data:
+    """Labels and features of both splits, normalised with the training split's statistics
+    (or handed out, already normalised, by a sweep's shared ``bank``)."""
+    prep = prepare(cfg, source)
+    budget = int(cfg.memory_budget_gb * (1 << 30)) if cfg.memory_budget_gb else None
+    t0 = time.perf_counter()
+    shared = bank.providers(source, prep, cfg, device) if bank is not None else None
+    if shared is not None:
+        tr, va, stats = shared
+        return Data(prep, tr, va, stats, time.perf_counter() - t0)
+    tr, va = (make_provider(source, prep.fps, refs, device=device, dtype=cfg.feature_dtype,
+                            tolerance=cfg.label_tolerance, budget_bytes=budget) for refs in (prep.train, prep.val))
+    stats = compute_stats(tr.groups(0, None))
+    for p in (tr, va):
+        (p.bank.set_stats if isinstance(p, InMemoryBanks) else p.set_stats)(stats)
+    return Data(prep, tr, va, stats, time.perf_counter() - t0)
+
+
+def build_fit(cfg: TrainConfig, dims: Mapping[str, int], device: torch.device, world: int) -> Fit:
+    """Model (seeded, so every rank starts from the same weights), DDP wrapper, optimiser, AMP."""
+    seed_everything(cfg.seed)
+    model = create_model(cfg.fusion, dims, cfg.window, **cfg.model).to(device)
+    ddp_model = model
+    if world > 1:
+        ddp_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    amp = amp_settings(cfg, device)
+    scaler = torch.amp.GradScaler("cuda") if amp[0] and amp[1] == torch.float16 else None
+    return Fit(model, ddp_model, make_optimizer(cfg, model.parameters()), amp, scaler)
+
+
+def training_windows(cfg: TrainConfig, tr: Provider) -> tuple[Windows | None, int]:
+    """The training windows (kept when the split is one bank) and their total count."""
+    if isinstance(tr, InMemoryBanks):
+        w = make_windows(tr.bank.offsets, cfg.window, cfg.hop, tr.bank.y_valid, require_labels=True)
+        return w, len(w)
+    n = sum(len(make_windows(b.offsets, cfg.window, cfg.hop, b.y_valid, require_labels=True))
+            for b in tr.groups(0, None))
+    return None, n
+
+
+def restore(run: RunDir, fit: Fit, lrs: LRSchedule, device: torch.device) -> Progress:
+    """Model, optimiser, scaler, LR state, RNG and early-stopping state from the last checkpoint."""
+    ck = run.load_checkpoint("last", map_location=device)
+    fit.model.load_state_dict(ck["model"])
+    fit.opt.load_state_dict(ck["optimizer"])
+    if fit.scaler is not None and ck.get("scaler"):
+        fit.scaler.load_state_dict(ck["scaler"])
+    lrs.load_state_dict(ck["lr_state"])
+    torch.set_rng_state(ck["rng"]["torch"].cpu())
+    if "cuda" in ck["rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in ck["rng"]["cuda"]])
+    return Progress(ck["epoch"] + 1, dict(ck["best"]), int(ck["bad_epochs"]), list(ck["history"]))
+
+
+def train_epoch(cfg: TrainConfig, fit: Fit, tr: Provider, windows: Windows | None, lrs: LRSchedule, epoch: int,
+                device: torch.device, rank: int, world: int) -> tuple[float, int, float]:
+    """One pass over the training windows; returns (summed loss, batches, last lr used)."""
+    fit.model.train()
+    aux = cfg.aux_losses or {}
+    tot, nb, lr = 0.0, 0, lrs.lr
+    for gi, bank in enumerate(tr.groups(epoch, cfg.seed)):
+        w = windows if windows is not None else \
+            make_windows(bank.offsets, cfg.window, cfg.hop, bank.y_valid, require_labels=True)
+        for idx in batches(len(w), int(cfg.batch_size), seed=cfg.seed, epoch=epoch * 7919 + gi,
+                           rank=rank, world=world, device=device):
+            lr = lrs.lr
+            b = bank.gather(w.select(idx), cfg.window)
+            with torch.autocast(device.type, dtype=fit.amp[1], enabled=fit.amp[0]):
+                pred = fit.ddp_model(b.x, b.mask)
+            loss = compute_loss(cfg.loss, pred.float(), b.y, b.y_mask, aux)
+            _optimiser_step(cfg, fit, loss)
+            lrs.after_batch()
+            tot += float(loss.detach())
+            nb += 1
+    return tot, nb, lr
+
+
+def _optimiser_step(cfg: TrainConfig, fit: Fit, loss: torch.Tensor) -> None:
+    fit.opt.zero_grad(set_to_none=True)
+    if fit.scaler is not None:
+        fit.scaler.scale(loss).backward()
+        fit.scaler.unscale_(fit.opt)
+    else:
+        loss.backward()
+    if cfg.grad_clip:
+        torch.nn.utils.clip_grad_norm_(fit.model.parameters(), cfg.grad_clip)
+    if fit.scaler is not None:
+        fit.scaler.step(fit.opt)
+        fit.scaler.update()
+    else:
+        fit.opt.step()
+
+
+def epoch_row(epoch: int, lr: float, loss_sum: float, nb: int, ev: EvalResult, train_s: float, epoch_s: float,
+              n_windows: int) -> dict[str, Any]:
+    """One metrics.csv row."""
+    row = {"epoch": epoch, "lr": lr, "train_loss": loss_sum / max(nb, 1),
+           "val_ccc_valence": ev.overall["valence"], "val_ccc_arousal": ev.overall["arousal"],
+           "val_ccc_mean": ev.overall["mean"], "train_s": round(train_s, 3), "epoch_s": round(epoch_s, 3),
+           "windows": n_windows}
+    if ev.overall_smoothed:
+        row.update({f"val_ccc_{k}_smoothed": v for k, v in ev.overall_smoothed.items()})
+    return row
+
+
+def _checkpoint_state(fit: Fit, lrs: LRSchedule, epoch: int, progress: Progress, cfg: TrainConfig,
+                      stats: Stats, dims: Mapping[str, int]) -> dict[str, Any]:
     rng = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state_all()
-    return {"model": model.state_dict(), "optimizer": opt.state_dict(),
-            "scaler": scaler.state_dict() if scaler is not None else {},
-            "lr_state": dict(lrc.state), "epoch": epoch, "best": dict(best), "bad_epochs": bad,
-            "history": list(history), "rng": rng, "config": cfg.to_dict(), "stats": stats.to_dict(),
+    return {"model": fit.model.state_dict(), "optimizer": fit.opt.state_dict(),
+            "scaler": fit.scaler.state_dict() if fit.scaler is not None else {},
+            "lr_state": lrs.state_dict(), "epoch": epoch, "best": dict(progress.best), "bad_epochs": progress.bad,
+            "history": list(progress.history), "rng": rng, "config": cfg.to_dict(), "stats": stats.to_dict(),
             "dims": dict(dims), "fusion": cfg.fusion, "window": cfg.window, "model_options": dict(cfg.model)}
 
 
-def build_model_from_checkpoint(ck: Mapping[str, Any], device: torch.device | str = "cpu") -> torch.nn.Module:
-    model = create_model(ck["fusion"], ck["dims"], ck["window"], **ck["model_options"])
-    model.load_state_dict(ck["model"])
-    return model.to(device).eval()
+def _log_epoch(log: Callable[[str], None], row: Mapping[str, Any], improved: bool) -> None:
+    from avpipe.fusion.progress import fit_line  # one terminal line per epoch
+
+    log(fit_line(f"epoch {row['epoch']:3d} lr {row['lr']:.2e} loss {row['train_loss']:.4f} val CCC "
+        f"V {row['val_ccc_valence']:.4f} A {row['val_ccc_arousal']:.4f} mean {row['val_ccc_mean']:.4f}"
+        f"{' *' if improved else ''} ({row['epoch_s']:.1f}s)"))
 
 
-def train(cfg: TrainConfig, *, source: FeatureSource | None = None, resume: bool = False,
-          log: Callable[[str], None] = print, max_epochs_this_call: int | None = None) -> dict[str, Any]:
+# ----------------------------------------------------------------------------- training
+def train(cfg: TrainConfig, *, source: FeatureSource | None = None, resume: bool = False, overwrite: bool = False,
+          log: Callable[[str], None] = print, max_epochs_this_call: int | None = None,
+          bank: Any = None) -> dict[str, Any]:
     """Train ``cfg.fusion``; returns the final summary (best epoch, best validation metrics).
 
-    ``max_epochs_this_call`` stops after that many epochs (tests of resume).
+    An existing run in ``cfg.out`` is refused (:class:`~avpipe.fusion.run.RunConflictError`)
+    unless ``resume`` or ``overwrite``. ``max_epochs_this_call`` stops after that many epochs
+    (tests of resume). ``bank``: a :class:`avpipe.fusion.sweep.BankCache` that hands out already
+    loaded and normalised banks (a sweep's runs share one load per process); None or a miss: load
+    here as usual.
     """
+    rank0 = dist_info()[0] == 0
+    cfg = claim_run(cfg, resume=resume, overwrite=overwrite, check=rank0)
     run = RunDir(cfg.out)
-    if resume and run.last.is_file():
-        saved = TrainConfig.load(run.config)
-        if cfg.epochs is not None:
-            saved.epochs = cfg.epochs
-        cfg = saved
-    cfg = cfg.resolved()
+    cfg = absolute_paths(cfg.resolved())
     device = resolve_device(cfg.device)
     rank, world = init_distributed(device)
     main_proc = rank == 0
@@ -241,135 +359,63 @@ def train(cfg: TrainConfig, *, source: FeatureSource | None = None, resume: bool
 
     torch.set_num_threads(cfg.num_threads or default_num_threads())  # not every core when some are taken
     seed_everything(cfg.seed)
-    source = source if source is not None else open_source(cfg)
-    prep = prepare(cfg, source)
-    budget = int(cfg.memory_budget_gb * (1 << 30)) if cfg.memory_budget_gb else None
-    t0 = time.perf_counter()
-    tr = make_provider(source, prep.fps, prep.train, device=device, dtype=cfg.feature_dtype,
-                       tolerance=cfg.label_tolerance, budget_bytes=budget)
-    va = make_provider(source, prep.fps, prep.val, device=device, dtype=cfg.feature_dtype,
-                       tolerance=cfg.label_tolerance, budget_bytes=budget)
-    stats = compute_stats(tr.groups(0, None))
-    for p in (tr, va):
-        (p.bank.set_stats if isinstance(p, InMemoryBanks) else p.set_stats)(stats)
-    load_s = time.perf_counter() - t0
+    data = load_data(cfg, source if source is not None else open_source(cfg), device, bank)
     if main_proc:
+        if overwrite and not resume:
+            run.clear()  # only now: a run that fails to start (bad labels, no features) loses nothing
         run.create()
         cfg.save(run.config)
-        log(f"[{cfg.fusion}] {len(prep.train)} train / {len(prep.val)} val tracks; features "
-            + ", ".join(f"{m}={s}@{f[:12]}" for m, (s, f) in prep.fps.items())
-            + f"; loaded in {load_s:.1f}s ({'chunked' if tr.chunked else 'in memory'}, {device})")
-    dims = tr.dims
-    seed_everything(cfg.seed)
-    model = create_model(cfg.fusion, dims, cfg.window, **cfg.model).to(device)
-    ddp_model = model
-    if world > 1:
-        ddp_model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
-    opt = make_optimizer(cfg, model.parameters())
-    amp = amp_settings(cfg, device)
-    scaler = torch.amp.GradScaler("cuda") if amp[0] and amp[1] == torch.float16 else None
-    # steps per epoch (for warm-up): windows per rank / batch
-    if isinstance(tr, InMemoryBanks):
-        train_windows = [make_windows(tr.bank.offsets, cfg.window, cfg.hop, tr.bank.y_valid, require_labels=True)]
-        n_windows = len(train_windows[0])
-    else:
-        train_windows, n_windows = None, 0
-        for b in tr.groups(0, None):
-            n_windows += len(make_windows(b.offsets, cfg.window, cfg.hop, b.y_valid, require_labels=True))
-    lrc = LRController(cfg, math.ceil(n_windows / world / cfg.batch_size))
-    start_epoch, best, bad, history = 0, {"score": -math.inf, "epoch": -1}, 0, []
+        log(f"[{cfg.fusion}] {len(data.prep.train)} train / {len(data.prep.val)} val tracks; features "
+            + ", ".join(f"{m}={s}@{f[:12]}" for m, (s, f) in data.prep.fps.items())
+            + f"; loaded in {data.load_s:.1f}s ({'chunked' if data.train.chunked else 'in memory'}, {device})")
+    dims = data.train.dims
+    fit = build_fit(cfg, dims, device, world)
+    windows, n_windows = training_windows(cfg, data.train)
+    lrs = LRSchedule(cfg, fit.opt, math.ceil(n_windows / world / cfg.batch_size))
+    progress = Progress()
     if resume and run.last.is_file():
-        ck = run.load_checkpoint("last", map_location=device)
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        if scaler is not None and ck.get("scaler"):
-            scaler.load_state_dict(ck["scaler"])
-        lrc.state = dict(ck["lr_state"])
-        start_epoch, best, bad, history = ck["epoch"] + 1, dict(ck["best"]), int(ck["bad_epochs"]), list(ck["history"])
-        torch.set_rng_state(ck["rng"]["torch"].cpu())
-        if "cuda" in ck["rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all([s.cpu() for s in ck["rng"]["cuda"]])
+        progress = restore(run, fit, lrs, device)
         if main_proc:
-            log(f"resumed from epoch {ck['epoch']} (best {best['score']:.4f} at epoch {best['epoch']})")
+            log(f"resumed from epoch {progress.start_epoch - 1} (best {progress.best['score']:.4f} at epoch "
+                f"{progress.best['epoch']})")
     tb = _tensorboard(run) if main_proc else None
-    aux = cfg.aux_losses or {}
     done_this_call = 0
-    for epoch in range(start_epoch, int(cfg.epochs)):
-        if bad >= cfg.patience:
+    for epoch in range(progress.start_epoch, int(cfg.epochs)):
+        if progress.bad >= cfg.patience:
             break
         te = time.perf_counter()
-        model.train()
-        tot, nb, step = 0.0, 0, 0
-        for gi, bank in enumerate(tr.groups(epoch, cfg.seed)):
-            w = train_windows[0] if train_windows is not None else \
-                make_windows(bank.offsets, cfg.window, cfg.hop, bank.y_valid, require_labels=True)
-            for idx in batches(len(w), int(cfg.batch_size), seed=cfg.seed, epoch=epoch * 7919 + gi,
-                               rank=rank, world=world, device=device):
-                lr = lrc.lr_at(epoch, step)
-                for g in opt.param_groups:
-                    g["lr"] = lr
-                b = bank.gather(w.select(idx), cfg.window)
-                with torch.autocast(device.type, dtype=amp[1], enabled=amp[0]):
-                    pred = ddp_model(b.x, b.mask)
-                loss = compute_loss(cfg.loss, pred.float(), b.y, b.y_mask, aux)
-                opt.zero_grad(set_to_none=True)
-                if scaler is not None:
-                    scaler.scale(loss).backward()
-                    scaler.unscale_(opt)
-                else:
-                    loss.backward()
-                if cfg.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                if scaler is not None:
-                    scaler.step(opt)
-                    scaler.update()
-                else:
-                    opt.step()
-                tot += float(loss.detach())
-                nb += 1
-                step += 1
+        loss_sum, nb, lr = train_epoch(cfg, fit, data.train, windows, lrs, epoch, device, rank, world)
         train_s = time.perf_counter() - te
-        preds, labels, valid = predict_provider(model, va, cfg.window, int(cfg.eval_hop), int(cfg.batch_size) * 2, amp)
+        preds, labels, valid = predict_provider(fit.model, data.val, cfg.window, int(cfg.eval_hop),
+                                                int(cfg.batch_size) * 2, fit.amp)
         ev = evaluate(preds, labels, valid, cfg.smoothing)
-        score = ev.overall["mean"]
-        if not math.isfinite(score):
-            score = -1.0
-        lrc.end_epoch(score)
-        row = {"epoch": epoch, "lr": lr if nb else lrc.lr_at(epoch, 0), "train_loss": tot / max(nb, 1),
-               "val_ccc_valence": ev.overall["valence"], "val_ccc_arousal": ev.overall["arousal"],
-               "val_ccc_mean": ev.overall["mean"], "train_s": round(train_s, 3),
-               "epoch_s": round(time.perf_counter() - te, 3), "windows": n_windows}
-        if ev.overall_smoothed:
-            row.update({f"val_ccc_{k}_smoothed": v for k, v in ev.overall_smoothed.items()})
-        history.append(row)
-        improved = score > best["score"]
-        if improved:
-            best, bad = {"score": float(score), "epoch": epoch, **{k: float(v) for k, v in row.items()
-                                                                   if k.startswith("val_")}}, 0
-        else:
-            bad += 1
+        score = ev.overall["mean"] if math.isfinite(ev.overall["mean"]) else -1.0
+        lrs.end_epoch(epoch, score)
+        row = epoch_row(epoch, lr, loss_sum, nb, ev, train_s, time.perf_counter() - te, n_windows)
+        improved = progress.record(epoch, row, score)
         if main_proc:
-            state = _checkpoint_state(model, opt, scaler, lrc, epoch, best, bad, history, cfg, stats, dims)
+            state = _checkpoint_state(fit, lrs, epoch, progress, cfg, data.stats, dims)
             if improved:
                 run.save_checkpoint(state, "best")
             run.save_checkpoint(state, "last")
-            run.write_metrics(history)
+            run.write_metrics(progress.history)
             if tb is not None:
-                for k, v in row.items():
-                    tb.add_scalar(k, v, epoch)
-            log(f"epoch {epoch:3d} lr {row['lr']:.2e} loss {row['train_loss']:.4f} val CCC "
-                f"V {row['val_ccc_valence']:.4f} A {row['val_ccc_arousal']:.4f} mean {row['val_ccc_mean']:.4f}"
-                f"{' *' if improved else ''} ({row['epoch_s']:.1f}s)")
+                from avpipe.fusion.tensorboard import log_epoch
+
+                log_epoch(tb, row, epoch)
+            _log_epoch(log, row, improved)
         done_this_call += 1
         if max_epochs_this_call is not None and done_this_call >= max_epochs_this_call:
             break
-    summary = {"fusion": cfg.fusion, "best_epoch": best["epoch"], "best": best, "epochs_run": len(history),
-               "run": str(run.path), "load_s": load_s}
+    summary = {"fusion": cfg.fusion, "best_epoch": progress.best["epoch"], "best": progress.best,
+               "epochs_run": len(progress.history), "run": str(run.path), "load_s": data.load_s}
     if main_proc:
-        finish(run, cfg, va, device)
+        finish(run, cfg, data.val, device)
         run.write_json("summary.json", summary)
     if tb is not None:
+        from avpipe.fusion.tensorboard import log_final
+
+        log_final(tb, run.path, len(progress.history))
         tb.close()
     return summary
 
@@ -382,8 +428,6 @@ def finish(run: RunDir, cfg: TrainConfig, va, device: torch.device) -> EvalResul
     model = build_model_from_checkpoint(ck, device)
     preds, labels, valid = predict_provider(model, va, cfg.window, int(cfg.eval_hop), int(cfg.batch_size) * 2)
     ev = evaluate(preds, labels, valid, cfg.smoothing)
-    from avpipe.fusion.predict import write_prediction
-
     out = run.predictions / "val"
     for name, p in preds.items():
         write_prediction(out / f"{_safe(name)}.csv", p, "csv")
@@ -402,18 +446,6 @@ def _safe(name: str) -> str:
 
 
 def _tensorboard(run: RunDir):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except Exception:
-        return None
-    try:
-        return SummaryWriter(str(run.path / "tensorboard"))
-    except Exception:  # pragma: no cover
-        return None
+    from avpipe.fusion.tensorboard import open_writer
 
-
-def load_run(path: str | Path) -> tuple[RunDir, TrainConfig]:
-    run = RunDir(path)
-    if not run.exists():
-        raise FileNotFoundError(f"not a run folder (no config.json): {path}")
-    return run, TrainConfig.load(run.config)
+    return open_writer(run.path)

@@ -4,13 +4,17 @@ A window is ``(start row in the bank, valid length)``. Batches are built by one 
 modality: ``rows = start[:, None] + arange(T)``, positions past the video's end are padded (zero
 features, mask False). Everything happens on the bank's device, so a GPU epoch never leaves it.
 
-Placement (docs/models.md#windows, the RJCMA convention): windows of ``T`` frames every ``hop``
+Placement (the RJCMA convention): windows of ``T`` frames every ``hop``
 frames, the last one aligned to the video's end so that every frame is covered; a video shorter
 than ``T`` gives one padded window. Evaluation averages the overlapping predictions per frame.
+
+Clip tokens (:func:`pool_clips`, :func:`expand_clips`): models with ``clip_len`` K > 1 see
+``T / K`` tokens per window (the authors' JCA/RJA/DCA granularity) and their per-token
+predictions are expanded back to frames, so the data path and the loss stay per frame.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -99,3 +103,38 @@ def batches(n: int, batch_size: int, *, seed: int | None, epoch: int = 0, rank: 
     order = order.to(device)
     for i in range(0, len(order), batch_size):
         yield order[i: i + batch_size]
+
+
+# ----------------------------------------------------------------------------- clip tokens
+def pool_clips(x: Mapping[str, torch.Tensor], mask: Mapping[str, torch.Tensor], clip_len: int
+               ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Cut each (B, T, D) window into clips of ``clip_len`` frames and pool each clip to one token.
+
+    Why: the JCA/RJA/DCA authors run their attention over one token per 32-frame clip (8 or 16
+    tokens per window), not one per frame; the L×L weights and the BLSTMs then cost 32× less.
+    A token is the mean of the clip's *valid* frames (no face / padding excluded) and is valid
+    when at least one of its frames is; a window whose length is not a multiple of ``clip_len``
+    is padded at the end with invalid frames. Returns ``({m: (B, L, D)}, {m: (B, L) bool})``.
+    """
+    if clip_len < 1:
+        raise ValueError(f"clip_len must be >= 1, got {clip_len}")
+    xs, ms = {}, {}
+    for m, t in x.items():
+        B, T = t.shape[:2]
+        L = -(-T // clip_len)
+        mk = mask[m] if m in mask else torch.ones(B, T, dtype=torch.bool, device=t.device)
+        pad = L * clip_len - T
+        if pad:
+            t = torch.nn.functional.pad(t, (0, 0, 0, pad))
+            mk = torch.nn.functional.pad(mk, (0, pad), value=False)
+        w = mk.reshape(B, L, clip_len, 1).to(t.dtype)
+        n = w.sum(2)  # (B, L, 1)
+        xs[m] = (t.reshape(B, L, clip_len, -1) * w).sum(2) / n.clamp_min(1)
+        ms[m] = n.squeeze(-1) > 0
+    return xs, ms
+
+
+def expand_clips(y: torch.Tensor, clip_len: int, frames: int) -> torch.Tensor:
+    """Per-token predictions (B, L, C) back to per-frame (B, frames, C): every frame of a clip
+    gets its clip's prediction (overlapping windows then average them per frame)."""
+    return y.repeat_interleave(clip_len, dim=1)[:, :frames]

@@ -13,6 +13,7 @@ run stats files and re-reads nothing.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import time
@@ -77,18 +78,53 @@ class FoundFile:
         return (self.size, self.mtime_ns, self.inode)
 
 
+@dataclass(frozen=True)
+class SkippedPath:
+    """A path discovery did not use as a video, and why (reported by ``extract``)."""
+
+    key: str
+    reason: str
+
+
 def _is_hidden(name: str) -> bool:
     return name.startswith(".")
 
 
+def _why_unusable(path: str) -> str:
+    """Why a video-named entry that is not a regular file cannot be read."""
+    if os.path.islink(path):
+        try:
+            os.stat(path)
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                return "symlink loop"
+            if e.errno == errno.ENOENT:
+                return f"dangling symlink (target {os.readlink(path)!r} does not exist)"
+            return f"symlink target unreadable ({e.strerror})"
+    return "not a regular file"
+
+
+def skipped_paths(root: str | os.PathLike[str],
+                  extensions: frozenset[str] = VIDEO_EXTENSIONS) -> list[SkippedPath]:
+    """The paths :func:`iter_video_files` skips under ``root`` (without the usable files)."""
+    skipped: list[SkippedPath] = []
+    if Path(root).expanduser().is_dir():
+        for _ in iter_video_files(root, extensions, skipped=skipped):
+            pass
+    return skipped
+
+
 def iter_video_files(root: str | os.PathLike[str],
-                     extensions: frozenset[str] = VIDEO_EXTENSIONS) -> Iterator[FoundFile]:
+                     extensions: frozenset[str] = VIDEO_EXTENSIONS, *,
+                     skipped: list[SkippedPath] | None = None) -> Iterator[FoundFile]:
     """Walk ``root`` recursively and yield video files in sorted key order.
 
     * hidden files and folders (``.name``) are skipped;
     * symlinked folders are followed, but each real folder is walked once (no loops, no
       duplicates through two links); symlinked files are followed (stat of the target);
-    * broken links and unreadable entries are skipped;
+    * broken links, link loops, unreadable entries and folders named like videos are skipped;
+      when ``skipped`` is given, each one with a video extension (and each folder walked twice or
+      unreadable) is appended to it, so the caller can say so instead of staying silent;
     * ``root`` may also be one file: its key is its name.
     """
     rootp = Path(root).expanduser().absolute()
@@ -102,34 +138,46 @@ def iter_video_files(root: str | os.PathLike[str],
     seen_keys: set[str] = set()
     out: list[FoundFile] = []
 
+    def skip(rel: str, reason: str) -> None:
+        if skipped is not None:
+            skipped.append(SkippedPath(normalize_key(rel), reason))
+
     def walk(d: Path, rel: str) -> None:
         try:
             st = d.stat()
-        except OSError:
+        except OSError as e:
+            skip(rel, f"cannot read folder ({e.strerror})")
             return
         ident = (st.st_dev, st.st_ino)
         if ident in seen_dirs:
+            skip(rel, "folder already walked (symlink loop or a second link to it)")
             return
         seen_dirs.add(ident)
         try:
             entries = sorted(os.scandir(d), key=lambda e: e.name)
-        except OSError:
+        except OSError as e:
+            skip(rel or ".", f"cannot list folder ({e.strerror})")
             return
         for e in entries:
             if _is_hidden(e.name):
                 continue
             child_rel = f"{rel}/{e.name}" if rel else e.name
+            video_named = os.path.splitext(e.name)[1].lower() in extensions
             try:
                 if e.is_dir(follow_symlinks=True):
+                    if video_named:
+                        skip(child_rel, "a folder, not a video file (its contents are searched)")
                     walk(Path(e.path), child_rel)
                     continue
-                if not e.is_file(follow_symlinks=True):
+                if not video_named:
                     continue
-                if os.path.splitext(e.name)[1].lower() not in extensions:
+                if not e.is_file(follow_symlinks=True):
+                    skip(child_rel, _why_unusable(e.path))
                     continue
                 fst = os.stat(e.path)  # follows a symlinked file to its target
-            except OSError:
-                continue  # broken link, permission denied: not a video we can read
+            except OSError as err:  # permission denied, a link loop: not a video we can read
+                skip(child_rel, _why_unusable(e.path) if e.is_symlink() else f"unreadable ({err.strerror})")
+                continue
             key = normalize_key(child_rel)
             if key in seen_keys:  # NFC and NFD spellings of one name: keep the first
                 continue

@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from avpipe.pipeline.shard import group_attrs, provenance_attrs, read_array
-from avpipe.pipeline.stage import StageResult
+from avpipe.pipeline.shard import group_attrs, read_array
+from avpipe.pipeline.types import StageResult
 
 
 class Entry:
@@ -132,11 +132,6 @@ class ShardEntry(Entry):
             return group_attrs(h5[self.content_id])
 
     @cached_property
-    def provenance(self) -> dict[str, Any]:
-        with self._open() as h5:
-            return provenance_attrs(h5[self.content_id])
-
-    @cached_property
     def extras(self) -> list[str]:  # type: ignore[override]
         with self._open() as h5:
             g = h5[self.content_id]
@@ -148,11 +143,6 @@ class ShardEntry(Entry):
             if "extras" not in g or name not in g["extras"]:
                 raise KeyError(f"{self.stage}: no extra {name!r} for {self.key or self.content_id}")
             return read_array(g["extras"][name])
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        with self._open() as h5:
-            return tuple(h5[self.content_id]["data"].shape)
 
     def read_rows(self, start: int, stop: int) -> np.ndarray:
         if "data" in self.__dict__:

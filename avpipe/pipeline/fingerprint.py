@@ -17,45 +17,31 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
+from avpipe.pipeline import graph
 from avpipe.pipeline.config import canonical_json
-from avpipe.pipeline.stage import Stage
+from avpipe.pipeline.types import Fingerprint, Runtime, WeightsUnavailable
+
+if TYPE_CHECKING:  # pragma: no cover
+    from avpipe.pipeline.settings import PipelineConfig
+    from avpipe.pipeline.stage import Stage
+
+__all__ = ["FINGERPRINT_SCHEMA", "Fingerprint", "StageNode", "fingerprint_graph", "stage_fingerprint",
+           "upstream_names", "walk"]
 
 #: Bump only if the fingerprint *recipe* changes (it invalidates every cache).
 FINGERPRINT_SCHEMA = 1
 
 
-@dataclass(frozen=True)
-class Fingerprint:
-    """A stage fingerprint with the facts it was computed from (stored in the index)."""
-
-    value: str
-    stage: str
-    version: str
-    config_json: str
-    weights_id: str | None
-    upstream: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def short(self) -> str:
-        return self.value[:16]
-
-    def upstream_json(self) -> str:
-        return json.dumps(self.upstream, sort_keys=True)
-
-
-def upstream_names(stage: type[Stage] | Stage) -> tuple[str, ...]:
+def upstream_names(stage: "type[Stage] | Stage") -> tuple[str, ...]:
     """The stages whose fingerprints enter ``stage``'s: its ``requires`` plus ``probe``."""
-    names = tuple(stage.requires)
-    if stage.name != "probe" and "probe" not in names:
-        names = ("probe",) + names
-    return tuple(sorted(set(names)))
+    return graph.upstream_names(stage.name, stage.requires)
 
 
-def stage_fingerprint(stage: Stage, upstream: Mapping[str, str]) -> Fingerprint:
+def stage_fingerprint(stage: "Stage", upstream: Mapping[str, str]) -> Fingerprint:
     """Fingerprint of ``stage`` (an instance, so its config and weights are known).
 
     ``upstream`` maps each of :func:`upstream_names` to its fingerprint; a missing one is a
@@ -67,23 +53,76 @@ def stage_fingerprint(stage: Stage, upstream: Mapping[str, str]) -> Fingerprint:
         raise KeyError(f"{stage.name}: upstream fingerprints missing for {missing}")
     ups = {n: upstream[n] for n in needed}
     config_json = canonical_json(stage.semantic_config())
-    weights_id = stage.weights_id()
+    return fingerprint_of(stage.name, str(stage.version), config_json, stage.weights_id(), ups)
+
+
+def fingerprint_of(stage: str, version: str, config_json: str, weights_id: str | None,
+                   upstream: Mapping[str, str]) -> Fingerprint:
+    """The fingerprint recipe itself, from the recorded facts (also used to re-check index rows)."""
     payload: dict[str, Any] = {
         "schema": FINGERPRINT_SCHEMA,
-        "stage": stage.name,
-        "version": str(stage.version),
+        "stage": stage,
+        "version": version,
         "config": json.loads(config_json),
         "weights": weights_id,
-        "upstream": ups,
+        "upstream": dict(upstream),
     }
     digest = hashlib.sha256(canonical_json(payload).encode("utf-8")).hexdigest()
-    return Fingerprint(digest, stage.name, str(stage.version), config_json, weights_id, ups)
+    return Fingerprint(digest, stage, version, config_json, weights_id, dict(upstream))
 
 
-def fingerprint_graph(stages: Mapping[str, Stage], order: list[str]) -> dict[str, Fingerprint]:
-    """Fingerprints of every stage in ``order`` (topological), each computed once."""
-    fps: dict[str, Fingerprint] = {}
-    for name in order:
-        ups = {n: fps[n].value for n in upstream_names(stages[name]) if n in fps}
-        fps[name] = stage_fingerprint(stages[name], ups)
-    return fps
+@dataclass
+class StageNode:
+    """One stage of a fingerprint walk: the instance, its fingerprint, or why it has none."""
+
+    name: str
+    stage: "Stage"
+    fingerprint: Fingerprint | None
+    unavailable: str | None = None
+    error: BaseException | None = None
+
+
+def walk(names: Iterable[str], config: "PipelineConfig | None" = None, runtime: Runtime | None = None,
+         *, stages: Mapping[str, "Stage"] | None = None) -> dict[str, StageNode]:
+    """The fingerprint walk: every stage of ``names`` (in dependency order) fingerprinted once
+    from its config and its upstream fingerprints. The one loop that planning, ``status``, the
+    read API and :func:`fingerprint_graph` share.
+
+    Stages are built from ``config`` (default: every stage's defaults) and ``runtime``, unless
+    ``stages`` gives the instances. A stage whose weights are missing (or whose upstream has no
+    fingerprint) gets none and says why (``unavailable``); other errors propagate.
+    """
+    from avpipe.pipeline.settings import PipelineConfig
+    from avpipe.pipeline.stage import get_stage_class
+
+    config = config or PipelineConfig()
+    runtime = runtime or Runtime()
+    fps: dict[str, str] = {}
+    out: dict[str, StageNode] = {}
+    for name in names:
+        stage = stages[name] if stages is not None else get_stage_class(name)(config.stage_config(name), runtime)
+        node = StageNode(name, stage, None)
+        out[name] = node
+        missing_up = [u for u in upstream_names(stage) if u not in fps]
+        if missing_up:
+            node.unavailable = f"upstream stage {missing_up[0]} is unavailable"
+            continue
+        try:
+            node.fingerprint = stage_fingerprint(stage, fps)
+        except WeightsUnavailable as e:
+            node.unavailable, node.error = f"{type(e).__name__}: {e}", e
+            continue
+        fps[name] = node.fingerprint.value
+    return out
+
+
+def fingerprint_graph(stages: Mapping[str, "Stage"], order: list[str]) -> dict[str, Fingerprint]:
+    """Fingerprints of every stage in ``order`` (topological), each computed once; missing
+    weights raise."""
+    nodes = walk(order, stages=stages)
+    for node in nodes.values():
+        if node.error is not None:
+            raise node.error
+        if node.fingerprint is None:
+            raise KeyError(f"{node.name}: {node.unavailable}")
+    return {n: node.fingerprint for n, node in nodes.items() if node.fingerprint is not None}

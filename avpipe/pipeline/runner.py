@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 import avpipe
+from avpipe.display import safe_name, safe_text
 from avpipe.pipeline.chunks import n_rows
 from avpipe.pipeline.entry import ShardEntry
 from avpipe.pipeline.faults import (DISK_FULL, WORKER_DIED, die_with_parent, disk_full_message, is_disk_full,
@@ -47,13 +48,14 @@ from avpipe.pipeline.faults import (DISK_FULL, WORKER_DIED, die_with_parent, dis
 from avpipe.pipeline.fingerprint import Fingerprint, upstream_names
 from avpipe.pipeline.index import FailureRecord, ShardRecord
 from avpipe.pipeline.lock import CacheLock
-from avpipe.pipeline.plan import Plan, make_plan
+from avpipe.pipeline.plan import Plan, make_plan, preflight
 from avpipe.pipeline.settings import PipelineConfig
-from avpipe.pipeline.stage import Runtime, Stage, StageResult, VideoRef
 from avpipe.pipeline.shard_writer import ShardWriter
+from avpipe.pipeline.stage import Runtime, Stage, StageResult, VideoRef
 from avpipe.pipeline.stage_memo import loaded_stage, release_stages
 from avpipe.pipeline.store import Cache
 from avpipe.pipeline.threads import apply_torch_threads, default_num_threads
+from avpipe.pipeline.types import PROBE
 
 
 # -- worker side ------------------------------------------------------------------------------
@@ -157,14 +159,14 @@ def _run_task(task: Task) -> TaskResult:
         for video, inputs in task.videos:
             try:
                 n_frames: int | None = None
-                if "probe" in inputs:
-                    ts = np.asarray(inputs["probe"].data, dtype=np.float64)
+                if PROBE in inputs:
+                    ts = np.asarray(inputs[PROBE].data, dtype=np.float64)
                     n_frames = int(ts.shape[0])
                     for e in inputs.values():
                         e.timestamps = ts
                 apply_torch_threads(task.runtime.num_threads)
                 res = stage.compute(video, inputs)
-                if stage.name == "probe":
+                if stage.name == PROBE:
                     n_frames = int(res.attrs.get("n_frames", n_rows(res.data)))
                 _check_result(stage, res, n_frames)
                 writer.add(video.content_id, res)  # written now; the result is dropped below
@@ -234,7 +236,8 @@ class RunSummary:
             if s.unavailable:
                 lines.append(f"    {s.name} cannot run: {s.unavailable}")
         for f in self.failures:
-            lines.append(f"  FAILED {f.stage} {f.key}: {f.error_type}: {f.message.splitlines()[0] if f.message else ''}")
+            msg = f.message.splitlines()[0] if f.message else ""
+            lines.append(f"  FAILED {f.stage} {safe_name(f.key)}: {f.error_type}: {safe_text(msg)}")
         if self.skipped:
             lines.append(f"  {len(self.skipped)} (stage, video) skipped because an upstream stage failed "
                          "or is missing for that video")
@@ -540,6 +543,7 @@ def run_extract(cache_root: str | Path, videos_root: str | Path, config: Pipelin
     if runtime is None:  # threads follow the free cores shared among the workers
         runtime = Runtime(num_threads=default_num_threads(jobs))
     root = Path(cache_root).expanduser().absolute()
+    preflight(config, stages, only, force, runtime)  # usage errors and missing weights: nothing created
     threads_before = sys.modules["torch"].get_num_threads() if "torch" in sys.modules else None
     with CacheLock(root, say=say):
         with Cache(root, create=True) as cache:

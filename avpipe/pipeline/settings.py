@@ -9,8 +9,9 @@ or in TOML::
     [stages.logmel]
     n_mels = 64
 
-Each section is mapped onto the stage's ``config_cls`` by :func:`config_from_dict` (unknown
-options are an error naming the valid ones). Stages without a section use their defaults. Only
+Each section is mapped onto the stage's ``config_cls`` by :func:`config_from_dict`, which
+checks and coerces every value (unknown options and bad values are a :class:`ConfigError` naming
+the section, the key, the value and what is allowed). Stages without a section use their defaults. Only
 semantic options belong here: they enter fingerprints. Jobs, device, batch size are CLI flags.
 """
 from __future__ import annotations
@@ -19,7 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from avpipe.pipeline.config import config_from_dict, config_to_dict, load_config_file, save_config_file
+from avpipe.pipeline.config import (NO_VALUE, ConfigError, ConfigIssue, config_from_dict,
+                                    load_config_file, save_config_file)
 
 
 @dataclass
@@ -28,13 +30,19 @@ class PipelineConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> "PipelineConfig":
+        """The file's structure (``stages`` → tables); the options are checked by :meth:`validate`."""
         data = dict(data or {})
         unknown = sorted(set(data) - {"stages"})
         if unknown:
-            raise ValueError(f"unknown top-level key(s) {unknown} in pipeline config; expected 'stages'")
+            raise ConfigError(f"unknown top-level key(s) {unknown} in pipeline config; expected 'stages' "
+                              "(e.g. [stages.logmel])")
         stages = data.get("stages") or {}
-        if not isinstance(stages, dict) or not all(isinstance(v, dict) for v in stages.values()):
-            raise ValueError("pipeline config: 'stages' must map stage names to option tables")
+        if not isinstance(stages, dict):
+            raise ConfigError("pipeline config: 'stages' must map stage names to option tables")
+        bad = [ConfigIssue(f"stages.{k}", "", v, "must be a table of options") for k, v in stages.items()
+               if not isinstance(v, dict)]
+        if bad:
+            raise ConfigError(bad)
         return cls({str(k): dict(v) for k, v in stages.items()})
 
     @classmethod
@@ -48,27 +56,26 @@ class PipelineConfig:
         save_config_file(self.to_dict(), path)
 
     def validate(self) -> None:
-        """Unknown stage names or options → ValueError (checked before any work starts)."""
+        """Check every section before any work starts: unknown stage names, unknown options and
+        bad values, all reported together as one :class:`ConfigError` (a usage error)."""
         from avpipe.pipeline.stage import stage_registry
 
         reg = stage_registry()
-        bad = sorted(set(self.stages) - set(reg))
-        if bad:
-            raise ValueError(f"config names unknown stage(s) {bad}; known stages: {sorted(reg)}")
-        for name in self.stages:
-            self.stage_config(name)
+        issues: list[ConfigIssue | str] = [
+            ConfigIssue(f"stages.{n}", "", NO_VALUE, f"unknown stage; known stages: {', '.join(sorted(reg))}")
+            for n in sorted(set(self.stages) - set(reg))]
+        for name in sorted(set(self.stages) & set(reg)):
+            try:
+                self.stage_config(name)
+            except ConfigError as e:
+                issues += e.issues
+        if issues:
+            raise ConfigError(issues)
 
     def stage_config(self, name: str) -> Any:
-        """The stage's ``config_cls`` instance built from this file's section (or defaults)."""
+        """The stage's ``config_cls`` instance built (checked, coerced) from this file's section
+        or the defaults. Bad values: :class:`ConfigError` naming ``[stages.<name>]``."""
         from avpipe.pipeline.stage import get_stage_class
 
         cls = get_stage_class(name).config_cls
-        try:
-            return config_from_dict(cls, self.stages.get(name))
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"stage {name!r}: {e}") from e
-
-    @classmethod
-    def from_stage_configs(cls, configs: dict[str, Any]) -> "PipelineConfig":
-        """The file form of already-built config objects (e.g. to save a resolved config)."""
-        return cls({k: config_to_dict(v) for k, v in configs.items()})
+        return config_from_dict(cls, self.stages.get(name), section=f"stages.{name}")

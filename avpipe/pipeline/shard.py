@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from avpipe.pipeline.chunks import RowChunks
-from avpipe.pipeline.stage import StageResult
+from avpipe.pipeline.types import StageResult
 
 STR_DTYPE_KIND = ("U", "O", "T")
 
@@ -128,12 +128,3 @@ def read_array(ds: Any) -> np.ndarray:
 def group_attrs(group: Any) -> dict[str, Any]:
     raw = group.attrs.get("attrs_json", "{}")
     return json.loads(raw if isinstance(raw, str) else raw.decode())
-
-
-def provenance_attrs(group: Any) -> dict[str, Any]:
-    out = {}
-    for k, v in group.attrs.items():
-        if k == "attrs_json":
-            continue
-        out[k] = v.item() if isinstance(v, np.generic) else v
-    return out

@@ -1,6 +1,10 @@
 """The stage interface: what one extraction step declares and computes.
 
-A stage is a class registered by name (like timm's model registry). It declares:
+A stage is a class registered by name (like timm's model registry): declared as an entry point
+of the ``avpipe.stages`` group in its package's ``pyproject.toml`` — the built-in stages too, so
+this package imports no extractor — or, for scripts and tests, with :func:`register_stage` or
+``$AVPIPE_PLUGINS``. The plain types it exchanges (:class:`StageResult`, :class:`VideoRef`,
+:class:`Runtime`) live in :mod:`avpipe.pipeline.types`. It declares:
 
 * ``name`` and ``version`` — bump ``version`` whenever the code's *output* changes; it enters the
   fingerprint, so old cache entries stop matching instead of being silently reused;
@@ -18,75 +22,23 @@ from __future__ import annotations
 import dataclasses
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import numpy as np
+from avpipe.pipeline import graph
+from avpipe.pipeline.types import PROBE, Runtime, StageError, StageResult, VideoRef
 
 if TYPE_CHECKING:  # pragma: no cover
-    from avpipe.pipeline.store import Entry
+    from avpipe.pipeline.entry import Entry
 
-
-@dataclass(frozen=True)
-class VideoRef:
-    """One input video. ``key`` names it for people; ``content_id`` names it for the cache."""
-
-    key: str  # path relative to the --videos root, POSIX, NFC-normalised
-    content_id: str  # hash of the file's bytes
-    path: Path  # absolute path on this machine (non-semantic: never hashed)
-
-
-@dataclass
-class StageResult:
-    """What ``compute`` returns for one video.
-
-    * ``data``: for per-frame stages exactly ``(n_frames, dim)`` (one row per video frame of the
-      probe's time base); other stages any array (e.g. the audio waveform).
-    * ``mask``: ``(n_frames,)`` bool, True where the row is valid (face found, word present).
-      ``None`` means all valid.
-    * ``extras``: further named arrays stored beside ``data`` (boxes, landmarks, crops, word
-      times, UTF-8 encoded JSON for variable-length records ...). Any shape, any length.
-    * ``attrs``: JSON-able provenance and facts (window convention, sample rate, ``present``).
-
-    Absence is data: a video with no audio stream gives the ``audio`` stage a result with an
-    empty ``data``, ``attrs["present"] = False``; downstream per-frame audio stages then write
-    zero rows with an all-False mask.
-    """
-
-    data: np.ndarray
-    mask: np.ndarray | None = None
-    extras: dict[str, np.ndarray] = field(default_factory=dict)
-    attrs: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class Runtime:
-    """Non-semantic execution settings. Never part of a fingerprint."""
-
-    device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
-    batch_size: int = 32  # frames per model call, where a stage batches
-    num_threads: int = 1  # torch intra-op threads inside one worker
-    weights: dict[str, str] = field(default_factory=dict)  # weights name -> user-supplied path
-
-    def resolve_device(self) -> str:
-        if self.device != "auto":
-            return self.device
-        try:
-            import torch
-
-            return "cuda" if torch.cuda.is_available() else "cpu"
-        except Exception:  # pragma: no cover - torch always installed
-            return "cpu"
+__all__ = ["PROBE", "NoConfig", "Runtime", "Stage", "StageError", "StageResult", "VideoRef",
+           "dependents", "get_stage_class", "load_plugins", "register_stage", "stage_graph",
+           "stage_registry", "topological_order"]
 
 
 @dataclass
 class NoConfig:
     """Config of a stage without options."""
-
-
-class StageError(Exception):
-    """A clear, per-video failure (bad input, missing weights): recorded, the batch goes on."""
 
 
 class Stage(ABC):
@@ -111,7 +63,8 @@ class Stage(ABC):
         """Checksum (or other stable id) of the weights this config uses; None if no weights.
 
         Called on the driver while planning, so it must be cheap (memoised checksums) and must
-        raise :class:`avpipe.extractors.weights.WeightsMissingError` with a clear message when the
+        raise :class:`~avpipe.pipeline.types.WeightsUnavailable` (the weights registry raises its
+        subclass ``WeightsMissingError``) with a clear message when the
         weights are not available.
         """
         return None
@@ -175,13 +128,58 @@ def load_plugins(spec: str | None = None) -> list[str]:
     return loaded
 
 
-def stage_registry() -> dict[str, type[Stage]]:
-    """All registered stages: the built-ins (importing avpipe.extractors registers them) and
-    the modules named in ``$AVPIPE_PLUGINS``."""
-    import avpipe.extractors  # noqa: F401  (registers built-ins)
+ENTRY_POINT_GROUP = "avpipe.stages"
+#: Imported only when no installed distribution named ``avpipe`` declares entry points in
+#: :data:`ENTRY_POINT_GROUP` (a checkout used through PYTHONPATH, or stale install metadata).
+_BUILTIN_FALLBACK = "avpipe.extractors"
+_ENTRY_POINTS_LOADED = False
 
+
+def load_entry_points() -> list[str]:
+    """Register every stage declared under the ``avpipe.stages`` entry-point group.
+
+    Why entry points: built-in stages are registered exactly like a third-party package's (its
+    ``pyproject.toml`` names ``name = "module:Class"``), so ``pipeline/`` never imports an
+    extractor. Loaded once per process; an entry point that cannot be loaded is an error naming it.
+    """
+    global _ENTRY_POINTS_LOADED
+    if _ENTRY_POINTS_LOADED:
+        return []
+    import importlib
+    from importlib.metadata import entry_points
+
+    names, own = [], False
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            cls = ep.load()
+        except Exception as e:
+            raise ImportError(f"stage entry point {ep.name} = {ep.value!r} cannot be loaded: {e}") from e
+        if not (isinstance(cls, type) and issubclass(cls, Stage)):
+            raise TypeError(f"stage entry point {ep.name} = {ep.value!r} is not a Stage class")
+        if getattr(cls, "name", None) != ep.name:
+            raise ValueError(f"stage entry point {ep.name!r} loads stage named {getattr(cls, 'name', None)!r}")
+        if _REGISTRY.get(cls.name) is not cls:
+            register_stage(cls)
+        names.append(ep.name)
+        dist = getattr(ep, "dist", None)
+        own = own or (dist is not None and dist.name == "avpipe")
+    if not own:
+        importlib.import_module(_BUILTIN_FALLBACK)
+    _ENTRY_POINTS_LOADED = True
+    return names
+
+
+def stage_registry() -> dict[str, type[Stage]]:
+    """All registered stages: those declared as ``avpipe.stages`` entry points (the built-ins
+    among them), the modules named in ``$AVPIPE_PLUGINS``, and any registered in-process."""
+    load_entry_points()
     load_plugins()
     return dict(_REGISTRY)
+
+
+def stage_graph() -> dict[str, tuple[str, ...]]:
+    """``name -> requires`` of every registered stage (the input of :mod:`avpipe.pipeline.graph`)."""
+    return {n: tuple(c.requires) for n, c in stage_registry().items()}
 
 
 def get_stage_class(name: str) -> type[Stage]:
@@ -193,46 +191,9 @@ def get_stage_class(name: str) -> type[Stage]:
 
 def topological_order(names: list[str] | None = None) -> list[str]:
     """Stages in dependency order; with ``names``, those stages plus everything they need."""
-    reg = stage_registry()
-    wanted: set[str] = set()
-
-    def add(n: str) -> None:
-        if n not in reg:
-            raise KeyError(f"unknown stage {n!r}; known stages: {', '.join(sorted(reg))}")
-        if n in wanted:
-            return
-        wanted.add(n)
-        for r in reg[n].requires:
-            add(r)
-        if n != "probe":
-            add("probe")
-
-    for n in names if names is not None else list(reg):
-        add(n)
-    order: list[str] = []
-    seen: set[str] = set()
-
-    def visit(n: str) -> None:
-        if n in seen:
-            return
-        seen.add(n)
-        for r in (("probe",) if n != "probe" else ()) + tuple(reg[n].requires):
-            visit(r)
-        order.append(n)
-
-    for n in sorted(wanted, key=lambda s: (s != "probe", s)):
-        visit(n)
-    return order
+    return graph.topological_order(stage_graph(), names)
 
 
 def dependents(name: str) -> list[str]:
     """Every stage that reads ``name`` directly or transitively (probe: all others)."""
-    reg = stage_registry()
-    out: list[str] = []
-    for n in topological_order():
-        if n == name:
-            continue
-        reqs = set(reg[n].requires) | ({"probe"} if n != "probe" else set())
-        if reqs & ({name} | set(out)):
-            out.append(n)
-    return out
+    return graph.dependents(stage_graph(), name)

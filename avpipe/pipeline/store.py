@@ -12,28 +12,33 @@ uuids — never from video names — so no key (``..``, absolute, non-ASCII) can
 Read API (used by the trainer and by stages through their inputs)::
 
     from avpipe.pipeline.store import Cache
-    c = Cache(root)
-    e = c.read("faces", "clips/a.mp4")          # latest completed faces entry of that video
-    e = c.read("faces", "clips/a.mp4", fingerprint="3fa2…")   # pin one fingerprint
+    c = Cache(root)                                   # read-only: works on a read-only cache
+    e = c.read("faces", "clips/a.mp4")                # faces with its default config
+    e = c.read("logmel", "clips/a.mp4", config={"n_mels": 64})     # another config
+    fp = c.resolve("visual", {"backbone": "dlib"})    # resolve once, then pin:
+    e = c.read("visual", "clips/a.mp4", fingerprint=fp)            # (a unique prefix is enough)
     e.data, e.mask, e.attrs, e.timestamps
 
-``read(stage, video)`` with a stage name resolves to the **most recently created** entry of that
-stage for that video (whatever config produced it); pass ``fingerprint=`` (or a fingerprint
-instead of the stage name; a unique prefix is enough) to pin one.
+A stage name means the fingerprint of one config of that stage — its defaults, with the default
+configs upstream, unless ``config=`` says otherwise — never "the newest entry of any config". If
+that config has no entry for the video but other configs do, the read raises
+:class:`~avpipe.pipeline.types.AmbiguousRead` listing them; with none at all,
+:class:`~avpipe.pipeline.types.NotCached` (both are KeyErrors).
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from avpipe.pipeline.entry import ShardEntry
 from avpipe.pipeline.index import FailureRecord, Index, ShardRecord
-from avpipe.pipeline.stage import StageResult
+from avpipe.pipeline.types import PROBE, AmbiguousRead, NotCached, ShardMissing, StageResult
 
 INDEX_NAME = "index.sqlite"
 SHARDS_DIR = "shards"
@@ -102,8 +107,13 @@ class FingerprintInfo:
 
 
 class Cache:
-    """A cache root. ``Cache(root)`` opens an existing cache for reading (FileNotFoundError if
-    there is none, so a typo does not silently read an empty cache); ``create=True`` makes one."""
+    """A cache root.
+
+    ``Cache(root)`` opens an existing cache **read-only** (FileNotFoundError if there is none, so
+    a typo does not silently read an empty cache): it never writes, so it works on a read-only
+    mount. ``create=True`` makes one and opens it for writing (the caller holds the lock, as
+    ``extract`` does); :meth:`lock` takes the lock and makes the index writable for a block.
+    """
 
     def __init__(self, root: str | Path, *, create: bool = False) -> None:
         self.root = Path(root).expanduser().absolute()
@@ -111,8 +121,9 @@ class Cache:
         if not create and not ipath.exists():
             raise FileNotFoundError(f"no avpipe cache at {self.root} (missing {INDEX_NAME}); "
                                     "run `avpipe extract` first or pass the right --cache")
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.index = Index(ipath)
+        if create:
+            self.root.mkdir(parents=True, exist_ok=True)
+        self.index = Index(ipath, readonly=not create)
 
     def close(self) -> None:
         self.index.close()
@@ -123,12 +134,42 @@ class Cache:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
+    @property
+    def writable(self) -> bool:
+        return not self.index.readonly
+
+    @contextmanager
+    def lock(self, purpose: str = "write", say: Any = None) -> Iterator["Cache"]:
+        """Hold the cache lock and a writable index for the block (every change to a cache goes
+        through here or through ``extract``'s lock). Raises CacheReadOnly on a read-only cache."""
+        from avpipe.pipeline.lock import CacheLock
+
+        with CacheLock(self.root, purpose=purpose, say=say):
+            if not self.index.readonly:
+                yield self
+                return
+            reader = self.index
+            self.index = Index(reader.path)
+            try:
+                yield self
+            finally:
+                self.index.close()
+                self.index = reader
+
     # -- paths ------------------------------------------------------------------------------
     def shard_path(self, relpath: str) -> Path:
         """Absolute path of a shard named by the index; refuses anything outside ``shards/``."""
         p = (self.root / relpath).resolve()
         if not p.is_relative_to((self.root / SHARDS_DIR).resolve()):
             raise ValueError(f"shard path {relpath!r} escapes the cache root")
+        return p
+
+    def _existing_shard(self, relpath: str, stage: str, video: str) -> Path:
+        p = self.shard_path(relpath)
+        if not p.is_file():
+            raise ShardMissing(f"the {stage!r} shard of video {video!r} is missing from disk ({p}); "
+                               "the cache was changed behind its back: run `avpipe cache verify` to "
+                               "drop the lost entries, then `avpipe extract` recomputes them")
         return p
 
     # -- identity ---------------------------------------------------------------------------
@@ -146,12 +187,12 @@ class Cache:
             if len(found) == 1:
                 return found[0]
             if len(found) > 1:
-                raise KeyError(f"content id prefix {key_or_id!r} is ambiguous: {found[:5]}")
+                raise NotCached(f"content id prefix {key_or_id!r} is ambiguous: {found[:5]}")
         known = [k for k, _ in self.index.videos()]
         hint = f"; known keys include {known[:5]}" if known else "; the cache knows no videos yet"
-        raise KeyError(f"unknown video {key_or_id!r} (neither a known key nor a content id){hint}")
+        raise NotCached(f"unknown video {key_or_id!r} (neither a known key nor a content id){hint}")
 
-    # -- read -------------------------------------------------------------------------------
+    # -- fingerprints -----------------------------------------------------------------------
     def _resolve_fingerprint(self, token: str) -> str | None:
         if self.index.fingerprint_row(token) is not None:
             return token
@@ -160,57 +201,113 @@ class Cache:
             if len(found) == 1:
                 return found[0]
             if len(found) > 1:
-                raise KeyError(f"fingerprint prefix {token!r} is ambiguous: {[f[:16] for f in found]}")
+                raise NotCached(f"fingerprint prefix {token!r} is ambiguous: {[f[:16] for f in found]}")
         return None
 
-    def read(self, stage_or_fingerprint: str, video: str, *,
+    def resolve(self, stage: str, config: Any = None) -> str:
+        """The fingerprint of ``stage`` under ``config``: None (the defaults), the stage's own
+        options (``{"n_mels": 64}``) or a whole :class:`PipelineConfig` (upstream configs too).
+
+        Resolve once per run and pass the result as ``read(..., fingerprint=)``: that is what a
+        trainer records. NotCached / AmbiguousRead when the cache has no such fingerprint."""
+        from avpipe.pipeline.resolve import resolve_fingerprint
+
+        return resolve_fingerprint(self.index, stage, config)
+
+    def resolve_all(self, stages: Sequence[str], config: Any = None) -> dict[str, str]:
+        """:meth:`resolve` for several stages under one pipeline config (a PipelineConfig, a
+        ``{"stages": ...}`` mapping or a config file): ``{stage: fingerprint}`` for them and
+        everything they read — resolve a run's whole feature set once."""
+        from avpipe.pipeline.resolve import resolve_fingerprints
+
+        return resolve_fingerprints(self.index, list(stages), config)
+
+    # -- read -------------------------------------------------------------------------------
+    def read(self, stage_or_fingerprint: str, video: str, *, config: Any = None,
              fingerprint: str | None = None) -> ShardEntry:
-        """One complete entry. See the module docstring for how the stage name resolves."""
+        """One complete entry of ``video`` (key, content id or id prefix).
+
+        ``stage_or_fingerprint`` is a stage name (resolved with ``config``, see :meth:`resolve`)
+        or a fingerprint (prefix). ``fingerprint=`` pins one explicitly (``config`` is then not
+        allowed). See the module docstring for the errors."""
+        if fingerprint is not None and config is not None:
+            raise ValueError("pass either config= or fingerprint=, not both")
         cid = self.resolve_video(video)
-        key = video if video in self.index.keys_for(cid) else (self.index.keys_for(cid) or [None])[0]
-        fp: str | None = None
-        if fingerprint is not None:
-            fp = self._resolve_fingerprint(fingerprint)
+        keys = self.index.keys_for(cid)
+        key = video if video in keys else (keys or [None])[0]
+        token = fingerprint
+        if token is None and stage_or_fingerprint not in self.index.stages() \
+                and _HEX_RE.match(stage_or_fingerprint) and config is None:
+            token = stage_or_fingerprint
+            if self._resolve_fingerprint(token) is None:
+                raise NotCached(f"{token!r} is neither a cached stage "
+                                f"({', '.join(self.index.stages()) or 'none yet'}) nor a fingerprint")
+        if token is not None:
+            fp = self._resolve_fingerprint(token)
             if fp is None:
-                raise KeyError(f"unknown fingerprint {fingerprint!r}")
-        elif stage_or_fingerprint not in self.index.stages() and _HEX_RE.match(stage_or_fingerprint):
-            fp = self._resolve_fingerprint(stage_or_fingerprint)
-            if fp is None:
-                raise KeyError(f"{stage_or_fingerprint!r} is neither a cached stage "
-                               f"({', '.join(self.index.stages()) or 'none yet'}) nor a fingerprint")
-        if fp is not None:
-            hit = self.index.entry(fp, cid)
-            row = self.index.fingerprint_row(fp)
-            stage = row["stage"] if row else stage_or_fingerprint
-            shard = hit[0] if hit else None
+                raise NotCached(f"unknown fingerprint {token!r}")
+            row = self.index.fingerprint_row(fp) or {}
+            stage = row.get("stage", stage_or_fingerprint)
+            if fingerprint is not None and stage != stage_or_fingerprint and stage_or_fingerprint != fp:
+                raise NotCached(f"fingerprint {fp[:16]} belongs to stage {stage!r}, not {stage_or_fingerprint!r}")
         else:
             stage = stage_or_fingerprint
-            latest = self.index.latest_entry(stage, cid)
-            fp, shard = (latest[0], latest[1]) if latest else (None, None)
-        if shard is None or fp is None:
-            raise KeyError(self._missing_message(stage, video, cid, fp))
-        return ShardEntry(self.shard_path(shard), stage=stage, fingerprint=fp, content_id=cid,
-                          key=key, timestamps=self._timestamps(stage, fp, cid, shard))
+            try:
+                fp = self.resolve(stage, config)
+            except AmbiguousRead:
+                raise
+            except NotCached as e:
+                others = self._other_configs(stage, cid, None)
+                if others:
+                    raise self._ambiguous(stage, video, others, str(e)) from e
+                raise NotCached(f"{self._missing_message(stage, video, cid, None)} ({e})") from e
+        hit = self.index.entry(fp, cid)
+        if hit is None:
+            others = [] if token is not None else self._other_configs(stage, cid, fp)
+            if others:
+                raise self._ambiguous(stage, video, others,
+                                      f"the requested config (fingerprint {fp[:16]}) has no entry for it")
+            raise NotCached(self._missing_message(stage, video, cid, fp))
+        shard = self._existing_shard(hit[0], stage, video)
+        return ShardEntry(shard, stage=stage, fingerprint=fp, content_id=cid,
+                          key=key, timestamps=self._timestamps(stage, fp, cid, hit[0], video))
 
-    def _timestamps(self, stage: str, fp: str, cid: str, shard: str) -> Any:
+    def _other_configs(self, stage: str, cid: str, fp: str | None) -> list[dict[str, Any]]:
+        """Fingerprint rows of ``stage`` (other than ``fp``) that have an entry for ``cid``."""
+        have = {e["fingerprint"] for e in self.index.entries(stage=stage, content_id=cid)} - {fp}
+        return [r for r in self.index.fingerprint_rows(stage) if r["fingerprint"] in have]
+
+    def _ambiguous(self, stage: str, video: str, rows: list[dict[str, Any]], why: str) -> AmbiguousRead:
+        from avpipe.pipeline.resolve import describe
+
+        return AmbiguousRead(
+            f"no {stage!r} entry of the requested config for video {video!r} ({why}), but other "
+            f"configs of {stage!r} have one: {describe(rows)}. Choose one with "
+            "fingerprint=… (or config=…); a stage name never silently means another config",
+            [(r["fingerprint"], json.loads(r["config_json"])) for r in rows])
+
+    def _timestamps(self, stage: str, fp: str, cid: str, shard: str, video: str) -> Any:
+        """Seconds of each frame: the probe entry this fingerprint was computed from (for
+        precomputed features, which name none, the default probe config's entry), else None."""
         import numpy as np
 
-        if stage == "probe":
-            pfp, pshard = fp, shard
+        if stage == PROBE:
+            pshard = shard
         else:
             row = self.index.fingerprint_row(fp)
-            pfp = (row or {}).get("upstream", {}).get("probe")
+            pfp = (row or {}).get("upstream", {}).get(PROBE)
+            if pfp is None:  # precomputed features name no probe: the default probe's time base
+                try:
+                    pfp = self.resolve(PROBE)
+                except (NotCached, ValueError):
+                    pfp = None
             hit = self.index.entry(pfp, cid) if pfp else None
             if hit is None:
-                latest = self.index.latest_entry("probe", cid)
-                if latest is None:
-                    return None
-                pfp, pshard = latest[0], latest[1]
-            else:
-                pshard = hit[0]
+                return None
+            pshard = hit[0]
         import h5py
 
-        with h5py.File(self.shard_path(pshard), "r") as h5:
+        with h5py.File(self._existing_shard(pshard, PROBE, video), "r") as h5:
             return np.asarray(h5[cid]["data"][()], dtype=np.float64)
 
     def _missing_message(self, stage: str, video: str, cid: str, fp: str | None) -> str:

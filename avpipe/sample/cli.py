@@ -1,7 +1,6 @@
 """``avpipe sample``: write the synthetic labelled sample corpus."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
@@ -26,8 +25,7 @@ def sample(out: Path, n_videos: int, seed: int) -> None:
     try:
         from avpipe.sample.corpus import make_corpus
     except ImportError as e:  # pragma: no cover
-        click.echo(f"error: {e}. Install the sample extra: pip install 'avpipe[sample]'", err=True)
-        sys.exit(2)
+        raise click.ClickException(f"{e}. Install the sample extra: pip install 'avpipe[sample]'") from e
     vids = make_corpus(out, n_videos, seed=seed)
     n_train = sum(v.split == "Train_Set" for v in vids)
     click.echo(f"wrote {len(vids)} videos ({n_train} train, {len(vids) - n_train} validation) "

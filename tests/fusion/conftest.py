@@ -22,7 +22,7 @@ def small_config(corpus, fusion: str, out: Path, **kw):
     from avpipe.fusion.config import TrainConfig
 
     base = dict(fusion=fusion, labels=str(corpus["labels"]), cache=str(corpus["cache"]), out=str(out),
-                window=32, hop=16, batch_size=32, epochs=6, lr=2e-3, schedule="none", device="cpu",
+                window=32, hop=16, clip_len=1, batch_size=32, epochs=6, lr=2e-3, schedule="none", device="cpu",
                 num_threads=1, seed=0, patience=100, plot_videos=2)
     base.update(kw)
     return TrainConfig(**base)

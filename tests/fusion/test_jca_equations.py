@@ -1,7 +1,7 @@
-"""JCA (docs/models.md#jca-v1, docs/models.md#jca-in-avpipe) checked against the equations, written out independently per sample.
+"""JCA (the ABAW3 joint cross-attention block and regressor) checked against the equations, written out independently per sample.
 
 Pins the block's orientation (tanh on the joint correlation, ReLU on the hidden map, residual
-added after W_h, no activation after the residual), the 2h regressor input (docs/models.md#jca-decisions) and that
+added after W_h, no activation after the residual), the 2h regressor input and that
 masked rows (no face / padding) carry no content into the attention sums.
 """
 from __future__ import annotations
@@ -29,7 +29,7 @@ def _reference(block: JCAv1, xs: list[torch.Tensor]) -> list[torch.Tensor]:
     return [torch.stack(o) for o in outs]
 
 
-def test_jcav1_matches_documented_equations():
+def test_jcav1_matches_the_equations():
     torch.manual_seed(0)
     blk = JCAv1([d, d], L, k)
     assert [tuple(p.shape) for p in (blk.W_j[0], blk.W_m[0], blk.W_c[0], blk.W_h[0])] == \

@@ -69,3 +69,74 @@ def test_hash_split_keeps_left_right_together(tmp_path):
         by.setdefault(t.video_stem, set()).add(t.split)
     assert all(len(s) == 1 for s in by.values())
     assert {"train", "val"} <= {t.split for t in tracks}
+
+
+@pytest.mark.parametrize("body,line,msg", [
+    ("valence,arousal\n0.1,0.2\n3.0,0.1\n", 3, r"value 3 outside \[-1, 1\]"),
+    ("valence,arousal\n0.1,1e30\n", 2, r"value 1e\+30 outside \[-1, 1\]"),
+    ("valence,arousal\n0.1,0.2\n0.1,0.2,0.3\n", 3, "expected 2 columns"),
+    ("valence,arousal\n0.1,0.2\n\n0.3,0.4\n", 3, "blank line between label rows"),
+    ("valence,arousal\n0.1,abc\n", 2, "not a number"),
+])
+def test_malformed_affwild2_rows_name_file_and_line(tmp_path, body, line, msg):
+    p = tmp_path / "Train_Set" / "v.txt"
+    p.parent.mkdir()
+    p.write_text(body)
+    with pytest.raises(LabelError, match=rf"v\.txt:{line}: .*{msg}|v\.txt:{line}: {msg}"):
+        load_labels(tmp_path)
+
+
+def test_valid_edge_values_and_trailing_blank_lines_are_accepted(tmp_path):
+    _write(tmp_path / "v.txt", [(-1, 1), (-5, -5), (0.0, -0.999)])
+    p = tmp_path / "v.txt"
+    p.write_text(p.read_text() + "\n\n")
+    t = load_labels(tmp_path)[0]
+    assert t.values.shape == (3, 2) and t.valid.tolist() == [True, False, True]
+
+
+def test_binary_label_file_is_a_clear_error(tmp_path):
+    (tmp_path / "v.txt").write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe\x00\x00binary")
+    with pytest.raises(LabelError, match=r"v\.txt: not a UTF-8 text file"):
+        load_labels(tmp_path)
+    (tmp_path / "v.txt").write_bytes(b"valence,arousal\n0.1,0.2\x00\x00\n")
+    with pytest.raises(LabelError, match=r"v\.txt: binary file"):
+        load_labels(tmp_path)
+
+
+@pytest.mark.parametrize("row,msg", [("a.mp4,0,0.1,2.5", "outside"), ("a.mp4,0,0.1", "expected 4 columns"),
+                                     ("a.mp4,x,0.1,0.2", "invalid literal")])
+def test_malformed_csv_rows_name_file_and_line(tmp_path, row, msg):
+    p = tmp_path / "labels.csv"
+    p.write_text(f"video,frame,valence,arousal\na.mp4,1,0.1,0.2\n{row}\n")
+    with pytest.raises(LabelError, match=rf"labels\.csv:3: .*{msg}"):
+        load_labels(p)
+    p.write_bytes(b"video,frame,valence,arousal\n\xff\xfe")
+    with pytest.raises(LabelError, match="not a UTF-8 text file"):
+        load_labels(p)
+
+
+def test_label_length_hint_names_a_real_train_flag(tmp_path):
+    import re
+
+    from click.testing import CliRunner
+
+    from avpipe.cli import main
+
+    _write(tmp_path / "v.txt", [(0.1, 0.1)] * 100)
+    with pytest.raises(LabelLengthError) as ei:
+        load_labels(tmp_path)[0].aligned(150, tolerance=5)
+    flags = re.findall(r"--[a-z][a-z-]+", str(ei.value))
+    assert flags, str(ei.value)
+    help_text = CliRunner().invoke(main, ["train", "--help"]).output
+    assert all(f in help_text for f in flags), (flags, help_text)
+
+
+def test_clip_labels_option_clips_and_warns_once(tmp_path):
+    p = tmp_path / "Train_Set" / "v.txt"
+    p.parent.mkdir()
+    p.write_text("valence,arousal\n1.2,0.1\n-5,-5\n-3.0,0.5\n")
+    with pytest.raises(LabelError, match="--clip-labels"):
+        load_labels(tmp_path)
+    with pytest.warns(UserWarning, match=r"2 value\(s\) outside \[-1, 1\] clipped"):
+        t = load_labels(tmp_path, clip=True)[0]
+    assert t.values.tolist() == [[1.0, pytest.approx(0.1)], [-5.0, -5.0], [-1.0, 0.5]]

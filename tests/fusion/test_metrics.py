@@ -98,3 +98,38 @@ def test_polar_loss_is_wrap_free():
     p1, p2 = torch.tensor([[[-0.5, 1e-3]]]), torch.tensor([[[-0.5, -1e-3]]])
     m = torch.ones(1, 1, dtype=torch.bool)
     assert float(polar_loss(p1, y, m)) < 1e-5 and float(polar_loss(p2, y, m)) < 1e-5
+
+
+def test_official_ccc_against_torchmetrics():
+    """An independent implementation (torchmetrics) of Lin's CCC. torchmetrics uses sample (n-1)
+    moments: equal to ours exactly when the two means are equal, and to O(1/n) otherwise."""
+    import torch
+    from torchmetrics.functional import concordance_corrcoef
+
+    from avpipe.fusion.metrics import ccc, evaluate
+
+    rng = np.random.default_rng(7)
+    for n in (50, 2000):
+        y = rng.uniform(-1, 1, n)
+        x = 0.6 * y + rng.normal(scale=0.4, size=n)
+        x_same_mean = x - x.mean() + y.mean()
+        tm = float(concordance_corrcoef(torch.from_numpy(x_same_mean), torch.from_numpy(y)))
+        assert ccc(x_same_mean, y) == pytest.approx(tm, abs=1e-12)
+        tm = float(concordance_corrcoef(torch.from_numpy(x + 0.3), torch.from_numpy(y)))
+        assert ccc(x + 0.3, y) == pytest.approx(tm, abs=2.0 / n)
+    # the official score concatenates the valid frames of every video before computing moments
+    preds, labels, valid = {}, {}, {}
+    for i, n in enumerate((300, 500, 200)):
+        y = rng.uniform(-1, 1, (n, 2))
+        labels[f"v{i}"], preds[f"v{i}"] = y, 0.7 * y + rng.normal(scale=0.3, size=(n, 2))
+        valid[f"v{i}"] = rng.random(n) > 0.2
+    ev = evaluate(preds, labels, valid, smoothing=None)
+    P = np.concatenate([preds[k][valid[k]] for k in preds])
+    Y = np.concatenate([labels[k][valid[k]] for k in preds])
+    tm = concordance_corrcoef(torch.from_numpy(P), torch.from_numpy(Y)).numpy()
+    assert [ev.overall["valence"], ev.overall["arousal"]] == pytest.approx(tm.tolist(), abs=2.0 / len(Y))
+    P = P - P.mean(0) + Y.mean(0)  # equal means: the two definitions coincide exactly
+    tm = concordance_corrcoef(torch.from_numpy(P), torch.from_numpy(Y)).numpy()
+    ev2 = evaluate({"all": P}, {"all": Y}, {"all": np.ones(len(Y), bool)}, smoothing=None)
+    assert [ev2.overall["valence"], ev2.overall["arousal"]] == pytest.approx(tm.tolist(), abs=1e-12)
+    assert ev.n_frames == len(Y)

@@ -98,8 +98,10 @@ def test_config_change_recomputes_that_subtree_only(tmp_path, videos, toy_log):
     assert [st.computed for st in s.stages] == [0, 4, 4]
     with Cache(cache) as c:
         assert len(c.fingerprints("toy_b")) == 3
-        latest = c.read("toy_b", "a.mp4")  # newest entry of the stage
-        np.testing.assert_allclose(latest.data[:, 0], np.arange(10) / 10 * 2 + np.arange(10), atol=1e-5)
+        default = c.read("toy_b", "a.mp4")  # the default configs, not the newest entry
+        np.testing.assert_allclose(default.data[:, 0], np.arange(10) / 10 + np.arange(10), atol=1e-5)
+        scaled = c.read("toy_b", "a.mp4", config=PipelineConfig({"toy_a": {"scale": 2.0}}))
+        np.testing.assert_allclose(scaled.data[:, 0], np.arange(10) / 10 * 2 + np.arange(10), atol=1e-5)
         old = [f for f in c.fingerprints("toy_b") if f.config == {"offset": 1.0}][0]
         pinned = c.read("toy_b", "a.mp4", fingerprint=old.fingerprint[:12])
         np.testing.assert_allclose(pinned.data[:, 0], np.arange(10) / 10 + np.arange(10) + 1, atol=1e-5)

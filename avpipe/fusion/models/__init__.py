@@ -5,9 +5,21 @@ One signature for all models::
     model = create_model(name, dims={"visual": 512, "audio": 128}, window=300, **options)
     y = model(x, mask)   # x: {modality: (B, T, D)}, mask: {modality: (B, T) bool} -> (B, T, 2)
 
-A model declares the modalities it needs (``modalities``) and its optimiser/schedule defaults
-(``train_defaults``, docs/models.md#training-defaults); the trainer reads both. Missing modalities fail early with
-the stage to extract (:func:`check_modalities`).
+A model declares the modalities it needs (``modalities``) and its optimiser/schedule/window
+defaults (``train_defaults``); the trainer reads both. Missing modalities fail early with the stage
+to extract (:func:`check_modalities`).
+
+Names: a published model's plain name (``jca``, ``rja``, ``rjcma``, ``dca``, ``maven``) builds the
+configuration of the authors' released code; avpipe's own variants and reconstructions have names
+of their own (``rja-shared``, ``rjcma-shared``, ``iaca``, ``maven-paper``). Each registered class
+carries a :class:`ModelInfo` (paper, what matches the code, what is ours); :func:`model_listing`
+renders them for ``avpipe train --list`` and ``avpipe train --help``.
+
+Training deviations shared by every model (docs/models-fusion.md has the full list): the gradient
+norm is clipped at 1.0 for every model (MAVEN's code clips at 1.0; the JCA/RJA/DCA/RJCMA training
+code we read does not clip; ``grad_clip = 0`` turns it off); early stopping after ``patience`` epochs
+without a validation-CCC gain, 50 for RJCMA (its code) and 10 otherwise (the JCA/RJA/DCA code has
+none: it keeps the best checkpoint over all its epochs).
 """
 from __future__ import annotations
 
@@ -15,11 +27,14 @@ import importlib
 from collections.abc import Mapping
 from typing import Any
 
-from avpipe.fusion.models.base import FusionModel, MissingModalityError
+from avpipe.fusion.models.base import FusionModel, MissingModalityError, ModelInfo
 from avpipe.fusion.source import DEFAULT_STAGES
 
 _REGISTRY: dict[str, type[FusionModel]] = {}
 _MODULES = ("jca", "rja", "rjcma", "iaca", "maven", "baselines", "ca")
+#: the order of ``avpipe train --list``: published models first, then variants, then baselines
+LIST_ORDER = ("jca", "rja", "rjcma", "dca", "maven", "rja-shared", "rjcma-shared", "iaca", "maven-paper",
+              "ca", "concat", "audio", "visual", "text")
 
 
 def register_model(cls: type[FusionModel]) -> type[FusionModel]:
@@ -48,8 +63,9 @@ def get_model_class(name: str) -> type[FusionModel]:
 
 
 def create_model(name: str, dims: Mapping[str, int], window: int, **options: Any) -> FusionModel:
+    """Build a registered model; the name's ``preset`` options apply first, ``options`` override."""
     cls = get_model_class(name)
-    return cls(dims=dict(dims), window=window, **options)
+    return cls(dims=dict(dims), window=window, **{**cls.preset, **options})
 
 
 def check_modalities(name: str, available: Mapping[str, str], options: Mapping[str, Any] | None = None) -> None:
@@ -68,5 +84,36 @@ def check_modalities(name: str, available: Mapping[str, str], options: Mapping[s
 
 
 
-__all__ = ["FusionModel", "MissingModalityError", "register_model", "model_registry",
-           "get_model_class", "create_model", "check_modalities", "DEFAULT_STAGES"]
+def model_defaults(name: str) -> dict[str, Any]:
+    """The training defaults a name resolves to (generic defaults overridden by the model's)."""
+    from avpipe.fusion.config import GENERIC_DEFAULTS
+
+    return {**GENERIC_DEFAULTS, **get_model_class(name).train_defaults}
+
+
+def model_listing(verbose: bool = False) -> list[str]:
+    """One line per registered name: name, modalities, default window/clip/batch/lr and summary.
+
+    ``verbose`` adds the paper, what matches the authors' code and what is avpipe's own, indented
+    under each name (``avpipe train --list``); the short form is what ``train --help`` shows.
+    """
+    reg = model_registry()
+    names = [n for n in LIST_ORDER if n in reg] + sorted(set(reg) - set(LIST_ORDER))
+    lines = []
+    for n in names:
+        cls, d = reg[n], model_defaults(n)
+        info = cls.info
+        clip = int(d.get("clip_len") or 1)
+        tok = f"{d['window']}f/{clip}={d['window'] // clip} tokens" if clip > 1 else f"{d['window']}f per-frame"
+        lines.append(f"{n:13s} {'+'.join(m[0] for m in cls.modalities):5s} window {tok}, batch {d['batch_size']}, "
+                     f"lr {d['lr']:g} - {info.summary if info else ''}")
+        if verbose and info is not None:
+            lines.append(f"{'':13s} paper: {info.paper}")
+            lines.append(f"{'':13s} as the authors' code: {info.code or 'no public code'}")
+            lines.append(f"{'':13s} avpipe's own: {info.ours}")
+    return lines
+
+
+__all__ = ["FusionModel", "MissingModalityError", "ModelInfo", "register_model", "model_registry",
+           "get_model_class", "create_model", "check_modalities", "model_defaults", "model_listing",
+           "DEFAULT_STAGES"]

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from avpipe.fusion.models import register_model
-from avpipe.fusion.models.base import FusionModel
+from avpipe.fusion.models.base import FusionModel, ModelInfo
 from avpipe.fusion.models.blocks import xavier_
 
 
@@ -37,11 +37,13 @@ class Trunk(nn.Module):
 class _Projected(FusionModel):
     train_defaults = {"optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0, "schedule": "step",
                       "epochs": 30, "batch_size": 64}
+    info = ModelInfo(paper="avpipe baseline", code="n/a (avpipe model)", ours="shared trunk: Linear+ReLU per modality, BiLSTM, MLP",
+                     summary="baseline")
 
     def __init__(self, dims: Mapping[str, int], window: int, hidden: int = 128, temporal: str = "lstm",
-                 dropout: float = 0.1, modalities: list[str] | None = None) -> None:
+                 dropout: float = 0.1, modalities: list[str] | None = None, clip_len: int = 1) -> None:
         self._mods = tuple(modalities or self.modalities)
-        super().__init__(dims, window)
+        super().__init__(dims, window, clip_len)
         self.proj = nn.ModuleDict({m: nn.Sequential(nn.Linear(self.dims[m], hidden), nn.ReLU()) for m in self._mods})
         xavier_(self.proj)
         self.trunk = Trunk(hidden * len(self._mods), hidden, temporal, dropout)
@@ -49,25 +51,28 @@ class _Projected(FusionModel):
     def required_modalities_instance(self) -> tuple[str, ...]:
         return self._mods
 
-    def forward(self, x: Mapping[str, torch.Tensor], mask: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    def fuse(self, x: Mapping[str, torch.Tensor], mask: Mapping[str, torch.Tensor]) -> torch.Tensor:
         xs = [self.proj[m](t) for m, t in zip(self._mods, self.inputs(x, mask, self._mods))]
         return self.trunk(torch.cat(xs, dim=-1))
 
 
 @register_model
 class AudioOnly(_Projected):
+    info = ModelInfo(paper="avpipe baseline", code="n/a (avpipe model)", ours="the baselines' shared trunk", summary='unimodal baseline: audio only')
     name = "audio"
     modalities = ("audio",)
 
 
 @register_model
 class VisualOnly(_Projected):
+    info = ModelInfo(paper="avpipe baseline", code="n/a (avpipe model)", ours="the baselines' shared trunk", summary='unimodal baseline: visual only')
     name = "visual"
     modalities = ("visual",)
 
 
 @register_model
 class TextOnly(_Projected):
+    info = ModelInfo(paper="avpipe baseline", code="n/a (avpipe model)", ours="the baselines' shared trunk", summary='unimodal baseline: text only')
     name = "text"
     modalities = ("text",)
 
@@ -75,6 +80,8 @@ class TextOnly(_Projected):
 @register_model
 class Concat(_Projected):
     name = "concat"
+    info = ModelInfo(paper="avpipe baseline", code="n/a (avpipe model)", ours="the baselines' shared trunk on concatenated modalities",
+                     summary="multimodal baseline: concatenation (modalities=[...])")
     modalities: ClassVar[tuple[str, ...]] = ("visual", "audio")
 
     @classmethod

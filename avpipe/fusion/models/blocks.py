@@ -1,15 +1,15 @@
-"""Building blocks shared by the fusion models (docs/models.md#building-blocks), each defined once.
+"""Building blocks shared by the published models, each defined once.
 
-* :class:`JCAv1` — joint cross-attention, "affine" form (docs/models.md#jca-v1, ABAW3 cam.py);
-* :class:`JointCoAttention` — JCA-v2 "dense co-attention" over 2 or 3 modalities (docs/models.md#jca-v2), with
+* :class:`JCAv1` — joint cross-attention, "affine" form;
+* :class:`JointCoAttention` — JCA-v2 "dense co-attention" over 2 or 3 modalities, with
   :class:`RecursiveJointAttention` for the recursion (weight-shared loop or stacked layers);
-* :class:`BLSTM` — 2-layer BiLSTM with learned initial states + residual embedding (docs/models.md#blstm);
-* :class:`TCN` — causal temporal convolutional network (docs/models.md#tcn);
-* :class:`DCAGate` — softmax gate between un-attended and attended features (docs/models.md#dca-gate);
+* :class:`BLSTM` — 2-layer BiLSTM with learned initial states + residual embedding;
+* :class:`TCN` — causal temporal convolutional network;
+* :class:`DCAGate` — softmax gate between un-attended and attended features;
 * :class:`VAHeads` — RJA's two scalar heads (valence, arousal) on a shared trunk.
 
-The audio-guided spatial attention (docs/models.md#audio-guided-spatial-attention) is not here: cached face embeddings are pooled vectors,
-for which it reduces to a Linear layer.
+The audio-guided spatial attention is not here: cached face embeddings are pooled vectors,
+for which it reduces to a Linear layer (one position, attention weight 1).
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def xavier_(module: nn.Module) -> None:
 
 
 class JCAv1(nn.Module):
-    """JCA block, affine form (docs/models.md#jca-v1) for two modalities; no biases, separate weights per modality.
+    """JCA block, affine form for two modalities; no biases, separate weights per modality.
 
     ``C_m = tanh(X_m^T W_j J / sqrt(D))``, ``H_m = ReLU(X_m^T W_m + C_m W_c)``,
     ``X̂_m = (H_m W_h)^T + X_m``. The L×L ``W_j`` ties the block to windows of exactly ``L`` frames.
@@ -59,7 +59,7 @@ class JCAv1(nn.Module):
 
 
 class JointCoAttention(nn.Module):
-    """One JCA-v2 layer (docs/models.md#jca-v2) over M modalities.
+    """One JCA-v2 layer over M modalities.
 
     ``use_query_proj``: the A-V repos project the joint representation (``Q = J W_q``); the released
     RJCMA code computes Q and then uses the raw J. Default True (the A-V repos and the papers'
@@ -77,14 +77,40 @@ class JointCoAttention(nn.Module):
         self.drop = nn.Dropout(dropout)
         xavier_(self)
 
+    #: on CPU the batch runs in chunks whose (d, D) maps total about this many bytes, so that the
+    #: maps stay in cache between the elementwise passes (≈1.5× faster for RJA's widths); on
+    #: accelerators one batched pass is faster.
+    cpu_chunk_bytes: int = 1 << 22
+
     def forward(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
+        B = xs[0].shape[0]
+        per_sample = max(x.shape[-1] for x in xs) * self.D * xs[0].element_size()
+        n = max(1, self.cpu_chunk_bytes // per_sample)
+        if xs[0].device.type != "cpu" or B <= n:
+            return self._forward(xs)
+        parts = [self._forward([x[i: i + n] for x in xs]) for i in range(0, B, n)]
+        return [torch.cat([p[j] for p in parts]) for j in range(len(xs))]
+
+    def _forward(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
+        """``C = Dropout(tanh(K Q / √D))``, ``A = ReLU(tanh(V C))``, ``X + Dropout(ReLU(A W_o + b_o))``.
+
+        The (B, d, D) correlation maps are the block's cost (1M elements per sample for RJA's
+        d = 512, D = 1024; the matmuls around them are only L = 16 deep), so every scalar factor is
+        applied to the small operand instead: 1/√D to K (B, d, L) and the dropout's 1/(1-p) to V
+        (B, L, d); the dropout mask is drawn with ``rand`` (a plain Bernoulli(1-p) keep mask,
+        ≈1.6× faster on CPU than ``bernoulli_``). Same function, three fewer passes over the maps.
+        """
         J = torch.cat(xs, dim=-1)  # (B, L, D)
         Q = self.q(J) if self.q is not None else J
+        p = self.drop.p if self.training else 0.0
         out = []
         for i, X in enumerate(xs):
-            K = self.k[i](X.transpose(1, 2))  # (B, d, L): temporal mixing per channel
+            K = self.k[i](X.transpose(1, 2)) * (1.0 / math.sqrt(self.D))  # (B, d, L): temporal mixing per channel
             V = self.v[i](X)  # (B, L, d)
-            C = self.drop(torch.tanh(K @ Q / math.sqrt(self.D)))  # (B, d, D)
+            C = torch.tanh(K @ Q)  # (B, d, D)
+            if p > 0:
+                C = C * (torch.rand_like(C) >= p)
+                V = V * (1.0 / (1.0 - p))
             A = F.relu(torch.tanh(V @ C))  # (B, L, D)
             out.append(X + self.drop(F.relu(self.o[i](A))))
         return out
@@ -115,7 +141,7 @@ class RecursiveJointAttention(nn.Module):
 
 
 class BLSTM(nn.Module):
-    """docs/models.md#blstm: 2-layer BiLSTM (hidden h/2 per direction) with learned initial states, then
+    """The RJA/DCA "LSTM" wrapper: 2-layer BiLSTM (hidden h/2 per direction) with learned initial states, then
     ``L2norm(Dropout([u | BiLSTM(u)]) W + b)``."""
 
     def __init__(self, in_dim: int, out_dim: int, layers: int = 2, dropout: float = 0.1) -> None:
@@ -162,7 +188,7 @@ class _TemporalBlock(nn.Module):
 
 
 class TCN(nn.Module):
-    """docs/models.md#tcn: causal TCN on (B, T, C): level i has dilation 2^i, kernel k (default 5)."""
+    """Causal TCN on (B, T, C): level i has dilation 2^i, kernel k (default 5)."""
 
     def __init__(self, in_dim: int, channels: list[int], k: int = 5, dropout: float = 0.1) -> None:
         super().__init__()
@@ -178,7 +204,7 @@ class TCN(nn.Module):
 
 
 class DCAGate(nn.Module):
-    """docs/models.md#dca-gate / IACA stage 1: ``g = softmax(W [inputs] / τ)`` over two alternatives per time step,
+    """DCA gate / IACA stage 1: ``g = softmax(W [inputs] / τ)`` over two alternatives per time step,
     ``Z = ReLU(g0 * a + g1 * b)``."""
 
     def __init__(self, gate_in: int, tau: float = 0.1) -> None:

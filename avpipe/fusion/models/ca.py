@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from avpipe.fusion.models import register_model
-from avpipe.fusion.models.base import FusionModel
+from avpipe.fusion.models.base import FusionModel, ModelInfo
 from avpipe.fusion.models.baselines import Trunk
 from avpipe.fusion.models.blocks import xavier_
 from avpipe.fusion.models.maven import key_padding
@@ -23,10 +23,13 @@ class CrossAttention(FusionModel):
     modalities = ("visual", "audio")
     train_defaults = {"optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0, "schedule": "step",
                       "epochs": 30, "batch_size": 64}
+    info = ModelInfo(paper="avpipe baseline (the vanilla cross-attention JCA compares against)", code="n/a (avpipe model)",
+                     ours="multi-head cross-attention both ways, residual + LayerNorm, the baselines' trunk",
+                     summary="baseline: vanilla cross-attention, audio+visual")
 
     def __init__(self, dims: Mapping[str, int], window: int, hidden: int = 128, heads: int = 4,
-                 dropout: float = 0.1, temporal: str = "lstm") -> None:
-        super().__init__(dims, window)
+                 dropout: float = 0.1, temporal: str = "lstm", clip_len: int = 1) -> None:
+        super().__init__(dims, window, clip_len)
         self.proj = nn.ModuleDict({m: nn.Linear(self.dims[m], hidden) for m in self.modalities})
         xavier_(self.proj)
         self.att = nn.ModuleDict({m: nn.MultiheadAttention(hidden, heads, dropout=dropout, batch_first=True)
@@ -34,7 +37,7 @@ class CrossAttention(FusionModel):
         self.norm = nn.ModuleDict({m: nn.LayerNorm(hidden) for m in self.modalities})
         self.trunk = Trunk(2 * hidden, hidden, temporal, dropout)
 
-    def forward(self, x: Mapping[str, torch.Tensor], mask: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    def fuse(self, x: Mapping[str, torch.Tensor], mask: Mapping[str, torch.Tensor]) -> torch.Tensor:
         v, a = (self.proj[m](t) for m, t in zip(self.modalities, self.inputs(x, mask, self.modalities)))
         va, _ = self.att["visual"](v, a, a, key_padding_mask=key_padding(mask["audio"]), need_weights=False)
         av, _ = self.att["audio"](a, v, v, key_padding_mask=key_padding(mask["visual"]), need_weights=False)

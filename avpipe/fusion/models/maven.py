@@ -1,33 +1,40 @@
 """MAVEN — Multi-modal Attention for Valence-Arousal Emotion Network (Ahire et al., CVPRW 2025 /
-ABAW8). docs/models.md#maven.
+ABAW8, arXiv 2503.12623).
 
-Forward (per sample, T = window; all three streams are per-frame cache rows):
+Forward (per sample, L tokens; all three streams are per-frame cache rows):
 
 1. modality encoders: Linear d_m→d (bias) per modality;
 2. six cross-modal pathways, each its own ``heads``-head attention (query = first modality,
    key/value = second, padding/invalid keys masked): v→a, v→t, a→v, a→t, t→v, t→a;
 3. enhanced_m = LayerNorm(Dropout((x_m + cross₁ + cross₂) / 3)) with one shared LayerNorm;
-4. self-attention refinement per modality (paper: LayerNorm(MHA(F) + F); absent in the code);
-5. concat (T, 3d) → Linear 3d→e → transformer encoder stack(s) → MLP e→512→256→head;
-6. polar head (circumplex): direction from a 2-vector (wrap-free) and intensity I ∈ [0, √2],
-   output (v, a) = I·(cos θ, sin θ).
+4. (``maven-paper`` only) self-attention refinement per modality, LayerNorm(MHA(F) + F);
+5. concat (L, 3d) → Linear 3d→e → transformer encoder stack(s) → MLP e→512→256→head.
 
-Divergence decisions (docs/models.md#maven-decisions):
+Names:
 
-* **Encoders** — paper: BEiT₂(BEiT₁(x)) sequential; code: two BEiT-base stacks in parallel,
-  concatenated. Default: paper (sequential, ``layers`` total); ``code_faithful=True`` = two parallel
-  stacks and no self-attention refinement (step 4). No BEiT initialisation (no weights on a cache
-  of arbitrary features); stack size is configurable (defaults far smaller than BEiT-base).
-* **Granularity** — code: audio/text one vector per transcript segment; here per-frame cache rows,
-  so every pathway is genuine attention over the window (the code's v→a / v→t are degenerate).
-* **Per-frame predictions** (code) rather than the paper's temporal pooling (one per segment).
-* **Polar head and ±π wrap** — the code regresses θ = atan2(a, v) with MSE, discontinuous at
-  θ = ±π (negative valence, arousal ≈ 0). We never regress θ: the head emits an unnormalised 2-vector
-  whose direction is (cos θ, sin θ) and a separate intensity, and the training loss acts on
-  (v, a) (CCC like every model) plus a wrap-free auxiliary polar loss (1 − cos Δθ, (ΔI)²) weighted
-  0.1 (``aux_losses``; metrics.polar_loss). Paper eq. 32 says MSE; the CCC loss is the avpipe default.
-* **Training** — README: Adam 1e-4, wd 1e-4, plateau (0.1, 5) — used as defaults; the code's
-  re-initialisation on non-improvement is not reproduced.
+* ``maven`` — the authors' released code (``Train_BEiT``): two encoder stacks applied **in
+  parallel** to the same input and concatenated, no refinement step, the MLP emitting (v, a)
+  directly per frame. README training defaults: Adam 1e-4, wd 1e-4, plateau (0.1, 5), batch 8.
+* ``maven-paper`` — the paper's description: BEiT₂(BEiT₁(x)) **sequential** (one stack of
+  ``layers``), the refinement step 4, and a polar (circumplex) head: the head emits an
+  unnormalised 2-vector whose direction is (cos θ, sin θ) and an intensity I ∈ [0, √2], output
+  I·(cos θ, sin θ), trained with a wrap-free auxiliary polar loss (1 − cos Δθ, (ΔI)²) weighted 0.1.
+  The code regresses θ = atan2(a, v) with MSE, which jumps at θ = ±π; we never regress θ.
+
+Deviations from the released code, each deliberate:
+
+* **Encoder layers** — the code's encoders are BEiT-base (12 layers each, initialised from
+  ``microsoft/beit-base-patch16-224-pt22k``); here plain pre-norm transformer layers, randomly
+  initialised, ``layers`` = 2 per stack by default (no BEiT weights for arbitrary cached features,
+  and a 24-layer encoder does not train on a CPU). They follow BEiT's layer: **GELU** feed-forward
+  activation and **LayerNorm eps 1e-12** (``activation``, ``norm_eps``; PyTorch's defaults are ReLU
+  and 1e-5), but without BEiT's layer-scale and relative position bias.
+* **Granularity** — code: audio/text one vector per transcript segment, so its v→a / v→t attention
+  is degenerate (one key); here per-frame rows (or clip tokens), every pathway attends over the window.
+* **Loss** — the code's CCC term is computed with ``.item()`` (no gradient), so it trains on MSE;
+  avpipe trains every model on the CCC loss (``--config`` ``loss = "mse"`` reproduces the code).
+* **Windows** — the code's sequences are transcript segments of variable length; avpipe uses fixed
+  windows (see ``train_defaults``) and does not re-initialise the model when validation stalls.
 """
 from __future__ import annotations
 
@@ -38,7 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from avpipe.fusion.models import register_model
-from avpipe.fusion.models.base import FusionModel
+from avpipe.fusion.models.base import FusionModel, ModelInfo
 
 PATHWAYS = (("visual", "audio"), ("visual", "text"), ("audio", "visual"), ("audio", "text"),
             ("text", "visual"), ("text", "audio"))
@@ -56,14 +63,25 @@ class MAVEN(FusionModel):
     name = "maven"
     modalities = ("visual", "audio", "text")
     train_defaults = {"optimizer": "adam", "lr": 1e-4, "weight_decay": 1e-4, "schedule": "plateau",
-                      "epochs": 100, "batch_size": 8}
-    aux_losses = {"polar": 0.1}
+                      "epochs": 100, "batch_size": 8, "window": 300, "hop": 200, "clip_len": 1}
+    preset = {"code_faithful": True, "head": "va"}
+    info = ModelInfo(
+        paper="Ahire et al., MAVEN: Multi-modal Attention for Valence-Arousal Emotion Network, CVPRW 2025 "
+              "(ABAW8), arXiv 2503.12623",
+        code="per-modality projections, six 2-head cross-attention pathways, shared LayerNorm, fusion Linear, "
+             "two encoder stacks in parallel, MLP 512-256 with dropout 0.5/0.3 to (v,a) per frame, Adam/plateau",
+        ours="small randomly initialised GELU encoder stacks instead of two 12-layer BEiT-base, per-frame "
+             "audio/text rows instead of one vector per transcript segment, CCC loss instead of MSE",
+        summary="multimodal cross-attention + transformer encoders, audio+visual+text (authors' code)")
 
     def __init__(self, dims: Mapping[str, int], window: int, d: int = 512, heads: int = 2,
                  attn_dropout: float = 0.1, embed: int = 768, layers: int = 2, ff: int = 1024,
-                 code_faithful: bool = False) -> None:
-        super().__init__(dims, window)
-        self.code_faithful = code_faithful
+                 code_faithful: bool = True, head: str = "va", activation: str = "gelu",
+                 norm_eps: float = 1e-12, clip_len: int = 1) -> None:
+        super().__init__(dims, window, clip_len)
+        if head not in ("va", "polar"):
+            raise ValueError("head must be 'va' or 'polar'")
+        self.code_faithful, self.head = code_faithful, head
         self.proj = nn.ModuleDict({m: nn.Linear(self.dims[m], d) for m in self.modalities})
         self.cross = nn.ModuleDict({f"{q}2{k}": nn.MultiheadAttention(d, heads, dropout=attn_dropout, batch_first=True)
                                     for q, k in PATHWAYS})
@@ -72,10 +90,11 @@ class MAVEN(FusionModel):
         self.refine = None if code_faithful else nn.ModuleDict(
             {m: nn.MultiheadAttention(d, heads, dropout=attn_dropout, batch_first=True) for m in self.modalities})
         self.refine_norm = None if code_faithful else nn.ModuleDict({m: nn.LayerNorm(d) for m in self.modalities})
-        self.fuse = nn.Linear(3 * d, embed)
+        self.fuse_in = nn.Linear(3 * d, embed)
 
         def stack(n: int) -> nn.TransformerEncoder:
             layer = nn.TransformerEncoderLayer(embed, 8 if embed % 8 == 0 else 1, ff, dropout=0.1,
+                                               activation=activation, layer_norm_eps=norm_eps,
                                                batch_first=True, norm_first=True)
             return nn.TransformerEncoder(layer, n, enable_nested_tensor=False)
 
@@ -84,9 +103,10 @@ class MAVEN(FusionModel):
             else nn.ModuleList([stack(layers)])
         e_out = embed * len(self.encoders)
         self.mlp = nn.Sequential(nn.Linear(e_out, 512), nn.ReLU(), nn.Dropout(0.5),
-                                 nn.Linear(512, 256), nn.ReLU(), nn.Dropout(0.3), nn.Linear(256, 3))
+                                 nn.Linear(512, 256), nn.ReLU(), nn.Dropout(0.3),
+                                 nn.Linear(256, 3 if head == "polar" else 2))
 
-    def forward(self, x: Mapping[str, torch.Tensor], mask: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    def fuse(self, x: Mapping[str, torch.Tensor], mask: Mapping[str, torch.Tensor]) -> torch.Tensor:
         feats = {m: self.proj[m](t) for m, t in zip(self.modalities, self.inputs(x, mask, self.modalities))}
         kp = {m: key_padding(mask[m]) for m in self.modalities}
         cross: dict[str, list[torch.Tensor]] = {m: [] for m in self.modalities}
@@ -98,11 +118,25 @@ class MAVEN(FusionModel):
             for m in self.modalities:
                 r, _ = self.refine[m](enh[m], enh[m], enh[m], key_padding_mask=kp[m], need_weights=False)
                 enh[m] = self.refine_norm[m](r + enh[m])
-        h = self.fuse(torch.cat([enh[m] for m in self.modalities], dim=-1))
+        h = self.fuse_in(torch.cat([enh[m] for m in self.modalities], dim=-1))
         any_valid = torch.stack([mask[m] for m in self.modalities]).any(0)
         pad = key_padding(any_valid)
         h = torch.cat([enc(h, src_key_padding_mask=pad) for enc in self.encoders], dim=-1)
-        return polar_to_va(self.mlp(h))
+        out = self.mlp(h)
+        return polar_to_va(out) if self.head == "polar" else out
+
+
+@register_model
+class MAVENPaper(MAVEN):
+    name = "maven-paper"
+    preset = {"code_faithful": False, "head": "polar"}
+    aux_losses = {"polar": 0.1}
+    info = ModelInfo(
+        paper=MAVEN.info.paper,
+        code="the cross-attention front end of maven",
+        ours="the paper's sequential encoders and self-attention refinement, wrap-free polar head with an "
+             "auxiliary polar loss (0.1)",
+        summary="avpipe variant of maven: the paper's description, polar head")
 
 
 def polar_to_va(out: torch.Tensor) -> torch.Tensor:

@@ -1,26 +1,33 @@
 """RJCMA — Recursive Joint Cross-Modal Attention, audio + visual + text (Praveen & Alam,
-CVPRW 2024 / ABAW6). docs/models.md#rjcma.
+CVPRW 2024 / ABAW6).
 
-Forward (per sample, T = window): per-modality causal TCN (k = 5, 4 levels) →
-BatchNorm1d → recursive JCA-v2 over {v, a, t} (D = sum of TCN widths) → concat (T, D) →
-Linear D→256 → BatchNorm → LeakyReLU → Linear 256→2 → tanh.
+Forward (per sample, L = window frames, one token per frame): per-modality causal TCN (kernel 5,
+4 levels, dilation 2^i) → BatchNorm1d → JCA-v2 co-attention over {v, a, t} (D = sum of the TCN
+widths) → concat (L, D) → Linear D→256 → BatchNorm → LeakyReLU → Linear 256→2 → tanh.
 
-Divergence decisions (docs/models.md#rjcma-decisions):
+Names:
 
-* **TCN widths** — the committed configs disagree with the fusion layer; we use the widths the
-  fusion layer implies: visual 256, audio 128, text 128 (D = 512), 4 levels each, configurable via
-  ``channels={"visual": [...], ...}``.
-* **Query projection** — the code computes ``J W_q`` and then uses raw J; default
-  ``use_query_proj=True`` (the formulation of the papers and the A-V repos); False = the code.
-* **Recursion** — code: 2 stacked layers with separate weights; paper eq. (11): the attended
-  features are fed back into the fusion model. Default: weight-shared recursion, 2 iterations
-  (as for RJA); ``shared=False`` = the code.
+* ``rjcma`` — the authors' released configuration: **no query projection** (the code computes
+  ``J W_q`` and then uses the raw joint J as query), **two stacked layers with separate weights**
+  (the code's "recursion"), TCN widths visual 256 / audio 128 / text 128 (the only widths the
+  released fusion layer accepts: D = 512), 300-frame windows with hop 200, Adam lr 1e-5, wd 1e-3,
+  batch 12, 5-epoch linear warm-up then plateau on validation CCC, early stopping after 50 epochs.
+* ``rjcma-shared`` — avpipe's variant following the paper's formulation: query projection on and
+  one weight-shared layer applied twice.
+
+Deviations from the released code, each deliberate:
+
+* **TCN widths** — the committed configs disagree with the fusion layer (the repo does not run as
+  committed); 256/128/128 are the widths the fusion layer implies. Configurable via ``channels``.
 * **Outputs** — one network per dimension in the code; one trunk with 2 outputs here.
-* **Backbones** — gradually released during training in the code; frozen cached features here
-  (not reproducible on a cache; expect lower numbers).
-* Training defaults from the code: Adam lr 1e-5, wd 1e-3, batch 12, 5-epoch warm-up then plateau
-  on validation CCC (patience 5, factor 0.1); per-window CCC loss is available as ``loss=ccc_window``
-  but the batch-flattened loss is the avpipe default for every model (docs/models.md#losses).
+* **Backbones** — gradually released (fine-tuned) during training in the code; frozen cached
+  features here (not reproducible on a cache; expect lower numbers).
+* **Loss** — the code's per-window CCC is available as ``loss=ccc_window``; avpipe's default for
+  every model is the CCC over the flattened batch.
+* **Best-weights reload** — the code reloads the best weights at the end of every epoch; avpipe
+  keeps training from the current weights.
+* **Warm-up shape** — linear per batch from lr/(5·steps) to lr over the first 5 epochs, then the
+  plateau controller starts at lr.
 """
 from __future__ import annotations
 
@@ -31,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from avpipe.fusion.models import register_model
-from avpipe.fusion.models.base import FusionModel
+from avpipe.fusion.models.base import FusionModel, ModelInfo
 from avpipe.fusion.models.blocks import TCN, RecursiveJointAttention, xavier_
 
 DEFAULT_CHANNELS = {"visual": [256] * 4, "audio": [128] * 4, "text": [128] * 4}
@@ -43,23 +50,34 @@ class RJCMA(FusionModel):
     modalities = ("visual", "audio", "text")
     window_fixed = True
     train_defaults = {"optimizer": "adam", "lr": 1e-5, "weight_decay": 1e-3, "schedule": "warmup_plateau",
-                      "warmup_epochs": 5, "epochs": 100, "batch_size": 12}
+                      "warmup_epochs": 5, "epochs": 100, "batch_size": 12, "patience": 50,
+                      "window": 300, "hop": 200, "clip_len": 1}
+    info = ModelInfo(
+        paper="Praveen & Alam, Recursive Joint Cross-Modal Attention for Multimodal Fusion in Dimensional "
+              "Emotion Recognition, CVPRW 2024 (ABAW6), arXiv 2403.13659",
+        code="causal TCNs + BatchNorm, JCA-v2 over {v,a,t} without query projection, 2 unshared layers, "
+             "head Linear-BN-LeakyReLU-Linear-tanh, 300-frame windows hop 200, optimiser, warm-up, plateau, "
+             "patience 50",
+        ours="TCN widths 256/128/128 (the committed configs do not run), one trunk for V+A, frozen cached "
+             "features (no gradual backbone release), batch-flattened CCC loss",
+        summary="recursive joint cross-modal attention, audio+visual+text (authors' code)")
 
     def __init__(self, dims: Mapping[str, int], window: int, channels: Mapping[str, list[int]] | None = None,
-                 kernel: int = 5, tcn_dropout: float = 0.1, iterations: int = 2, shared: bool = True,
-                 dropout: float = 0.6, use_query_proj: bool = True, head_hidden: int = 256) -> None:
-        super().__init__(dims, window)
+                 kernel: int = 5, tcn_dropout: float = 0.1, iterations: int = 2, shared: bool = False,
+                 dropout: float = 0.6, use_query_proj: bool = False, head_hidden: int = 256,
+                 clip_len: int = 1) -> None:
+        super().__init__(dims, window, clip_len)
         ch = {**DEFAULT_CHANNELS, **(channels or {})}
         self.tcn = nn.ModuleDict({m: TCN(self.dims[m], list(ch[m]), kernel, tcn_dropout) for m in self.modalities})
         self.bn = nn.ModuleDict({m: nn.BatchNorm1d(self.tcn[m].out_dim) for m in self.modalities})
         widths = [self.tcn[m].out_dim for m in self.modalities]
-        self.attn = RecursiveJointAttention(widths, window, iterations, shared, dropout, use_query_proj)
+        self.attn = RecursiveJointAttention(widths, self.tokens, iterations, shared, dropout, use_query_proj)
         D = sum(widths)
         self.fc1, self.bn_head, self.fc2 = nn.Linear(D, head_hidden), nn.BatchNorm1d(head_hidden), nn.Linear(head_hidden, 2)
         xavier_(self.fc1)
         xavier_(self.fc2)
 
-    def forward(self, x: Mapping[str, torch.Tensor], mask: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    def fuse(self, x: Mapping[str, torch.Tensor], mask: Mapping[str, torch.Tensor]) -> torch.Tensor:
         xs = []
         for m, t in zip(self.modalities, self.inputs(x, mask, self.modalities)):
             h = self.tcn[m](t)
@@ -68,3 +86,15 @@ class RJCMA(FusionModel):
         h = self.fc1(h)
         h = F.leaky_relu(self.bn_head(h.transpose(1, 2)).transpose(1, 2))
         return torch.tanh(self.fc2(h))
+
+
+@register_model
+class RJCMAShared(RJCMA):
+    name = "rjcma-shared"
+    preset = {"use_query_proj": True, "shared": True}
+    info = ModelInfo(
+        paper=RJCMA.info.paper,
+        code="everything of rjcma except the two options below",
+        ours="query projection used (Q = J W_q, as the A-V repos and the paper's formulation) and one "
+             "weight-shared layer applied twice (the paper's recursion)",
+        summary="avpipe variant of rjcma: query projection + weight-shared recursion")

@@ -1,0 +1,93 @@
+"""Click parameter types shared by the commands (closed sets as choices, checked at parse time).
+
+Why here and not in the commands: ``--device`` and ``--fusion`` appear in several commands and
+must accept and refuse the same values everywhere, with the same message, and without importing
+torch (``--fusion bogus`` is refused in well under a second, before any model code loads).
+"""
+from __future__ import annotations
+
+import ast
+import functools
+import importlib.util
+import re
+from pathlib import Path
+from typing import Any
+
+import click
+
+_DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+class DeviceType(click.ParamType):
+    """``auto | cpu | cuda | cuda:N | mps`` (a closed set with an index, so not a plain Choice)."""
+
+    name = "device"
+
+    def get_metavar(self, *args: Any, **kwargs: Any) -> str:
+        return "[auto|cpu|cuda|cuda:N|mps]"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        v = str(value).strip().lower()
+        if not _DEVICE_RE.match(v):
+            self.fail(f"{value!r}: use auto, cpu, cuda, cuda:N or mps", param, ctx)
+        return v
+
+
+DEVICE = DeviceType()
+
+
+@functools.lru_cache(maxsize=1)
+def fusion_model_names() -> tuple[str, ...]:
+    """Names of the registered fusion models, read from the model modules' source.
+
+    The registry itself (:func:`avpipe.fusion.models.model_registry`) imports torch; the CLI only
+    needs the names, so it reads the ``name = "..."`` of every class decorated with
+    ``@register_model`` in ``avpipe/fusion/models/*.py`` (a test keeps both lists equal).
+    """
+    spec = importlib.util.find_spec("avpipe.fusion.models")
+    names: set[str] = set()
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        for f in sorted(Path(folder).glob("*.py")):
+            try:
+                tree = ast.parse(f.read_text(encoding="utf-8"))
+            except (OSError, SyntaxError, UnicodeDecodeError):
+                continue
+            for node in ast.walk(tree):
+                if isinstance(node, ast.ClassDef) and any(_decorator_name(d) == "register_model"
+                                                          for d in node.decorator_list):
+                    n = _class_name_attr(node)
+                    if n:
+                        names.add(n)
+    return tuple(sorted(names))
+
+
+def _decorator_name(d: ast.expr) -> str:
+    if isinstance(d, ast.Call):
+        d = d.func
+    if isinstance(d, ast.Attribute):
+        return d.attr
+    return d.id if isinstance(d, ast.Name) else ""
+
+
+def _class_name_attr(node: ast.ClassDef) -> str | None:
+    for st in node.body:
+        targets = st.targets if isinstance(st, ast.Assign) else [st.target] if isinstance(st, ast.AnnAssign) else []
+        value = getattr(st, "value", None)
+        if any(isinstance(t, ast.Name) and t.id == "name" for t in targets) and \
+                isinstance(value, ast.Constant) and isinstance(value.value, str):
+            return value.value
+    return None
+
+
+class FusionChoice(click.Choice):
+    """``--fusion``: one of the registered models (listed in ``--help`` and in the error)."""
+
+    def __init__(self) -> None:
+        super().__init__(fusion_model_names())
+
+
+def resolve_jobs(jobs: int) -> int:
+    """``--jobs``: ``1`` = in this process, ``N`` workers, ``0`` or ``-1`` = one per CPU core."""
+    import os
+
+    return (os.cpu_count() or 1) if jobs in (0, -1) else jobs

@@ -1,0 +1,195 @@
+"""``avpipe sweep | runs | compare`` — many runs on one cache, and the tables they lead to.
+
+Heavy imports (torch, matplotlib) happen inside the command bodies so that ``avpipe --help``
+stays fast. Exit status: 0 ok, 1 something failed (a cell, a run folder unreadable), 2 usage.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+
+def _usage(msg: str) -> None:
+    click.echo(f"error: {msg}", err=True)
+    sys.exit(2)
+
+
+def _parse_value(s: str) -> Any:
+    try:
+        return json.loads(s)
+    except json.JSONDecodeError:
+        return s
+
+
+def _csv_values(s: str) -> list[Any]:
+    return [_parse_value(v.strip()) for v in s.split(",") if v.strip()]
+
+
+@click.command("sweep", epilog="""Examples:
+
+\b
+  avpipe sweep --config sweep.toml
+  avpipe sweep --labels labels/ --cache cache/ --fusion jca,audio,visual --seeds 0,1,2 \\
+               --set lr=1e-3,3e-4 --set window=64 --epochs 20 --out runs/grid
+  avpipe sweep --config sweep.toml --jobs 2          # two worker processes
+  avpipe sweep --config sweep.toml --dry-run         # list the cells
+
+\b
+sweep.toml:
+  [sweep]
+  out = "runs/grid"
+  [base]                    # any `avpipe train` option (TrainConfig field)
+  labels = "labels/"
+  cache = "cache/"
+  epochs = 20
+  [grid]                    # lists: every combination is one run
+  fusion = ["jca", "audio", "visual"]
+  features = ["visual=visual,audio=logmel"]
+  seed = [0, 1, 2]
+  lr = [1e-3, 3e-4]
+  "model.hidden" = [64, 128]
+
+\b
+Rerunning the same command continues a killed sweep: finished cells (completed.json in
+their folder) are skipped, interrupted ones resume from their last epoch.
+Exit status: 0 all cells finished, 1 some cell failed, 2 usage error.""")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
+              help="Sweep file (TOML/JSON) with [sweep], [base], [grid]; flags extend/override it.")
+@click.option("--fusion", default=None, help="Comma-separated models (grid).")
+@click.option("--features", "features", multiple=True,
+              help="A feature set modality=stage[@fp],... (repeat the flag for several: grid).")
+@click.option("--seeds", default=None, help="Comma-separated seeds (grid).")
+@click.option("--set", "sets", multiple=True, metavar="KEY=V1,V2",
+              help="Grid over a TrainConfig field or model.OPTION (repeatable).")
+@click.option("--labels", default=None, help="Label folder/CSV (base option).")
+@click.option("--cache", default=None, help="Cache root (base option; default $AVPIPE_CACHE or ./cache).")
+@click.option("--epochs", type=int, default=None, help="Epochs per cell (base option).")
+@click.option("--device", default=None, help="auto | cpu | cuda | cuda:N (base option).")
+@click.option("--out", default=None, help="Sweep folder (one run folder per cell inside).")
+@click.option("--jobs", "-j", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Worker processes (joblib/loky); each keeps its loaded bank between cells.")
+@click.option("--dry-run", is_flag=True, help="List the cells and whether they are finished; train nothing.")
+def sweep_cmd(config_file, fusion, features, seeds, sets, labels, cache, epochs, device, out, jobs, dry_run) -> None:
+    """Train a grid of runs (models x features x seeds x options), resumably."""
+    from avpipe.fusion.sweep import SweepError, SweepSpec, expand, is_finished, run_sweep
+
+    try:
+        spec = SweepSpec.load(config_file) if config_file else SweepSpec()
+    except SweepError as e:
+        _usage(str(e))
+    if fusion:
+        spec.grid["fusion"] = [f.strip() for f in fusion.split(",") if f.strip()]
+    if features:
+        spec.grid["features"] = list(features)
+    if seeds:
+        try:
+            spec.grid["seed"] = [int(s) for s in seeds.split(",") if s.strip()]
+        except ValueError:
+            _usage(f"--seeds {seeds!r}: expected comma-separated integers")
+    for kv in sets:
+        k, eq, v = kv.partition("=")
+        if not eq or not k.strip() or not v.strip():
+            _usage(f"--set {kv!r}: expected KEY=V1,V2,...")
+        spec.grid[k.strip()] = _csv_values(v)
+    for k, v in (("labels", labels), ("cache", cache), ("epochs", epochs), ("device", device)):
+        if v is not None:
+            spec.base[k] = v
+    if "cache" not in spec.base:
+        from avpipe.pipeline.runner import default_cache_root
+
+        spec.base["cache"] = str(default_cache_root())
+    if not spec.base.get("labels"):
+        _usage("no labels: give --labels or labels in the sweep file's [base]")
+    if out:
+        spec.out = out
+    try:
+        cells = expand(spec)
+    except SweepError as e:
+        _usage(str(e))
+    if not cells:
+        _usage("the sweep has no cells")
+    if not dry_run:
+        for what in ("labels", "cache"):
+            if not Path(str(spec.base[what])).exists():
+                _usage(f"{what} {spec.base[what]!r} does not exist")
+    if dry_run:
+        for c in cells:
+            state = "finished" if is_finished(Path(spec.out) / c.name, c) else "todo"
+            click.echo(f"{state:<8}  {Path(spec.out) / c.name}")
+        click.echo(f"{len(cells)} cells")
+        return
+    try:
+        res = run_sweep(spec, jobs=jobs, log=lambda m: click.echo(m, err=True))
+    except KeyboardInterrupt:
+        click.echo(f"\ninterrupted: finished cells are kept; rerun the same command to continue "
+                   f"({spec.out})", err=True)
+        sys.exit(130)
+    click.echo(res.render())
+    if any(r["status"] != "failed" for r in res.results):
+        from avpipe.fusion.compare import collect_runs, render_table, summarize
+
+        runs = collect_runs([res.out])
+        if runs:
+            click.echo("\n" + render_table(summarize(runs)))
+    sys.exit(res.exit_code)
+
+
+@click.command("runs", epilog="""Examples:
+
+\b
+  avpipe runs                 # every run under ./runs
+  avpipe runs runs/grid
+
+\b
+One line per run: status, best validation CCC (epoch), and the config values
+that differ between the runs listed.""")
+@click.argument("directory", required=False, default="runs", type=click.Path())
+def runs_cmd(directory) -> None:
+    """List runs under DIRECTORY with their config differences and best validation CCC."""
+    from avpipe.fusion.compare import CompareError, collect_runs, render_runs
+
+    try:
+        runs = collect_runs([directory])
+    except CompareError as e:
+        _usage(str(e))
+    if not runs:
+        _usage(f"no run folders (config.json) under {directory}")
+    click.echo(render_runs(runs, Path(directory).resolve() if Path(directory).is_dir() else None))
+
+
+@click.command("compare", epilog="""Examples:
+
+\b
+  avpipe compare runs/grid                       # every run under it
+  avpipe compare runs/jca runs/audio --out paper/ --per-video
+
+\b
+Writes compare.csv, compare.md and compare.png (and per_video.csv/.md with
+--per-video) to --out (default: the first folder given). Runs that differ only by
+seed form one row: mean ± sample std over seeds.""")
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--out", default=None, type=click.Path(file_okay=False), help="Where to write the tables and the PNG.")
+@click.option("--per-video", is_flag=True, help="Also the per-video CCC table.")
+def compare_cmd(paths, out, per_video) -> None:
+    """The comparison table of runs: model, features, valence, arousal, mean, smoothed."""
+    from avpipe.fusion.compare import (CompareError, collect_runs, markdown_table, per_video_table, render_table,
+                                       summarize, write_outputs)
+
+    try:
+        runs = collect_runs(paths)
+    except CompareError as e:
+        _usage(str(e))
+    if not runs:
+        _usage(f"no run folders (config.json) under {', '.join(paths)}")
+    rows = summarize(runs)
+    click.echo(render_table(rows))
+    if per_video:
+        h, b = per_video_table(rows)
+        click.echo("\nper-video CCC (mean of valence and arousal; averaged over seeds)\n" + markdown_table(h, b))
+    target = Path(out) if out else (Path(paths[0]) if Path(paths[0]).is_dir() else Path("."))
+    files = write_outputs(rows, target, per_video=per_video)
+    click.echo("written: " + ", ".join(str(f) for f in files))

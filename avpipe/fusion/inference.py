@@ -1,0 +1,98 @@
+"""Inference helpers shared by training (validation, final predictions) and prediction.
+
+Why a module of its own: ``train`` needs them to score each epoch and ``predict`` needs them to
+serve a trained run; kept in either, the two modules imported each other.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from avpipe.fusion.config import TrainConfig
+from avpipe.fusion.data import ChunkedBanks, InMemoryBanks
+from avpipe.fusion.models import create_model
+from avpipe.fusion.run import RunConflictError, RunDir
+from avpipe.fusion.windows import batches, make_windows
+from avpipe.pipeline.atomic import atomic_write_text
+
+FORMATS = ("csv", "affwild2")
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` → this rank's GPU when there is one, else the CPU; anything else as given."""
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")
+        return torch.device("cpu")
+    return torch.device(device)
+
+
+def build_model_from_checkpoint(ck: Mapping[str, Any], device: torch.device | str = "cpu") -> torch.nn.Module:
+    """The model a checkpoint describes (name, dims, window, options) with its weights, in eval mode."""
+    model = create_model(ck["fusion"], ck["dims"], ck["window"], **ck["model_options"])
+    model.load_state_dict(ck["model"])
+    return model.to(device).eval()
+
+
+@torch.no_grad()
+def predict_provider(model: torch.nn.Module, provider: InMemoryBanks | ChunkedBanks, window: int, hop: int,
+                     batch_size: int, amp: tuple[bool, torch.dtype] = (False, torch.float32)
+                     ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Per-track predictions (overlapping windows averaged per frame), labels and label masks."""
+    was = model.training
+    model.eval()
+    preds, labels, valid = {}, {}, {}
+    for bank in provider.groups(0, None):
+        w = make_windows(bank.offsets, window, hop)
+        acc = torch.zeros(bank.n_rows, 2, device=bank.device)
+        cnt = torch.zeros(bank.n_rows, device=bank.device)
+        for idx in batches(len(w), batch_size, seed=None, device=bank.device):
+            b = bank.gather(w.select(idx), window)
+            with torch.autocast(bank.device.type, dtype=amp[1], enabled=amp[0]):
+                p = model(b.x, b.mask)
+            r = b.rows[b.inwin]
+            acc.index_put_((r,), p.float()[b.inwin], accumulate=True)
+            cnt.index_put_((r,), torch.ones_like(r, dtype=cnt.dtype), accumulate=True)
+        out = (acc / cnt.clamp_min(1).unsqueeze(1)).cpu().numpy()
+        y, yv = bank.y.cpu().numpy(), bank.y_valid.cpu().numpy()
+        for i, name in enumerate(bank.names):
+            s = bank.track_slice(i)
+            preds[name], labels[name], valid[name] = out[s], y[s], yv[s]
+    model.train(was)
+    return preds, labels, valid
+
+
+def write_prediction(path: str | Path, pred: np.ndarray, fmt: str = "csv") -> Path:
+    """One video's (n, 2) predictions, clipped to [-1, 1]."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; use {FORMATS}")
+    p = np.clip(np.asarray(pred, dtype=np.float64), -1, 1)
+    s = io.StringIO()
+    w = csv.writer(s, lineterminator="\n")
+    if fmt == "csv":
+        w.writerow(["frame", "valence", "arousal"])
+        w.writerows((i, f"{v:.6f}", f"{a:.6f}") for i, (v, a) in enumerate(p))
+    else:
+        w.writerow(["valence", "arousal"])
+        w.writerows((f"{v:.6f}", f"{a:.6f}") for v, a in p)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, s.getvalue())
+    return path
+
+
+def load_run(path: str | Path) -> tuple[RunDir, TrainConfig]:
+    """A run folder and its recorded config (:class:`RunConflictError`, a usage error, when the
+    path is not a run folder)."""
+    run = RunDir(path)
+    if not run.exists():
+        raise RunConflictError(f"{str(path)!r} is not a run folder (no config.json); give the --out folder "
+                               f"of a train run")
+    return run, TrainConfig.load(run.config)

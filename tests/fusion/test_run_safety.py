@@ -1,0 +1,148 @@
+"""Runs are never lost: an existing run is refused without --resume/--overwrite, --resume must
+match the run, the run works from another directory, bad --out and untrusted checkpoints are one
+clear line (no traceback)."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from avpipe.cli import main
+from tests.fusion.conftest import small_config
+
+
+def _cfg_file(corpus, tmp_path: Path, **kw) -> Path:
+    cfg = small_config(corpus, "concat", tmp_path / "unused", model={"hidden": 8}, epochs=1, **kw)
+    p = tmp_path / "cfg.json"
+    cfg.save(p)
+    return p
+
+
+def _train(cfg_file: Path, out: Path, *extra: str, fusion: str = "concat"):
+    return CliRunner().invoke(main, ["train", "--fusion", fusion, "--config", str(cfg_file), "--out", str(out),
+                                     *extra])
+
+
+def _one_error_line(r) -> str:
+    assert "Traceback" not in r.output, r.output
+    errs = [ln for ln in r.output.splitlines() if ln.startswith("Error:")]
+    assert len(errs) == 1, r.output
+    return errs[0]
+
+
+@pytest.fixture(scope="module")
+def run(corpus, tmp_path_factory):
+    d = tmp_path_factory.mktemp("safety")
+    cfg_file = _cfg_file(corpus, d)
+    out = d / "run"
+    r = _train(cfg_file, out)
+    assert r.exit_code == 0, r.output
+    return cfg_file, out
+
+
+def test_existing_run_is_refused_without_resume(run):
+    cfg_file, out = run
+    before = (out / "checkpoints" / "last.pt").read_bytes()
+    r = _train(cfg_file, out, fusion="jca")
+    assert r.exit_code == 2, r.output
+    line = _one_error_line(r)
+    assert "already holds a run" in line and "--resume" in line and "--overwrite" in line
+    assert (out / "checkpoints" / "last.pt").read_bytes() == before
+
+
+def test_resume_with_another_model_is_refused(run):
+    cfg_file, out = run
+    r = _train(cfg_file, out, "--resume", fusion="jca")
+    assert r.exit_code == 2, r.output
+    assert "--fusion 'jca' but the run trains 'concat'" in _one_error_line(r)
+    r = _train(cfg_file, out, "--resume", "--features", "visual=logmel")
+    assert r.exit_code == 2 and "--features" in _one_error_line(r)
+
+
+def test_overwrite_replaces_the_run_and_keeps_other_files(corpus, tmp_path):
+    cfg_file = _cfg_file(corpus, tmp_path)
+    out = tmp_path / "run"
+    assert _train(cfg_file, out).exit_code == 0
+    (out / "notes.txt").write_text("mine")
+    (out / "metrics.csv").write_text("stale\n")
+    r = _train(cfg_file, out, "--overwrite")
+    assert r.exit_code == 0, r.output
+    assert (out / "notes.txt").read_text() == "mine"
+    assert (out / "metrics.csv").read_text().startswith("epoch,")
+    assert _train(cfg_file, out, "--overwrite", "--resume").exit_code == 2
+    # an overwrite that cannot start (labels missing) leaves the old run in place
+    bad = tmp_path / "bad.json"
+    bad.write_text(cfg_file.read_text().replace(str(corpus["labels"]), str(tmp_path / "nolabels.csv")))
+    before = (out / "checkpoints" / "last.pt").read_bytes()
+    r = _train(bad, out, "--overwrite")
+    assert r.exit_code == 1, r.output
+    assert (out / "checkpoints" / "last.pt").read_bytes() == before
+
+
+def test_out_pointing_at_a_file_is_a_clear_error(corpus, tmp_path):
+    cfg_file = _cfg_file(corpus, tmp_path)
+    f = tmp_path / "afile"
+    f.write_text("x")
+    for out in (f, f / "run"):
+        r = _train(cfg_file, out)
+        assert r.exit_code == 2, r.output
+        assert "is a file" in _one_error_line(r)
+    assert f.read_text() == "x"
+
+
+def test_run_with_relative_paths_evaluates_from_another_directory(corpus, tmp_path, monkeypatch):
+    monkeypatch.chdir(corpus["root"])
+    cfg = small_config(corpus, "concat", tmp_path / "unused", model={"hidden": 8}, epochs=1,
+                       cache="cache", labels="labels")
+    cfg.save(tmp_path / "rel.json")
+    out = tmp_path / "rel_run"
+    assert _train(tmp_path / "rel.json", out).exit_code == 0
+    saved = json.loads((out / "config.json").read_text())
+    assert Path(saved["cache"]).is_absolute() and Path(saved["labels"]).is_absolute()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    r = CliRunner().invoke(main, ["evaluate", str(out), "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    assert "raw       V" in r.output
+
+
+class Evil:  # not an allowed global for weights_only loading
+    pass
+
+
+def test_untrusted_checkpoint_is_one_clear_line(run, tmp_path):
+    import shutil
+
+    _, out = run
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    torch.save({"model": Evil()}, copy / "checkpoints" / "best.pt")
+    r = CliRunner().invoke(main, ["evaluate", str(copy), "--device", "cpu"])
+    assert r.exit_code == 1, r.output
+    line = _one_error_line(r)
+    assert "best.pt" in line and "refused" in line and "trust" in line
+    (copy / "checkpoints" / "best.pt").write_bytes(b"\x00garbage")
+    r = CliRunner().invoke(main, ["evaluate", str(copy), "--device", "cpu"])
+    assert r.exit_code == 1 and "not a readable checkpoint" in _one_error_line(r)
+
+
+def test_runtime_errors_exit_1_not_2(corpus, tmp_path):
+    """A failure while working (here: labels that match no cached video) is exit 1, one line."""
+    empty = tmp_path / "labels" / "Train_Set"
+    empty.mkdir(parents=True)
+    (empty / "nosuchvideo.txt").write_text("valence,arousal\n0.1,0.2\n")
+    cfg_file = _cfg_file(corpus, tmp_path, labels=str(tmp_path / "labels"))
+    r = _train(cfg_file, tmp_path / "r")
+    assert r.exit_code == 1, r.output
+    assert "need labelled videos in both train and val" in _one_error_line(r)
+    assert not os.path.exists(tmp_path / "r" / "config.json")
+
+
+def test_evaluate_a_folder_that_is_not_a_run_is_a_usage_error(tmp_path):
+    r = CliRunner().invoke(main, ["evaluate", str(tmp_path), "--device", "cpu"])
+    assert r.exit_code == 2 and "is not a run folder" in _one_error_line(r)

@@ -1,0 +1,68 @@
+"""Planning finds missing model weights before any video is touched: one message, exit 2."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from avpipe.cli import main
+from avpipe.pipeline.stage import _REGISTRY, Stage, StageResult, register_stage
+
+
+class ToyWeights(Stage):
+    """A stage whose weights exist only where the user puts them."""
+
+    name = "toy_w"
+    version = "1"
+    requires = ("probe",)
+
+    def weights_id(self):
+        from avpipe.extractors.weights import file_checksum, resolve_weights, weights_override
+
+        return file_checksum(resolve_weights("toy-weights", weights_override(self.runtime, "toy-weights")))
+
+    def compute(self, video, inputs):
+        return StageResult(data=np.zeros((len(inputs["probe"].timestamps), 1), np.float32))
+
+
+@pytest.fixture(autouse=True)
+def toy_weights(tmp_path, monkeypatch):
+    from avpipe.extractors import weights as W
+
+    monkeypatch.setenv("AVPIPE_HOME", str(tmp_path / "home"))
+    spec = W.register_weights(W.WeightSpec(name="toy-weights", filename="toy.bin", source="user",
+                                           description="toy model", how="copy toy.bin there"))
+    register_stage(ToyWeights)
+    yield spec
+    _REGISTRY.pop("toy_w", None)
+    W._SPECS.pop("toy-weights", None)
+
+
+def test_missing_weights_fail_at_plan_time_with_one_message(tmp_path, videos, toy_log):
+    cache = tmp_path / "cache"
+    r = CliRunner().invoke(main, ["extract", "--videos", str(videos), "--cache", str(cache),
+                                  "--stages", "toy_w,toy_a", "--no-progress"])
+    assert r.exit_code == 2, r.output
+    out = r.output
+    assert out.count("error:") == 1 and "Traceback" not in out
+    assert "stage toy_w" in out and "'toy-weights'" in out
+    assert f"looked for: {tmp_path / 'home' / 'weights' / 'toy.bin'}" in out
+    assert "--weights toy-weights=" in out and "avpipe models fetch NAME" in out
+    assert "--config configs/offline.toml" in out and "--stages probe,toy_a" in out
+    assert not cache.exists() and toy_log.lines() == []  # no video touched, no cache made
+
+
+def test_weights_given_by_path_run(tmp_path, videos):
+    w = tmp_path / "toy.bin"
+    w.write_bytes(b"weights")
+    r = CliRunner().invoke(main, ["extract", "--videos", str(videos), "--cache", str(tmp_path / "cache"),
+                                  "--stages", "toy_w", "--weights", f"toy-weights={w}", "--no-progress"])
+    assert r.exit_code == 0, r.output
+
+
+def test_status_reports_missing_weights_without_failing(tmp_path, videos):
+    cache = tmp_path / "cache"
+    assert CliRunner().invoke(main, ["extract", "--videos", str(videos), "--cache", str(cache),
+                                     "--stages", "toy_a", "--no-progress"]).exit_code == 0
+    r = CliRunner().invoke(main, ["status", "--cache", str(cache), "--stages", "toy_w,toy_a"])
+    assert r.exit_code == 0 and "toy-weights" in r.output, r.output

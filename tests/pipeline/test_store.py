@@ -1,0 +1,88 @@
+"""Exact reads: a stage name means one config's fingerprint, never the newest entry of any config."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from avpipe.pipeline.runner import run_extract
+from avpipe.pipeline.settings import PipelineConfig
+from avpipe.pipeline.store import Cache
+from avpipe.pipeline.types import AmbiguousRead, NotCached
+
+SCALED = PipelineConfig({"toy_a": {"scale": 2.0}})
+
+
+def _extract(cache, videos, config=None):
+    s = run_extract(cache, videos, config, stages=["toy_a"], progress=False)
+    assert s.exit_code == 0, s.render()
+
+
+def test_second_experiment_does_not_change_what_a_stage_name_reads(tmp_path, videos):
+    cache = tmp_path / "cache"
+    _extract(cache, videos)
+    _extract(cache, videos, SCALED)  # the newer entry has another config
+    with Cache(cache) as c:
+        e = c.read("toy_a", "a.mp4")
+        np.testing.assert_allclose(e.data[:, 0], e.timestamps, atol=1e-6)  # scale 1: the default
+        e2 = c.read("toy_a", "a.mp4", config={"scale": 2.0})
+        np.testing.assert_allclose(e2.data[:, 0], 2 * e2.timestamps, atol=1e-6)
+        assert e2.fingerprint != e.fingerprint
+        # resolve once, then pin: the same entry
+        fp = c.resolve("toy_a", {"scale": 2.0})
+        assert fp == e2.fingerprint == c.resolve("toy_a", SCALED)
+        assert c.read("toy_a", "a.mp4", fingerprint=fp[:12]).shard == e2.shard
+        assert c.resolve("toy_a") == e.fingerprint
+        toml = tmp_path / "exp.toml"
+        toml.write_text("[stages.toy_a]\nscale = 2.0\n")
+        assert c.resolve("toy_a", toml) == fp  # a config file, as given to `extract --config`
+        both = c.resolve_all(["toy_a"], SCALED)
+        assert both == {"probe": c.resolve("probe"), "toy_a": fp}
+        with pytest.raises(ValueError, match="unknown stage"):
+            c.resolve_all(["toy_a"], {"stages": {"toy_aa": {"scale": 2.0}}})
+
+
+def test_default_config_missing_but_other_present_is_ambiguous(tmp_path, videos):
+    cache = tmp_path / "cache"
+    _extract(cache, videos, SCALED)  # only a non-default config was ever extracted
+    with Cache(cache) as c:
+        with pytest.raises(AmbiguousRead) as ei:
+            c.read("toy_a", "a.mp4")
+        msg = str(ei.value)
+        fp = c.resolve("toy_a", {"scale": 2.0})
+        assert fp[:16] in msg and '"scale":2.0' in msg.replace(" ", "") and "fingerprint=" in msg
+        assert ei.value.candidates == [(fp, {"scale": 2.0})]
+        assert isinstance(ei.value, KeyError)  # old `except KeyError` callers still catch it
+        with pytest.raises(NotCached, match="no cached fingerprint of toy_a"):
+            c.resolve("toy_a")
+        with pytest.raises(NotCached, match=r"toy_a v1 config \{\"scale\":3.0\}"):
+            c.resolve("toy_a", {"scale": 3.0})
+        assert c.read("toy_a", "a.mp4", config={"scale": 2.0}).fingerprint == fp
+
+
+def test_entry_of_config_missing_for_one_video_names_the_others(tmp_path, videos):
+    cache = tmp_path / "cache"
+    _extract(cache, videos)
+    _extract(cache, videos, SCALED)
+    with Cache(cache) as c:
+        cid = c.resolve_video("a.mp4")
+        default = c.resolve("toy_a")
+    from avpipe.pipeline.index import Index
+
+    with Index(cache / "index.sqlite") as ix:  # the default config lost this video's entry
+        ix.db.execute("DELETE FROM entries WHERE fingerprint = ? AND content_id = ?", (default, cid))
+    with Cache(cache) as c:
+        with pytest.raises(AmbiguousRead, match="other configs of 'toy_a' have one"):
+            c.read("toy_a", "a.mp4")
+        c.read("toy_a", "b.mp4")  # other videos are unaffected
+
+
+def test_nothing_cached_for_stage_says_what_is(tmp_path, videos):
+    cache = tmp_path / "cache"
+    _extract(cache, videos)
+    with Cache(cache) as c:
+        with pytest.raises(NotCached, match="cached for this video: probe@"):
+            c.read("toy_b", "a.mp4")
+        with pytest.raises(ValueError, match="either config= or fingerprint="):
+            c.read("toy_a", "a.mp4", config={}, fingerprint="ab" * 8)
+        with pytest.raises(NotCached, match="belongs to stage 'probe'"):
+            c.read("toy_a", "a.mp4", fingerprint=c.resolve("probe"))
