@@ -37,6 +37,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "runs": "avpipe.fusion.experiments_cli:runs_cmd",
     "compare": "avpipe.fusion.experiments_cli:compare_cmd",
     "render": "avpipe.render:render_cmd",
+    "ingest-crops": "avpipe.pipeline.crops_cli:ingest_crops",
 }
 
 
@@ -313,6 +314,10 @@ def inspect(video: str, cache_dir: Path | None, as_json: bool) -> None:
             click.echo(f"      attrs: {json.dumps(e['attrs'], sort_keys=True, default=str)}")
             if e["attrs"].get("warning"):  # e.g. asr: an English-only model on other speech
                 click.echo(f"      WARNING: {e['attrs']['warning']}")
+        for t in (e["attrs"] or {}).get("tracks") or []:  # person tracks (faces, visual)
+            side = f"binds *_{t['side']} labels" if t.get("side") else "no label side"
+            click.echo(f"      track {t['id']}: {t['frames']} frames (rows {t['first']}-{t['last']}), "
+                       f"mean box {t['mean_box']}, median centre x {t['median_cx']}, {side}")
         if e["extras"]:
             click.echo(f"      extras: {', '.join(e['extras'])}")
     for f in rep["failures"]:

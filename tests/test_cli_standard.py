@@ -152,7 +152,7 @@ def test_every_flag_named_in_a_message_exists():
     for f in (ROOT / "avpipe").rglob("*.py"):
         if f.name == "demo.py":  # its own argparse script, not an avpipe command
             continue
-        for flag in re.findall(r"(?<![\w-])--[a-z][a-z-]+", f.read_text(encoding="utf-8")):
+        for flag in re.findall(r"(?<![\w-])--[a-z][a-z0-9-]+", f.read_text(encoding="utf-8")):
             named.setdefault(flag, str(f.relative_to(ROOT)))
     unknown = {k: v for k, v in named.items() if k not in known}
     assert not unknown, unknown

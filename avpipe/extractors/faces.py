@@ -39,8 +39,21 @@ Rows follow *decode order = presentation order*; row ``i`` is the ``i``-th decod
 count always equals the probe's ``n_frames``: if decoding yields fewer frames the missing tail is
 masked (``attrs["decoded_frames"]`` says how many came out), extra decoded frames are dropped.
 
-Several faces: one track of the main face (see :mod:`avpipe.extractors.tracking`); the number of
-faces MTCNN found is recorded per row (on tracked frames: the count at the last key frame).
+Several faces: ``data``/``mask``/``crops`` are the main-face view, one track of the main face
+(see :mod:`avpipe.extractors.tracking`), so single-person corpora and their readers see what they
+always saw; the number of faces MTCNN found is recorded per row (on tracked frames: the count at
+the last key frame). Every person also gets a track of their own (same detections; between key
+frames each track follows its own window, a person lost for up to ``track_max_gap`` frames keeps
+their identity), stored as extras with a leading track axis:
+
+A person who appears (or comes back) between key frames is picked up at the next key frame;
+a secondary person lost between key frames does not trigger a full cascade (the main face does).
+
+* ``track_ids`` (T,), ``track_data`` (T, n, 17) rows as ``data``, ``track_mask`` (T, n);
+* ``track_crops`` (T, n, S, S, 3) only when T >= 2 (with one person the track *is* the main view);
+* attrs ``tracks`` (per track: frames covered, first/last row, mean box, median centre x, side)
+  and ``sides`` (``{"left": id, "right": id}`` by :func:`avpipe.extractors.tracking.bind_sides`),
+  which is how Aff-Wild2's ``X_left``/``X_right`` labels find their person.
 """
 from __future__ import annotations
 
@@ -48,6 +61,7 @@ import hashlib
 import queue
 import threading
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -55,7 +69,8 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from avpipe.extractors.alignment import TEMPLATES, align_face
-from avpipe.extractors.tracking import TRACK_POLICY, choose_face, iou
+from avpipe.extractors.tracking import (PERSON_TRACK_POLICY, SIDE_RULE, TRACK_POLICY, bind_sides,
+                                        choose_face, iou, match_tracks, reidentify)
 from avpipe.extractors.weights import WeightSpec, file_checksum, register_weights
 from avpipe.pipeline.config import Float, Int, config_dataclass
 from avpipe.pipeline.stage import Stage, StageError, StageResult, VideoRef, register_stage
@@ -140,6 +155,12 @@ class FacesConfig:
                                                                   "NMS) sent to R-net (unset = all)")] = None
     roi_onet_top_k: Annotated[Int | None, Field(ge=1, description="tracked frames: best R-net boxes (after NMS) "
                                                                   "sent to O-net (unset = all)")] = None
+    track_max_gap: Annotated[Int, Field(ge=0, description="person tracks: a face lost at most this many frames "
+                                                          "ago keeps its id")] = 75
+    track_min_frames: Annotated[Int, Field(ge=1, description="person tracks: shorter tracks (spurious faces) are "
+                                                             "not stored")] = 10
+    max_tracks: Annotated[Int, Field(ge=1, description="person tracks: at most this many stored (longest "
+                                                       "first)")] = 4
 
     @model_validator(mode="after")
     def _roi_range(self) -> "FacesConfig":
@@ -237,112 +258,149 @@ class MtcnnEngine:
         Returns boxes (N, 5) and landmarks (N, 5, 2) in frame pixels.
         """
         import torch
-        from facenet_pytorch.models.utils.detect_face import (
-            batched_nms, batched_nms_numpy, bbreg, fixed_batch_process, imresample, pad, rerec)
 
+        empty = (np.zeros((0, 5)), np.zeros((0, 5, 2)))
+        src = torch.from_numpy(np.ascontiguousarray(frame)).to(self.device)  # (H, W, 3) uint8
+        with torch.inference_mode():
+            boxes = self._roi_pnet(src, box)
+            boxes = self._rnet_step(src, boxes) if boxes is not None else None
+            got = self._onet_step(src, boxes) if boxes is not None else None
+        if got is None:
+            return empty
+        boxes, pts = got
+        return (boxes.cpu().numpy().astype(np.float64).reshape(-1, 5),
+                pts.cpu().numpy().astype(np.float64).reshape(-1, 5, 2))
+
+    def _roi_levels(self, H: int, W: int, side: float) -> list[float]:
+        """The pyramid scales whose 12-px P-net cell is ``roi_min_face``..``roi_max_face`` x ``side``."""
         cfg = self.config
-        H, W = frame.shape[:2]
+        out = []
+        for scale in self.pyramid(H, W):
+            cell = 12.0 / scale
+            if cell < cfg.roi_min_face * side:
+                continue
+            if cfg.roi_max_face is not None and cell > cfg.roi_max_face * side:
+                continue
+            out.append(scale)
+        return out
+
+    def _roi_pnet(self, src: Any, box: np.ndarray) -> Any | None:
+        """P-net on the window of each selected level, NMS across levels, box regression:
+        R-net's candidates (N, 5) as MTCNN builds them, or None."""
+        import torch
+        from facenet_pytorch.models.utils.detect_face import batched_nms, rerec
+
+        cfg, dev = self.config, self.device
+        H, W = int(src.shape[0]), int(src.shape[1])
         x0, y0, x1, y1 = (float(v) for v in box[:4])
         side = max(x1 - x0, y1 - y0, 1.0)
         half = 0.5 * cfg.roi_scale * side
         cx, cy = 0.5 * (x0 + x1), 0.5 * (y0 + y1)
         rx0, ry0, rx1, ry1 = cx - half, cy - half, cx + half, cy + half
-        empty = (np.zeros((0, 5)), np.zeros((0, 5, 2)))
-        thr = cfg.thresholds
-        dev = self.device
-        src = torch.from_numpy(np.ascontiguousarray(frame)).to(dev)  # (H, W, 3) uint8, no copy on CPU
+        cands = []
+        for scale in self._roi_levels(H, W, side):
+            hs, ws = int(H * scale + 1), int(W * scale + 1)
+            # window in this level's pixels; even start keeps P-net's stride-2 grid aligned
+            c0 = max(0, int(np.floor(rx0 * scale)) - 2) // 2 * 2
+            r0 = max(0, int(np.floor(ry0 * scale)) - 2) // 2 * 2
+            c1 = min(ws, int(np.ceil(rx1 * scale)) + 2)
+            r1 = min(hs, int(np.ceil(ry1 * scale)) + 2)
+            if c1 - c0 < 12 or r1 - r0 < 12:
+                continue
+            my, ya, yb = _area_matrix(H, hs, r0, r1)
+            mx, xa, xb = _area_matrix(W, ws, c0, c1)
+            my, mx = torch.from_numpy(my).to(dev), torch.from_numpy(mx).to(dev)
+            level = torch.matmul(torch.matmul(my, _nchw(src, ya, yb, xa, xb)), mx.t())
+            reg, probs = self.pnet((level - 127.5) * 0.0078125)
+            cands.append(_proposals(reg, probs[:, 1], scale, cfg.thresholds[0], c0 // 2, r0 // 2,
+                                    batched_nms))
+        if not cands:
+            return None
+        boxes = torch.cat(cands, 0)
+        if len(boxes) == 0:
+            return None
+        zeros = torch.zeros(len(boxes), dtype=torch.long, device=dev)
+        boxes = boxes[batched_nms(boxes[:, :4], boxes[:, 4], zeros, 0.7)]  # sorted by score
+        if cfg.roi_rnet_top_k:
+            boxes = boxes[:cfg.roi_rnet_top_k]
+        regw, regh = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+        boxes = torch.stack([boxes[:, 0] + boxes[:, 5] * regw, boxes[:, 1] + boxes[:, 6] * regh,
+                             boxes[:, 2] + boxes[:, 7] * regw, boxes[:, 3] + boxes[:, 8] * regh,
+                             boxes[:, 4]]).permute(1, 0)
+        return rerec(boxes)
 
-        def crop(ya: int, yb: int, xa: int, xb: int) -> Any:  # (1, 3, h, w) float, NCHW-contiguous
-            # (area pooling of an NHWC-strided view takes a ~1.5x slower kernel; same values)
-            return src[ya:yb, xa:xb].permute(2, 0, 1).contiguous().unsqueeze(0).float()
+    @staticmethod
+    def _net_input(src: Any, boxes: Any, side: int) -> tuple[Any, Any] | None:
+        """Boxes that overlap the frame and their ``side``-px crops, normalised as MTCNN (the
+        input step shared by R-net and O-net); None if no box overlaps the frame."""
+        import torch
+        from facenet_pytorch.models.utils.detect_face import imresample, pad
 
-        with torch.inference_mode():
-            cands = []
-            for scale in self.pyramid(H, W):
-                cell = 12.0 / scale
-                if cell < cfg.roi_min_face * side:
-                    continue
-                if cfg.roi_max_face is not None and cell > cfg.roi_max_face * side:
-                    continue
-                hs, ws = int(H * scale + 1), int(W * scale + 1)
-                # window in this level's pixels; even start keeps P-net's stride-2 grid aligned
-                c0 = max(0, int(np.floor(rx0 * scale)) - 2) // 2 * 2
-                r0 = max(0, int(np.floor(ry0 * scale)) - 2) // 2 * 2
-                c1 = min(ws, int(np.ceil(rx1 * scale)) + 2)
-                r1 = min(hs, int(np.ceil(ry1 * scale)) + 2)
-                if c1 - c0 < 12 or r1 - r0 < 12:
-                    continue
-                my, ya, yb = _area_matrix(H, hs, r0, r1)
-                mx, xa, xb = _area_matrix(W, ws, c0, c1)
-                my, mx = torch.from_numpy(my).to(dev), torch.from_numpy(mx).to(dev)
-                level = torch.matmul(torch.matmul(my, crop(ya, yb, xa, xb)), mx.t())
-                reg, probs = self.pnet((level - 127.5) * 0.0078125)
-                cands.append(_proposals(reg, probs[:, 1], scale, thr[0], c0 // 2, r0 // 2, batched_nms))
-            if not cands:
-                return empty
-            boxes = torch.cat(cands, 0)
-            if len(boxes) == 0:
-                return empty
-            zeros = torch.zeros(len(boxes), dtype=torch.long, device=dev)
-            boxes = boxes[batched_nms(boxes[:, :4], boxes[:, 4], zeros, 0.7)]  # sorted by score
-            if cfg.roi_rnet_top_k:
-                boxes = boxes[:cfg.roi_rnet_top_k]
-            regw, regh = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
-            boxes = torch.stack([boxes[:, 0] + boxes[:, 5] * regw, boxes[:, 1] + boxes[:, 6] * regh,
-                                 boxes[:, 2] + boxes[:, 7] * regw, boxes[:, 3] + boxes[:, 8] * regh,
-                                 boxes[:, 4]]).permute(1, 0)
-            boxes = rerec(boxes)
-            def stage_input(boxes: Any, side: int) -> tuple[Any, Any] | None:
-                """Boxes that overlap the frame and their ``side``-px crops, normalised as MTCNN."""
-                y, ey, x, ex = pad(boxes, W, H)
-                keep = [k for k in range(len(y)) if ey[k] > y[k] - 1 and ex[k] > x[k] - 1]
-                if not keep:
-                    return None
-                data = torch.cat([imresample(crop(y[k] - 1, ey[k], x[k] - 1, ex[k]), (side, side))
-                                  for k in keep])
-                return boxes[keep], (data - 127.5) * 0.0078125
+        H, W = int(src.shape[0]), int(src.shape[1])
+        y, ey, x, ex = pad(boxes, W, H)
+        keep = [k for k in range(len(y)) if ey[k] > y[k] - 1 and ex[k] > x[k] - 1]
+        if not keep:
+            return None
+        data = torch.cat([imresample(_nchw(src, y[k] - 1, ey[k], x[k] - 1, ex[k]), (side, side))
+                          for k in keep])
+        return boxes[keep], (data - 127.5) * 0.0078125
 
-            # R-net
-            got = stage_input(boxes, 24)
-            if got is None:
-                return empty
-            boxes, data = got
-            out = fixed_batch_process(data, self.rnet)
-            score = out[1][:, 1]
-            ok = score > thr[1]
-            boxes = torch.cat((boxes[ok, :4], score[ok].unsqueeze(1)), 1)
-            mv = out[0][ok]
-            if len(boxes) == 0:
-                return empty
-            zeros = torch.zeros(len(boxes), dtype=torch.long, device=dev)
-            pick = batched_nms(boxes[:, :4], boxes[:, 4], zeros, 0.7)  # sorted by score
-            if cfg.roi_onet_top_k:
-                pick = pick[:cfg.roi_onet_top_k]
-            boxes = rerec(bbreg(boxes[pick], mv[pick]))
-            # O-net
-            got = stage_input(boxes, 48)
-            if got is None:
-                return empty
-            boxes, data = got
-            out = fixed_batch_process(data, self.onet)
-            score = out[2][:, 1]
-            ok = score > thr[2]
-            pts = out[1][ok].permute(1, 0)
-            boxes = torch.cat((boxes[ok, :4], score[ok].unsqueeze(1)), 1)
-            mv = out[0][ok]
-            if len(boxes) == 0:
-                return empty
-            wi = boxes[:, 2] - boxes[:, 0] + 1
-            hi = boxes[:, 3] - boxes[:, 1] + 1
-            px = wi.repeat(5, 1) * pts[:5, :] + boxes[:, 0].repeat(5, 1) - 1
-            py = hi.repeat(5, 1) * pts[5:10, :] + boxes[:, 1].repeat(5, 1) - 1
-            pts = torch.stack((px, py)).permute(2, 1, 0)
-            boxes = bbreg(boxes, mv)
-            zeros = torch.zeros(len(boxes), dtype=torch.long, device=dev)
-            pick = batched_nms_numpy(boxes[:, :4], boxes[:, 4], zeros, 0.7, "Min")
-            boxes, pts = boxes[pick], pts[pick]
-        return (boxes.cpu().numpy().astype(np.float64).reshape(-1, 5),
-                pts.cpu().numpy().astype(np.float64).reshape(-1, 5, 2))
+    def _rnet_step(self, src: Any, boxes: Any) -> Any | None:
+        """R-net: score, threshold, NMS 0.7, regression: O-net's candidates, or None."""
+        import torch
+        from facenet_pytorch.models.utils.detect_face import (
+            batched_nms, bbreg, fixed_batch_process, rerec)
+
+        got = self._net_input(src, boxes, 24)
+        if got is None:
+            return None
+        boxes, data = got
+        out = fixed_batch_process(data, self.rnet)
+        score = out[1][:, 1]
+        ok = score > self.config.thresholds[1]
+        boxes = torch.cat((boxes[ok, :4], score[ok].unsqueeze(1)), 1)
+        mv = out[0][ok]
+        if len(boxes) == 0:
+            return None
+        zeros = torch.zeros(len(boxes), dtype=torch.long, device=self.device)
+        pick = batched_nms(boxes[:, :4], boxes[:, 4], zeros, 0.7)  # sorted by score
+        if self.config.roi_onet_top_k:
+            pick = pick[:self.config.roi_onet_top_k]
+        return rerec(bbreg(boxes[pick], mv[pick]))
+
+    def _onet_step(self, src: Any, boxes: Any) -> tuple[Any, Any] | None:
+        """O-net: score, threshold, landmarks, regression, NMS 0.7 ("Min"): (boxes, points)."""
+        import torch
+        from facenet_pytorch.models.utils.detect_face import (
+            batched_nms_numpy, bbreg, fixed_batch_process)
+
+        got = self._net_input(src, boxes, 48)
+        if got is None:
+            return None
+        boxes, data = got
+        out = fixed_batch_process(data, self.onet)
+        score = out[2][:, 1]
+        ok = score > self.config.thresholds[2]
+        pts = out[1][ok].permute(1, 0)
+        boxes = torch.cat((boxes[ok, :4], score[ok].unsqueeze(1)), 1)
+        mv = out[0][ok]
+        if len(boxes) == 0:
+            return None
+        wi = boxes[:, 2] - boxes[:, 0] + 1
+        hi = boxes[:, 3] - boxes[:, 1] + 1
+        px = wi.repeat(5, 1) * pts[:5, :] + boxes[:, 0].repeat(5, 1) - 1
+        py = hi.repeat(5, 1) * pts[5:10, :] + boxes[:, 1].repeat(5, 1) - 1
+        pts = torch.stack((px, py)).permute(2, 1, 0)
+        boxes = bbreg(boxes, mv)
+        zeros = torch.zeros(len(boxes), dtype=torch.long, device=self.device)
+        pick = batched_nms_numpy(boxes[:, :4], boxes[:, 4], zeros, 0.7, "Min")
+        return boxes[pick], pts[pick]
+
+
+def _nchw(src: Any, ya: int, yb: int, xa: int, xb: int) -> Any:
+    """(1, 3, h, w) float crop of an (H, W, 3) uint8 frame tensor, NCHW-contiguous (area pooling
+    of an NHWC-strided view takes a ~1.5x slower kernel; same values)."""
+    return src[ya:yb, xa:xb].permute(2, 0, 1).contiguous().unsqueeze(0).float()
 
 
 def _optimized(net: Any, side: int, fallback: Any) -> Any:
@@ -449,15 +507,178 @@ def iter_frames(path: str | Path, prefetch: int = 8) -> Iterator[np.ndarray]:
                 th.join(timeout=0.05)
 
 
+@dataclass
+class _Track:
+    """One person's track while a video is processed."""
+
+    id: int
+    box: np.ndarray  # box on the last frame it was seen
+    last: int  # that frame's index
+    rows: dict[int, np.ndarray] = field(default_factory=dict)  # frame -> data row (len(COLUMNS),)
+
+
+class FaceTracker:
+    """Per-video state of the ``faces`` stage: every person's track plus the main-face view.
+
+    The main-face rows (``data``/``mask``/``crops``) follow the policy of
+    :mod:`avpipe.extractors.tracking` exactly as a single-track stage would; every face found is
+    also kept in its person track (:data:`~avpipe.extractors.tracking.PERSON_TRACK_POLICY`).
+    Crops of a track are stored once: the main face's in ``crops``, the others' aside.
+    """
+
+    def __init__(self, engine: MtcnnEngine, config: FacesConfig, n: int) -> None:
+        self.eng, self.cfg, self.n = engine, config, n
+        S = config.crop_size
+        self.data = np.zeros((n, len(COLUMNS)), np.float32)
+        self.mask = np.zeros(n, bool)
+        self.crops = np.zeros((n, S, S, 3), np.uint8)
+        self.main_of = np.full(n, -1, np.int64)  # track id of the main face per row
+        self.side_crops: dict[tuple[int, int], np.ndarray] = {}  # (track, row) -> crop, non-main
+        self.tracks: dict[int, _Track] = {}
+        self.active: list[int] = []  # tracks followed from the previous frame, main first
+        self.main: int | None = None
+        self.last_count = 0
+        self.since_key = 0
+        self.n_full = 0
+
+    @property
+    def main_box(self) -> np.ndarray | None:
+        return None if self.main is None else self.tracks[self.main].box
+
+    # -- recording ---------------------------------------------------------------------------
+    def _record(self, i: int, frame: np.ndarray, tid: int, box: np.ndarray, lm: np.ndarray,
+                prob: float, count: int, detected: bool) -> None:
+        row = np.zeros(len(COLUMNS), np.float32)
+        row[:4], row[4:14], row[14], row[15], row[16] = box[:4], lm.reshape(-1), prob, count, detected
+        crop = align_face(frame, lm, self.cfg.crop_size, self.cfg.template)
+        if tid == self.main:
+            self.data[i], self.mask[i], self.crops[i], self.main_of[i] = row, True, crop, tid
+        else:
+            self.side_crops[(tid, i)] = crop
+        t = self.tracks[tid]
+        t.rows[i], t.box, t.last = row, np.asarray(box[:4], np.float64), i
+
+    # -- full cascade ------------------------------------------------------------------------
+    def full(self, idx: list[int], frames: list[np.ndarray]) -> None:
+        """Full cascade on a batch of same-size frames, then :meth:`_key_frame` on each."""
+        self.n_full += len(frames)
+        for i, frame, (b, p) in zip(idx, frames, self.eng.detect(frames)):
+            self._key_frame(i, frame, b, p)
+
+    def _identities(self, i: int, boxes: np.ndarray) -> list[int]:
+        """A track id per detection: continuity, else a recently lost identity, else a new one."""
+        cfg = self.cfg
+        matched = match_tracks(np.array([self.tracks[t].box for t in self.active]).reshape(-1, 4),
+                               boxes, cfg.track_min_iou)
+        ids: list[int | None] = [self.active[matched[d]] if d in matched else None
+                                 for d in range(len(boxes))]
+        for d in range(len(boxes)):
+            if ids[d] is not None:
+                continue
+            lost = [(t.id, t.box, t.last) for t in self.tracks.values() if t.id not in ids]
+            rid = reidentify(boxes[d], lost, i, cfg.track_max_gap)
+            if rid is None:
+                rid = len(self.tracks)
+                self.tracks[rid] = _Track(rid, np.asarray(boxes[d], np.float64), i)
+            ids[d] = rid
+        return [int(x) for x in ids]  # type: ignore[arg-type]
+
+    def _key_frame(self, i: int, frame: np.ndarray, b: np.ndarray, p: np.ndarray) -> None:
+        H, W = frame.shape[:2]
+        self.last_count, self.since_key = len(b), 0
+        if len(b) == 0:
+            self.data[i, 15], self.data[i, 16] = 0, 1
+            self.active, self.main = [], None
+            return
+        j = choose_face(b[:, :4], self.main_box, W, H, self.cfg.track_min_iou)
+        ids = self._identities(i, b[:, :4])
+        self.main = ids[j]
+        order = [j] + [k for k in range(len(b)) if k != j]
+        self.active = [ids[k] for k in order]
+        refine = self.eng.scale_for(frame) != 1.0
+        for k in order:
+            box, lm, prob = b[k, :4], p[k], float(b[k, 4])
+            if refine:  # found on a down-scaled copy: redo at full resolution
+                rb, rp_ = self.eng.detect_roi(frame, box)
+                if len(rb):
+                    m = int(np.argmax(iou(box, rb[:, :4])))
+                    box, lm, prob = rb[m, :4], rp_[m], float(rb[m, 4])
+            self._record(i, frame, ids[k], box, lm, prob, len(b), True)
+
+    # -- tracked frames ----------------------------------------------------------------------
+    def follow(self, i: int, frame: np.ndarray) -> bool:
+        """Window cascade around every active track's box. False (nothing recorded) when the
+        main face is lost: the caller then runs the full cascade on this frame."""
+        cfg = self.cfg
+        found: dict[int, tuple[np.ndarray, np.ndarray, float, float]] = {}
+        for tid in self.active:
+            box = self.tracks[tid].box
+            rb, rp_ = self.eng.detect_roi(frame, box)
+            ov = iou(box, rb[:, :4]) if len(rb) else np.zeros(0)
+            if len(rb) and ov.max() >= cfg.track_min_iou:
+                k = int(np.argmax(ov))
+                found[tid] = (rb[k, :4], rp_[k], float(rb[k, 4]), float(ov[k]))
+        # two tracks landed on one face (people crossing): the better-overlapping one keeps it
+        for a in list(found):
+            for c in list(found):
+                if a < c and a in found and c in found and iou(found[a][0], found[c][0]) >= 0.5:
+                    del found[a if found[a][3] < found[c][3] else c]
+        if self.main not in found:
+            self.main = None
+            return False
+        self.since_key += 1
+        self.active = [t for t in self.active if t in found]
+        for tid in self.active:
+            box, lm, prob, _ = found[tid]
+            self._record(i, frame, tid, box, lm, prob, max(self.last_count, 1), False)
+        return True
+
+    # -- result ------------------------------------------------------------------------------
+    def person_tracks(self) -> tuple[dict[str, np.ndarray], list[dict[str, Any]], dict[str, int]]:
+        """(extras, per-track summary, sides) of the tracks kept (see PERSON_TRACK_POLICY)."""
+        cfg, n = self.cfg, self.n
+        kept = sorted((t for t in self.tracks.values() if len(t.rows) >= cfg.track_min_frames),
+                      key=lambda t: (-len(t.rows), t.id))[:cfg.max_tracks]
+        kept.sort(key=lambda t: t.id)
+        T = len(kept)
+        tdata = np.zeros((T, n, len(COLUMNS)), np.float32)
+        tmask = np.zeros((T, n), bool)
+        summary = []
+        for r, t in enumerate(kept):
+            rows = np.array(sorted(t.rows))
+            tdata[r, rows] = np.stack([t.rows[i] for i in rows])
+            tmask[r, rows] = True
+            boxes = tdata[r, rows, :4].astype(np.float64)
+            summary.append({"id": t.id, "frames": int(len(rows)), "first": int(rows[0]),
+                            "last": int(rows[-1]), "mean_box": boxes.mean(0).round(1).tolist(),
+                            "median_cx": round(float(np.median((boxes[:, 0] + boxes[:, 2]) / 2)), 2)})
+        sides = bind_sides({s["id"]: (s["frames"], s["median_cx"]) for s in summary})
+        for s in summary:
+            s["side"] = next((k for k, v in sides.items() if v == s["id"]), None)
+        extras = {"track_ids": np.array([t.id for t in kept], np.int64), "track_data": tdata,
+                  "track_mask": tmask}
+        if T >= 2:  # one person: its track is the main-face view, no second copy of the crops
+            S = cfg.crop_size
+            tcrops = np.zeros((T, n, S, S, 3), np.uint8)
+            for r, t in enumerate(kept):
+                for i in t.rows:
+                    tcrops[r, i] = self.crops[i] if self.main_of[i] == t.id else self.side_crops[(t.id, i)]
+            extras["track_crops"] = tcrops
+        return extras, summary, sides
+
+
 @register_stage
 class Faces(Stage):
     name = "faces"
-    version = "3"  # 2: window-only level resampling, roi_max_face, optimised nets; 3: key_interval 30
+    # 2: window-only level resampling, roi_max_face, optimised nets; 3: key_interval 30;
+    # 4: one track per person (extras track_*, attrs tracks/sides) beside the main-face rows
+    version = "4"
     config_cls = FacesConfig
     requires = ("probe",)
     per_frame = True
     videos_per_task = 4
-    description = "MTCNN face box, 5 landmarks, probability and aligned crop per frame (main-face track)"
+    description = ("MTCNN face box, 5 landmarks, probability and aligned crop per frame (main face; "
+                   "every person's track as extras)")
 
     config: FacesConfig
 
@@ -493,59 +714,20 @@ class Faces(Stage):
         self.ensure_loaded()
         eng, cfg = self.engine, self.config
         assert eng is not None
-        S = cfg.crop_size
-        data = np.zeros((n, len(COLUMNS)), np.float32)
-        mask = np.zeros(n, bool)
-        crops = np.zeros((n, S, S, 3), np.uint8)
-        track: np.ndarray | None = None  # kept box of the previous frame
-        last_count = 0
-        since_key = 0
+        tr = FaceTracker(eng, cfg, n)
+        pending_i: list[int] = []  # faceless stretch: frames batched for one full-cascade call
+        pending_f: list[np.ndarray] = []
         decoded = 0
         shape: tuple[int, int] | None = None
-        n_full = 0
         searching = False  # True while the last full cascade found no face
-
-        def record(i: int, frame: np.ndarray, box: np.ndarray, lm: np.ndarray, prob: float,
-                   count: int, detected: bool) -> None:
-            data[i, :4] = box[:4]
-            data[i, 4:14] = lm.reshape(-1)
-            data[i, 14] = prob
-            data[i, 15] = count
-            data[i, 16] = float(detected)
-            mask[i] = True
-            crops[i] = align_face(frame, lm, S, cfg.template)
-
-        def full(idx: list[int], fr: list[np.ndarray]) -> None:
-            nonlocal track, last_count, since_key, n_full
-            n_full += len(fr)
-            for i, frame, (b, p) in zip(idx, fr, eng.detect(fr)):
-                H, W = frame.shape[:2]
-                last_count = len(b)
-                since_key = 0
-                if len(b) == 0:
-                    data[i, 15], data[i, 16] = 0, 1
-                    track = None
-                    continue
-                j = choose_face(b[:, :4], track, W, H, cfg.track_min_iou)
-                box, lm, prob = b[j, :4], p[j], float(b[j, 4])
-                if eng.scale_for(frame) != 1.0:  # found on a down-scaled copy: redo at full res
-                    rb, rp_ = eng.detect_roi(frame, box)
-                    if len(rb):
-                        k = int(np.argmax(iou(box, rb[:, :4])))
-                        box, lm, prob = rb[k, :4], rp_[k], float(rb[k, 4])
-                record(i, frame, box, lm, prob, len(b), True)
-                track = box
-
-        pending_i: list[int] = []
-        pending_f: list[np.ndarray] = []
 
         def flush() -> None:
             nonlocal searching
             if pending_f:
-                full(list(pending_i), list(pending_f))
+                tr.full(list(pending_i), list(pending_f))
                 pending_i.clear()
                 pending_f.clear()
-                searching = track is None
+                searching = tr.main is None
 
         for frame in frames:
             if decoded >= n:
@@ -557,11 +739,11 @@ class Faces(Stage):
             elif frame.shape[:2] != shape:  # resolution change mid-stream: no mixed batches
                 flush()
                 shape = frame.shape[:2]
-            if track is None or since_key + 1 >= cfg.key_interval:
-                if track is not None or not searching:  # key frame, or first frame: alone
+            if tr.main is None or tr.since_key + 1 >= cfg.key_interval:
+                if tr.main is not None or not searching:  # key frame, or first frame: alone
                     flush()
-                    full([i], [frame])
-                    searching = track is None
+                    tr.full([i], [frame])
+                    searching = tr.main is None
                     continue
                 # The last full cascade found no face: batch it over the next frames (up to a
                 # key interval) — faceless stretches cost one batched call per k frames.
@@ -572,17 +754,15 @@ class Faces(Stage):
                 continue
             if pending_f:  # cannot happen while tracking, kept for safety
                 flush()
-            rb, rp_ = eng.detect_roi(frame, track)
-            ov = iou(track, rb[:, :4]) if len(rb) else np.zeros(0)
-            if len(rb) and ov.max() >= cfg.track_min_iou:
-                k = int(np.argmax(ov))
-                since_key += 1
-                record(i, frame, rb[k, :4], rp_[k], float(rb[k, 4]), max(last_count, 1), False)
-                track = rb[k, :4]
-            else:  # lost (occlusion, cut): the full cascade on this frame at once
-                track = None
-                full([i], [frame])
+            if not tr.follow(i, frame):  # lost (occlusion, cut): the full cascade at once
+                tr.full([i], [frame])
         flush()
+        return self._result(tr, n, decoded)
+
+    def _result(self, tr: FaceTracker, n: int, decoded: int) -> StageResult:
+        """The stage result: main-face rows as ``data``, person tracks as extras (module doc)."""
+        cfg, S = self.config, self.config.crop_size
+        extras, summary, sides = tr.person_tracks()
         attrs = {
             "columns": COLUMNS,
             "columns_doc": COLUMN_DOC,
@@ -592,12 +772,18 @@ class Faces(Stage):
             "alignment": "Umeyama similarity of the 5 MTCNN landmarks onto the template; "
                          "black outside the frame",
             "track_policy": TRACK_POLICY.format(min_iou=cfg.track_min_iou),
+            "person_track_policy": PERSON_TRACK_POLICY.format(
+                min_iou=cfg.track_min_iou, max_gap=cfg.track_max_gap, min_frames=cfg.track_min_frames,
+                max_tracks=cfg.max_tracks),
+            "tracks": summary,
+            "sides": sides,
+            "side_rule": SIDE_RULE,
             "row_policy": "row i = i-th decoded frame (presentation order); rows beyond the decoded "
                           "frames are masked; decoded frames beyond n_frames are dropped",
             "n_frames": n,
             "decoded_frames": decoded,
-            "full_detections": n_full,
-            "faces_found": int(mask.sum()),
-            "max_faces": int(data[:, 15].max()) if n else 0,
+            "full_detections": tr.n_full,
+            "faces_found": int(tr.mask.sum()),
+            "max_faces": int(tr.data[:, 15].max()) if n else 0,
         }
-        return StageResult(data=data, mask=mask, extras={"crops": crops}, attrs=attrs)
+        return StageResult(data=tr.data, mask=tr.mask, extras={"crops": tr.crops, **extras}, attrs=attrs)

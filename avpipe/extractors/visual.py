@@ -4,6 +4,13 @@ Reads only the ``faces`` entry (its ``crops`` extra and mask), so changing the b
 this stage alone: the faces fingerprint does not depend on the backbone and its crops are
 reused from the cache. Rows without a face are zeros with ``mask`` False.
 
+``data`` embeds the main-face view (``faces`` ``crops``). When ``faces`` kept two or more person
+tracks (extra ``track_crops``), each is embedded too: extras ``track_ids`` (T,), ``track_data``
+(T, n, dim), ``track_mask`` (T, n); attrs ``tracks``/``sides`` are copied from ``faces`` so a
+reader binds Aff-Wild2's ``_left``/``_right`` labels from this entry alone (an empty ``sides``
+means no second person). The faces entry may come from MTCNN or from the organisers' crops
+(``avpipe ingest-crops``): the shape is the same.
+
 The backbone name is in the config and its weights checksum is ``weights_id``, so both enter
 the fingerprint. Batch size and device come from :class:`Runtime` (not semantic).
 """
@@ -32,7 +39,7 @@ class VisualConfig:
 @register_stage
 class Visual(Stage):
     name = "visual"
-    version = "1"
+    version = "2"  # 2: per-person track embeddings (extras track_*), attrs tracks/sides
     config_cls = VisualConfig
     requires = ("faces",)
     per_frame = True
@@ -59,7 +66,18 @@ class Visual(Stage):
     def compute(self, video: VideoRef, inputs: Mapping[str, Any]) -> StageResult:
         faces = inputs["faces"]
         mask = np.asarray(faces.mask, bool)
-        return self.embed(faces.extra("crops"), mask)
+        res = self.embed(faces.extra("crops"), mask)
+        fa = faces.attrs
+        res.attrs["tracks"] = list(fa.get("tracks", []))
+        res.attrs["sides"] = dict(fa.get("sides", {}))
+        if "track_crops" in faces.extras:
+            tcrops, tmask = faces.extra("track_crops"), np.asarray(faces.extra("track_mask"), bool)
+            per = [self.embed(tcrops[t], tmask[t]).data for t in range(len(tmask))]
+            res.extras = {"track_ids": np.asarray(faces.extra("track_ids"), np.int64),
+                          "track_data": np.stack(per) if per else np.zeros((0, len(mask), self.backbone.dim),
+                                                                           np.float32),
+                          "track_mask": tmask.copy()}
+        return res
 
     def embed(self, crops: np.ndarray, mask: np.ndarray) -> StageResult:
         """Embed the valid rows in batches of ``runtime.batch_size``; zeros where masked."""

@@ -232,13 +232,23 @@ def evaluate_cmd(run: Path, cache: str | None, checkpoint: str, device: str, per
 @click.option("--device", type=DEVICE, default="auto", show_default=True)
 @click.option("--jobs", "-j", type=click.IntRange(min=-1), default=1, show_default=True,
               help="Extraction worker processes (1 = in this process; 0 or -1 = one per CPU core).")
+@click.option("--submission", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="ABAW sample file (image_location,valence,arousal): also write OUT/submission.txt "
+                   "with one row per listed frame; X_left/X_right rows use that person's face.")
+@click.option("--extract/--no-extract", "do_extract", default=True,
+              help="Extract missing features first (--no-extract: use only what is cached, e.g. crops "
+                   "ingested with 'avpipe ingest-crops').")
 @_threads_option
 def predict_cmd(run_path: str, videos: str, out: Path, cache: str | None, fmt: str, device: str, jobs: int,
-                num_threads: int | None) -> None:
+                submission: str | None, do_extract: bool, num_threads: int | None) -> None:
     """Per-frame valence/arousal for a folder of videos (extracting missing features first).
 
     A video that cannot be predicted is reported and the others are still written; the exit
-    status is then 1.
+    status is then 1. Example of an ABAW test-set submission:
+
+    \b
+      avpipe predict --run runs/jca --videos test_videos/ --out preds/ \\
+                     --submission CVPR_6th_ABAW_VA_test_set_sample.txt
     """
     from avpipe.fusion.predict import PredictionErrors, predict_videos
 
@@ -247,11 +257,29 @@ def predict_cmd(run_path: str, videos: str, out: Path, cache: str | None, fmt: s
         raise UsageFailure(f"--out {safe_name(str(out))} is a file; give a folder")
     try:
         files = predict_videos(run_path, videos, out, cache=cache, fmt=fmt, device=device, jobs=resolve_jobs(jobs),
-                               log=lambda m: click.echo(m, err=True))
+                               extract=do_extract, log=lambda m: click.echo(m, err=True))
     except PredictionErrors as e:
         click.echo(f"wrote {len(e.written)} file(s) under {safe_name(str(out))}", err=True)
         raise
     click.echo(f"wrote {len(files)} file(s) under {safe_name(str(out))}")
+    if submission:
+        _write_submission(run_path, videos, out, cache, device, submission)
+
+
+def _write_submission(run_path: str, videos: str, out: Path, cache: str | None, device: str, sample: str) -> None:
+    """``predict --submission``: the ABAW test-set file from the cached features (exit 1 if any
+    listed frame cannot be predicted; nothing is written then)."""
+    from avpipe.cli_errors import RuntimeFailure
+    from avpipe.fusion.submission import SubmissionError, run_predictor, write_submission
+    from avpipe.pipeline.discover import iter_video_files
+
+    keys = [f.key for f in iter_video_files(videos)]
+    try:
+        path = write_submission(sample, Path(out) / "submission.txt",
+                                run_predictor(run_path, keys, cache=cache, device=device))
+    except SubmissionError as e:
+        raise RuntimeFailure(safe_text(e)) from None
+    click.echo(f"wrote {safe_name(str(path))}")
 
 
 COMMANDS = (train_cmd, evaluate_cmd, predict_cmd)

@@ -36,6 +36,15 @@ class TrackRef:
     name: str
     video: str
     labels: LabelTrack | None = None
+    # whose face features: "left"/"right" (Aff-Wild2 X_left/X_right) or None (the main face);
+    # derived from the label name when not given
+    person: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.person is None and self.labels is not None:
+            from avpipe.fusion.persons import person_side
+
+            self.person = person_side(self.labels.name)
 
 
 @dataclass
@@ -131,6 +140,18 @@ def _fit_rows(a: FeatureArrays, n: int, dim: int, dtype: np.dtype) -> tuple[np.n
     return d, m
 
 
+def _load_track(source: FeatureSource, ref: tuple[str, str], t: TrackRef) -> FeatureArrays:
+    """One modality of one track: the person's rows for ``_left``/``_right`` labels."""
+    if t.person is None:
+        return source.load(*ref, t.video)
+    from avpipe.fusion.persons import PersonTrackError
+
+    try:
+        return source.load(*ref, t.video, person=t.person)
+    except PersonTrackError as e:
+        raise PersonTrackError(f"label {t.name!r}: {e}") from e
+
+
 def probe_dims(source: FeatureSource, fps: Mapping[str, tuple[str, str]], video: str) -> dict[str, tuple[int, np.dtype]]:
     """(dim, dtype) per modality from one video's entries."""
     out = {}
@@ -157,6 +178,14 @@ def _modality_info(source: FeatureSource, ref: tuple[str, str], videos: Sequence
     return d, (dt if dt.kind == "f" else np.dtype(np.float32))
 
 
+def _track_rows(source: FeatureSource, ref: tuple[str, str], t: TrackRef) -> int:
+    """Rows of one track: the entry's row count from the index; a person's track is read (and
+    dropped) since its rows come from the entry's per-person extras."""
+    if t.person is None:
+        return source_rows(source, ref, t.video)
+    return int(_load_track(source, ref, t).data.shape[0])
+
+
 def load_bank(source: FeatureSource, fps: Mapping[str, tuple[str, str]], tracks: Sequence[TrackRef], *,
               device: str | torch.device = "cpu", dtype: str = "auto", tolerance: int = DEFAULT_TOLERANCE,
               dims: Mapping[str, int] | None = None, reference: str | None = None) -> FeatureBank:
@@ -176,9 +205,8 @@ def load_bank(source: FeatureSource, fps: Mapping[str, tuple[str, str]], tracks:
     mods = list(fps)
     ref = reference or mods[0]
     videos = list(dict.fromkeys(t.video for t in tracks))
-    rows_of = {v: source_rows(source, fps[ref], v) for v in videos}
     info = {m: _modality_info(source, fps[m], videos, dims.get(m) if dims else None, dtype) for m in mods}
-    lengths = [rows_of[t.video] for t in tracks]
+    lengths = [_track_rows(source, fps[ref], t) for t in tracks]
     N = int(sum(lengths))
     offsets = np.zeros(len(tracks) + 1, dtype=np.int64)
     offsets[1:] = np.cumsum(lengths)
@@ -186,11 +214,11 @@ def load_bank(source: FeatureSource, fps: Mapping[str, tuple[str, str]], tracks:
     X = {m: np.zeros((N + 1, info[m][0]), info[m][1]) for m in mods}
     V = {m: np.zeros(N + 1, bool) for m in mods}
     Y = np.full((N + 1, 2), UNLABELLED, np.float32)
-    by_video: dict[str, list[int]] = {}
+    by_track: dict[tuple[str, str | None], list[int]] = {}
     for i, t in enumerate(tracks):
-        by_video.setdefault(t.video, []).append(i)
-    for video, idxs in by_video.items():
-        arrays = {m: source.load(*fps[m], video) for m in mods}
+        by_track.setdefault((t.video, t.person), []).append(i)
+    for idxs in by_track.values():
+        arrays = {m: _load_track(source, fps[m], tracks[idxs[0]]) for m in mods}
         for i in idxs:
             t = tracks[i]
             s, e = int(offsets[i]), int(offsets[i + 1])
@@ -203,7 +231,7 @@ def load_bank(source: FeatureSource, fps: Mapping[str, tuple[str, str]], tracks:
                 X[m][s:e], V[m][s:e] = _fit_rows(a, n, info[m][0], info[m][1])
             if t.labels is not None:
                 Y[s:e] = t.labels.aligned(n, tolerance)
-        del arrays  # this video's arrays go before the next one is read
+        del arrays  # this track's arrays go before the next one is read
     # NaN/inf labels count as unlabelled, exactly like -5: masked out of loss and metric (a NaN that
     # reached them would turn the whole epoch's CCC into NaN); labels.py warns once per file.
     Y[~np.all(np.isfinite(Y), axis=1)] = UNLABELLED

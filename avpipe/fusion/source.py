@@ -4,6 +4,10 @@
   stage name means "the fingerprint of that stage that covers the labelled videos" and is resolved
   once per run (:meth:`FeatureSource.resolve`); ``stage@fingerprint`` pins one. The resolved
   fingerprints are recorded in the run config so that a run names exactly what it trained on.
+  Picking a source: ``visual=visual@<fp>`` selects, e.g., the visual entries computed on the
+  organisers' crops (``avpipe ingest-crops`` prints that fingerprint) rather than on MTCNN's.
+* Per person: ``load(..., person="left")`` returns that person's rows of a stage with a ``sides``
+  attr (see :mod:`avpipe.fusion.persons`); stages without one are shared by both people.
 * :class:`FeatureSource` is the only surface the data path needs. :class:`CacheSource` implements it
   on the pipeline's read API (``avpipe.pipeline.store.Cache``) — fusion never opens shards itself;
   :class:`MemorySource` serves tests and in-process use.
@@ -87,6 +91,8 @@ class FeatureArrays:
     mask: np.ndarray
     timestamps: np.ndarray | None = None
     present: bool = True
+    # per-person rows ("left"/"right") of a person-aware stage (avpipe.fusion.persons); None: shared
+    persons: dict[str, "FeatureArrays"] | None = None
 
 
 class FeatureSource(Protocol):
@@ -96,8 +102,9 @@ class FeatureSource(Protocol):
     def resolve(self, ref: StageRef, videos: list[str]) -> str:
         """The one fingerprint of ``ref`` to use for ``videos`` (keys); FeatureError if none."""
 
-    def load(self, stage: str, fingerprint: str, video: str) -> FeatureArrays:
-        """One video's rows; FeatureError if that entry is missing."""
+    def load(self, stage: str, fingerprint: str, video: str, person: str | None = None) -> FeatureArrays:
+        """One video's rows (``person``: that person's track, see avpipe.fusion.persons);
+        FeatureError if that entry or person track is missing."""
 
     def has(self, stage: str, fingerprint: str, video: str) -> bool:
         """Whether the entry exists (cheap)."""
@@ -135,11 +142,18 @@ class MemorySource:
     def has(self, stage: str, fingerprint: str, video: str) -> bool:
         return (stage, video) in self.arrays
 
-    def load(self, stage: str, fingerprint: str, video: str) -> FeatureArrays:
+    def load(self, stage: str, fingerprint: str, video: str, person: str | None = None) -> FeatureArrays:
         try:
-            return self.arrays[(stage, video)]
+            a = self.arrays[(stage, video)]
         except KeyError:
             raise FeatureError(_missing_msg(stage, 1, [video])) from None
+        if person is None or a.persons is None:
+            return a
+        if person not in a.persons:
+            from avpipe.fusion.persons import PersonTrackError
+
+            raise PersonTrackError(f"video {video!r}: stage {stage!r} has no {person} person track")
+        return a.persons[person]
 
 
 class CacheSource:
@@ -240,14 +254,19 @@ class CacheSource:
         except Exception:
             return False
 
-    def load(self, stage: str, fingerprint: str, video: str) -> FeatureArrays:
+    def load(self, stage: str, fingerprint: str, video: str, person: str | None = None) -> FeatureArrays:
         try:
             e = self.cache.read(stage, video, fingerprint=fingerprint)
         except Exception as ex:  # the store's own not-found error, whatever its class
             raise FeatureError(f"{_missing_msg(stage, 1, [video])} ({ex})") from ex
-        data = np.asarray(e.data)
+        data, mask = np.asarray(e.data), np.asarray(e.mask, dtype=bool)
+        if person is not None:
+            from avpipe.fusion.persons import select_person
+
+            data, mask = select_person(data, mask, e.attrs, e.extra, person, stage=stage, video=video,
+                                       provenance=getattr(e, "provenance", None))
         if data.ndim == 1:
             data = data.reshape(-1, 1) if data.size else data.reshape(0, 0)
-        return FeatureArrays(data=data, mask=np.asarray(e.mask, dtype=bool),
+        return FeatureArrays(data=data, mask=mask,
                              timestamps=getattr(e, "timestamps", None), present=bool(e.present))
 

@@ -1,0 +1,85 @@
+"""Which person's features a label track reads: Aff-Wild2's ``X_left`` / ``X_right``.
+
+A video annotated for two people has two label files, ``X_left`` and ``X_right``. Their face
+features must come from *that* person, not from the video's main face (which is one of the two).
+Stages that know about people (``faces``, ``visual``) store every person's track as extras and a
+``sides`` attr (``{"left": track id, "right": track id}``, bound by
+:func:`avpipe.extractors.tracking.bind_sides`, or by the crop-folder names for the organisers'
+crops). Stages without a ``sides`` attr (audio, text) are shared by both people.
+
+A label that names a side the video has no track for is an error for that label
+(:class:`PersonTrackError`): silently reading the main face would train one person on the other
+person's face.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from avpipe.fusion.source import FeatureError
+
+SIDES = ("left", "right")
+
+
+class PersonTrackError(FeatureError):
+    """A label names a person (side) the video's cached features have no track for."""
+
+
+def person_side(label_name: str) -> str | None:
+    """``"left"``/``"right"`` for ``X_left``/``X_right`` (any path prefix), else None."""
+    stem = label_name.rsplit("/", 1)[-1]
+    for side in SIDES:
+        suffix = f"_{side}"
+        if stem.endswith(suffix) and len(stem) > len(suffix):
+            return side
+    return None
+
+
+def is_person_aware(attrs: Mapping[str, Any]) -> bool:
+    """Whether an entry holds per-person tracks (its rows differ per person)."""
+    return "sides" in attrs
+
+
+def reads_faces(stage: str, provenance: Mapping[str, Any]) -> bool:
+    """Whether an entry is made from faces (the ``faces`` stage or one reading it): such an entry
+    without a ``sides`` attr predates person tracks, and its rows are the main face's."""
+    import json
+
+    up = provenance.get("upstream_json") or "{}"
+    try:
+        return stage == "faces" or "faces" in json.loads(up)
+    except (TypeError, ValueError):
+        return stage == "faces"
+
+
+def select_person(data: np.ndarray, mask: np.ndarray, attrs: Mapping[str, Any],
+                  extra: Callable[[str], np.ndarray], person: str, *, stage: str,
+                  video: str, provenance: Mapping[str, Any] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The rows of ``person``'s track of a person-aware entry (``data``/``mask`` unchanged if the
+    entry is not person-aware and not made from faces, e.g. audio). Raises
+    :class:`PersonTrackError` when there is no such track, or when a face entry predates tracks."""
+    if not is_person_aware(attrs):
+        if reads_faces(stage, provenance or {}):
+            raise PersonTrackError(
+                f"video {video!r}: the {stage!r} entry has no person tracks (computed before avpipe kept "
+                f"one track per person, so its rows are the main face's); re-extract it: "
+                f"avpipe extract --stages {stage}")
+        return data, mask
+    if person not in SIDES:
+        raise PersonTrackError(f"unknown person {person!r}; use one of {SIDES}")
+    sides = dict(attrs.get("sides") or {})
+    tracks = attrs.get("tracks") or []
+    if person not in sides:
+        raise PersonTrackError(
+            f"video {video!r}: stage {stage!r} has no {person} person track (found {len(tracks)} face "
+            f"track(s); a {person} side needs two people: the two longest tracks, ordered by median "
+            f"box-centre x). Check the video, or drop the label")
+    ids = [int(i) for i in np.asarray(extra("track_ids")).reshape(-1)]
+    tid = int(sides[person])
+    if tid not in ids:
+        raise PersonTrackError(f"video {video!r}: stage {stage!r} binds {person} to track {tid}, "
+                               f"which is not stored (tracks {ids})")
+    r = ids.index(tid)
+    return np.asarray(extra("track_data")[r]), np.asarray(extra("track_mask")[r], bool)

@@ -1,0 +1,307 @@
+"""The organisers' face crops as a ``faces`` source: an Aff-Wild2-style ``cropped_aligned`` tree.
+
+Most ABAW labs train on the released aligned crops instead of their own detections. Layout read::
+
+    cropped_aligned/<video stem>/00001.jpg          one person: frame 1 (1-based) of video <stem>
+    cropped_aligned/<video stem>_left/00001.jpg     two people: one folder per person
+    cropped_aligned/<video stem>_right/00001.jpg
+
+A frame with no face has no file. Each video becomes a ``faces``-shaped entry (the same shape the
+MTCNN stage writes, so ``visual`` and the trainer read either source unchanged): ``data``
+(n_frames, 17) with the crop present as ``prob`` = 1 and ``n_faces`` = people with a crop on that
+frame (boxes and landmarks are unknown for given crops: zero), ``mask``, ``crops`` (n, S, S, 3), and
+for ``_left``/``_right`` folders the person tracks (``track_*`` extras, ``sides``: left = track 0,
+right = track 1). The main-face view of a two-person video is the person with more crops (ties:
+left). Row ``i`` is video frame ``i + 1`` (the probe's row count is the frame count).
+
+Validation, per video, before anything is written (a bad video is reported with the reason; the
+others are ingested; existing cache entries are never touched):
+
+* no folder for the video, or both ``X/`` and ``X_left``/``X_right``;
+* a file that is not ``NNNNN.jpg`` (five digits), frame 00000;
+* numbering gaps with one regular stride (every k-th frame: crops cut at a lower frame rate);
+* a frame number beyond the video's frame count ("more files than frames");
+* a file that does not decode as an image, or whose size differs from the others (or from
+  ``crop_size`` when given), or that is not square.
+
+Irregular missing frame numbers are legal (no face there) and are counted in attrs
+``missing_frames``.
+
+Fingerprint: the entries' fingerprint hashes the *content* of every ingested folder (file names
+and bytes), the crop size and the probe fingerprint — a changed crop tree is a different
+fingerprint, never a silent reuse.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+
+from avpipe.pipeline.stage import StageResult
+
+NAME = re.compile(r"^(\d{5})\.jpg$")
+N_COLUMNS = 17  # the faces stage's data columns (avpipe.extractors.faces.COLUMNS)
+SOURCE_VERSION = "crops-1"
+
+
+class CropTreeError(ValueError):
+    """One video's crop folders cannot be used (the message names the video and the file)."""
+
+
+def find_folders(crops_root: Path, key: str) -> dict[str | None, Path]:
+    """The folders of video ``key`` (matched by file stem, as labels are)."""
+    stem = PurePosixPath(key).stem
+    one = crops_root / stem
+    sides = {s: crops_root / f"{stem}_{s}" for s in ("left", "right")}
+    sides = {s: p for s, p in sides.items() if p.is_dir()}
+    if one.is_dir() and sides:
+        raise CropTreeError(f"{key}: both {one.name}/ and per-person folders "
+                            f"({', '.join(p.name + '/' for p in sides.values())}) exist; keep one layout")
+    if one.is_dir():
+        return {None: one}
+    if not sides:
+        raise CropTreeError(f"{key}: no crop folder {stem}/ (or {stem}_left/, {stem}_right/) under {crops_root}")
+    return dict(sides)
+
+
+def scan_folder(key: str, folder: Path, n_frames: int) -> dict[int, Path]:
+    """frame (1-based) -> file, checking names and numbering against ``n_frames``."""
+    out: dict[int, Path] = {}
+    for p in sorted(folder.iterdir()):
+        if p.name.startswith("."):
+            continue
+        m = NAME.match(p.name)
+        if m is None or not p.is_file():
+            raise CropTreeError(f"{key}: {p} is not a crop image named NNNNN.jpg (5-digit 1-based frame)")
+        f = int(m.group(1))
+        if f == 0:
+            raise CropTreeError(f"{key}: {p}: frame numbers are 1-based; 00000.jpg is not a frame")
+        if f > n_frames:
+            raise CropTreeError(f"{key}: {p}: frame {f} but the video has {n_frames} frames "
+                                f"(more crop files than frames: wrong video or numbering)")
+        out[f] = p
+    if not out:
+        raise CropTreeError(f"{key}: {folder} holds no crops")
+    check_stride(key, folder, sorted(out))
+    return out
+
+
+def check_stride(key: str, folder: Path, frames: list[int]) -> None:
+    """Numbering gaps that cannot be "no face": one regular stride k > 1 between (almost) all
+    files, i.e. every k-th frame was cut (crops at a lower frame rate than the video, so file
+    ``NNNNN`` would not be video frame NNNNN). Irregular gaps are legal (no face there)."""
+    if len(frames) < 10:
+        return
+    steps = np.diff(np.asarray(frames))
+    k = int(np.bincount(steps).argmax())
+    if k > 1 and np.mean(steps == k) >= 0.9:
+        raise CropTreeError(f"{key}: {folder} has a file every {k} frames ({frames[0]:05d}, {frames[1]:05d}, "
+                            f"{frames[2]:05d}, ...): a gap that regular is a lower frame rate, not missing faces; "
+                            f"crop file NNNNN must be video frame NNNNN")
+
+
+def read_crops(key: str, frames: Mapping[int, Path], n: int, size: int | None) -> np.ndarray:
+    """(n, S, S, 3) uint8 RGB with the crops at rows ``frame - 1``; checks decoding and size."""
+    import cv2
+
+    out: np.ndarray | None = None
+    for f, p in sorted(frames.items()):
+        img = cv2.imread(str(p), cv2.IMREAD_COLOR)
+        if img is None:
+            raise CropTreeError(f"{key}: {p} does not decode as an image")
+        h, w = img.shape[:2]
+        if h != w:
+            raise CropTreeError(f"{key}: {p} is {w}x{h}; aligned crops must be square")
+        if size is None:
+            size = h
+        if h != size:
+            raise CropTreeError(f"{key}: {p} is {w}x{h}, the other crops are {size}x{size}")
+        if out is None:
+            out = np.zeros((n, size, size, 3), np.uint8)
+        out[f - 1] = img[:, :, ::-1]
+    assert out is not None
+    return out
+
+
+def folder_digest(frames: Mapping[int, Path]) -> str:
+    """sha256 over (frame, file bytes) of one folder: the content, not paths or mtimes."""
+    h = hashlib.sha256()
+    for f, p in sorted(frames.items()):
+        h.update(f"{f}\0".encode())
+        h.update(hashlib.sha256(p.read_bytes()).digest())
+    return h.hexdigest()
+
+
+def scan_video(key: str, folders: Mapping[str | None, Path], n: int) -> tuple[dict[str | None, dict[int, Path]], str]:
+    """Names and numbering of one video's folders checked; (person -> frame -> file, content digest)."""
+    frames = {p: scan_folder(key, d, n) for p, d in folders.items()}
+    people = sorted(frames, key=lambda p: (p is not None, p or ""))
+    digest = hashlib.sha256("".join(f"{p}:{folder_digest(frames[p])}\n" for p in people).encode()).hexdigest()
+    return frames, digest
+
+
+def crops_result(key: str, folders: Mapping[str | None, Path], n: int, crop_size: int | None = None,
+                 scanned: tuple[dict[str | None, dict[int, Path]], str] | None = None
+                 ) -> tuple[StageResult, str]:
+    """One video's faces-shaped result and the digest of its folders (``scanned``: from
+    :func:`scan_video`, to avoid a second pass over the files)."""
+    frames, digest = scanned or scan_video(key, folders, n)
+    crops = {p: read_crops(key, fr, n, crop_size) for p, fr in frames.items()}
+    sizes = {c.shape[1] for c in crops.values()}
+    if len(sizes) > 1:
+        raise CropTreeError(f"{key}: the person folders hold crops of different sizes {sorted(sizes)}")
+    S = sizes.pop()
+    masks = {p: np.zeros(n, bool) for p in frames}
+    for p, fr in frames.items():
+        masks[p][np.array(sorted(fr)) - 1] = True
+    people = sorted(frames, key=lambda p: (p is not None, p or ""))  # None | left, right
+    count = sum(m.astype(np.float32) for m in masks.values())
+    main = max(people, key=lambda p: (int(masks[p].sum()), p == "left"))
+
+    def rows(m: np.ndarray) -> np.ndarray:
+        d = np.zeros((n, N_COLUMNS), np.float32)
+        d[m, 14], d[m, 15], d[m, 16] = 1.0, count[m], 1.0
+        d[~m, 15] = count[~m]
+        return d
+
+    extras: dict[str, np.ndarray] = {"crops": crops[main]}
+    sides: dict[str, int] = {}
+    tracks: list[dict[str, Any]] = []
+    if None not in frames:
+        persons = [p for p in ("left", "right") if p in frames]
+        extras.update({"track_ids": np.arange(len(persons), dtype=np.int64),
+                       "track_data": np.stack([rows(masks[p]) for p in persons]),
+                       "track_mask": np.stack([masks[p] for p in persons]),
+                       "track_crops": np.stack([crops[p] for p in persons])})
+        for i, p in enumerate(persons):
+            sides[str(p)] = i
+            r = np.flatnonzero(masks[p])
+            tracks.append({"id": i, "frames": int(len(r)), "first": int(r[0]), "last": int(r[-1]),
+                           "mean_box": [], "median_cx": None, "side": p, "folder": folders[p].name})
+    attrs = {
+        "source": "cropped_aligned",
+        "folders": {str(p): folders[p].name for p in people},
+        "crop_size": S,
+        "content_digest": digest,
+        "missing_frames": {str(p): int(n - masks[p].sum()) for p in people},
+        "main_face": str(main),
+        "columns_doc": "given crops: prob = 1 and detected = 1 where a crop exists, n_faces = people with a "
+                       "crop on the frame; boxes and landmarks are unknown (0)",
+        "row_policy": "row i = video frame i+1 = crop file {i+1:05d}.jpg",
+        "n_frames": n,
+        "faces_found": int(masks[main].sum()),
+        "tracks": tracks,
+        "sides": sides,
+        "side_rule": "from the folder names X_left / X_right",
+    }
+    return StageResult(data=rows(masks[main]), mask=masks[main].copy(), extras=extras, attrs=attrs), digest
+
+
+@dataclass
+class IngestReport:
+    faces_fingerprint: str | None
+    visual_fingerprint: str | None
+    ingested: list[str]
+    failed: list[tuple[str, str]]  # (video key, reason)
+    unused_folders: list[str]
+
+
+def ingest_crop_tree(crops_root: str | Path, videos_root: str | Path, cache_root: str | Path, *,
+                     backbone: str | None = None, crop_size: int | None = None, runtime: Any = None,
+                     chunk: int = 8, log: Callable[[str], None] = print) -> IngestReport:
+    """Probe the videos, read their crop folders, write ``faces`` entries (and ``visual`` entries
+    embedded with ``backbone`` unless it is None). Bad videos are reported, not fatal.
+
+    Two passes so memory stays at ``chunk`` videos of crops: the first checks names and numbering
+    and hashes the files (the fingerprint needs the whole tree's content), the second decodes,
+    writes and embeds ``chunk`` videos at a time (each chunk committed on its own)."""
+    from avpipe.pipeline.entry import MemoryEntry
+    from avpipe.pipeline.ingest import precomputed_fingerprint, write_precomputed
+    from avpipe.pipeline.runner import run_extract
+    from avpipe.pipeline.store import Cache
+
+    crops_root = Path(crops_root)
+    if not crops_root.is_dir():
+        raise FileNotFoundError(f"crop tree not found: {crops_root}")
+    summary = run_extract(cache_root, videos_root, stages=["probe"], progress=False, say=log)
+    if not summary.ok:
+        log(summary.render())
+    from avpipe.pipeline.discover import iter_video_files
+
+    keys = [v.key for v in iter_video_files(videos_root)]
+    todo: list[tuple[str, str, int, dict[str | None, Path], Any]] = []  # key, cid, n, folders, scan
+    failed: list[tuple[str, str]] = []
+    used: set[str] = set()
+    seen: set[str] = set()
+    probe_fp: str | None = None
+    with Cache(cache_root) as cache:  # pass 1: names, numbering, content digests (no decoding)
+        for key in keys:
+            try:
+                probe = cache.read("probe", key)
+            except Exception as e:  # noqa: BLE001 - the store's not-found error, whatever its class
+                failed.append((key, f"not probed ({e})"))
+                continue
+            probe_fp = probe_fp or str(probe.fingerprint)
+            n = int(probe.attrs.get("n_frames", len(probe.data)))
+            cid = str(probe.content_id)
+            try:
+                folders = find_folders(crops_root, key)
+                used.update(p.name for p in folders.values())
+                scanned = scan_video(key, folders, n)
+            except CropTreeError as e:
+                failed.append((key, str(e)))
+                continue
+            if cid not in seen:  # same bytes under two keys: one entry
+                seen.add(cid)
+                todo.append((key, cid, n, folders, scanned))
+    unused = sorted(p.name for p in crops_root.iterdir() if p.is_dir() and p.name not in used)
+    if not todo:
+        return IngestReport(None, None, [], failed, unused)
+    config = {"source": "cropped_aligned", "crop_size": crop_size, "probe": probe_fp,
+              "content": hashlib.sha256("\n".join(sorted(f"{k}:{sc[1]}" for k, _, _, _, sc in todo)).encode()).hexdigest()}
+    faces_fp = precomputed_fingerprint("faces", config, SOURCE_VERSION)
+    visual = _visual_stage(backbone, faces_fp, str(probe_fp), runtime) if backbone else None
+    ingested: list[str] = []
+    for start in range(0, len(todo), chunk):  # pass 2: decode, write, embed — a chunk at a time
+        results: dict[str, StageResult] = {}
+        key_of: dict[str, str] = {}
+        for key, cid, n, folders, scanned in todo[start:start + chunk]:
+            try:
+                results[cid], _ = crops_result(key, folders, n, crop_size, scanned)
+            except CropTreeError as e:
+                failed.append((key, str(e)))
+                continue
+            key_of[cid] = key
+        if not results:
+            continue
+        write_precomputed(cache_root, "faces", faces_fp, results, key_of, config, version=SOURCE_VERSION,
+                          upstream={"probe": str(probe_fp)})
+        if visual is not None:
+            stage, vfp = visual
+            out = {cid: stage.compute(None, {"faces": MemoryEntry(r, stage="faces", fingerprint=faces_fp,
+                                                                  content_id=cid)})  # type: ignore[arg-type]
+                   for cid, r in results.items()}
+            write_precomputed(cache_root, "visual", vfp.value, out, key_of, stage.semantic_config(),
+                              version=str(stage.version), upstream=vfp.upstream)
+        ingested += key_of.values()
+        log(f"ingested {len(ingested)}/{len(todo)} video(s)")
+    if not ingested:
+        return IngestReport(None, None, [], failed, unused)
+    log(f"faces: {len(ingested)} video(s) from {crops_root} -> fingerprint {faces_fp[:16]}")
+    if visual is not None:
+        log(f"visual ({backbone}): fingerprint {visual[1].value[:16]}")
+    return IngestReport(faces_fp, visual[1].value if visual else None, sorted(ingested), failed, unused)
+
+
+def _visual_stage(backbone: str, faces_fp: str, probe_fp: str, runtime: Any) -> tuple[Any, Any]:
+    """The ordinary ``visual`` stage and its fingerprint with the crop source's faces upstream."""
+    from avpipe.extractors.visual import Visual, VisualConfig
+    from avpipe.pipeline.fingerprint import stage_fingerprint
+
+    stage = Visual(VisualConfig(backbone=backbone), runtime)
+    return stage, stage_fingerprint(stage, {"probe": probe_fp, "faces": faces_fp})
