@@ -63,7 +63,7 @@ def test_tree_is_affwild2_shaped(corpus):
 def test_two_person_video_has_a_track_per_person(corpus):
     _, cache, _ = corpus
     with Cache(cache) as c:
-        f = c.read("faces", "batch2/video20.mp4")
+        f = c.read("faces", "batch2/video20.mp4", config=OFFLINE)
         sides = f.attrs["sides"]
         tracks = {t["id"]: t for t in f.attrs["tracks"]}
         assert set(sides) == {"left", "right"} and len(tracks) == 2
@@ -80,7 +80,7 @@ def test_left_and_right_features_come_from_different_people(corpus):
     _, cache, _ = corpus
     with Cache(cache) as c:
         def person(video, side):
-            e = c.read("visual", video)
+            e = c.read("visual", video, config=OFFLINE)
             r = list(e.extra("track_ids")).index(e.attrs["sides"][side])
             return e.extra("track_data")[r], e.extra("track_mask")[r]
 
@@ -99,7 +99,7 @@ def test_model_follows_the_left_persons_face_not_the_right(corpus):
     tree, cache, run = corpus
     src = CacheSource(cache)
     with Cache(cache) as c:
-        e = c.read("visual", "batch2/video20.mp4")
+        e = c.read("visual", "batch2/video20.mp4", config=OFFLINE)
         fp = e.fingerprint
         left_rows = e.extra("track_data")[list(e.extra("track_ids")).index(e.attrs["sides"]["left"])]
     lab = LabelTrack("video20_left", "video20", _labels(tree, "video20_left"))
@@ -119,7 +119,7 @@ def test_label_for_a_side_the_video_lacks_is_an_error(corpus):
     tree, cache, _ = corpus
     src = CacheSource(cache)
     with Cache(cache) as c:
-        fp = c.read("visual", "batch1/1-30-1280x720.mp4").fingerprint
+        fp = c.read("visual", "batch1/1-30-1280x720.mp4", config=OFFLINE).fingerprint
     lab = LabelTrack("1-30-1280x720_left", "1-30-1280x720", np.zeros((N_FRAMES, 2), np.float32))
     with pytest.raises(PersonTrackError, match=r"label '1-30-1280x720_left'.*no left person track"):
         load_bank(src, {"visual": ("visual", fp)}, [TrackRef(lab.name, "batch1/1-30-1280x720.mp4", lab)])

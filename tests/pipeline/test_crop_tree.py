@@ -48,23 +48,32 @@ def _ingest(videos, crops, cache, *extra):
                                      "--cache", str(cache), "--backbone", "hog", *extra])
 
 
+def _fingerprints(output: str) -> dict[str, str]:
+    """The ``faces fingerprint X`` / ``visual fingerprint Y`` lines ingest-crops prints: reads pin them
+    (a stage name alone means the stage's default config, which crops are not)."""
+    return {ln.split()[0]: ln.split()[-1] for ln in output.splitlines() if " fingerprint " in ln}
+
+
 def test_ingest_writes_faces_and_visual_entries_shaped_like_the_faces_stage(tree):
     root, videos, crops = tree
     r = _ingest(videos, crops, root / "cache")
     assert r.exit_code == 0, r.output
     assert "ingested 2 video(s), 0 failed" in r.output and "visual fingerprint" in r.output
+    fps = _fingerprints(r.output)
     with Cache(root / "cache") as c:
-        f1 = c.read("faces", "batch1/v1.mp4")
+        with pytest.raises(KeyError, match="a stage name never silently means another config"):
+            c.read("faces", "batch1/v1.mp4")
+        f1 = c.read("faces", "batch1/v1.mp4", fingerprint=fps["faces"])
         assert f1.data.shape == (N, 17) and f1.extra("crops").shape == (N, 32, 32, 3)
         assert f1.mask.tolist() == [True, True, True, False] + [True] * (N - 4)
         assert f1.attrs["missing_frames"] == {"None": 1} and f1.attrs["sides"] == {}
-        f2 = c.read("faces", "batch2/v2.mp4")
+        f2 = c.read("faces", "batch2/v2.mp4", fingerprint=fps["faces"])
         assert f2.attrs["sides"] == {"left": 0, "right": 1}
         assert f2.extra("track_crops").shape == (2, N, 32, 32, 3)
         assert f2.extra("track_mask")[1].tolist() == [False] + [True] * (N - 1)
         # crop row i is file i+1: left person's frame 3 has value 13 on its left half (jpeg: ±3)
         assert abs(int(f2.extra("track_crops")[0, 2, 16, 4, 0]) - 13) <= 3
-        v2 = c.read("visual", "batch2/v2.mp4")
+        v2 = c.read("visual", "batch2/v2.mp4", fingerprint=fps["visual"])
         assert v2.extra("track_data").shape == (2, N, 6084) and v2.attrs["sides"] == {"left": 0, "right": 1}
         assert not np.allclose(v2.extra("track_data")[0, 5], v2.extra("track_data")[1, 5])
 
@@ -94,7 +103,9 @@ def test_fingerprint_follows_the_crop_content(tree):
 def test_bad_crop_trees_fail_per_video_and_lose_nothing(tree, damage, match):
     root, videos, crops = tree
     cache = root / "cache"
-    assert _ingest(videos, crops, cache).exit_code == 0
+    first = _ingest(videos, crops, cache)
+    assert first.exit_code == 0
+    fp = _fingerprints(first.output)["faces"]
     with Cache(cache) as c:
         before = {(e.fingerprint, e.content_id) for e in c.list(stage="faces")}
     damage(crops)
@@ -105,7 +116,7 @@ def test_bad_crop_trees_fail_per_video_and_lose_nothing(tree, damage, match):
     with Cache(cache) as c:
         after = {(e.fingerprint, e.content_id) for e in c.list(stage="faces")}
         assert before <= after
-        assert c.read("faces", "batch1/v1.mp4").data.shape == (N, 17)  # still readable
+        assert c.read("faces", "batch1/v1.mp4", fingerprint=fp).data.shape == (N, 17)  # still readable
 
 
 def test_two_layouts_for_one_video_is_an_error(tree):
