@@ -6,14 +6,23 @@ stage of the most recent (stage class, fingerprint, runtime) in the process and 
 the next task with the same key. Only one entry is kept: stages run one after another, so when
 the next stage starts, the previous model is released instead of piling up in every worker.
 A stage whose ``load`` raised is not kept (the next task tries again and records the reason).
+The memo is per thread: a Dask cluster of threads in one process never shares a stage object
+between two tasks running at the same time.
 """
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from avpipe.pipeline.stage import Runtime, Stage
 
-_MEMO: dict[tuple[str, str, str], Stage] = {}
+_LOCAL = threading.local()
+
+
+def _memo() -> dict[tuple[str, str, str], Stage]:
+    if not hasattr(_LOCAL, "memo"):
+        _LOCAL.memo = {}
+    return _LOCAL.memo  # type: ignore[no-any-return]
 
 
 def _key(stage_cls: type[Stage], fingerprint: str, runtime: Runtime) -> tuple[str, str, str]:
@@ -24,19 +33,21 @@ def loaded_stage(stage_cls: type[Stage], config: Any, runtime: Runtime, fingerpr
     """The loaded stage for this key: from the memo, or constructed and loaded now (raises
     whatever ``load`` raises)."""
     key = _key(stage_cls, fingerprint, runtime)
-    stage = _MEMO.get(key)
+    stage = _memo().get(key)
     if stage is not None:
         return stage
-    release_stages()  # one model per process at a time
+    release_stages()  # one model per worker at a time
     stage = stage_cls(config, runtime)
     stage.ensure_loaded()
-    _MEMO[key] = stage
+    _memo()[key] = stage
     return stage
 
 
 def release_stages() -> None:
-    """Forget every memoised stage (its model is freed with it)."""
-    _MEMO.clear()
-    import gc
+    """Forget this thread's memoised stage (its model is freed with it)."""
+    memo = _memo()
+    if memo:
+        memo.clear()
+        import gc
 
-    gc.collect()
+        gc.collect()  # models hold reference cycles (torch modules): free them now, not later
