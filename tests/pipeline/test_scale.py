@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from avpipe.pipeline.chunks import RowChunks, materialize
+from avpipe.pipeline.plan import make_plan
 from avpipe.pipeline.runner import (Executor, RunSummary, _make_tasks, _RunState, _start_stage, run_extract,
                                     task_size)
-from avpipe.pipeline.plan import make_plan
 from avpipe.pipeline.shard import _write_array
 from avpipe.pipeline.shard_writer import ShardWriter
 from avpipe.pipeline.stage import StageResult
