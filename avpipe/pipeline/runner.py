@@ -174,6 +174,8 @@ def _run_task(task: Task) -> TaskResult:
                 failures.append(_failure(task, video, e))
             finally:
                 res = None  # noqa: F841 - release this video's result before the next one
+                for e in inputs.values():
+                    e.release()  # and the inputs it read
         shard = writer.commit()
     except Exception as e:  # disk full, unwritable cache: each video of the shard fails
         tb = traceback.format_exc()

@@ -172,3 +172,23 @@ def test_columns_from_one_pass_are_stored_as_the_whole_arrays_would_be(tmp_path)
                                                    for i in range(0, n, 5)), columns={"mask": ((), bool)})
     with pytest.raises(ValueError, match="differ in length"):
         dense(StageResult(data=bad))
+
+
+def test_a_task_keeps_no_finished_videos_inputs_in_memory(tmp_path, clip_bank):
+    from avpipe.pipeline.runner import run_task
+
+    vids = _copy(clip_bank, tmp_path / "v", ["a.mp4", "b.mp4", "c.mp4"])
+    assert run_extract(tmp_path / "cache", vids, stages=["toy_a"], progress=False).exit_code == 0
+    with Cache(tmp_path / "cache", create=True) as cache:
+        plan = make_plan(cache, vids, stages=["toy_b"])
+        state = _RunState(cache, plan, RunSummary([], 0, 0, 0, 0.0))
+        for name in ("probe", "toy_a"):
+            state.done_now[name] = set(plan.by_cid())
+            state.shards_now[name] = cache.index.entry_shards(plan.stages[name].fingerprint.value)
+        (task,) = _make_tasks(state, "toy_b", sorted(plan.stages["toy_b"].todo), Executor(1))
+    assert len(task.videos) == 3
+    res = run_task(task)
+    assert not res.failures and res.shard is not None and len(res.shard.rows) == 3
+    for _, inputs in task.videos:  # every input was read (toy_b reads toy_a's rows) and let go
+        assert inputs["toy_a"].timestamps is not None
+        assert "data" not in vars(inputs["toy_a"]) and "data" not in vars(inputs["probe"])
