@@ -162,13 +162,16 @@ Extra stages: set AVPIPE_PLUGINS=my.module,other.module (modules that @register_
               help="auto | cpu | cuda | cuda:N (never part of a fingerprint).")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1),
               help="Frames per model call where a stage batches (never part of a fingerprint).")
+@click.option("--num-threads", type=click.IntRange(min=1), default=None,
+              help="Threads per worker (torch, BLAS). Default: the free cores divided by --jobs, at least 1.")
 @click.option("--weights", "weights", multiple=True, metavar="NAME=PATH",
               help="Use this file for weights NAME (repeatable).")
 @click.option("--progress/--no-progress", default=True, help="Progress bars on stderr.")
 @click.option("--verbose", "-v", is_flag=True, help="List the paths discovery skipped (dangling links, loops ...).")
 def extract(videos_dir: Path, cache_dir: Path | None, stages: str | None, only: str | None, force: bool,
             retry_failed: bool, config_path: Path | None, jobs: int, backend: str, scheduler: str | None,
-            device: str, batch_size: int, weights: tuple[str, ...], progress: bool, verbose: bool) -> None:
+            device: str, batch_size: int, num_threads: int | None, weights: tuple[str, ...],
+            progress: bool, verbose: bool) -> None:
     """Compute missing cache entries for every video under --videos."""
     from avpipe.pipeline.plan import PlanError
     from avpipe.pipeline.runner import run_extract
@@ -184,7 +187,10 @@ def extract(videos_dir: Path, cache_dir: Path | None, stages: str | None, only: 
     wmap = parse_weights(weights)
     jobs = resolve_jobs(jobs)
     config = _load_config(config_path)
-    runtime = Runtime(device=device, batch_size=batch_size, weights=wmap)
+    from avpipe.pipeline.threads import default_num_threads
+
+    runtime = Runtime(device=device, batch_size=batch_size, weights=wmap,
+                      num_threads=num_threads or default_num_threads(jobs))
     try:
         summary = run_extract(_cache_root(cache_dir), videos_dir, config, stages=_split_list(stages),
                               only=only, force=force, retry_failed=retry_failed, jobs=jobs,

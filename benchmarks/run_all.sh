@@ -18,3 +18,4 @@ run datapath_f32     $PY benchmarks/bench_datapath.py --data $OUT/syn --batches 
 [ -d $OUT/syn_small ] || $PY benchmarks/make_synthetic_cache.py --out $OUT/syn_small --scale 0.01
 run epochs           $PY benchmarks/bench_epochs.py --data $OUT/syn_small --device cpu
 run sweep            $PY benchmarks/bench_sweep.py --data $OUT/syn_small --epochs 3
+run memory           $PY benchmarks/bench_memory.py --minutes 2 8 16 60 --stages logmel,text --old "${OLD_REV:-none}"

@@ -23,6 +23,10 @@ in front of a late-starting track) count as missing; their spectrogram frames ta
 ``log(0.01)``. A row is valid (mask True) when at least ``min_coverage`` of its window lies on real
 audio. No audio stream: n_frames zero rows, all masked.
 
+Output: the rows come back as :class:`~avpipe.pipeline.chunks.RowChunks`, pooled a chunk of
+frames at a time and written to the shard chunk by chunk (:func:`pooled_rows`); the values are
+those of pooling every patch at once.
+
 Backends: librosa on CPU; on CUDA the same maths in torch (``torch.stft`` with the same window and
 librosa's mel matrix) — the test checks both agree.
 """
@@ -35,6 +39,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from avpipe.extractors.audio import SAMPLE_RATE, audio_from, frame_times
+from avpipe.pipeline.chunks import RowChunks, chunk_ranges
 from avpipe.pipeline.config import Float, Int, config_dataclass
 from avpipe.pipeline.stage import Stage, StageError, StageResult, VideoRef, register_stage
 
@@ -96,11 +101,31 @@ def log_mel_spectrogram(y: np.ndarray, cfg: LogMelConfig, device: str = "cpu") -
     mel = mel_matrix(cfg.n_mels, n_fft, cfg.fmin, cfg.fmax)
     if device.startswith("cuda"):
         return _log_mel_torch(y, mel, win, hop, n_fft, cfg.log_offset, device)
+    n = 1 + (len(y) - n_fft) // hop if len(y) >= n_fft else 0
+    if n < 2 * SPEC_CHUNK:
+        return _log_mel_np(y, mel, win, hop, n_fft, cfg.log_offset)
+    out = np.empty((n, cfg.n_mels), np.float32)
+    starts = list(range(0, n - SPEC_CHUNK, SPEC_CHUNK))  # the last chunk takes the remainder: >= SPEC_CHUNK
+    for i, a in enumerate(starts):
+        b = starts[i + 1] if i + 1 < len(starts) else n
+        out[a:b] = _log_mel_np(y[a * hop:(b - 1) * hop + n_fft], mel, win, hop, n_fft, cfg.log_offset)
+    return out
+
+
+# STFT frames per chunk of a long track (41 s): the STFT of an hour is 740 MB of complex numbers,
+# a chunk's is 8 MB. Chunks are never shorter than this (the tail joins the last one), which keeps
+# the mel product on the same BLAS path as the whole-track call: same values to the bit (tested).
+SPEC_CHUNK = 4096
+
+
+def _log_mel_np(y: np.ndarray, mel: np.ndarray, win: int, hop: int, n_fft: int, log_offset: float) -> np.ndarray:
+    """librosa log-mel of a whole track or of a frame-aligned piece of it (frames never straddle
+    pieces: frame k uses samples [k*hop, k*hop + n_fft), no centring)."""
     import librosa
 
     spec = np.abs(librosa.stft(y.astype(np.float32), n_fft=n_fft, hop_length=hop, win_length=win,
                                window="hann", center=False))
-    return np.log(mel @ spec + cfg.log_offset).T.astype(np.float32)
+    return np.log(mel @ spec + log_offset).T.astype(np.float32)
 
 
 def _log_mel_torch(y: np.ndarray, mel: np.ndarray, win: int, hop: int, n_fft: int,
@@ -166,6 +191,28 @@ def pool_patches(p: np.ndarray, pool: str) -> np.ndarray:
     raise StageError(f"logmel: unknown pool {pool!r}; use one of {POOLS}")
 
 
+def pooled_rows(spec: np.ndarray, starts: np.ndarray, mask: np.ndarray, window: float, cfg: LogMelConfig,
+                chunk: int = 0) -> RowChunks:
+    """The stage's rows, ``chunk`` frames at a time: patches are cut and pooled per chunk, so
+    the (n_frames, n_patch, n_mels) patch array (2.6 GB for an hour at 30 fps) never exists.
+    Each row depends only on its own patch, so the rows equal pooling all patches at once."""
+    dim = row_dim(cfg, window)
+
+    def gen() -> Any:
+        for i, j in chunk_ranges(len(starts), chunk):
+            d = pool_patches(frame_patches(spec, starts[i:j], window, cfg), cfg.pool).astype(np.float32)
+            d[~mask[i:j]] = 0.0
+            yield d
+
+    return RowChunks(len(starts), (dim,), np.float32, gen)
+
+
+def zero_rows(n: int, dim: int, chunk: int = 0) -> RowChunks:
+    """``n`` zero rows (no audio), in chunks: with ``pool="patch"`` an hour is 2.6 GB of zeros."""
+    return RowChunks(n, (dim,), np.float32,
+                     lambda: (np.zeros((j - i, dim), np.float32) for i, j in chunk_ranges(n, chunk)))
+
+
 def row_dim(cfg: LogMelConfig, window: float) -> int:
     n_patch = max(1, int(round(window / cfg.hop_s)))
     return {"mean": cfg.n_mels, "mean_std": 2 * cfg.n_mels, "patch": n_patch * cfg.n_mels}[cfg.pool]
@@ -195,15 +242,13 @@ class LogMel(Stage):
         dim = row_dim(cfg, window)
         audio = audio_from(inputs)
         if audio is None:
-            return StageResult(data=np.zeros((len(times), dim), np.float32),
+            return StageResult(data=zero_rows(len(times), dim),
                                mask=np.zeros(len(times), bool), attrs={**attrs, "present": False})
         y, a_attrs = audio
         spec = log_mel_spectrogram(y, cfg, self.runtime.resolve_device())
         starts = window_starts(times, window, cfg.anchor)
-        patches = frame_patches(spec, starts, window, cfg)
         vs = float(a_attrs.get("valid_start_s", 0.0))
         ve = float(a_attrs.get("valid_end_s", len(y) / SAMPLE_RATE))
         mask = coverage(starts, window, vs, ve) >= cfg.min_coverage
-        data = pool_patches(patches, cfg.pool).astype(np.float32)
-        data[~mask] = 0.0
-        return StageResult(data=data, mask=mask, attrs={**attrs, "present": True})
+        return StageResult(data=pooled_rows(spec, starts, mask, window, cfg), mask=mask,
+                           attrs={**attrs, "present": True})

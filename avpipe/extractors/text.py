@@ -6,6 +6,9 @@ vector is the mean of its pieces' last hidden states, L2-normalised (``normalize
 word *in its segment* keeps the context a sentence encoder was trained on, unlike embedding words
 one by one.
 
+Rows are built and written a chunk of frames at a time (:func:`frame_rows`), so an hour of
+384-d rows is never in memory at once.
+
 Frame assignment (RJCMA's convention): the frame at time t takes the vector of the
 word whose [start, end) contains t; otherwise its row is zero and masked. ``hold_gap_s`` (default
 0: no hold, the published convention) keeps the previous word's vector through pauses up to that
@@ -39,6 +42,7 @@ from pydantic import Field
 from avpipe.extractors.audio import frame_times
 from avpipe.extractors.weights import (WeightSpec, WeightsMissingError, file_checksum, hf_offline,
                                        register_weights, resolve_weights, weights_override)
+from avpipe.pipeline.chunks import RowChunks, chunk_ranges
 from avpipe.pipeline.config import Float, Int, config_dataclass
 from avpipe.pipeline.stage import Stage, StageError, StageResult, VideoRef, register_stage
 
@@ -129,6 +133,21 @@ def unreliable_words(asr: Any, word_times: np.ndarray, min_prob: float,
     return low, (word_times[:, 1] - word_times[:, 0]) > max_s
 
 
+def frame_rows(vecs: np.ndarray, idx: np.ndarray, chunk: int = 0) -> RowChunks:
+    """Row t = ``vecs[idx[t]]`` (zero where ``idx < 0``), built a chunk of frames at a time:
+    an hour at 30 fps is 166 MB of 384-d rows, while the word vectors are a few hundred KB."""
+    dim = int(vecs.shape[1])
+
+    def gen() -> Any:
+        for i, j in chunk_ranges(len(idx), chunk):
+            d = np.zeros((j - i, dim), np.float32)
+            k = idx[i:j]
+            d[k >= 0] = vecs[k[k >= 0]]
+            yield d
+
+    return RowChunks(len(idx), (dim,), np.float32, gen)
+
+
 @register_stage
 class Text(Stage):
     name = "text"
@@ -197,7 +216,7 @@ class Text(Stage):
                                  "normalize": cfg.normalize, "present": asr.present}
         words = [str(w) for w in (asr.extra("words") if "words" in asr.extras else [])]
         if not words:
-            return StageResult(data=np.zeros((len(times), dim), np.float32),
+            return StageResult(data=frame_rows(np.zeros((0, dim), np.float32), np.full(len(times), -1)),
                                mask=np.zeros(len(times), bool),
                                extras={"word_index": np.full(len(times), -1, np.int32)},
                                attrs={**attrs, "n_words": 0})
@@ -214,9 +233,7 @@ class Text(Stage):
         wt_valid[~ok | low | long] = np.inf  # lost to truncation, or unreliable: cover no frame
         idx = assign_frames(times, wt_valid, cfg.hold_gap_s)
         mask = idx >= 0
-        data = np.zeros((len(times), dim), np.float32)
-        data[mask] = vecs[idx[mask]]
-        return StageResult(data=data, mask=mask,
+        return StageResult(data=frame_rows(vecs, idx), mask=mask,
                            extras={"word_index": idx.astype(np.int32), "word_vectors": vecs},
                            attrs={**attrs, "n_words": len(words), "n_words_low_prob": int(low.sum()),
                                   "n_words_too_long": int(long.sum())})

@@ -95,6 +95,17 @@ def _load_train_config(path: Path | None) -> Any:
         raise UsageFailure(f"--config {safe_name(str(path))}: {safe_text(e)}") from e
 
 
+_threads_option = click.option(
+    "--num-threads", type=click.IntRange(min=1), default=None,
+    help="torch threads (default: the cores this process may use).")
+
+
+def _set_threads(n: int | None) -> None:
+    from avpipe.pipeline.threads import apply_torch_threads, default_num_threads
+
+    apply_torch_threads(n or default_num_threads(), import_torch=True)
+
+
 @click.command("train", cls=TrainCommand, epilog=TRAIN_EPILOG)
 @list_option
 @click.option("--fusion", required=True, type=FusionChoice(), help="Fusion model (listed below; --list for details).")
@@ -127,11 +138,13 @@ def _load_train_config(path: Path | None) -> Any:
 @click.option("--seed", type=int, default=None)
 @click.option("--model-option", "model_options", multiple=True, metavar="KEY=VALUE",
               help="Model constructor option (VALUE in JSON), repeatable.")
+@_threads_option
 def train_cmd(fusion: str, labels: Path | None, cache: Path | None, features: str | None, config_file: Path | None,
               epochs: int | None, batch_size: int | None, lr: float | None, window: int | None, hop: int | None,
               clip_len: int | None, precision: str | None,
               label_tolerance: int | None, clip_labels: bool, split_file: str | None, device: str | None,
-              out: Path | None, resume: bool, overwrite: bool, seed: int | None, model_options: tuple[str, ...]) -> None:
+              out: Path | None, resume: bool, overwrite: bool, seed: int | None, model_options: tuple[str, ...],
+              num_threads: int | None) -> None:
     """Train a fusion model on cached features.
 
     Numeric flags are checked by the TrainConfig (one line naming the flag, exit 2), exactly like
@@ -158,7 +171,8 @@ def train_cmd(fusion: str, labels: Path | None, cache: Path | None, features: st
     for k, v in (("epochs", epochs), ("batch_size", batch_size), ("lr", lr), ("window", window), ("hop", hop),
                  ("clip_len", clip_len), ("amp", {"fp32": "off"}.get(precision, precision)),
                  ("label_tolerance", label_tolerance), ("clip_labels", clip_labels or None),
-                 ("split_file", split_file), ("device", device), ("seed", seed)):
+                 ("split_file", split_file), ("device", device), ("seed", seed),
+                 ("num_threads", num_threads)):
         if v is not None:
             try:
                 setattr(cfg, k, v)  # checked like a file value; the message names the flag
@@ -187,10 +201,13 @@ def train_cmd(fusion: str, labels: Path | None, cache: Path | None, features: st
 @click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True)
 @click.option("--device", type=DEVICE, default="auto", show_default=True)
 @click.option("--per-video/--no-per-video", default=False, help="Print the per-video table too.")
-def evaluate_cmd(run: Path, cache: str | None, checkpoint: str, device: str, per_video: bool) -> None:
+@_threads_option
+def evaluate_cmd(run: Path, cache: str | None, checkpoint: str, device: str, per_video: bool,
+                 num_threads: int | None) -> None:
     """Official CCC (raw and smoothed; overall and per video) of a run on its validation split."""
     from avpipe.fusion.predict import evaluate_run
 
+    _set_threads(num_threads)
     ev = evaluate_run(run, cache=cache, device=device, which=checkpoint)
     o, s = ev.overall, ev.overall_smoothed or {}
     click.echo(f"frames {ev.n_frames}, videos {len(ev.per_video)}")
@@ -221,8 +238,9 @@ def evaluate_cmd(run: Path, cache: str | None, checkpoint: str, device: str, per
 @click.option("--extract/--no-extract", "do_extract", default=True,
               help="Extract missing features first (--no-extract: use only what is cached, e.g. crops "
                    "ingested with 'avpipe ingest-crops').")
+@_threads_option
 def predict_cmd(run_path: str, videos: str, out: Path, cache: str | None, fmt: str, device: str, jobs: int,
-                submission: str | None, do_extract: bool) -> None:
+                submission: str | None, do_extract: bool, num_threads: int | None) -> None:
     """Per-frame valence/arousal for a folder of videos (extracting missing features first).
 
     A video that cannot be predicted is reported and the others are still written; the exit
@@ -234,6 +252,7 @@ def predict_cmd(run_path: str, videos: str, out: Path, cache: str | None, fmt: s
     """
     from avpipe.fusion.predict import PredictionErrors, predict_videos
 
+    _set_threads(num_threads)
     if out.exists() and not out.is_dir():
         raise UsageFailure(f"--out {safe_name(str(out))} is a file; give a folder")
     try:

@@ -161,6 +161,31 @@ def probe_dims(source: FeatureSource, fps: Mapping[str, tuple[str, str]], video:
     return out
 
 
+def _modality_info(source: FeatureSource, ref: tuple[str, str], videos: Sequence[str], dim: int | None,
+                   dtype: str) -> tuple[int, np.dtype]:
+    """(dim, dtype) of one modality in the bank: from the first video whose entry has rows (read
+    one at a time and dropped; usually the first video). ``dim`` given: only the dtype is needed."""
+    sample = None
+    if dim is None or dtype == "auto":
+        for v in videos:
+            a = source.load(*ref, v)
+            if a.data.size:
+                sample = (int(a.data.shape[1]), a.data.dtype)
+                break
+            del a
+    d = int(dim) if dim is not None else (sample[0] if sample is not None else 0)
+    dt = np.dtype(sample[1] if sample is not None else np.float32) if dtype == "auto" else np.dtype(dtype)
+    return d, (dt if dt.kind == "f" else np.dtype(np.float32))
+
+
+def _track_rows(source: FeatureSource, ref: tuple[str, str], t: TrackRef) -> int:
+    """Rows of one track: the entry's row count from the index; a person's track is read (and
+    dropped) since its rows come from the entry's per-person extras."""
+    if t.person is None:
+        return source_rows(source, ref, t.video)
+    return int(_load_track(source, ref, t).data.shape[0])
+
+
 def load_bank(source: FeatureSource, fps: Mapping[str, tuple[str, str]], tracks: Sequence[TrackRef], *,
               device: str | torch.device = "cpu", dtype: str = "auto", tolerance: int = DEFAULT_TOLERANCE,
               dims: Mapping[str, int] | None = None, reference: str | None = None) -> FeatureBank:
@@ -170,24 +195,18 @@ def load_bank(source: FeatureSource, fps: Mapping[str, tuple[str, str]], tracks:
     ``reference`` modality (default: the first); other modalities are padded/truncated to it
     (per-frame stages all write one row per probe frame, so this only absorbs absent streams).
     Labels are aligned to it with ``tolerance`` (labels.LabelTrack.aligned).
+
+    Two passes, so peak memory stays near the bank itself (holding every video's arrays while
+    filling made it ≈ 2.5× the bank): sizes first (row counts from the index, dims and dtypes
+    from one entry), the bank allocated once, then each video read, copied into place and
+    released before the next.
     """
     device = torch.device(device)
     mods = list(fps)
     ref = reference or mods[0]
-    per_video: dict[tuple[str, str | None], dict[str, FeatureArrays]] = {}
-    lengths: list[int] = []
-    for t in tracks:
-        if (t.video, t.person) not in per_video:
-            per_video[(t.video, t.person)] = {m: _load_track(source, fps[m], t) for m in mods}
-        lengths.append(int(per_video[(t.video, t.person)][ref].data.shape[0]))
-    info = {}
-    for m in mods:
-        sample = next((pv[m] for pv in per_video.values() if pv[m].data.size), None)
-        d = int(dims[m]) if dims and m in dims else (int(sample.data.shape[1]) if sample is not None else 0)
-        dt = np.dtype(sample.data.dtype if sample is not None else np.float32) if dtype == "auto" else np.dtype(dtype)
-        if dt.kind != "f":
-            dt = np.dtype(np.float32)
-        info[m] = (d, dt)
+    videos = list(dict.fromkeys(t.video for t in tracks))
+    info = {m: _modality_info(source, fps[m], videos, dims.get(m) if dims else None, dtype) for m in mods}
+    lengths = [_track_rows(source, fps[ref], t) for t in tracks]
     N = int(sum(lengths))
     offsets = np.zeros(len(tracks) + 1, dtype=np.int64)
     offsets[1:] = np.cumsum(lengths)
@@ -195,17 +214,24 @@ def load_bank(source: FeatureSource, fps: Mapping[str, tuple[str, str]], tracks:
     X = {m: np.zeros((N + 1, info[m][0]), info[m][1]) for m in mods}
     V = {m: np.zeros(N + 1, bool) for m in mods}
     Y = np.full((N + 1, 2), UNLABELLED, np.float32)
+    by_track: dict[tuple[str, str | None], list[int]] = {}
     for i, t in enumerate(tracks):
-        s, e = int(offsets[i]), int(offsets[i + 1])
-        n = e - s
-        for m in mods:
-            a = per_video[(t.video, t.person)][m]
-            if a.data.size and a.data.shape[0] != n and abs(a.data.shape[0] - n) > tolerance:
-                warnings.warn(f"{safe_name(t.video)}: modality {m!r} has {a.data.shape[0]} rows, {ref!r} has {n}; "
-                              f"padding/truncating", stacklevel=2)
-            X[m][s:e], V[m][s:e] = _fit_rows(a, n, info[m][0], info[m][1])
-        if t.labels is not None:
-            Y[s:e] = t.labels.aligned(n, tolerance)
+        by_track.setdefault((t.video, t.person), []).append(i)
+    for idxs in by_track.values():
+        arrays = {m: _load_track(source, fps[m], tracks[idxs[0]]) for m in mods}
+        for i in idxs:
+            t = tracks[i]
+            s, e = int(offsets[i]), int(offsets[i + 1])
+            n = e - s
+            for m in mods:
+                a = arrays[m]
+                if a.data.size and a.data.shape[0] != n and abs(a.data.shape[0] - n) > tolerance:
+                    warnings.warn(f"{safe_name(t.video)}: modality {m!r} has {a.data.shape[0]} rows, {ref!r} has {n}; "
+                                  f"padding/truncating", stacklevel=2)
+                X[m][s:e], V[m][s:e] = _fit_rows(a, n, info[m][0], info[m][1])
+            if t.labels is not None:
+                Y[s:e] = t.labels.aligned(n, tolerance)
+        del arrays  # this track's arrays go before the next one is read
     # NaN/inf labels count as unlabelled, exactly like -5: masked out of loss and metric (a NaN that
     # reached them would turn the whole epoch's CCC into NaN); labels.py warns once per file.
     Y[~np.all(np.isfinite(Y), axis=1)] = UNLABELLED

@@ -355,8 +355,9 @@ def train(cfg: TrainConfig, *, source: FeatureSource | None = None, resume: bool
     device = resolve_device(cfg.device)
     rank, world = init_distributed(device)
     main_proc = rank == 0
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
+    from avpipe.pipeline.threads import default_num_threads
+
+    torch.set_num_threads(cfg.num_threads or default_num_threads())  # not every core when some are taken
     seed_everything(cfg.seed)
     data = load_data(cfg, source if source is not None else open_source(cfg), device, bank)
     if main_proc:

@@ -1,7 +1,13 @@
 """Execution: run a :class:`~avpipe.pipeline.plan.Plan` stage by stage, commit as results arrive.
 
-* Stages run in topological order; within a stage the videos to compute are cut into tasks of
-  ``Stage.videos_per_task`` so a worker loads its model once per task (``ensure_loaded``).
+* Stages run in topological order; within a stage the videos to compute are cut into tasks sized
+  so every worker gets work (:func:`task_size`: about ``TASKS_PER_WORKER`` tasks per worker, at
+  most ``Stage.videos_per_task`` videos each). A worker process loads a stage's model once and
+  reuses it for all its tasks of that stage (:mod:`avpipe.pipeline.stage_memo`).
+* A worker writes each video's result into its task's temporary shard as soon as it is computed
+  (:class:`~avpipe.pipeline.shard_writer.ShardWriter`) and drops it, so a task never holds more
+  than one video's result; stages that return :class:`~avpipe.pipeline.chunks.RowChunks` never
+  hold even that whole.
 * joblib is the one parallel API: ``jobs=1`` runs tasks in this process (no pool); otherwise a
   loky process pool, or — ``backend="dask"`` — a Dask cluster through joblib's Dask backend. The
   same :func:`run_task` runs everywhere and returns what it wrote; only this driver touches the
@@ -21,6 +27,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import sys
 import time
@@ -34,6 +41,7 @@ import numpy as np
 
 import avpipe
 from avpipe.display import safe_name, safe_text
+from avpipe.pipeline.chunks import n_rows
 from avpipe.pipeline.entry import ShardEntry
 from avpipe.pipeline.faults import (DISK_FULL, WORKER_DIED, die_with_parent, disk_full_message, is_disk_full,
                                     is_worker_death, oom_kill_count, worker_death_cause)
@@ -42,8 +50,11 @@ from avpipe.pipeline.index import FailureRecord, ShardRecord
 from avpipe.pipeline.lock import CacheLock
 from avpipe.pipeline.plan import Plan, make_plan, preflight
 from avpipe.pipeline.settings import PipelineConfig
+from avpipe.pipeline.shard_writer import ShardWriter
 from avpipe.pipeline.stage import Runtime, Stage, StageResult, VideoRef
-from avpipe.pipeline.store import Cache, write_shard
+from avpipe.pipeline.stage_memo import loaded_stage, release_stages
+from avpipe.pipeline.store import Cache
+from avpipe.pipeline.threads import apply_torch_threads, default_num_threads
 from avpipe.pipeline.types import PROBE
 
 
@@ -85,9 +96,8 @@ def _failure(task: Task, video: VideoRef, exc: BaseException, tb: str | None = N
 def _check_result(stage: Stage, res: Any, n_frames: int | None) -> None:
     if not isinstance(res, StageResult):
         raise TypeError(f"{stage.name}.compute returned {type(res).__name__}, not StageResult")
-    data = np.asarray(res.data)
     if stage.per_frame:
-        rows = int(data.shape[0]) if data.ndim else 0
+        rows = n_rows(res.data)  # a RowChunks declares its rows; its generator is checked as it is written
         if n_frames is not None and rows != n_frames:
             raise ValueError(f"per-frame stage {stage.name!r} returned {rows} rows but probe found "
                              f"{n_frames} frames (every per-frame stage must write one row per frame)")
@@ -127,44 +137,51 @@ def run_task(task: Task) -> TaskResult:
         return _run_task(task)
 
 
+def _provenance(fp: Fingerprint) -> dict[str, Any]:
+    return {"stage": fp.stage, "version": fp.version, "fingerprint": fp.value,
+            "config_json": fp.config_json, "weights_id": fp.weights_id or "",
+            "upstream_json": fp.upstream_json(), "avpipe_version": avpipe.__version__}
+
+
 def _run_task(task: Task) -> TaskResult:
     t0 = time.perf_counter()
-    stage = task.stage_cls(task.config, task.runtime)
-    ok: list[tuple[str, StageResult]] = []
     failures: list[FailureRecord] = []
     try:
-        stage.ensure_loaded()
+        stage = loaded_stage(task.stage_cls, task.config, task.runtime, task.fingerprint.value)
     except Exception as e:  # model load failed: every video of the task fails with that reason
         tb = traceback.format_exc()
         return TaskResult(task.task_id, None, [_failure(task, v, e, tb) for v, _ in task.videos],
                           time.perf_counter() - t0)
-    for video, inputs in task.videos:
-        try:
-            n_frames: int | None = None
-            if PROBE in inputs:
-                ts = np.asarray(inputs[PROBE].data, dtype=np.float64)
-                n_frames = int(ts.shape[0])
+    fp = task.fingerprint
+    writer = ShardWriter(task.root, fp.stage, fp.value, _provenance(fp))
+    byid = {v.content_id: v for v, _ in task.videos}
+    try:
+        for video, inputs in task.videos:
+            try:
+                n_frames: int | None = None
+                if PROBE in inputs:
+                    ts = np.asarray(inputs[PROBE].data, dtype=np.float64)
+                    n_frames = int(ts.shape[0])
+                    for e in inputs.values():
+                        e.timestamps = ts
+                apply_torch_threads(task.runtime.num_threads)
+                res = stage.compute(video, inputs)
+                if stage.name == PROBE:
+                    n_frames = int(res.attrs.get("n_frames", n_rows(res.data)))
+                _check_result(stage, res, n_frames)
+                writer.add(video.content_id, res)  # written now; the result is dropped below
+            except Exception as e:
+                failures.append(_failure(task, video, e))
+            finally:
+                res = None  # noqa: F841 - release this video's result before the next one
                 for e in inputs.values():
-                    e.timestamps = ts
-            res = stage.compute(video, inputs)
-            if stage.name == PROBE:
-                n_frames = int(res.attrs.get("n_frames", len(res.data)))
-            _check_result(stage, res, n_frames)
-            ok.append((video.content_id, res))
-        except Exception as e:
-            failures.append(_failure(task, video, e))
-    shard = None
-    if ok:
-        fp = task.fingerprint
-        prov = {"stage": fp.stage, "version": fp.version, "fingerprint": fp.value,
-                "config_json": fp.config_json, "weights_id": fp.weights_id or "",
-                "upstream_json": fp.upstream_json(), "avpipe_version": avpipe.__version__}
-        try:
-            shard = write_shard(task.root, fp.stage, fp.value, ok, prov)
-        except Exception as e:  # disk full, unwritable cache: each video of the shard fails
-            tb = traceback.format_exc()
-            byid = {v.content_id: v for v, _ in task.videos}
-            failures.extend(_failure(task, byid[cid], e, tb) for cid, _ in ok)
+                    e.release()  # and the inputs it read
+        shard = writer.commit()
+    except Exception as e:  # disk full, unwritable cache: each video of the shard fails
+        tb = traceback.format_exc()
+        writer.abort()
+        failures.extend(_failure(task, byid[cid], e, tb) for cid in writer.rows)
+        shard = None
     return TaskResult(task.task_id, shard, failures, time.perf_counter() - t0)
 
 
@@ -237,6 +254,21 @@ class RunSummary:
 def _chunks(items: list[Any], n: int) -> list[list[Any]]:
     n = max(1, int(n))
     return [items[i:i + n] for i in range(0, len(items), n)]
+
+
+TASKS_PER_WORKER = 2  # a few tasks per worker, so a slow task does not leave the others idle
+
+
+def task_size(n_videos: int, jobs: int, videos_per_task: int) -> int:
+    """Videos per task: enough tasks that each of ``jobs`` workers gets about
+    ``TASKS_PER_WORKER`` of them, never more than the stage's ``videos_per_task``. Why: sizing
+    by ``videos_per_task`` alone made a batch of <= 8 videos one task, and ``--jobs 2`` used one
+    core. With ``jobs <= 1`` (one process, or a Dask cluster of unknown size) tasks stay at
+    ``videos_per_task``: fewer, larger shards."""
+    cap = max(1, int(videos_per_task))
+    if jobs <= 1 or n_videos <= 0:
+        return cap
+    return max(1, min(cap, math.ceil(n_videos / (jobs * TASKS_PER_WORKER))))
 
 
 class Executor:
@@ -349,11 +381,12 @@ def _ready_videos(state: _RunState, name: str, ss: StageSummary) -> list[str]:
 
 
 def _make_tasks(state: _RunState, name: str, ready: list[str], executor: "Executor") -> list[Task]:
-    """Cut ``ready`` into tasks of ``videos_per_task``, each carrying its inputs' shard paths."""
+    """Cut ``ready`` into tasks of :func:`task_size`, each carrying its inputs' shard paths."""
     sp = state.plan.stages[name]
     ups = upstream_names(sp.stage)
     tasks: list[Task] = []
-    for i, chunk in enumerate(_chunks(ready, sp.stage.videos_per_task)):
+    size = task_size(len(ready), executor.jobs, sp.stage.videos_per_task)
+    for i, chunk in enumerate(_chunks(ready, size)):
         vids = []
         for cid in chunk:
             v = state.by_cid[cid]
@@ -509,17 +542,24 @@ def run_extract(cache_root: str | Path, videos_root: str | Path, config: Pipelin
     """
     t0 = time.perf_counter()
     executor = Executor(jobs, backend, scheduler)
+    if runtime is None:  # threads follow the free cores shared among the workers
+        runtime = Runtime(num_threads=default_num_threads(jobs))
     root = Path(cache_root).expanduser().absolute()
     preflight(config, stages, only, force, runtime)  # usage errors and missing weights: nothing created
+    threads_before = sys.modules["torch"].get_num_threads() if "torch" in sys.modules else None
     with CacheLock(root, say=say):
         with Cache(root, create=True) as cache:
             plan = make_plan(cache, videos_root, config, stages=stages, only=only, force=force,
                              retry_failed=retry_failed, runtime=runtime)
-            if plan.n_todo == 0:
-                summary = execute(cache, plan, Executor(1), progress=False)
-            else:
-                with executor:
-                    summary = execute(cache, plan, executor, progress=progress)
+            try:
+                if plan.n_todo == 0:
+                    summary = execute(cache, plan, Executor(1), progress=False)
+                else:
+                    with executor:
+                        summary = execute(cache, plan, executor, progress=progress)
+            finally:
+                release_stages()  # models loaded in this process (jobs=1) are not kept after the run
+                apply_torch_threads(threads_before)  # nor the workers' thread count (in-process runs)
     summary.total_s = time.perf_counter() - t0
     return summary
 

@@ -5,6 +5,8 @@ Layout of a shard (one file, written by exactly one worker, then renamed into pl
     /<content_id>/               group per video; attrs: stage, version, fingerprint, content_id,
                                  config_json, weights_id, avpipe_version, attrs_json
     /<content_id>/data           (frames, dim) for per-frame stages; chunked along time, gzip
+                                 (a :class:`~avpipe.pipeline.chunks.RowChunks` is appended
+                                 chunk by chunk into the same layout)
     /<content_id>/mask           (frames,) bool, True = valid row           (absent = all valid)
     /<content_id>/extras/<name>  any further array; 1-D str arrays are variable-length UTF-8
 
@@ -20,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from avpipe.pipeline.chunks import RowChunks
 from avpipe.pipeline.types import StageResult
 
 STR_DTYPE_KIND = ("U", "O", "T")
@@ -49,6 +52,35 @@ def _write_array(group: Any, name: str, arr: np.ndarray) -> None:
     group.create_dataset(name, data=arr, **kwargs)
 
 
+def _create_rows(group: Any, name: str, shape: tuple[int, ...], dtype: np.dtype, *, plain: bool = False) -> Any:
+    """An empty dataset of the final shape, laid out as :func:`_write_array` (or, ``plain``, as
+    the mask's plain ``create_dataset``) lays out the whole array; None when it has no elements."""
+    if int(np.prod(shape, dtype=np.int64)) == 0:
+        group.create_dataset(name, data=np.zeros(shape, dtype))
+        return None
+    if plain:
+        return group.create_dataset(name, shape=shape, dtype=dtype)
+    return group.create_dataset(name, shape=shape, dtype=dtype, chunks=_chunks(shape, dtype.itemsize),
+                                compression="gzip", compression_opts=4, shuffle=True)
+
+
+def _write_row_chunks(group: Any, rows: RowChunks) -> None:
+    """Append ``rows`` (``data`` and its columns: ``mask``, ``extras/<name>``) chunk by chunk into
+    datasets of the final shape, each laid out as the whole array would be, so the stored entry
+    is the same; only one chunk is ever in memory."""
+    sets: dict[str, Any] = {}
+    for name, (shape, dtype) in rows.specs().items():
+        where = group.require_group("extras") if name not in ("data", "mask") else group
+        sets[name] = _create_rows(where, name, (rows.n_rows,) + shape, dtype, plain=name == "mask")
+    at = 0
+    for cols in rows.iter_columns():  # also runs (and checks) the generator when nothing is stored
+        k = len(cols["data"])
+        for name, c in cols.items():
+            if sets[name] is not None and k:
+                sets[name][at:at + k] = c
+        at += k
+
+
 def write_result(h5: Any, content_id: str, result: StageResult, provenance: Mapping[str, Any]) -> None:
     """Write one video's result as group ``content_id`` into an open (temporary) shard."""
     if content_id in h5:
@@ -57,11 +89,19 @@ def write_result(h5: Any, content_id: str, result: StageResult, provenance: Mapp
     for k, v in provenance.items():
         g.attrs[k] = v if isinstance(v, (int, float, str, bool)) else json.dumps(v, sort_keys=True)
     g.attrs["attrs_json"] = json.dumps(result.attrs, sort_keys=True, default=_json_default)
-    _write_array(g, "data", np.asarray(result.data))
+    if isinstance(result.data, RowChunks):
+        if result.mask is not None and "mask" in result.data.columns:
+            raise ValueError("the mask is given twice (StageResult.mask and a 'mask' column)")
+        if set(result.extras) & set(result.data.columns):
+            raise ValueError(f"extras {sorted(set(result.extras) & set(result.data.columns))} are "
+                             "also chunk columns")
+        _write_row_chunks(g, result.data)
+    else:
+        _write_array(g, "data", np.asarray(result.data))
     if result.mask is not None:
         g.create_dataset("mask", data=np.asarray(result.mask, dtype=bool))
     if result.extras:
-        eg = g.create_group("extras")
+        eg = g.require_group("extras")
         for name, arr in result.extras.items():
             _write_array(eg, name, arr)
 

@@ -47,7 +47,7 @@ class Stage(ABC):
     config_cls: ClassVar[type] = NoConfig
     requires: ClassVar[tuple[str, ...]] = ()
     per_frame: ClassVar[bool] = True
-    # Videos per task: a worker loads its model once per task. Non-semantic.
+    # Most videos per task (fewer when needed to give every worker tasks). Non-semantic.
     videos_per_task: ClassVar[int] = 8
     description: ClassVar[str] = ""
 
@@ -76,7 +76,8 @@ class Stage(ABC):
 
     # -- execution --------------------------------------------------------------------------
     def load(self) -> None:
-        """Load models once per worker task. Default: nothing."""
+        """Load models; a worker process does it once per stage and reuses the stage for all its
+        tasks (avpipe.pipeline.stage_memo). Default: nothing."""
 
     def ensure_loaded(self) -> None:
         if not self._loaded:

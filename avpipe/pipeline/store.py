@@ -30,7 +30,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -75,28 +74,12 @@ def write_shard(root: str | Path, stage: str, fingerprint: str,
                 provenance: Mapping[str, Any]) -> ShardRecord | None:
     """Worker side: write ``results`` into a new shard (temp name, fsync, rename) and return
     what was written. Never touches the index — the driver commits the returned record."""
-    if not results:
-        return None
-    import h5py
+    from avpipe.pipeline.shard_writer import ShardWriter
 
-    from avpipe.pipeline.atomic import commit_file, temp_path_for
-    from avpipe.pipeline.shard import write_result
-
-    final = shard_dir(root, stage, fingerprint) / f"{uuid.uuid4().hex}.h5"
-    tmp = temp_path_for(final)
-    rows: dict[str, int] = {}
-    try:
-        with h5py.File(tmp, "w") as h5:
-            for cid, res in results:
-                write_result(h5, cid, res, {**provenance, "content_id": cid})
-                rows[cid] = int(len(res.data)) if getattr(res.data, "ndim", 0) else 0
-        commit_file(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    st = final.stat()
-    return ShardRecord(final.relative_to(Path(root)).as_posix(), st.st_size, st.st_mtime_ns,
-                       file_blake2(final), rows)
+    with ShardWriter(root, stage, fingerprint, provenance) as w:
+        for cid, res in results:
+            w.add(cid, res)
+        return w.commit()
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from avpipe.extractors.text import Text, TextConfig, assign_frames, unreliable_words
+from avpipe.pipeline.chunks import dense
 from avpipe.pipeline.entry import MemoryEntry
 from avpipe.pipeline.stage import StageResult, VideoRef
 
@@ -44,7 +45,7 @@ def test_frames_under_words_carry_their_vectors(stage: Text, talking_head) -> No
     truth = [(w, s, e) for w, s, e in talking_head.truth["words"]]
     times = np.asarray(talking_head.truth["frame_times"])
     v = VideoRef("t", "t", talking_head.path)
-    r = stage.compute(v, {"probe": probe_entry(times), "asr": asr_entry(truth)})
+    r = dense(stage.compute(v, {"probe": probe_entry(times), "asr": asr_entry(truth)}))
     assert r.data.shape == (len(times), 384) and r.data.dtype == np.float32
     idx = r.extras["word_index"]
     for i, t in enumerate(times):
@@ -69,16 +70,16 @@ def test_context_changes_the_word_vector(stage: Text) -> None:
 
 def test_no_words_all_masked(stage: Text) -> None:
     times = np.arange(10) / 25
-    r = stage.compute(VideoRef("x", "x", None), {"probe": probe_entry(times), "asr": asr_entry([])})  # type: ignore[arg-type]
+    r = dense(stage.compute(VideoRef("x", "x", None), {"probe": probe_entry(times), "asr": asr_entry([])}))  # type: ignore[arg-type]
     assert r.data.shape == (10, 384) and not r.mask.any()
 
 
 def test_hold_gap_config(stage: Text) -> None:
     times = np.array([0.1, 0.3, 0.45, 0.7])
     words = [("hello", 0.0, 0.2), ("there", 0.5, 0.8)]
-    r0 = stage.compute(VideoRef("x", "x", None), {"probe": probe_entry(times), "asr": asr_entry(words)})  # type: ignore[arg-type]
-    r1 = Text(TextConfig(hold_gap_s=0.2)).compute(VideoRef("x", "x", None),  # type: ignore[arg-type]
-                                                  {"probe": probe_entry(times), "asr": asr_entry(words)})
+    r0 = dense(stage.compute(VideoRef("x", "x", None), {"probe": probe_entry(times), "asr": asr_entry(words)}))  # type: ignore[arg-type]
+    r1 = dense(Text(TextConfig(hold_gap_s=0.2)).compute(VideoRef("x", "x", None),  # type: ignore[arg-type]
+                                                        {"probe": probe_entry(times), "asr": asr_entry(words)}))
     assert r0.mask.tolist() == [True, False, False, True]
     assert r1.mask.tolist() == [True, True, False, True]
 
@@ -101,13 +102,13 @@ def test_whisper_on_speech_it_cannot_transcribe_marks_few_frames(stage: Text) ->
              ("was", 19.6, 20.4), ("and", 20.4, 20.9), ("yeah", 20.9, 21.5)]
     probs = [0.04, 0.12, 0.36, 0.08, 0.31, 0.05, 0.22]
     v = VideoRef("x", "x", None)  # type: ignore[arg-type]
-    r = stage.compute(v, {"probe": probe_entry(times), "asr": asr_entry(words, probs=probs)})
+    r = dense(stage.compute(v, {"probe": probe_entry(times), "asr": asr_entry(words, probs=probs)}))
     assert r.mask.mean() < 0.1  # only the three >= 0.2 words that last < 2 s
     assert r.attrs["n_words_low_prob"] == 4 and r.attrs["n_words_too_long"] == 1
     covered = {int(i) for i in r.extras["word_index"][r.mask]}
     assert covered == {4, 6}  # "was", "yeah"; "way" is too long, the rest too unsure
-    off = Text(TextConfig(min_word_prob=0.0, max_word_s=float("inf"))).compute(
-        v, {"probe": probe_entry(times), "asr": asr_entry(words, probs=probs)})
+    off = dense(Text(TextConfig(min_word_prob=0.0, max_word_s=float("inf"))).compute(
+        v, {"probe": probe_entry(times), "asr": asr_entry(words, probs=probs)}))
     assert off.mask.mean() > 0.9  # what the stage used to do
 
 
@@ -126,3 +127,20 @@ def test_thresholds_are_semantic_and_validated() -> None:
         TextConfig(min_word_prob=1.5)
     with pytest.raises(ValueError, match="max_word_s"):
         TextConfig(max_word_s=0)
+
+
+def test_chunked_rows_equal_the_whole_array(monkeypatch) -> None:
+    """Rows built a chunk at a time are the rows the stage built whole before it streamed."""
+    import avpipe.pipeline.chunks as chunks
+    from avpipe.extractors.text import frame_rows
+
+    monkeypatch.setattr(chunks, "CHUNK_FRAMES", 7)
+    rng = np.random.default_rng(0)
+    vecs = rng.normal(size=(9, 384)).astype(np.float32)
+    idx = rng.integers(-1, 9, size=100)
+    old = np.zeros((100, 384), np.float32)
+    old[idx >= 0] = vecs[idx[idx >= 0]]
+    rows = frame_rows(vecs, idx)
+    assert isinstance(rows, chunks.RowChunks) and len(list(rows.make())) == 15
+    got = chunks.materialize(rows)
+    assert got.dtype == old.dtype and got.tobytes() == old.tobytes()

@@ -111,3 +111,40 @@ print(s.planning_s, time.perf_counter() - t, 'torch' in sys.modules, s.exit_code
     plan_s, total_s, torch_loaded, rc = r.stdout.split()
     assert float(plan_s) < 2.0 and float(total_s) < 2.0
     assert torch_loaded == "False" and rc == "0"
+
+
+def test_sigkill_while_a_chunked_result_is_written_indexes_nothing_partial(tmp_path, clip_bank):
+    """A worker killed after the first chunks of a video reached the task's temp shard (another
+    video of the same task already complete in it): nothing of that task is indexed, the temp
+    file is an orphan ``cache gc`` removes, and a rerun equals a clean run."""
+    import shutil
+
+    vids = tmp_path / "v"
+    vids.mkdir()
+    for i, n in enumerate(["a.mp4", "b.mp4", "kill.mp4"]):
+        shutil.copy(clip_bank / f"c{i}.mp4", vids / n)
+    cmd = [sys.executable, "-m", "avpipe", "extract", "--videos", str(vids), "--stages", "toy_chunks",
+           "--no-progress", "--cache"]
+    clean = tmp_path / "clean"
+    r = subprocess.run(cmd + [str(clean)], env=_env(), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    cache = tmp_path / "killed"
+    r = subprocess.run(cmd + [str(cache)], env=_env(AVPIPE_TOY_KILL="kill"), capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == -signal.SIGKILL, r.stdout + r.stderr
+    with Cache(cache) as c:
+        assert not [e for e in c.list() if e.stage == "toy_chunks"]
+    temps = [p for p in (cache / "shards" / "toy_chunks").rglob("*") if p.is_file()]
+    assert temps and all(p.name.endswith(".tmp") for p in temps)
+    with __import__("h5py").File(temps[0], "r") as h5:  # the kill landed mid-write
+        assert len(h5.keys()) >= 1
+    g = subprocess.run([sys.executable, "-m", "avpipe", "cache", "gc", "--cache", str(cache)],
+                       env=_env(), capture_output=True, text=True, timeout=60)
+    assert g.returncode == 0, g.stdout + g.stderr
+    assert not [p for p in (cache / "shards" / "toy_chunks").rglob("*") if p.is_file()]
+    r = subprocess.run(cmd + [str(cache)], env=_env(), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    got, ref = _state(cache), _state(clean)
+    assert got.keys() == ref.keys() and len(ref) == 6
+    for k in ref:
+        np.testing.assert_array_equal(got[k], ref[k])

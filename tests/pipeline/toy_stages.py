@@ -6,6 +6,12 @@
   (non-semantic, so not in the fingerprint) — for kill-at-random-time tests.
 * ``toy_bad`` (requires probe): per-frame stage returning one row too few (must fail).
 * ``toy_fail`` (requires probe): raises for videos whose key contains ``fail``.
+* ``toy_load`` (requires probe): toy_a's rows, one video per task; its ``load`` appends
+  ``toy_load.load <pid>`` to the file in its config's ``log`` (counts loads per worker process).
+* ``toy_chunks`` (requires probe): toy_a's rows returned as :class:`RowChunks` of 3 rows;
+  a video whose key contains ``$AVPIPE_TOY_KILL`` is SIGKILLed after its first chunk was
+  written, one whose key contains ``short`` yields a row too few (must fail).
+* ``toy_threads`` (requires probe): imports torch in ``load``; logs ``toy_threads <torch threads>``.
 
 ``toy_a`` and ``toy_slow`` SIGKILL their own (worker) process on a video whose key contains
 ``$AVPIPE_TOY_KILL``: every time, or — with ``$AVPIPE_TOY_KILL_ONCE=<marker file>`` — only while
@@ -24,9 +30,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from avpipe.pipeline.chunks import RowChunks
 from avpipe.pipeline.stage import _REGISTRY, Stage, StageResult, register_stage
 
-TOY_STAGES = ("toy_a", "toy_b", "toy_slow", "toy_bad", "toy_fail")
+TOY_STAGES = ("toy_a", "toy_b", "toy_slow", "toy_bad", "toy_fail", "toy_load", "toy_chunks", "toy_threads")
 
 
 def _log(stage: str, cid: str) -> None:
@@ -125,7 +132,74 @@ class ToyFail(Stage):
         return StageResult(data=np.zeros((len(inputs["probe"].timestamps), 1), np.float32))
 
 
-CLASSES = (ToyA, ToyB, ToySlow, ToyBad, ToyFail)
+def _toy_a_rows(ts: np.ndarray) -> np.ndarray:
+    return np.stack([ts, np.arange(len(ts), dtype=np.float64)], axis=1).astype(np.float32)
+
+
+@dataclass
+class LoadConfig:
+    log: str = ""  # where load/compute lines go (config, not env: pool workers outlive tests)
+
+
+def _log_to(path: str, what: str, value: str) -> None:
+    if path:
+        with open(path, "a") as fh:
+            fh.write(f"{what} {value}\n")
+
+
+class ToyLoad(Stage):
+    name = "toy_load"
+    version = "1"
+    config_cls = LoadConfig
+    requires = ("probe",)
+    videos_per_task = 1
+
+    def load(self) -> None:
+        _log_to(self.config.log, "toy_load.load", str(os.getpid()))
+
+    def compute(self, video, inputs):
+        _log_to(self.config.log, self.name, video.content_id)
+        return StageResult(data=_toy_a_rows(inputs["probe"].timestamps))
+
+
+class ToyChunks(Stage):
+    name = "toy_chunks"
+    version = "1"
+    requires = ("probe",)
+    videos_per_task = 4
+
+    def compute(self, video, inputs):
+        _log(self.name, video.content_id)
+        rows = _toy_a_rows(inputs["probe"].timestamps)
+        short = "short" in video.key
+        needle = os.environ.get("AVPIPE_TOY_KILL")
+        kill = bool(needle) and needle in video.key
+
+        def gen():
+            for i in range(0, len(rows) - int(short), 3):
+                if kill and i > 0:  # the first chunk is in the temp shard by now
+                    os.kill(os.getpid(), signal.SIGKILL)
+                yield rows[i:min(i + 3, len(rows) - int(short))]
+
+        return StageResult(data=RowChunks(len(rows), (2,), np.float32, gen), attrs={"chunked": True})
+
+
+class ToyThreads(Stage):
+    name = "toy_threads"
+    version = "1"
+    requires = ("probe",)
+
+    def load(self) -> None:
+        import torch  # noqa: F401  (a stage that uses torch)
+
+    def compute(self, video, inputs):
+        import torch
+
+        _log(self.name, str(torch.get_num_threads()))
+        return StageResult(data=_toy_a_rows(inputs["probe"].timestamps))
+
+
+CLASSES = (ToyA, ToyB, ToySlow, ToyBad, ToyFail, ToyLoad, ToyChunks, ToyThreads)
 
 
 def register() -> None:
