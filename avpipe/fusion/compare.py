@@ -277,7 +277,8 @@ def plot_comparison(rows: Sequence[Row], path: str | Path) -> Path:
                         for r in rows], fontsize=7)
     ax.set_ylabel("validation CCC (best epoch)")
     ax.axhline(0, color="k", lw=.5)
-    ax.legend(fontsize=8, ncol=len(METRICS))
+    ax.legend(fontsize=8, ncol=len(METRICS), loc="lower center", bbox_to_anchor=(0.5, 1.0),
+              frameon=False)  # above the axes: never over a bar
     ax.grid(axis="y", alpha=.3)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
