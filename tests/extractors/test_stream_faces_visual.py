@@ -169,3 +169,58 @@ def test_sigkill_while_faces_rows_are_written_indexes_nothing_partial(tmp_path, 
     assert r.returncode == 0, r.stdout + r.stderr
     got = cache_digests(cache, ("faces",))
     assert len(got) == 2 and got == {k: v for k, v in default_chunks.items() if k in got}
+
+
+def test_block_array_extras_are_stored_chunked_along_frames_and_checked(tmp_path):
+    import h5py
+
+    from avpipe.pipeline.chunks import BlockArray, dense
+    from avpipe.pipeline.shard import write_result
+    from avpipe.pipeline.types import StageResult
+
+    whole = np.arange(2 * 50 * 3, dtype=np.float32).reshape(2, 50, 3)
+
+    def blocks(short: bool = False):
+        for t in range(2):
+            for a in range(0, 40 if short else 50, 16):
+                yield (t, slice(a, min(50, a + 16))), whole[t, a:a + 16]
+
+    res = StageResult(data=np.zeros((50, 1), np.float32), extras={"x": BlockArray(whole.shape, np.float32, blocks)})
+    np.testing.assert_array_equal(dense(res).extras["x"], whole)
+    with h5py.File(tmp_path / "s.h5", "w") as h5:
+        write_result(h5, "v", res, {})
+        ds = h5["v/extras/x"]
+        np.testing.assert_array_equal(ds[()], whole)
+        assert ds.chunks[0] == 1
+        short = StageResult(data=res.data, extras={"x": BlockArray(whole.shape, np.float32,
+                                                                   lambda: blocks(short=True))})
+        with pytest.raises(ValueError, match="blocks cover"):
+            write_result(h5, "w", short, {})
+
+
+def test_visual_reads_crops_stored_whole_by_older_code(default_run, tmp_path):
+    """A faces entry written as whole arrays (one chunk per track, as before streaming, or by
+    crop-tree ingestion) gives the same visual rows as the streamed entry."""
+    import h5py
+
+    from avpipe.extractors.visual import Visual, VisualConfig
+    from avpipe.pipeline.chunks import dense
+    from avpipe.pipeline.entry import ShardEntry
+    from avpipe.pipeline.shard import write_result
+    from avpipe.pipeline.types import StageResult
+
+    with Cache(default_run[0]) as c:
+        e = next(x for x in c.list() if x.stage == "faces"
+                 and c.read("faces", x.content_id, fingerprint=x.fingerprint).attrs["sides"])
+        new = c.read("faces", e.content_id, fingerprint=e.fingerprint)
+        old = StageResult(data=new.data, mask=new.mask, attrs=new.attrs,
+                          extras={k: new.extra(k) for k in new.extras})
+        with h5py.File(tmp_path / "old.h5", "w") as h5:
+            write_result(h5, "v", old, {})
+        old_entry = ShardEntry(tmp_path / "old.h5", stage="faces", fingerprint="f", content_id="v")
+        assert old_entry.extra_chunks("track_crops")[1] == len(new.mask)  # the whole track in one chunk
+        st = Visual(VisualConfig("hog"), Runtime(device="cpu", batch_size=5))
+        a, b = dense(st.compute(None, {"faces": new})), dense(st.compute(None, {"faces": old_entry}))
+    np.testing.assert_array_equal(a.data, b.data)
+    np.testing.assert_array_equal(a.extras["track_data"], b.extras["track_data"])
+    assert a.mask.any() and a.extras["track_mask"].any()
