@@ -34,7 +34,9 @@ the top-k R-net boxes to O-net (k=3: 83 %), top-k P-net proposals to R-net (k=10
 1.0 (92–94 %; 1.5: 96 %, too close to the bar), ``roi_min_face`` 0.7 (91 %).
 
 Frames are decoded by streaming (PyAV, ``thread_type="AUTO"``, a small prefetch queue in a
-background thread): memory is flat in video length except for the output rows and crops.
+background thread). Memory is flat in video length: rows and crops go to the shard a chunk of
+frames at a time (:meth:`Faces.stream`); person tracks keep small rows and landmarks, and their
+crops are re-made from a second decode when they are written.
 Rows follow *decode order = presentation order*; row ``i`` is the ``i``-th decoded frame. The row
 count always equals the probe's ``n_frames``: if decoding yields fewer frames the missing tail is
 masked (``attrs["decoded_frames"]`` says how many came out), extra decoded frames are dropped.
