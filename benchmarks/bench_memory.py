@@ -1,8 +1,9 @@
 """Peak RSS per stage against video length, today's code against an older revision, side by side.
 
 For each length (minutes) a 640×360, 30 fps video is generated once with PyAV (cheap content: a
-moving gradient; speech: the committed talking-head clip's audio, tiled, so ``asr``/``text`` have
-words). Each code revision gets its own fresh cache; every stage then runs in its own
+moving gradient, or — when ``faces``/``visual`` are measured — the committed talking-head clip's
+frames, cycled, so there is a face on every frame and every crop is stored; speech: that clip's
+audio, tiled, so ``asr``/``text`` have words). Each code revision gets its own fresh cache; every stage then runs in its own
 ``python -m avpipe extract --stage NAME`` process (its prerequisites are already cached by the
 previous process), so the peak RSS read for that process (``os.wait4``) is that stage's alone.
 The old revision is exported with ``git archive`` into a temporary folder and run through
@@ -10,6 +11,7 @@ The old revision is exported with ``git archive`` into a temporary folder and ru
 
     .venv/bin/python benchmarks/bench_memory.py --minutes 2 8 16 60 --old main~1
     .venv/bin/python benchmarks/bench_memory.py --minutes 2 --stages logmel,text --old none
+    .venv/bin/python benchmarks/bench_memory.py --minutes 2 8 --stages faces,visual --config configs/offline.toml
 
 Prints one markdown table (median over ``--repeats``) and writes the raw figures as JSON
 (``--json``). Long lengths take a while (encoding an hour, and Whisper on an hour of speech):
@@ -37,8 +39,25 @@ SIZE = (640, 360)
 SR = 16000
 
 
-def make_video(path: Path, minutes: float) -> Path:
-    """A ``minutes`` long 640×360 H.264 video with tiled speech (AAC), written in pieces."""
+def face_frames() -> list[np.ndarray]:
+    """The talking-head clip's frames, centred on a 640×360 canvas (a real face to detect)."""
+    import av
+
+    w, h = SIZE
+    out = []
+    with av.open(str(ROOT / "tests" / "fixtures" / "media" / "talking_head.mp4")) as c:
+        for fr in c.decode(video=0):
+            f = fr.to_ndarray(format="rgb24")[:h, :w]
+            canvas = np.zeros((h, w, 3), np.uint8)
+            y, x = (h - f.shape[0]) // 2, (w - f.shape[1]) // 2
+            canvas[y:y + f.shape[0], x:x + f.shape[1]] = f
+            out.append(canvas)
+    return out
+
+
+def make_video(path: Path, minutes: float, faces: bool = False) -> Path:
+    """A ``minutes`` long 640×360 H.264 video with tiled speech (AAC), written in pieces; with
+    ``faces`` the picture is the talking-head clip, cycled."""
     import av
 
     sys.path.insert(0, str(ROOT))
@@ -52,7 +71,7 @@ def make_video(path: Path, minutes: float) -> Path:
     base = np.zeros((h, w, 3), np.uint8)
     base[..., 0] = np.linspace(0, 255, w, dtype=np.uint8)[None, :]
     base[..., 1] = np.linspace(0, 255, h, dtype=np.uint8)[:, None]
-    frames = [np.roll(base, 8 * i, axis=1) for i in range(FPS)]  # one second of motion, cycled
+    frames = face_frames() if faces else [np.roll(base, 8 * i, axis=1) for i in range(FPS)]  # cycled
     tmp = path.with_suffix(".part.mp4")
     with av.open(str(tmp), mode="w") as out:
         vs = out.add_stream("libx264", rate=FPS)
@@ -62,7 +81,7 @@ def make_video(path: Path, minutes: float) -> Path:
         a.layout = "mono"
         s = 0
         for i in range(n_frames):  # interleave: one video frame, then the audio up to its time
-            for p in vs.encode(av.VideoFrame.from_ndarray(frames[i % FPS], format="rgb24")):
+            for p in vs.encode(av.VideoFrame.from_ndarray(frames[i % len(frames)], format="rgb24")):
                 out.mux(p)
             until = min(n_samples, int((i + 1) * SR / FPS))
             while s + 1024 <= until or (until == n_samples and s < n_samples):
@@ -87,11 +106,14 @@ def stage_order(stages: str) -> list[str]:
     return topological_order([s for s in stages.split(",") if s])
 
 
-def run_stage(code: Path, videos: Path, cache: Path, stage: str, device: str, jobs: int) -> tuple[float, float]:
+def run_stage(code: Path, videos: Path, cache: Path, stage: str, device: str, jobs: int,
+              config: Path | None = None) -> tuple[float, float]:
     """(peak RSS in MiB, wall seconds) of one ``extract --stage`` process."""
     env = dict(os.environ, PYTHONPATH=str(code), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     cmd = [sys.executable, "-m", "avpipe", "extract", "--videos", str(videos), "--cache", str(cache),
            "--stage", stage, "--device", device, "--jobs", str(jobs), "--no-progress"]
+    if config is not None:
+        cmd += ["--config", str(config)]
     t0 = time.perf_counter()
     p = subprocess.Popen(cmd, env=env, cwd=str(code), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     out = p.stdout.read() if p.stdout else b""  # type: ignore[union-attr]
@@ -115,6 +137,8 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, nargs="+", default=[2, 8, 16, 60])
     ap.add_argument("--stages", default="logmel,text", help="stages to measure (plus what they need)")
     ap.add_argument("--old", default="none", help="git revision to compare with ('none': this tree only)")
+    ap.add_argument("--config", type=Path, default=None,
+                    help="pipeline config for every run (e.g. configs/offline.toml: dlib visual)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=1)
@@ -132,18 +156,20 @@ def main() -> None:
     try:
         for minutes in args.minutes:
             args.media.mkdir(parents=True, exist_ok=True)
-            vid_dir = args.media / f"{minutes:g}min"
+            faces = bool({"faces", "visual"} & set(order))
+            vid_dir = args.media / f"{minutes:g}min{'-face' if faces else ''}"
             video = vid_dir / "video.mp4"
             if not video.exists():
                 vid_dir.mkdir(parents=True, exist_ok=True)
                 t = time.perf_counter()
-                make_video(video, minutes)
+                make_video(video, minutes, faces)
                 print(f"generated {video} in {time.perf_counter() - t:.0f} s", file=sys.stderr)
             for name, code in codes.items():
                 for rep in range(args.repeats):
                     cache = work / f"cache-{name}-{minutes:g}-{rep}"
                     for st in order:
-                        rss, wall = run_stage(code, vid_dir, cache, st, args.device, args.jobs)
+                        rss, wall = run_stage(code, vid_dir, cache, st, args.device, args.jobs,
+                                              args.config.resolve() if args.config else None)
                         raw.setdefault(f"{minutes:g}", {}).setdefault(name, {}).setdefault(st, []).append(
                             {"rss_mib": rss, "wall_s": wall})
                         print(f"{minutes:g} min {name:>3} {st:<8} peak RSS {rss:7.0f} MiB  {wall:6.1f} s",

@@ -34,7 +34,9 @@ the top-k R-net boxes to O-net (k=3: 83 %), top-k P-net proposals to R-net (k=10
 1.0 (92–94 %; 1.5: 96 %, too close to the bar), ``roi_min_face`` 0.7 (91 %).
 
 Frames are decoded by streaming (PyAV, ``thread_type="AUTO"``, a small prefetch queue in a
-background thread): memory is flat in video length except for the output rows and crops.
+background thread). Memory is flat in video length: rows and crops go to the shard a chunk of
+frames at a time (:meth:`Faces.stream`); person tracks keep small rows and landmarks, and their
+crops are re-made from a second decode when they are written.
 Rows follow *decode order = presentation order*; row ``i`` is the ``i``-th decoded frame. The row
 count always equals the probe's ``n_frames``: if decoding yields fewer frames the missing tail is
 masked (``attrs["decoded_frames"]`` says how many came out), extra decoded frames are dropped.
@@ -60,7 +62,7 @@ from __future__ import annotations
 import hashlib
 import queue
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -86,6 +88,8 @@ COLUMN_DOC = ("box x0,y0,x1,y1 (frame pixels); 5 landmarks interleaved (x,y) in 
               "(cascade in a window around the previous box). "
               "Masked rows (no face) are zero except n_faces/detected.")
 MTCNN_FILES = ("pnet.pt", "rnet.pt", "onet.pt")
+# frames of ``track_crops`` written per block (T x 64 x 112 x 112 x 3 = 2.4 MB per track); non-semantic
+TRACK_CROP_BLOCK = 64
 
 
 def _mtcnn_dir() -> Path:
@@ -515,6 +519,7 @@ class _Track:
     box: np.ndarray  # box on the last frame it was seen
     last: int  # that frame's index
     rows: dict[int, np.ndarray] = field(default_factory=dict)  # frame -> data row (len(COLUMNS),)
+    lms: dict[int, np.ndarray] = field(default_factory=dict)  # frame -> (5, 2) float64 landmarks of the crop
 
 
 class FaceTracker:
@@ -523,23 +528,28 @@ class FaceTracker:
     The main-face rows (``data``/``mask``/``crops``) follow the policy of
     :mod:`avpipe.extractors.tracking` exactly as a single-track stage would; every face found is
     also kept in its person track (:data:`~avpipe.extractors.tracking.PERSON_TRACK_POLICY`).
-    Crops of a track are stored once: the main face's in ``crops``, the others' aside.
+
+    Memory: main-face rows wait here only until :meth:`take` hands them on (a chunk of frames at a
+    time); person tracks keep their small rows and landmarks, not their crops — those are made
+    again from the landmarks when the track crops are written (:meth:`Faces.stream`), unless
+    ``keep_crops`` (a one-shot frame iterator cannot be decoded twice): then every track crop
+    is kept (tests, benchmarks on short clips).
     """
 
-    def __init__(self, engine: MtcnnEngine, config: FacesConfig, n: int) -> None:
+    def __init__(self, engine: MtcnnEngine, config: FacesConfig, n: int, keep_crops: bool = False) -> None:
         self.eng, self.cfg, self.n = engine, config, n
-        S = config.crop_size
-        self.data = np.zeros((n, len(COLUMNS)), np.float32)
-        self.mask = np.zeros(n, bool)
-        self.crops = np.zeros((n, S, S, 3), np.uint8)
-        self.main_of = np.full(n, -1, np.int64)  # track id of the main face per row
-        self.side_crops: dict[tuple[int, int], np.ndarray] = {}  # (track, row) -> crop, non-main
+        self.rows: dict[int, np.ndarray] = {}  # frame -> main-face view row, until taken
+        self.crops: dict[int, np.ndarray] = {}  # frame -> main-face crop (its row is valid), until taken
+        self.kept: dict[tuple[int, int], np.ndarray] | None = {} if keep_crops else None  # (track, row) -> crop
+        self.faces_found = 0
+        self.max_faces = 0
         self.tracks: dict[int, _Track] = {}
         self.active: list[int] = []  # tracks followed from the previous frame, main first
         self.main: int | None = None
         self.last_count = 0
         self.since_key = 0
         self.n_full = 0
+        self.decoded = 0  # frames decoded so far (set by Faces._detect)
 
     @property
     def main_box(self) -> np.ndarray | None:
@@ -550,13 +560,32 @@ class FaceTracker:
                 prob: float, count: int, detected: bool) -> None:
         row = np.zeros(len(COLUMNS), np.float32)
         row[:4], row[4:14], row[14], row[15], row[16] = box[:4], lm.reshape(-1), prob, count, detected
+        lm = np.array(lm, np.float64).reshape(5, 2)
         crop = align_face(frame, lm, self.cfg.crop_size, self.cfg.template)
         if tid == self.main:
-            self.data[i], self.mask[i], self.crops[i], self.main_of[i] = row, True, crop, tid
-        else:
-            self.side_crops[(tid, i)] = crop
+            self.rows[i], self.crops[i] = row, crop
+        if self.kept is not None:
+            self.kept[(tid, i)] = crop
         t = self.tracks[tid]
-        t.rows[i], t.box, t.last = row, np.asarray(box[:4], np.float64), i
+        t.rows[i], t.lms[i], t.box, t.last = row, lm, np.asarray(box[:4], np.float64), i
+
+    def take(self, start: int, stop: int) -> dict[str, np.ndarray]:
+        """The main-face columns of rows ``start:stop`` (all final), released from the tracker."""
+        S = self.cfg.crop_size
+        data = np.zeros((stop - start, len(COLUMNS)), np.float32)
+        mask = np.zeros(stop - start, bool)
+        crops = np.zeros((stop - start, S, S, 3), np.uint8)
+        for i in range(start, stop):
+            row = self.rows.pop(i, None)
+            if row is not None:
+                data[i - start] = row
+            crop = self.crops.pop(i, None)
+            if crop is not None:
+                mask[i - start], crops[i - start] = True, crop
+        self.faces_found += int(mask.sum())
+        if len(data):
+            self.max_faces = max(self.max_faces, int(data[:, 15].max()))
+        return {"data": data, "mask": mask, "crops": crops}
 
     # -- full cascade ------------------------------------------------------------------------
     def full(self, idx: list[int], frames: list[np.ndarray]) -> None:
@@ -587,7 +616,9 @@ class FaceTracker:
         H, W = frame.shape[:2]
         self.last_count, self.since_key = len(b), 0
         if len(b) == 0:
-            self.data[i, 15], self.data[i, 16] = 0, 1
+            row = np.zeros(len(COLUMNS), np.float32)
+            row[15], row[16] = 0, 1
+            self.rows[i] = row
             self.active, self.main = [], None
             return
         j = choose_face(b[:, :4], self.main_box, W, H, self.cfg.track_min_iou)
@@ -634,8 +665,9 @@ class FaceTracker:
         return True
 
     # -- result ------------------------------------------------------------------------------
-    def person_tracks(self) -> tuple[dict[str, np.ndarray], list[dict[str, Any]], dict[str, int]]:
-        """(extras, per-track summary, sides) of the tracks kept (see PERSON_TRACK_POLICY)."""
+    def person_tracks(self) -> tuple[dict[str, np.ndarray], list[dict[str, Any]], dict[str, int], list[_Track]]:
+        """(extras but ``track_crops``, per-track summary, sides, the tracks kept) (see
+        PERSON_TRACK_POLICY)."""
         cfg, n = self.cfg, self.n
         kept = sorted((t for t in self.tracks.values() if len(t.rows) >= cfg.track_min_frames),
                       key=lambda t: (-len(t.rows), t.id))[:cfg.max_tracks]
@@ -657,14 +689,7 @@ class FaceTracker:
             s["side"] = next((k for k, v in sides.items() if v == s["id"]), None)
         extras = {"track_ids": np.array([t.id for t in kept], np.int64), "track_data": tdata,
                   "track_mask": tmask}
-        if T >= 2:  # one person: its track is the main-face view, no second copy of the crops
-            S = cfg.crop_size
-            tcrops = np.zeros((T, n, S, S, 3), np.uint8)
-            for r, t in enumerate(kept):
-                for i in t.rows:
-                    tcrops[r, i] = self.crops[i] if self.main_of[i] == t.id else self.side_crops[(t.id, i)]
-            extras["track_crops"] = tcrops
-        return extras, summary, sides
+        return extras, summary, sides, kept
 
 
 @register_stage
@@ -707,14 +732,98 @@ class Faces(Stage):
         assert self.engine is not None
         probe = inputs["probe"]
         n = int(probe.attrs.get("n_frames", len(probe.data)))
-        return self.process(iter_frames(video.path), n)
+        return self.stream(lambda: iter_frames(video.path), n)
 
     def process(self, frames: Iterator[np.ndarray], n: int) -> StageResult:
-        """Detect/track over a frame iterator and build exactly ``n`` rows (see module doc)."""
+        """Detect/track over a frame iterator and build exactly ``n`` rows (see module doc), as
+        whole arrays (tests, benchmarks: every track crop is kept, as the iterator is one-shot)."""
+        from avpipe.pipeline.chunks import dense
+
+        return dense(self.stream(lambda: frames, n, again=False))
+
+    def stream(self, frames: Callable[[], Iterator[np.ndarray]], n: int, *, again: bool = True) -> StageResult:
+        """The result with its per-frame columns (``data``, ``mask``, ``crops``) as a
+        :class:`~avpipe.pipeline.chunks.RowChunks`: detection runs as the writer pulls the
+        chunks, and each chunk is handed on once its frames are final. Person tracks are decided
+        over the whole video, so their extras (and the counts in attrs) are filled in when the
+        last chunk has been yielded; ``track_crops`` is a
+        :class:`~avpipe.pipeline.chunks.BlockArray` that, with ``again``, decodes ``frames()`` a
+        second time and re-aligns each kept track's crops from the landmarks it recorded
+        (``align_face`` is deterministic: the same crops as the first pass made) — so no crop of
+        a track has to wait in memory until the tracks are known."""
+        from avpipe.pipeline.chunks import CHUNK_FRAMES, RowChunks
+
         self.ensure_loaded()
+        S = self.config.crop_size
+        attrs = self._attrs(n)
+        extras: dict[str, Any] = {}
+
+        def chunks() -> Iterator[dict[str, np.ndarray]]:
+            assert self.engine is not None
+            tr = FaceTracker(self.engine, self.config, n, keep_crops=not again)
+            done = 0
+            it = self._detect(tr, frames(), n)
+            for final in it:
+                while final - done >= CHUNK_FRAMES:
+                    yield tr.take(done, done + CHUNK_FRAMES)
+                    done += CHUNK_FRAMES
+            while done < n:  # the rest, and rows beyond the decoded frames (masked zeros)
+                stop = min(n, done + CHUNK_FRAMES)
+                yield tr.take(done, stop)
+                done = stop
+            ex, summary, sides, kept = tr.person_tracks()
+            if len(kept) >= 2:  # one person: its track is the main-face view, no second copy of the crops
+                ex["track_crops"] = self._track_crops(tr, kept, frames if again else None)
+            extras.clear()
+            extras.update(ex)
+            attrs.update({"tracks": summary, "sides": sides, "decoded_frames": tr.decoded,
+                          "full_detections": tr.n_full, "faces_found": tr.faces_found,
+                          "max_faces": tr.max_faces if n else 0})
+
+        rows = RowChunks(n, (len(COLUMNS),), np.float32, chunks,
+                         columns={"mask": ((), bool), "crops": ((S, S, 3), np.uint8)})
+        return StageResult(data=rows, mask=None, extras=extras, attrs=attrs)
+
+    def _track_crops(self, tr: FaceTracker, kept: list[_Track],
+                     frames: Callable[[], Iterator[np.ndarray]] | None) -> Any:
+        """``track_crops`` (T, n, S, S, 3) written a block of frames at a time: from the frames
+        decoded again (``frames``), or from the crops the tracker kept."""
+        from avpipe.pipeline.chunks import BlockArray, chunk_ranges
+
+        cfg, n, S = self.config, tr.n, self.config.crop_size
+        T, decoded = len(kept), tr.decoded
+
+        def blocks() -> Iterator[tuple[tuple[Any, ...], np.ndarray]]:
+            it = iter(frames()) if frames is not None else None
+            try:
+                for a, b in chunk_ranges(n, TRACK_CROP_BLOCK):
+                    blk = np.zeros((T, b - a, S, S, 3), np.uint8)
+                    for i in range(a, b):
+                        frame = next(it, None) if it is not None and i < decoded else None
+                        if it is not None and i < decoded and frame is None:
+                            raise StageError(f"the video decoded to {i} frames the second time, "
+                                             f"{decoded} the first")
+                        for r, t in enumerate(kept):
+                            if i not in t.rows:
+                                continue
+                            if frame is None:
+                                assert tr.kept is not None
+                                blk[r, i - a] = tr.kept[(t.id, i)]
+                            else:
+                                blk[r, i - a] = align_face(frame, t.lms[i], S, cfg.template)
+                    yield (slice(None), slice(a, b)), blk
+            finally:
+                close = getattr(it, "close", None)
+                if close is not None:
+                    close()
+
+        return BlockArray((T, n, S, S, 3), np.uint8, blocks, row_axis=1)
+
+    def _detect(self, tr: FaceTracker, frames: Iterator[np.ndarray], n: int) -> Iterator[int]:
+        """Run detection/tracking over ``frames`` (at most ``n``); yields, as it goes, how many
+        leading frames are final (their rows will not change); sets ``tr.decoded``."""
         eng, cfg = self.engine, self.config
         assert eng is not None
-        tr = FaceTracker(eng, cfg, n)
         pending_i: list[int] = []  # faceless stretch: frames batched for one full-cascade call
         pending_f: list[np.ndarray] = []
         decoded = 0
@@ -734,6 +843,8 @@ class Faces(Stage):
                 break  # more decoded frames than the probe counted: drop the extras
             i = decoded
             decoded += 1
+            tr.decoded = decoded
+            yield pending_i[0] if pending_i else i  # every frame before this one is final
             if shape is None:
                 shape = frame.shape[:2]
             elif frame.shape[:2] != shape:  # resolution change mid-stream: no mixed batches
@@ -757,13 +868,14 @@ class Faces(Stage):
             if not tr.follow(i, frame):  # lost (occlusion, cut): the full cascade at once
                 tr.full([i], [frame])
         flush()
-        return self._result(tr, n, decoded)
+        tr.decoded = decoded
+        yield decoded
 
-    def _result(self, tr: FaceTracker, n: int, decoded: int) -> StageResult:
-        """The stage result: main-face rows as ``data``, person tracks as extras (module doc)."""
+    def _attrs(self, n: int) -> dict[str, Any]:
+        """The stage's attrs; what is known only at the end of the video (tracks, sides, counts)
+        is filled in by :meth:`stream` after the last chunk (same keys, same order as ever)."""
         cfg, S = self.config, self.config.crop_size
-        extras, summary, sides = tr.person_tracks()
-        attrs = {
+        return {
             "columns": COLUMNS,
             "columns_doc": COLUMN_DOC,
             "crop_size": S,
@@ -775,15 +887,14 @@ class Faces(Stage):
             "person_track_policy": PERSON_TRACK_POLICY.format(
                 min_iou=cfg.track_min_iou, max_gap=cfg.track_max_gap, min_frames=cfg.track_min_frames,
                 max_tracks=cfg.max_tracks),
-            "tracks": summary,
-            "sides": sides,
+            "tracks": [],
+            "sides": {},
             "side_rule": SIDE_RULE,
             "row_policy": "row i = i-th decoded frame (presentation order); rows beyond the decoded "
                           "frames are masked; decoded frames beyond n_frames are dropped",
             "n_frames": n,
-            "decoded_frames": decoded,
-            "full_detections": tr.n_full,
-            "faces_found": int(tr.mask.sum()),
-            "max_faces": int(tr.data[:, 15].max()) if n else 0,
+            "decoded_frames": 0,
+            "full_detections": 0,
+            "faces_found": 0,
+            "max_faces": 0,
         }
-        return StageResult(data=tr.data, mask=tr.mask, extras={"crops": tr.crops, **extras}, attrs=attrs)

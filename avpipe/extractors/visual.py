@@ -16,7 +16,7 @@ the fingerprint. Batch size and device come from :class:`Runtime` (not semantic)
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Annotated, Any
 
 import numpy as np
@@ -64,32 +64,118 @@ class Visual(Stage):
         self.backbone.load(self.runtime.resolve_device(), self.runtime.weights)
 
     def compute(self, video: VideoRef, inputs: Mapping[str, Any]) -> StageResult:
+        """Rows as a :class:`~avpipe.pipeline.chunks.RowChunks` (``data`` + ``mask``), person
+        tracks' rows as a :class:`~avpipe.pipeline.chunks.BlockArray`: crops are read from the
+        faces entry a frame range at a time, so memory does not grow with the video."""
+        from avpipe.pipeline.chunks import BlockArray, RowChunks
+
         faces = inputs["faces"]
         mask = np.asarray(faces.mask, bool)
-        res = self.embed(faces.extra("crops"), mask)
+        n, dim = len(mask), int(self.backbone.dim)
+        main = _Crops(faces, "crops", ())
+        rows = RowChunks(n, (dim,), np.float32,
+                         lambda: ({"data": c["data"], "mask": c["mask"]} for c in self._chunks(main, mask)),
+                         columns={"mask": ((), bool)})
+        attrs = self._attrs()
         fa = faces.attrs
-        res.attrs["tracks"] = list(fa.get("tracks", []))
-        res.attrs["sides"] = dict(fa.get("sides", {}))
+        attrs["tracks"] = list(fa.get("tracks", []))
+        attrs["sides"] = dict(fa.get("sides", {}))
+        extras: dict[str, Any] = {}
         if "track_crops" in faces.extras:
-            tcrops, tmask = faces.extra("track_crops"), np.asarray(faces.extra("track_mask"), bool)
-            per = [self.embed(tcrops[t], tmask[t]).data for t in range(len(tmask))]
-            res.extras = {"track_ids": np.asarray(faces.extra("track_ids"), np.int64),
-                          "track_data": np.stack(per) if per else np.zeros((0, len(mask), self.backbone.dim),
-                                                                           np.float32),
-                          "track_mask": tmask.copy()}
-        return res
+            tmask = np.asarray(faces.extra("track_mask"), bool)
+
+            def blocks() -> Iterator[tuple[tuple[Any, ...], np.ndarray]]:
+                for t in range(len(tmask)):
+                    for c in self._chunks(_Crops(faces, "track_crops", (t,)), tmask[t]):
+                        yield (t, slice(c["start"], c["start"] + len(c["data"]))), c["data"]
+
+            extras = {"track_ids": np.asarray(faces.extra("track_ids"), np.int64),
+                      "track_data": BlockArray((len(tmask), n, dim), np.float32, blocks, row_axis=1),
+                      "track_mask": tmask.copy()}
+        return StageResult(data=rows, mask=None, extras=extras, attrs=attrs)
 
     def embed(self, crops: np.ndarray, mask: np.ndarray) -> StageResult:
-        """Embed the valid rows in batches of ``runtime.batch_size``; zeros where masked."""
+        """Embed the valid rows of in-memory ``crops`` (whole arrays; tests, in-process callers)."""
+        mask = np.asarray(mask, bool)
+        rows = [c["data"] for c in self._chunks(lambda a, b: crops[a:b], mask)]
+        data = np.concatenate(rows) if rows else np.zeros((0, int(self.backbone.dim)), np.float32)
+        return StageResult(data=data, mask=mask.copy(), attrs=self._attrs())
+
+    def _attrs(self) -> dict[str, Any]:
+        return {"backbone": self.config.backbone, "dim": int(self.backbone.dim),
+                "backbone_description": self.backbone.description,
+                "input": "faces.crops (aligned, see faces attrs)", "masked_rows": "zeros"}
+
+    def _chunks(self, read: Callable[[int, int], np.ndarray], mask: np.ndarray) -> Iterator[dict[str, Any]]:
+        """``{"data", "mask", "start"}`` for consecutive frame ranges covering ``mask`` (about
+        CHUNK_FRAMES rows each): zeros where masked, the backbone's embedding where valid.
+
+        The valid rows go to the backbone in exactly the batches a whole-array pass makes
+        (``batch_size`` consecutive valid rows, wherever they fall in frames), so the rows do not
+        depend on how the video is cut into chunks, whatever the backbone's batch arithmetic.
+        ``read(a, b)`` gives the crops of frames ``a:b``; they are read a window at a time."""
+        from avpipe.pipeline.chunks import CHUNK_FRAMES
+
         self.ensure_loaded()
-        n = len(mask)
-        out = np.zeros((n, self.backbone.dim), np.float32)
+        n, dim = len(mask), int(self.backbone.dim)
         idx = np.flatnonzero(mask)
         bs = max(1, int(self.runtime.batch_size))
+        window = max(CHUNK_FRAMES, int(getattr(read, "window", 0)))
+        win: tuple[int, int, np.ndarray] | None = None
+        out: list[np.ndarray] = []  # rows [done, done + held) waiting to be yielded
+        done = held = 0
+
+        def gather(rows: np.ndarray) -> np.ndarray:
+            nonlocal win
+            parts, j = [], 0
+            while j < len(rows):
+                if win is None or not win[0] <= rows[j] < win[1]:
+                    a = int(rows[j])
+                    b = min(n, a + window)
+                    win = (a, b, np.asarray(read(a, b)))
+                k = int(np.searchsorted(rows, win[1]))
+                parts.append(win[2][rows[j:k] - win[0]])
+                j = k
+            return np.concatenate(parts)
+
+        def put(stop: int, rows: np.ndarray, emb: np.ndarray) -> Iterator[dict[str, Any]]:
+            """Rows up to frame ``stop`` (``rows`` valid, embedded as ``emb``), in chunks."""
+            nonlocal done, held
+            at = done + held
+            while at < stop:
+                b = min(stop, at + CHUNK_FRAMES)
+                blk = np.zeros((b - at, dim), np.float32)
+                sel = (rows >= at) & (rows < b)
+                blk[rows[sel] - at] = emb[sel]
+                out.append(blk)
+                held += b - at
+                at = b
+                while held >= CHUNK_FRAMES or (held and at == n and at == stop):
+                    rows_out = np.concatenate(out)
+                    k = min(held, CHUNK_FRAMES)
+                    rest = rows_out[k:]
+                    yield {"data": rows_out[:k], "mask": mask[done:done + k].copy(), "start": done}
+                    out.clear()
+                    if len(rest):
+                        out.append(rest)
+                    done, held = done + k, held - k
+
         for s in range(0, len(idx), bs):
             rows = idx[s:s + bs]
-            out[rows] = self.backbone.embed(np.asarray(crops[rows]))
-        attrs = {"backbone": self.config.backbone, "dim": int(self.backbone.dim),
-                 "backbone_description": self.backbone.description,
-                 "input": "faces.crops (aligned, see faces attrs)", "masked_rows": "zeros"}
-        return StageResult(data=out, mask=mask.copy(), attrs=attrs)
+            emb = np.asarray(self.backbone.embed(gather(rows)), np.float32)
+            yield from put(int(rows[-1]) + 1, rows, emb)
+        yield from put(n, idx[:0], np.zeros((0, dim), np.float32))
+
+
+class _Crops:
+    """``read(a, b)`` over frames of a faces entry's crops extra (under leading index ``lead``).
+    ``window``: frames per read — at least one stored chunk along the frame axis, so that crops
+    stored by older code (one chunk per track) are not decompressed once per range."""
+
+    def __init__(self, faces: Any, name: str, lead: tuple[int, ...]) -> None:
+        self.faces, self.name, self.lead = faces, name, lead
+        chunks = faces.extra_chunks(name) if hasattr(faces, "extra_chunks") else None
+        self.window = int(chunks[len(lead)]) if chunks else 0
+
+    def __call__(self, a: int, b: int) -> np.ndarray:
+        return self.faces.extra_rows(self.name, a, b, self.lead)

@@ -107,6 +107,53 @@ class RowChunks:
                 for (k, v), (shp, dt) in zip(parts.items(), self.specs().values())}
 
 
+@dataclass
+class BlockArray:
+    """An extra of ``shape`` written block by block: ``make()`` yields ``(key, block)`` with
+    ``array[key] = block`` (``key`` a tuple of ints/slices), blocks not overlapping.
+
+    Why: an extra with a leading axis that is not the frame axis (``faces``' ``track_crops``,
+    ``(tracks, frames, S, S, 3)``) cannot be a :class:`RowChunks` column, and whole it is
+    gigabytes per hour. The writer stores it chunked along ``row_axis`` (the frame axis), one
+    chunk never spanning two entries of the axes before it, so only a block is ever in memory
+    and a frame range of one track reads a few chunks. ``np.asarray`` gives the whole array.
+    """
+
+    shape: tuple[int, ...]
+    dtype: Any
+    make: Callable[[], Iterator[tuple[tuple[Any, ...], np.ndarray]]]
+    row_axis: int = 1
+
+    def __post_init__(self) -> None:
+        self.shape = tuple(int(s) for s in self.shape)
+        self.dtype = np.dtype(self.dtype)
+        if not 0 <= self.row_axis < len(self.shape):
+            raise ValueError(f"row_axis {self.row_axis} is outside shape {self.shape}")
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    def blocks(self) -> Iterator[tuple[tuple[Any, ...], np.ndarray]]:
+        """The blocks, checked: dtype as declared and, at the end, as many elements as the
+        shape holds (a generator that stops early fails here, not as a short entry)."""
+        seen = 0
+        for key, block in self.make():
+            block = np.asarray(block)
+            if block.dtype != self.dtype:
+                raise ValueError(f"block of dtype {block.dtype}, declared {self.dtype}")
+            seen += int(block.size)
+            yield key, block
+        if seen != self.size:
+            raise ValueError(f"blocks cover {seen} elements, shape {self.shape} holds {self.size}")
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        out = np.zeros(self.shape, self.dtype)
+        for key, block in self.blocks():
+            out[key] = block
+        return out if dtype is None else out.astype(dtype)
+
+
 def chunk_ranges(n: int, size: int = 0) -> Iterator[tuple[int, int]]:
     """``(start, stop)`` pairs covering ``range(n)`` in steps of ``size`` (default CHUNK_FRAMES)."""
     size = max(1, int(size or CHUNK_FRAMES))
@@ -136,8 +183,11 @@ def dense(result: Any) -> Any:
     import dataclasses
 
     if not isinstance(result.data, RowChunks):
-        return result
+        extras = {k: np.asarray(v) if isinstance(v, BlockArray) else v for k, v in result.extras.items()}
+        return dataclasses.replace(result, extras=extras)
     cols = result.data.materialize_columns()
     mask = cols.pop("mask", result.mask)
     data = cols.pop("data")
-    return dataclasses.replace(result, data=data, mask=mask, extras={**result.extras, **cols})
+    # after the rows: a generator may complete the extras (and attrs) when it finishes
+    extras = {k: np.asarray(v) if isinstance(v, BlockArray) else v for k, v in result.extras.items()}
+    return dataclasses.replace(result, data=data, mask=mask, extras={**extras, **cols})

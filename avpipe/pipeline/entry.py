@@ -24,7 +24,10 @@ class Entry:
     * ``attrs`` — the stage's JSON attrs (window convention, ``present`` ...);
     * ``extras`` / ``extra(name)`` — further arrays;
     * ``timestamps`` — seconds of each video frame (the probe's time base), when known;
-    * ``read_rows(start, stop)`` — a slice of ``data`` without reading the rest (HDF5 chunks).
+    * ``read_rows(start, stop)`` — a slice of ``data`` without reading the rest (HDF5 chunks);
+    * ``extra_rows(name, start, stop, lead)`` — frames ``start:stop`` of an extra (under the
+      leading index ``lead``, e.g. one track of ``track_crops``), likewise; ``extra_shape`` and
+      ``extra_chunks`` say how big it is and how it is stored, without reading it.
     """
 
     stage: str
@@ -53,6 +56,19 @@ class Entry:
 
     def read_rows(self, start: int, stop: int) -> np.ndarray:
         return self.data[start:stop]
+
+    def extra_rows(self, name: str, start: int, stop: int, lead: tuple[int, ...] = ()) -> np.ndarray:
+        """``extra(name)[lead + (slice(start, stop),)]``; a shard reads only those HDF5 chunks.
+        Why: a reader of an hour's face crops (≈ 4 GB) must not hold them all at once."""
+        return np.asarray(self.extra(name)[tuple(lead) + (slice(int(start), int(stop)),)])
+
+    def extra_shape(self, name: str) -> tuple[int, ...]:
+        return tuple(np.shape(self.extra(name)))
+
+    def extra_chunks(self, name: str) -> tuple[int, ...] | None:
+        """The stored chunk shape of an extra (None: not chunked, or not from a shard). A
+        reader sizes its reads so that a range never re-decompresses the same chunk."""
+        return None
 
     timestamps: np.ndarray | None = None
 
@@ -143,6 +159,30 @@ class ShardEntry(Entry):
             if "extras" not in g or name not in g["extras"]:
                 raise KeyError(f"{self.stage}: no extra {name!r} for {self.key or self.content_id}")
             return read_array(g["extras"][name])
+
+    def _extra_ds(self, h5: Any, name: str) -> Any:
+        g = h5[self.content_id]
+        if "extras" not in g or name not in g["extras"]:
+            raise KeyError(f"{self.stage}: no extra {name!r} for {self.key or self.content_id}")
+        return g["extras"][name]
+
+    def extra_rows(self, name: str, start: int, stop: int, lead: tuple[int, ...] = ()) -> np.ndarray:
+        import h5py
+
+        with self._open() as h5:
+            ds = self._extra_ds(h5, name)
+            if h5py.check_string_dtype(ds.dtype) is not None:
+                ds = ds.asstr()
+            return np.asarray(ds[tuple(lead) + (slice(int(start), int(stop)),)])
+
+    def extra_shape(self, name: str) -> tuple[int, ...]:
+        with self._open() as h5:
+            return tuple(self._extra_ds(h5, name).shape)
+
+    def extra_chunks(self, name: str) -> tuple[int, ...] | None:
+        with self._open() as h5:
+            ch = self._extra_ds(h5, name).chunks
+            return None if ch is None else tuple(ch)
 
     def release(self) -> None:
         """Drop the arrays read so far (they are read again on the next access). Why: a worker

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from avpipe.pipeline.chunks import RowChunks
+from avpipe.pipeline.chunks import BlockArray, RowChunks
 from avpipe.pipeline.types import StageResult
 
 STR_DTYPE_KIND = ("U", "O", "T")
@@ -88,7 +88,6 @@ def write_result(h5: Any, content_id: str, result: StageResult, provenance: Mapp
     g = h5.create_group(content_id)
     for k, v in provenance.items():
         g.attrs[k] = v if isinstance(v, (int, float, str, bool)) else json.dumps(v, sort_keys=True)
-    g.attrs["attrs_json"] = json.dumps(result.attrs, sort_keys=True, default=_json_default)
     if isinstance(result.data, RowChunks):
         if result.mask is not None and "mask" in result.data.columns:
             raise ValueError("the mask is given twice (StageResult.mask and a 'mask' column)")
@@ -103,7 +102,26 @@ def write_result(h5: Any, content_id: str, result: StageResult, provenance: Mapp
     if result.extras:
         eg = g.require_group("extras")
         for name, arr in result.extras.items():
-            _write_array(eg, name, arr)
+            if isinstance(arr, BlockArray):
+                _write_blocks(eg, name, arr)
+            else:
+                _write_array(eg, name, arr)
+    # last: a RowChunks generator may complete attrs (counts known at the end) as it finishes
+    g.attrs["attrs_json"] = json.dumps(result.attrs, sort_keys=True, default=_json_default)
+
+
+def _write_blocks(group: Any, name: str, arr: BlockArray) -> None:
+    """A :class:`BlockArray` extra, chunked along its frame axis (one chunk per leading index),
+    written block by block."""
+    ax = arr.row_axis
+    if arr.size == 0:
+        group.create_dataset(name, data=np.zeros(arr.shape, arr.dtype))
+        return
+    rows = _chunks(arr.shape[ax:], arr.dtype.itemsize)
+    ds = group.create_dataset(name, shape=arr.shape, dtype=arr.dtype, chunks=(1,) * ax + rows,  # type: ignore[operator]
+                              compression="gzip", compression_opts=4, shuffle=True)
+    for key, block in arr.blocks():
+        ds[key] = block
 
 
 def _json_default(o: Any) -> Any:

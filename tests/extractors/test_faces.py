@@ -8,6 +8,7 @@ import pytest
 
 from avpipe.extractors.alignment import template, transform_points, alignment_matrix
 from avpipe.extractors.faces import COLUMNS, Faces, FacesConfig
+from avpipe.pipeline.chunks import dense
 from avpipe.pipeline.entry import MemoryEntry
 from avpipe.pipeline.probe import Probe
 from avpipe.pipeline.stage import Runtime, VideoRef
@@ -23,7 +24,7 @@ def run_faces(path: Path, config: FacesConfig | None = None):
     ref = VideoRef(key=path.name, content_id=path.name, path=Path(path))
     probe = probe_entry(Path(path))
     stage = Faces(config, Runtime(device="cpu", num_threads=1))
-    return stage.compute(ref, {"probe": probe}), probe
+    return dense(stage.compute(ref, {"probe": probe})), probe  # whole arrays (the stage streams its rows)
 
 
 @pytest.fixture(scope="module")

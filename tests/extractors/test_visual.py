@@ -11,6 +11,7 @@ import pytest
 from avpipe.extractors.backbones import backbone_names, create_backbone
 from avpipe.extractors.visual import Visual, VisualConfig
 from avpipe.extractors.weights import WeightsMissingError
+from avpipe.pipeline.chunks import dense
 from avpipe.pipeline.entry import MemoryEntry
 from avpipe.pipeline.stage import Runtime
 from tests.extractors.test_faces import run_faces
@@ -26,7 +27,7 @@ def faces_entry(short_silent):
 
 def _visual(name, faces_entry, batch_size=4):
     st = Visual(VisualConfig(name), Runtime(device="cpu", batch_size=batch_size))
-    return st.compute(None, {"faces": faces_entry})
+    return dense(st.compute(None, {"faces": faces_entry}))  # whole arrays (the stage streams its rows)
 
 
 def test_registry_has_builtins():
