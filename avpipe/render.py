@@ -39,7 +39,13 @@ V_COLOR, A_COLOR = (80, 160, 255), (255, 150, 40)
 
 
 class RenderError(ValueError):
-    """The video or the cache cannot be rendered (unknown video, no file, nothing cached)."""
+    """Rendering failed on good arguments (a frame does not decode, the MP4 cannot be encoded,
+    a run's features are missing): exit 1."""
+
+
+class RenderInputError(RenderError):
+    """The arguments name nothing renderable (unknown video, no file, no cache, nothing cached
+    for it): a usage error, exit 2."""
 
 
 # ----------------------------------------------------------------------------- what the cache says
@@ -101,7 +107,7 @@ def _find_video_file(cache: Any, key: str, cid: str, given: Path | None, videos:
             if Path(f.key).name == rel.name or f.size == _probe_size(cache, cid):
                 if content_hash(f.path) == cid:
                     return Path(f.path)
-    raise RenderError(f"video file of {key!r} (content id {cid[:16]}) not found"
+    raise RenderInputError(f"video file of {key!r} (content id {cid[:16]}) not found"
                       + (f" under {videos}" if videos else "; give its path or --videos DIR"))
 
 
@@ -126,7 +132,7 @@ def load_cached(cache_root: str | Path, video: str, videos: Path | None = None) 
     try:
         cache = Cache(cache_root)
     except FileNotFoundError as e:
-        raise RenderError(str(e)) from e
+        raise RenderInputError(str(e)) from e
     given = Path(video) if Path(video).is_file() else None
     with cache:
         if given is not None:
@@ -136,17 +142,17 @@ def load_cached(cache_root: str | Path, video: str, videos: Path | None = None) 
             try:
                 cid = cache.resolve_video(cid)
             except KeyError:
-                raise RenderError(f"{video}: this file's content is not in the cache at {cache.root}") from None
+                raise RenderInputError(f"{video}: this file's content is not in the cache at {cache.root}") from None
         else:
             try:
                 cid = cache.resolve_video(video)
             except KeyError as e:
-                raise RenderError(str(e.args[0] if e.args else e)) from None
+                raise RenderInputError(str(e.args[0] if e.args else e)) from None
         keys = cache.index.keys_for(cid)
         key = video if video in keys else (keys[0] if keys else cid)
         probe = _read(cache, "probe", cid)
         if probe is None:
-            raise RenderError(f"{video}: no probe entry in the cache (run avpipe extract on it first)")
+            raise RenderInputError(f"{video}: no probe entry in the cache (run avpipe extract on it first)")
         pa = probe.attrs
         cv = CachedVideo(key=key, content_id=cid, path=_find_video_file(cache, key, cid, given, videos),
                          times=np.asarray(probe.data, np.float64), fps=float(pa.get("fps") or 25.0),
@@ -584,18 +590,19 @@ and <name>_sheet.json (where each frame's picture is on the sheet) under --out."
 @click.option("--mp4/--no-mp4", default=True, help="Write the annotated MP4 (every frame).")
 def render_cmd(video, cache_dir, videos_dir, run_path, out, frames, max_frames, mp4) -> None:
     """Annotated MP4 and PNG contact sheet of what the cache holds for one VIDEO."""
-    import sys
+    from avpipe.cli_errors import RuntimeFailure, UsageFailure
+    from avpipe.display import safe_name, safe_text
 
     try:
         cv = load_cached(cache_dir, video, Path(videos_dir) if videos_dir else None)
         if run_path:
             attach_run(cv, run_path, cache_dir)
         res = render(cv, out, sheet_frames=frames, mp4=mp4, max_frames=max_frames)
+    except RenderInputError as e:
+        raise UsageFailure(safe_text(e)) from None
     except RenderError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(2)
+        raise RuntimeFailure(safe_text(e)) from None
     except (OSError, ValueError) as e:
-        click.echo(f"error: rendering {video} failed: {e}", err=True)
-        sys.exit(1)
+        raise RuntimeFailure(f"rendering {safe_name(video)} failed: {safe_text(e)}") from None
     for k, p in res.items():
         click.echo(f"{k}: {p}")

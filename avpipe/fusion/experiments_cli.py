@@ -12,10 +12,13 @@ from typing import Any
 
 import click
 
+from avpipe.cli_params import DEVICE
+
 
 def _usage(msg: str) -> None:
-    click.echo(f"error: {msg}", err=True)
-    sys.exit(2)
+    from avpipe.cli_errors import UsageFailure
+
+    raise UsageFailure(msg)
 
 
 def _parse_value(s: str) -> Any:
@@ -68,7 +71,7 @@ Exit status: 0 all cells finished, 1 some cell failed, 2 usage error.""")
 @click.option("--labels", default=None, help="Label folder/CSV (base option).")
 @click.option("--cache", default=None, help="Cache root (base option; default $AVPIPE_CACHE or ./cache).")
 @click.option("--epochs", type=int, default=None, help="Epochs per cell (base option).")
-@click.option("--device", default=None, help="auto | cpu | cuda | cuda:N (base option).")
+@click.option("--device", type=DEVICE, default=None, help="auto | cpu | cuda | cuda:N (base option).")
 @click.option("--out", default=None, help="Sweep folder (one run folder per cell inside).")
 @click.option("--jobs", "-j", type=click.IntRange(min=1), default=1, show_default=True,
               help="Worker processes (joblib/loky); each keeps its loaded bank between cells.")
