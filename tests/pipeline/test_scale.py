@@ -102,10 +102,21 @@ def test_shard_writer_abort_and_empty_commit_leave_no_file(tmp_path):
     assert not [p for p in tmp_path.rglob("*") if p.is_file()]
 
 
-def test_default_threads_share_the_free_cores():
+def test_default_threads_share_the_free_cores(monkeypatch):
     cores = len(os.sched_getaffinity(0))
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.1, 0.1, 0.1))  # an idle machine
     assert default_num_threads(1) == cores
     assert default_num_threads(cores * 4) == 1
+
+
+def test_default_threads_leave_the_busy_cores_alone(monkeypatch):
+    """Other processes keeping every core busy: one thread per worker, never an oversubscribed
+    intra-op pool (2 threads on a loaded 2-core machine made faces 3.4x slower than 1)."""
+    cores = len(os.sched_getaffinity(0))
+    monkeypatch.setattr(os, "getloadavg", lambda: (float(cores) + 2, 1.0, 1.0))
+    assert default_num_threads(1) == 1
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.2, 1.0, 1.0))  # one core taken
+    assert default_num_threads(1) == max(1, cores - 1)
 
 
 def test_workers_run_with_the_runtime_thread_count_and_the_caller_keeps_its_own(tmp_path, clip_bank, toy_log):
