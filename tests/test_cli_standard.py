@@ -163,3 +163,15 @@ def test_every_flag_named_in_a_message_exists():
 def test_unknown_model_name_is_a_usage_error(cmd):
     r = CliRunner().invoke(main, cmd)
     assert r.exit_code == 2 and "'bogus'" in r.output and "vggish" in r.output, r.output
+
+
+def test_closed_stdout_pipe_ends_quietly():
+    """`avpipe config show | head -1`: the reader going away is not an error to report."""
+    import os
+
+    r, w = os.pipe()
+    os.close(r)  # the reader is gone before the command writes: every write is EPIPE
+    p = subprocess.run([sys.executable, "-m", "avpipe", "config", "show"], stdout=w, stderr=subprocess.PIPE,
+                       text=True, cwd=ROOT, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}, timeout=60)
+    os.close(w)
+    assert "Broken pipe" not in p.stderr and "Error" not in p.stderr and "Traceback" not in p.stderr, p.stderr
