@@ -188,6 +188,16 @@ def extract(videos_dir: Path, cache_dir: Path | None, stages: str | None, only: 
         if not sep or not name or not path:
             raise click.UsageError(f"--weights {w!r}: expected NAME=PATH")
         wmap[name] = path
+    if wmap:  # a misspelt NAME would otherwise be ignored silently and the default weights used
+        from avpipe.extractors.weights import weight_specs
+        from avpipe.pipeline.stage import stage_registry
+
+        stage_registry()  # built-ins and $AVPIPE_PLUGINS register their weights on import
+        known = weight_specs()
+        unknown = sorted(set(wmap) - set(known))
+        if unknown:
+            raise click.UsageError(f"--weights: unknown weights name(s) {', '.join(map(repr, unknown))}; "
+                                   f"known: {', '.join(sorted(known))} (see `avpipe models list`)")
     jobs = resolve_jobs(jobs)
     config = _load_config(config_path)
     runtime = Runtime(device=device, batch_size=batch_size, weights=wmap)

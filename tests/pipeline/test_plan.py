@@ -77,3 +77,15 @@ def test_offline_config_hint_names_a_file_that_exists_from_any_folder(tmp_path, 
     assert r.exit_code == 2, r.output
     named = r.output.split("--config ", 1)[1].split("`", 1)[0]
     assert Path(named).is_file(), named
+
+
+def test_unknown_weights_name_is_a_usage_error(tmp_path, videos):
+    """`--weights vgish=PATH` (typo) must not be ignored silently while the default weights are used."""
+    w = tmp_path / "toy.bin"
+    w.write_bytes(b"weights")
+    cache = tmp_path / "cache"
+    r = CliRunner().invoke(main, ["extract", "--videos", str(videos), "--cache", str(cache),
+                                  "--stages", "toy_a", "--weights", f"toy-weigths={w}", "--no-progress"])
+    assert r.exit_code == 2, r.output
+    assert "'toy-weigths'" in r.output and "toy-weights" in r.output and "Traceback" not in r.output
+    assert not cache.exists()
