@@ -117,6 +117,8 @@ class ErrorHandlingGroup(click.Group):
             return super().invoke(ctx)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
+        except BrokenPipeError:  # `avpipe status | head`: click ends quietly, as a Unix tool should
+            raise
         except Exception as e:  # noqa: BLE001 - the one place that turns any error into one line
             raise handle(e) from e
 

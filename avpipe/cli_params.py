@@ -94,11 +94,22 @@ def resolve_jobs(jobs: int) -> int:
 
 
 def parse_weights(items: tuple[str, ...] | list[str]) -> dict[str, str]:
-    """``--weights NAME=PATH`` (repeatable) as a dict; a malformed item is a usage error."""
+    """``--weights NAME=PATH`` (repeatable) as a dict; a malformed item or an unknown NAME is a
+    usage error (a misspelt NAME would otherwise be ignored silently and the default weights used)."""
     out: dict[str, str] = {}
     for item in items:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
             raise click.UsageError(f"--weights {item!r}: expected NAME=PATH")
         out[name] = path
+    if out:
+        from avpipe.extractors.weights import weight_specs
+        from avpipe.pipeline.stage import stage_registry
+
+        stage_registry()  # built-ins and $AVPIPE_PLUGINS register their weights on import
+        known = weight_specs()
+        unknown = sorted(set(out) - set(known))
+        if unknown:
+            raise click.UsageError(f"--weights: unknown weights name(s) {', '.join(map(repr, unknown))}; "
+                                   f"known: {', '.join(sorted(known))} (see `avpipe models list`)")
     return out

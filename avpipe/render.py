@@ -98,6 +98,10 @@ def _find_video_file(cache: Any, key: str, cid: str, given: Path | None, videos:
 
     if given is not None and given.is_file():
         return given
+    if videos is None:  # where extract found it, if those bytes are still there
+        for p in cache.index.paths_for(cid):
+            if Path(p).is_file() and content_hash(p) == cid:
+                return Path(p)
     if videos is not None:
         rel = Path(*[p for p in Path(normalize_key(key)).parts if p not in ("..", "/")])
         cand = videos / rel

@@ -178,3 +178,18 @@ def test_run_traces_are_the_runs_predictions_and_labels(cache, tmp_path):
     with_run = cv2.imread(str(tmp_path / "r" / "two_faces_tone_sheet.png"))
     _render(cache_dir, videos, "two_faces_tone.mp4", tmp_path / "plain", "--no-mp4", "--frames", "2")
     assert with_run.shape[0] > cv2.imread(str(tmp_path / "plain" / "two_faces_tone_sheet.png")).shape[0]
+
+
+def test_render_by_key_finds_the_file_where_extract_saw_it(cache, tmp_path):
+    """`avpipe render KEY --cache C` on the machine that built C needs no --videos."""
+    cache_dir, videos = cache
+    where_extract_saw_it = cache_dir.parent / "built_here"
+    where_extract_saw_it.mkdir()
+    try:
+        shutil.copy(videos / "two_faces_tone.mp4", where_extract_saw_it / "two_faces_tone.mp4")
+        r = CliRunner().invoke(main, ["render", "two_faces_tone.mp4", "--cache", str(cache_dir),
+                                      "--out", str(tmp_path), "--no-mp4", "--frames", "1"])
+        assert r.exit_code == 0, r.output
+        assert (tmp_path / "two_faces_tone_sheet.png").is_file()
+    finally:
+        shutil.rmtree(where_extract_saw_it)

@@ -189,6 +189,11 @@ class Index:
         return [k for (k,) in self.db.execute(
             "SELECT DISTINCT key FROM files WHERE content_id = ? ORDER BY key", (content_id,))]
 
+    def paths_for(self, content_id: str) -> list[str]:
+        """Paths where files with these bytes were discovered, most recently seen first."""
+        return [p for (p,) in self.db.execute(
+            "SELECT path FROM files WHERE content_id = ? ORDER BY last_seen DESC", (content_id,))]
+
     def content_ids_with_prefix(self, prefix: str) -> list[str]:
         like = prefix.replace("%", "").replace("_", "") + "%"
         rows = self.db.execute(

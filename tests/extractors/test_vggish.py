@@ -106,9 +106,24 @@ def test_weights_file_is_never_unpickled_as_arbitrary_objects(tmp_path):
             return (os.mkdir, (str(marker),))
 
     torch.save({"features.0.weight": Evil()}, tmp_path / "evil.pth")
-    with pytest.raises(pickle.UnpicklingError):
+    with pytest.raises(WeightsMissingError) as ei:  # refused by weights_only, reported as one error
         load_state(tmp_path / "evil.pth")
+    assert isinstance(ei.value.__cause__, pickle.UnpicklingError)
     assert not marker.exists()
     # The port's PCA file holds numpy arrays: those still load.
     torch.save({"pca_means": np.zeros((128, 1))}, tmp_path / "pca.pth")
     assert load_state(tmp_path / "pca.pth")["pca_means"].shape == (128, 1)
+
+
+@pytest.mark.parametrize("body", [b"not a checkpoint\n", b""])
+def test_a_file_that_is_not_weights_is_one_clear_error(tmp_path: Path, two_faces_tone, body) -> None:
+    """`--weights vggish=wrong_file`: a message naming the file, not torch's advice to load
+    it with weights_only=False."""
+    bad = tmp_path / "wrong.pth"
+    bad.write_bytes(body)
+    st = VGGishStage(runtime=Runtime(device="cpu", weights={"vggish": str(bad)}))
+    with pytest.raises(WeightsMissingError) as ei:
+        st.load()
+    msg = str(ei.value)
+    assert str(bad) in msg and "--weights vggish=PATH" in msg
+    assert "weights_only` set to `False`" not in msg and "Re-running" not in msg

@@ -1,6 +1,8 @@
 """Planning finds missing model weights before any video is touched: one message, exit 2."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -66,3 +68,24 @@ def test_status_reports_missing_weights_without_failing(tmp_path, videos):
                                      "--stages", "toy_a", "--no-progress"]).exit_code == 0
     r = CliRunner().invoke(main, ["status", "--cache", str(cache), "--stages", "toy_w,toy_a"])
     assert r.exit_code == 0 and "toy-weights" in r.output, r.output
+
+
+def test_offline_config_hint_names_a_file_that_exists_from_any_folder(tmp_path, videos, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # not the repository root: configs/offline.toml is not here
+    r = CliRunner().invoke(main, ["extract", "--videos", str(videos), "--cache", str(tmp_path / "cache"),
+                                  "--stages", "toy_w", "--no-progress"])
+    assert r.exit_code == 2, r.output
+    named = r.output.split("--config ", 1)[1].split("`", 1)[0]
+    assert Path(named).is_file(), named
+
+
+def test_unknown_weights_name_is_a_usage_error(tmp_path, videos):
+    """`--weights vgish=PATH` (typo) must not be ignored silently while the default weights are used."""
+    w = tmp_path / "toy.bin"
+    w.write_bytes(b"weights")
+    cache = tmp_path / "cache"
+    r = CliRunner().invoke(main, ["extract", "--videos", str(videos), "--cache", str(cache),
+                                  "--stages", "toy_a", "--weights", f"toy-weigths={w}", "--no-progress"])
+    assert r.exit_code == 2, r.output
+    assert "'toy-weigths'" in r.output and "toy-weights" in r.output and "Traceback" not in r.output
+    assert not cache.exists()
