@@ -155,6 +155,16 @@ def missing_weights_message(nodes: dict[str, StageNode], order: list[str]) -> st
     return "\n".join(lines)
 
 
+def _checked_stages(config: PipelineConfig, stages: list[str] | None, only: str | None,
+                    force: bool) -> tuple[list[str], set[str]]:
+    """The config checked and the stages selected; any problem is one :class:`PlanError`."""
+    try:
+        config.validate()
+        return select_stages(stages, only, force)
+    except (KeyError, ValueError) as e:
+        raise PlanError(str(e.args[0] if isinstance(e, KeyError) and e.args else e)) from e
+
+
 def preflight(config: PipelineConfig | None, stages: list[str] | None = None, only: str | None = None,
               force: bool = False, runtime: Runtime | None = None) -> None:
     """Everything a run can get wrong before it touches the cache or any video: unknown stages,
@@ -162,11 +172,7 @@ def preflight(config: PipelineConfig | None, stages: list[str] | None = None, on
     :class:`MissingWeightsError`; ``extract`` calls it before creating the cache or its lock, so
     a bad ``--stages`` leaves nothing behind."""
     config = config or PipelineConfig()
-    try:
-        config.validate()
-        order, _ = select_stages(stages, only, force)
-    except (KeyError, ValueError) as e:
-        raise PlanError(str(e.args[0] if isinstance(e, KeyError) and e.args else e)) from e
+    order, _ = _checked_stages(config, stages, only, force)
     msg = missing_weights_message(fingerprints(order, config, runtime or Runtime()), order)
     if msg:
         raise MissingWeightsError(msg)
@@ -182,11 +188,7 @@ def make_plan(cache: Cache, videos_root: str | Path, config: PipelineConfig | No
     t0 = time.perf_counter()
     config = config or PipelineConfig()
     runtime = runtime or Runtime()
-    try:
-        config.validate()
-        order, forced = select_stages(stages, only, force)
-    except (KeyError, ValueError) as e:
-        raise PlanError(str(e.args[0] if isinstance(e, KeyError) and e.args else e)) from e
+    order, forced = _checked_stages(config, stages, only, force)
     nodes = fingerprints(order, config, runtime)
     if write:
         msg = missing_weights_message(nodes, order)
