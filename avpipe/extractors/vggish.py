@@ -15,7 +15,6 @@ without the registry file or ``--weights vggish=PATH`` the stage raises one
 """
 from __future__ import annotations
 
-import pickle
 from collections.abc import Mapping
 from typing import Annotated, Any
 
@@ -25,7 +24,7 @@ from pydantic import Field
 from avpipe.extractors.audio import SAMPLE_RATE, audio_from, frame_times
 from avpipe.extractors.logmel import (ANCHORS, Anchor, LogMelConfig, coverage, frame_patches,
                                       log_mel_spectrogram, window_starts)
-from avpipe.extractors.weights import (WeightSpec, WeightsMissingError, file_checksum,
+from avpipe.extractors.weights import (WeightSpec, WeightsMissingError, file_checksum, load_weights_file,
                                        register_weights, resolve_weights, torch_hub_checkpoints,
                                        weights_override)
 from avpipe.pipeline.config import config_dataclass
@@ -107,21 +106,11 @@ def _numpy_safe_globals() -> list[Any]:
 
 
 def load_state(path: Any) -> dict[str, Any]:
-    import torch
-
     # weights_only: user-supplied files are never unpickled as arbitrary objects. The port's PCA
     # file holds numpy arrays, so numpy's array reconstruction is allowed, nothing else.
-    try:
-        with torch.serialization.safe_globals(_numpy_safe_globals()):
-            sd = torch.load(str(path), map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
-        # torch's own text advises turning weights_only off, which is exactly what must not be done
-        # with a file of unknown origin: say what the file is not, and what is expected instead.
-        cause = str(e).rsplit("error:", 1)[-1].strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
-        raise WeightsMissingError(
-            f"{path} is not a VGGish weights file that loads safely (torch.load with weights_only=True "
-            f"refused it: {cause}); give the torchvggish state_dict (vggish-10086976.pth) with "
-            "--weights vggish=PATH") from e
+    sd = load_weights_file(path, what="a VGGish weights file", allow=_numpy_safe_globals(),
+                           expected="give the torchvggish state_dict (vggish-10086976.pth) with "
+                                    "--weights vggish=PATH")
     if not isinstance(sd, dict):
         raise WeightsMissingError(f"{path} is not a VGGish state_dict (it holds a {type(sd).__name__})")
     if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):

@@ -17,6 +17,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 from pathlib import Path
 
 
@@ -313,3 +314,27 @@ def hf_offline() -> bool:
     """True when Hugging Face hub access is switched off (``HF_HUB_OFFLINE``/``TRANSFORMERS_OFFLINE``)."""
     return any(os.environ.get(k, "").strip().lower() in ("1", "true", "yes", "on")
                for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def load_weights_file(path: Any, *, what: str, expected: str, allow: list[Any] | None = None) -> Any:
+    """``torch.load(path, weights_only=True)`` of a user-supplied weights file (``allow``: extra
+    globals to permit, e.g. numpy's array reconstruction), with one clear error when the file is
+    refused.
+
+    Why: torch's own message for a refused file advises turning ``weights_only`` off — exactly what
+    must not be done with a file of unknown origin. The error says what the file is not (``what``)
+    and what is expected instead (``expected``)."""
+    import pickle
+
+    import torch
+
+    try:
+        with torch.serialization.safe_globals(list(allow or [])):
+            return torch.load(str(path), map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
+        text = str(e).strip()
+        cause = text.rsplit("error:", 1)[-1].strip().splitlines()[0][:160] if text else type(e).__name__
+        raise WeightsMissingError(
+            f"{path} is not {what} that loads safely (torch.load with weights_only=True refused it: "
+            f"{cause}); {expected}") from e
+

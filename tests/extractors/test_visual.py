@@ -96,6 +96,32 @@ def test_facenet_user_path_and_random_init_only_explicit(tmp_path, faces_entry):
         real.weights_id({"facenet-vggface2": str(tmp_path / "missing.pt")})
 
 
+def test_facenet_file_that_does_not_load_safely_is_one_clear_error(tmp_path):
+    """A pickle with code in it, or any non-checkpoint: refused by ``weights_only``, reported as one
+    error naming the file and what is expected, never torch's advice to turn ``weights_only`` off."""
+    import os
+    import pickle
+
+    import torch
+
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.mkdir, (str(marker),))
+
+    torch.save({"conv2d_1a.conv.weight": Evil()}, tmp_path / "evil.pt")
+    (tmp_path / "text.pt").write_text("not a checkpoint\n")
+    for name in ("evil.pt", "text.pt"):
+        bb = create_backbone("facenet-vggface2")
+        with pytest.raises(WeightsMissingError) as ei:
+            bb.load("cpu", {"facenet-vggface2": str(tmp_path / name)})
+        msg = str(ei.value)
+        assert name in msg and "--weights facenet-vggface2=PATH" in msg and "weights_only=False" not in msg
+    assert isinstance(ei.value.__cause__, (pickle.UnpicklingError, RuntimeError, EOFError, ValueError))
+    assert not marker.exists()
+
+
 def test_end_to_end_backbone_change_reuses_crops(tmp_path, short_silent, no_face_no_audio):
     from avpipe.pipeline.runner import run_extract
     from avpipe.pipeline.settings import PipelineConfig

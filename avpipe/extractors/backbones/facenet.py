@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from avpipe.extractors.backbones.base import Backbone, register_backbone, resize_crops
-from avpipe.extractors.weights import (WeightSpec, WeightsMissingError, file_checksum,
+from avpipe.extractors.weights import (WeightSpec, WeightsMissingError, file_checksum, load_weights_file,
                                        register_weights, resolve_weights)
 
 FACENET_FILE = "20180402-114759-vggface2.pt"
@@ -81,7 +81,12 @@ class FacenetVggface2(Backbone):
             model = InceptionResnetV1(pretrained=None, classify=False)
         else:
             path = self._path(weights)
-            state = torch.load(str(path), map_location="cpu", weights_only=True)
+            state = load_weights_file(path, what="a FaceNet weights file",
+                                      expected="give facenet-pytorch's VGGFace2 state_dict "
+                                               "(20180402-114759-vggface2.pt) with --weights facenet-vggface2=PATH")
+            if not isinstance(state, dict):
+                raise WeightsMissingError(f"{path} is not a facenet-vggface2 state_dict (it holds a "
+                                          f"{type(state).__name__})")
             state = {k: v for k, v in state.items() if not k.startswith("logits.")}
             missing, unexpected = model.load_state_dict(state, strict=False)
             if missing:
