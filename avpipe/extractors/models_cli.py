@@ -91,7 +91,9 @@ def fetch_cmd(names: tuple[str, ...], all_: bool) -> None:
             click.echo(f"{n}: {e.args[0]}", err=True)
         except WeightsMissingError as e:
             failed += 1
-            click.echo(f"{n}: {e}", err=True)
+            # the hint to run this very command again says nothing here: drop that line
+            text = "\n".join(ln for ln in str(e).splitlines() if f"avpipe models fetch {n}" not in ln)
+            click.echo(f"{n}: {text}", err=True)
     if failed:
         sys.exit(1)
 

@@ -87,6 +87,8 @@ def test_cli_path_fetch_verify(offline: Path) -> None:
     assert r.exit_code == 1
     r = runner.invoke(models, ["fetch", "vggish"])
     assert r.exit_code == 1 and "no network access to github.com" in r.output
+    assert "avpipe models fetch vggish" not in r.output  # the command that just failed is no hint
+    assert "--weights vggish=" in r.output
     r = runner.invoke(models, ["verify", "minilm"])
     assert r.exit_code == 0 and "present" in r.output
     r = runner.invoke(models, ["path", "nope"])
