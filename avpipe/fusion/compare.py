@@ -6,7 +6,7 @@ per-video CCC of the best checkpoint; ``metrics.csv`` for runs still training). 
 recomputed, so comparing hundreds of runs is instant and needs no cache.
 
 Grouping: runs whose configs are equal except for the seed (and where/how they ran: out,
-device, threads) form one row; the row reports mean ± sample standard deviation over its seeds.
+cache path, device, threads) form one row; the row reports mean ± sample standard deviation over its seeds.
 """
 from __future__ import annotations
 
@@ -21,8 +21,9 @@ from typing import Any
 
 from avpipe.pipeline.atomic import atomic_write_text
 
-#: Config keys that never make two runs different experiments.
-IGNORED = ("out", "device", "num_threads", "plot_videos")
+#: Config keys that never make two runs different experiments. ``cache`` is only where the
+#: features were read: what was read is ``resolved_features`` (exact fingerprints), which counts.
+IGNORED = ("out", "cache", "device", "num_threads", "plot_videos")
 METRICS = (("valence", "val_ccc_valence"), ("arousal", "val_ccc_arousal"), ("mean", "val_ccc_mean"),
            ("smoothed", "val_ccc_mean_smoothed"))
 
