@@ -87,10 +87,21 @@ class FusionChoice(click.Choice):
 
 
 def resolve_jobs(jobs: int) -> int:
-    """``--jobs``: ``1`` = in this process, ``N`` workers, ``0`` or ``-1`` = one per CPU core."""
-    import os
+    """``--jobs``: ``1`` = in this process, ``N`` workers, ``0`` or ``-1`` = one per CPU core this
+    process may use (the same count the thread defaults divide)."""
+    from avpipe.pipeline.threads import available_cores
 
-    return (os.cpu_count() or 1) if jobs in (0, -1) else jobs
+    return available_cores() if jobs in (0, -1) else jobs
+
+
+def parse_cli_value(text: str) -> Any:
+    """A flag's VALUE: JSON when it parses (``256``, ``[64, 128]``, ``true``), else the string."""
+    import json
+
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
 
 
 def parse_weights(items: tuple[str, ...] | list[str]) -> dict[str, str]:

@@ -7,14 +7,13 @@ unless ``--debug``).
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import click
 
 from avpipe.cli_errors import ErrorHandlingGroup, UsageFailure, debug_option
-from avpipe.cli_params import DEVICE, FusionChoice, resolve_jobs
+from avpipe.cli_params import DEVICE, FusionChoice, parse_cli_value, resolve_jobs
 from avpipe.display import safe_name, safe_text
 from avpipe.fusion.cli_models import TrainCommand, list_option
 
@@ -71,10 +70,7 @@ def _parse_model_options(items: tuple[str, ...]) -> dict[str, Any]:
         k, sep, v = kv.partition("=")
         if not sep or not k.strip():
             raise UsageFailure(f"--model-option {kv!r}: expected KEY=VALUE (VALUE in JSON, e.g. hidden=256)")
-        try:
-            out[k.strip()] = json.loads(v)
-        except json.JSONDecodeError:
-            out[k.strip()] = v
+        out[k.strip()] = parse_cli_value(v)
     return out
 
 

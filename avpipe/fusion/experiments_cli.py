@@ -5,14 +5,13 @@ stays fast. Exit status: 0 ok, 1 something failed (a cell, a run folder unreadab
 """
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
-from avpipe.cli_params import DEVICE
+from avpipe.cli_params import DEVICE, parse_cli_value
 
 
 def _usage(msg: str) -> None:
@@ -21,15 +20,8 @@ def _usage(msg: str) -> None:
     raise UsageFailure(msg)
 
 
-def _parse_value(s: str) -> Any:
-    try:
-        return json.loads(s)
-    except json.JSONDecodeError:
-        return s
-
-
 def _csv_values(s: str) -> list[Any]:
-    return [_parse_value(v.strip()) for v in s.split(",") if v.strip()]
+    return [parse_cli_value(v.strip()) for v in s.split(",") if v.strip()]
 
 
 @click.command("sweep", epilog="""Examples:

@@ -475,7 +475,9 @@ def run_sweep(spec: SweepSpec, *, jobs: int = 1, log: Callable[[str], None] = pr
     elif todo:
         from joblib import Parallel, delayed
 
-        threads = max(1, (_cpu_count() // jobs))
+        from avpipe.pipeline.threads import default_num_threads
+
+        threads = default_num_threads(jobs)  # the free cores shared among the workers
         prog.running = min(jobs, len(todo))
         gen = Parallel(n_jobs=jobs, backend="loky", return_as="generator_unordered")(
             delayed(_worker)(c, str(out), unions, threads, f"[{index[c.name]}/{len(cells)} {c.name[:24]}]")
@@ -488,12 +490,3 @@ def run_sweep(spec: SweepSpec, *, jobs: int = 1, log: Callable[[str], None] = pr
             log(prog.line(note(r)))
     ordered = [results[c.name] for c in cells]
     return SweepResult(out, ordered, loads, time.perf_counter() - t0)
-
-
-def _cpu_count() -> int:
-    import os
-
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1

@@ -88,22 +88,28 @@ def test_stages_register_through_entry_points(tmp_path, monkeypatch):
         sys.modules.pop("fakeplug_mod", None)
 
 
-def test_pipeline_imports_no_extractor_and_no_torch():
-    code = ("import sys, avpipe.pipeline.store, avpipe.pipeline.index, avpipe.pipeline.plan, "
-            "avpipe.pipeline.runner, avpipe.pipeline.report, avpipe.pipeline.maintenance, avpipe.pipeline.types;"
-            "bad = [m for m in sys.modules if m.startswith('avpipe.extractors') or m == 'torch'];"
+def _loaded_after_import(modules: list[str], forbidden: str) -> subprocess.CompletedProcess:
+    """Import ``modules`` in a fresh interpreter; fail (exit 1, printing them) if any loaded module
+    matches the Python expression ``forbidden`` (over ``m``)."""
+    code = (f"import sys, {', '.join(modules)};"
+            f"bad = [m for m in sys.modules if {forbidden}];"
             "print(bad); sys.exit(1 if bad else 0)")
-    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    return subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+
+
+def test_pipeline_imports_no_extractor_and_no_torch():
+    r = _loaded_after_import(["avpipe.pipeline.store", "avpipe.pipeline.index", "avpipe.pipeline.plan",
+                              "avpipe.pipeline.runner", "avpipe.pipeline.report", "avpipe.pipeline.maintenance",
+                              "avpipe.pipeline.types"],
+                             "m.startswith('avpipe.extractors') or m == 'torch'")
     assert r.returncode == 0, r.stdout + r.stderr
 
 
 def test_storage_does_not_import_stage_logic():
     """index/store/entry/shard/lock read the plain types only (no index → fingerprint → stage cycle)."""
-    code = ("import sys, avpipe.pipeline.index, avpipe.pipeline.entry, avpipe.pipeline.shard, "
-            "avpipe.pipeline.store, avpipe.pipeline.lock;"
-            "bad = [m for m in ('avpipe.pipeline.stage', 'avpipe.pipeline.fingerprint') if m in sys.modules];"
-            "print(bad); sys.exit(1 if bad else 0)")
-    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    r = _loaded_after_import(["avpipe.pipeline.index", "avpipe.pipeline.entry", "avpipe.pipeline.shard",
+                              "avpipe.pipeline.store", "avpipe.pipeline.lock"],
+                             "m in ('avpipe.pipeline.stage', 'avpipe.pipeline.fingerprint')")
     assert r.returncode == 0, r.stdout + r.stderr
 
 
