@@ -145,6 +145,10 @@ def main() -> None:
     ap.add_argument("--media", type=Path, default=ROOT / "benchmarks" / "out" / "memory_media",
                     help="where generated videos are kept between runs")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--keep-cache", type=Path, default=None,
+                    help="keep each run's cache under this folder and reuse it: a later call with "
+                         "--stages visual then measures visual alone over the faces cached by an "
+                         "earlier call (a stage already cached reads as a warm no-op)")
     args = ap.parse_args()
 
     order = stage_order(args.stages)
@@ -166,7 +170,7 @@ def main() -> None:
                 print(f"generated {video} in {time.perf_counter() - t:.0f} s", file=sys.stderr)
             for name, code in codes.items():
                 for rep in range(args.repeats):
-                    cache = work / f"cache-{name}-{minutes:g}-{rep}"
+                    cache = (args.keep_cache or work) / f"cache-{name}-{minutes:g}-{rep}"
                     for st in order:
                         rss, wall = run_stage(code, vid_dir, cache, st, args.device, args.jobs,
                                               args.config.resolve() if args.config else None)
@@ -174,7 +178,8 @@ def main() -> None:
                             {"rss_mib": rss, "wall_s": wall})
                         print(f"{minutes:g} min {name:>3} {st:<8} peak RSS {rss:7.0f} MiB  {wall:6.1f} s",
                               file=sys.stderr)
-                    shutil.rmtree(cache, ignore_errors=True)
+                    if args.keep_cache is None:
+                        shutil.rmtree(cache, ignore_errors=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
