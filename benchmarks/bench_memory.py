@@ -55,9 +55,11 @@ def face_frames() -> list[np.ndarray]:
     return out
 
 
-def make_video(path: Path, minutes: float, faces: bool = False) -> Path:
+def make_video(path: Path, minutes: float, faces: bool = False, offset: int = 0) -> Path:
     """A ``minutes`` long 640×360 H.264 video with tiled speech (AAC), written in pieces; with
-    ``faces`` the picture is the talking-head clip, cycled."""
+    ``faces`` the picture is the talking-head clip, cycled. ``offset`` starts the picture that many
+    frames and the speech that many ~0.1 s steps later, so clips made with different offsets are
+    different files (the cache would otherwise compute identical bytes once)."""
     import av
 
     sys.path.insert(0, str(ROOT))
@@ -81,12 +83,12 @@ def make_video(path: Path, minutes: float, faces: bool = False) -> Path:
         a.layout = "mono"
         s = 0
         for i in range(n_frames):  # interleave: one video frame, then the audio up to its time
-            for p in vs.encode(av.VideoFrame.from_ndarray(frames[i % len(frames)], format="rgb24")):
+            for p in vs.encode(av.VideoFrame.from_ndarray(frames[(i + offset) % len(frames)], format="rgb24")):
                 out.mux(p)
             until = min(n_samples, int((i + 1) * SR / FPS))
             while s + 1024 <= until or (until == n_samples and s < n_samples):
                 k = min(1024, n_samples - s)
-                chunk = np.take(speech, np.arange(s, s + k) % len(speech)).astype(np.float32)
+                chunk = np.take(speech, (np.arange(s, s + k) + offset * 1601) % len(speech)).astype(np.float32)
                 af = av.AudioFrame.from_ndarray(chunk[None, :], format="flt", layout="mono")
                 af.sample_rate, af.pts, af.time_base = SR, s, Fraction(1, SR)
                 for p in a.encode(af):

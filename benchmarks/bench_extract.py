@@ -1,0 +1,141 @@
+"""Whole offline extraction against real time: today's code against an older revision, side by side.
+
+A batch of ``--clips`` talking-head videos (640×360, 30 fps, ``--seconds`` each, a real face on
+every frame and tiled real speech; each clip starts at a different offset, so they are different
+files and the cache computes each) goes through
+
+    python -m avpipe extract --videos CLIPS --cache FRESH --config configs/offline.toml \\
+        --stages faces,visual,logmel,asr,text --jobs 2
+
+once per code revision per repeat, revisions alternating, each run into a fresh cache, through the
+real CLI in a fresh interpreter (what a user times). Each revision reads its *own*
+``configs/offline.toml`` (the old one names the ``dlib`` visual backbone, today's ``dlib-torch``).
+A warm-up run per revision on one short clip comes first and is not counted: it converts Whisper's
+CTranslate2 files once (into the avpipe home, shared by both) and warms the page cache.
+
+    .venv/bin/python benchmarks/bench_extract.py --old a6a7b30 --clips 4 --seconds 30 --repeats 3
+
+Prints the median wall time, the real-time factor (seconds of video per wall second) and the
+speed ratio; writes the raw figures as JSON (``--json``). Needs an otherwise idle machine.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_memory import export_revision, make_video  # noqa: E402
+
+
+def make_clips(folder: Path, n: int, seconds: float) -> list[Path]:
+    """``n`` different clips of ``seconds`` each (kept between runs: generating is not measured)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i in range(n):
+        p = folder / f"talk_{i:02d}.mp4"
+        if not p.exists():
+            make_video(p, seconds / 60.0, faces=True, offset=37 * i + 5)
+        out.append(p)
+    return out
+
+
+def run_extract(code: Path, videos: Path, cache: Path, stages: str, jobs: int,
+                threads: int | None) -> tuple[float, str]:
+    """Wall seconds of one ``extract`` process and its output (it must succeed)."""
+    env = dict(os.environ, PYTHONPATH=str(code), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    cmd = [sys.executable, "-m", "avpipe", "extract", "--videos", str(videos), "--cache", str(cache),
+           "--config", str(code / "configs" / "offline.toml"), "--stages", stages, "--jobs", str(jobs),
+           "--device", "cpu", "--no-progress"]
+    if threads is not None:
+        cmd += ["--num-threads", str(threads)]
+    t0 = time.perf_counter()
+    p = subprocess.run(cmd, env=env, cwd=str(code), capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if p.returncode != 0:
+        raise SystemExit(f"extract failed under {code} (exit {p.returncode}):\n{(p.stdout + p.stderr)[-3000:]}")
+    return wall, p.stdout + p.stderr
+
+
+def video_seconds(clips: list[Path]) -> float:
+    import av
+
+    total = 0.0
+    for c in clips:
+        with av.open(str(c)) as f:
+            s = f.streams.video[0]
+            total += float(s.frames / s.average_rate) if s.frames else float(f.duration or 0) / 1e6
+    return total
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--old", default="a6a7b30", help="git revision to compare with ('none': this tree only)")
+    ap.add_argument("--clips", type=int, default=4)
+    ap.add_argument("--seconds", type=float, default=30.0)
+    ap.add_argument("--stages", default="faces,visual,logmel,asr,text")
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--num-threads", type=int, default=None,
+                    help="passed to today's code only (older revisions may not have the flag)")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--media", type=Path, default=ROOT / "benchmarks" / "out" / "extract_media")
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args()
+
+    clips = make_clips(args.media / f"{args.clips}x{args.seconds:g}s", args.clips, args.seconds)
+    warm = make_clips(args.media / "warmup", 1, 3.0)
+    secs = video_seconds(clips)
+    work = Path(tempfile.mkdtemp(prefix="avpipe-bench-extract-"))
+    codes = {"new": ROOT}
+    if args.old != "none":
+        codes = {"old": export_revision(args.old, work / "old"), "new": ROOT}
+    walls: dict[str, list[float]] = {n: [] for n in codes}
+    tails: dict[str, str] = {}
+    try:
+        for name, code in codes.items():
+            run_extract(code, warm[0].parent, work / f"warm-{name}", args.stages, args.jobs,
+                        args.num_threads if name == "new" else None)
+        for rep in range(args.repeats):
+            order = list(codes) if rep % 2 == 0 else list(reversed(codes))
+            for name in order:
+                cache = work / f"cache-{name}-{rep}"
+                wall, out = run_extract(codes[name], clips[0].parent, cache, args.stages, args.jobs,
+                                        args.num_threads if name == "new" else None)
+                walls[name].append(wall)
+                tails[name] = out
+                print(f"rep {rep} {name:>3}: {wall:7.1f} s  ({secs / wall:.2f}x real time)", file=sys.stderr)
+                shutil.rmtree(cache, ignore_errors=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    print(f"\n{args.clips} clips x {args.seconds:g} s = {secs:.1f} s of 640x360 30 fps video; stages "
+          f"{args.stages}; --jobs {args.jobs}; median of {args.repeats}\n")
+    print("| code | median wall (s) | runs (s) | x real time |")
+    print("|---|---|---|---|")
+    for name in codes:
+        m = statistics.median(walls[name])
+        print(f"| {name}{' (' + args.old + ')' if name == 'old' else ''} | {m:.1f} | "
+              f"{', '.join(f'{w:.1f}' for w in walls[name])} | {secs / m:.2f} |")
+    if "old" in codes:
+        print(f"\nspeed-up new/old: {statistics.median(walls['old']) / statistics.median(walls['new']):.2f}x")
+    for name, out in tails.items():
+        lines = [ln for ln in out.splitlines() if re.search(r"\S", ln)]
+        print(f"\n{name} run summary (last repeat):\n" + "\n".join("    " + ln for ln in lines[-12:]))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
+                                         "video_seconds": secs, "walls": walls}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
