@@ -20,7 +20,7 @@ from typing import Any
 import click
 
 from avpipe.config_cli import StageListCommand  # cheap: click only
-from avpipe.cli_errors import ErrorHandlingGroup, debug_option
+from avpipe.cli_errors import ErrorHandlingGroup, RuntimeFailure, UsageFailure, debug_option
 from avpipe.cli_params import DEVICE, parse_weights, resolve_jobs
 from avpipe.display import safe_name, safe_text
 
@@ -95,9 +95,9 @@ def _open_cache(cache_dir: Path | None) -> Any:
 
 
 def _fail(message: str, code: int = 1) -> Any:
-    """One ``error:`` line on stderr and the exit status (1 runtime failure, 2 usage)."""
-    click.echo(f"error: {message}", err=True)
-    sys.exit(code)
+    """One ``Error:`` line on stderr and the exit status (1 runtime failure, 2 usage), the same
+    format as every other error (:mod:`avpipe.cli_errors`)."""
+    raise (UsageFailure if code == 2 else RuntimeFailure)(message)
 
 
 def _split_list(value: str | None) -> list[str] | None:

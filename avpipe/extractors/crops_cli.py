@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from avpipe.cli_errors import handle
 from avpipe.cli_params import parse_weights
 
 
@@ -60,8 +61,7 @@ def ingest_crops(crops_dir: Path, videos_dir: Path, cache_dir: Path | None, back
                                runtime=Runtime(device=device, batch_size=batch_size, weights=wmap),
                                log=lambda m: click.echo(m, err=True))
     except Exception as e:  # noqa: BLE001 - weights missing, unreadable cache: one clear line
-        click.echo(f"error: {type(e).__name__}: {e}", err=True)
-        sys.exit(1)
+        raise handle(e) from e
     for key, why in rep.failed:
         click.echo(f"FAILED {key}: {why}", err=True)
     if rep.unused_folders:

@@ -136,5 +136,5 @@ def test_extract_on_a_full_disk_is_one_line(tiny_disk, videos, tmp_path, existin
                                   "--stages", "toy_a", "--no-progress", "--config", str(tmp_path / "scaled.toml")])
     lines = [ln for ln in r.output.splitlines() if ln.strip()]
     assert r.exit_code == 1 and "Traceback" not in r.output, r.output
-    assert len(lines) == 1 and lines[0].startswith("error:"), r.output
+    assert len(lines) == 1 and lines[0].startswith("Error:"), r.output
     assert str(cache) in lines[0] and "full" in lines[0], r.output

@@ -46,7 +46,7 @@ def test_missing_weights_fail_at_plan_time_with_one_message(tmp_path, videos, to
                                   "--stages", "toy_w,toy_a", "--no-progress"])
     assert r.exit_code == 2, r.output
     out = r.output
-    assert out.count("error:") == 1 and "Traceback" not in out
+    assert out.count("Error:") == 1 and "Traceback" not in out
     assert "stage toy_w" in out and "'toy-weights'" in out
     assert f"looked for: {tmp_path / 'home' / 'weights' / 'toy.bin'}" in out
     assert "--weights toy-weights=" in out and "avpipe models fetch NAME" in out
