@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from avpipe.extractors.backbones.base import Backbone, BackboneUnavailable, register_backbone, resize_crops
+from avpipe.extractors.backbones.base import Backbone, register_backbone, resize_crops
 from avpipe.extractors.backbones.dlib_format import DlibFormatError, DlibLayer, DlibNet, read_dlib_net
 from avpipe.extractors.backbones.dlib_resnet import DlibResnet
 from avpipe.extractors.weights import file_checksum
@@ -136,10 +136,7 @@ class DlibTorch(Backbone):
         return file_checksum(self._path(weights))
 
     def load(self, device: str, weights: dict[str, str]) -> None:
-        try:
-            import torch  # noqa: F401
-        except ImportError as e:  # pragma: no cover - torch is a core dependency
-            raise BackboneUnavailable("the 'dlib-torch' visual backbone needs torch") from e
+        # Plain NCHW: channels_last measured no faster here (same CPU time per crop on one core).
         net = read_dlib_net(self._path(weights))
         self._device = device
         self._model = build_module(net, self._path(weights)).to(device)
