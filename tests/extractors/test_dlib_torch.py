@@ -8,8 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from avpipe.extractors.backbones import backbone_names, create_backbone
-from avpipe.extractors.backbones import dlib_torch
+from avpipe.extractors.backbones import BackboneUnavailable, backbone_names, create_backbone, dlib_torch
 from avpipe.extractors.backbones.dlib_resnet import _locate
 from avpipe.extractors.visual import Visual, VisualConfig
 from avpipe.pipeline.stage import Runtime
@@ -62,7 +61,7 @@ def test_runs_without_dlib(monkeypatch, crops):
     bb.load("cpu", {})
     e = bb.embed(crops[0][:2])
     assert e.shape == (2, 128) and np.isfinite(e).all()
-    with pytest.raises(Exception, match="needs dlib"):
+    with pytest.raises(BackboneUnavailable, match="needs dlib"):
         create_backbone("dlib").load("cpu", {})
 
 

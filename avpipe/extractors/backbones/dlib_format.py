@@ -27,7 +27,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -242,7 +241,3 @@ def read_dlib_net(path: str | Path) -> DlibNet:
         raise r.fail(f"{len(data) - r.pos} unexpected bytes after the network")
     return DlibNet(mean, size, layers, wrappers, loss)
 
-
-def describe(net: DlibNet) -> list[dict[str, Any]]:
-    """Layer kinds and options, for error messages and debugging."""
-    return [{"kind": la.kind, **la.opts} for la in net.layers]
