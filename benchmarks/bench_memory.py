@@ -140,7 +140,7 @@ def main() -> None:
     ap.add_argument("--stages", default="logmel,text", help="stages to measure (plus what they need)")
     ap.add_argument("--old", default="none", help="git revision to compare with ('none': this tree only)")
     ap.add_argument("--config", type=Path, default=None,
-                    help="pipeline config for every run (e.g. configs/offline.toml: dlib visual)")
+                    help="pipeline config for every run (e.g. configs/offline.toml: dlib-torch visual)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=1)
