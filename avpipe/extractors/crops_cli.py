@@ -17,7 +17,7 @@ from avpipe.cli_params import parse_weights
 
 \b
   avpipe ingest-crops --crops Aff-Wild2/cropped_aligned --videos Aff-Wild2/videos \\
-                      --cache /data/avcache --backbone dlib
+                      --cache /data/avcache --backbone dlib-torch
   avpipe train --fusion jca --labels "6th ABAW Annotations/VA_Estimation_Challenge" \\
                --cache /data/avcache --features visual=visual@<printed fingerprint>,audio=logmel
 """)
@@ -27,7 +27,7 @@ from avpipe.cli_params import parse_weights
               help="The videos the crops were cut from (probed for their frame counts).")
 @click.option("--cache", "cache_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               show_default="$AVPIPE_CACHE or ./cache", help="Cache root.")
-@click.option("--backbone", default="dlib", show_default=True,
+@click.option("--backbone", default="dlib-torch", show_default=True,
               help="Visual backbone embedding the crops into a 'visual' entry ('none': faces entries only).")
 @click.option("--crop-size", type=click.IntRange(min=16), default=None,
               help="Required crop side in pixels (default: whatever the first crop has; all must agree).")
