@@ -11,7 +11,7 @@ The old revision is exported with ``git archive`` into a temporary folder and ru
 
     .venv/bin/python benchmarks/bench_memory.py --minutes 2 8 16 60 --old main~1
     .venv/bin/python benchmarks/bench_memory.py --minutes 2 --stages logmel,text --old none
-    .venv/bin/python benchmarks/bench_memory.py --minutes 2 8 --stages faces,visual --config configs/offline.toml
+    .venv/bin/python benchmarks/bench_memory.py --minutes 2 8 --stages faces,visual --config offline
 
 Prints one markdown table (median over ``--repeats``) and writes the raw figures as JSON
 (``--json``). Long lengths take a while (encoding an hour, and Whisper on an hour of speech):

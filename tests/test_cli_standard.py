@@ -189,6 +189,6 @@ def test_sample_help_extract_example_plans_on_this_machine():
     line = next(ln.strip() for ln in out.splitlines() if ln.strip().startswith("avpipe extract"))
     args = shlex.split(line.split("&&")[0])
     opt = {a: args[i + 1] for i, a in enumerate(args[:-1]) if a.startswith("--")}
-    config = PipelineConfig.load(ROOT / opt["--config"]) if "--config" in opt else None
+    config = PipelineConfig.load(opt["--config"]) if "--config" in opt else None
     stages = opt["--stages"].split(",") if "--stages" in opt else None
     preflight(config, stages)  # raises MissingWeightsError where the example cannot run

