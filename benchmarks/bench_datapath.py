@@ -46,7 +46,8 @@ def measure(data: str, *, window: int = 300, hop: int = 200, batch_size: int = 3
     from avpipe.fusion.data import TrackRef, compute_stats, load_bank
     from avpipe.fusion.labels import assign_splits, load_labels, match_videos
     from avpipe.fusion.source import CacheSource, StageRef
-    from avpipe.fusion.windows import batches as batch_order, make_windows, window_starts
+    from avpipe.fusion.windows import batches as batch_order
+    from avpipe.fusion.windows import make_windows, window_starts
 
     src = CacheSource(f"{data}/cache")
     tracks = [t for t in assign_splits(load_labels(f"{data}/labels")) if t.split == "train"]

@@ -162,32 +162,37 @@ def machine() -> dict:
             "python": platform.python_version()}
 
 
+def gib(b: float) -> str:
+    return f"{b / GIB:.2f} GiB"
+
+
 def table(res: dict) -> str:
-    g = lambda b: f"{b / GIB:.2f} GiB"  # noqa: E731
-    rows = [("machine", f"{res['machine']['affinity']} cores, {g(res['machine']['mem_total'])} RAM, "
-                        f"load avg before {res['machine']['loadavg'][0]:.2f}")]
+    """One markdown table of whatever parts ran."""
+    m = res["machine"]
+    rows = [("machine", f"{m['affinity']} cores, {gib(m['mem_total'])} RAM, load avg before {m['loadavg'][0]:.2f}")]
     if "load" in res:
         r = res["load"]
-        rows += [("train split", f"{r['train_videos']} videos ({r['val_videos']} val), {r['frames']:,} frames, "
-                                 f"{'+'.join(r['modalities'])} {r['dims']}"),
-                 ("bank (float16 features + masks/labels)", f"{g(r['bank_bytes'])} ({g(r['bank_x_bytes'])} features)"),
+        split = (f"{r['train_videos']} videos ({r['val_videos']} val), {r['frames']:,} frames, "
+                 f"{'+'.join(r['modalities'])} {r['dims']}")
+        after_load = (f"{gib(r['peak_load'])} (+{gib(r['peak_load'] - r['rss_before'])} = "
+                      f"**{r['load_ratio']:.3f}x** the bank)")
+        after_stats = (f"{gib(r['peak_after_stats'])} (+{gib(r['peak_after_stats'] - r['rss_before'])} = "
+                       f"**{r['stats_ratio']:.3f}x** the bank; {r['stats_s']:.1f} s)")
+        rows += [("train split", split),
+                 ("bank (float16 features + masks/labels)", f"{gib(r['bank_bytes'])} ({gib(r['bank_x_bytes'])} features)"),
                  ("load_bank wall", f"{r['load_s']:.1f} s (prepare {r['prepare_s']:.1f} s)"),
-                 ("RSS before load (imports)", g(r["rss_before"])),
-                 ("peak RSS after load_bank", f"{g(r['peak_load'])} (+{g(r['peak_load'] - r['rss_before'])} = "
-                                              f"**{r['load_ratio']:.3f}x** the bank)"),
-                 ("peak RSS after stats + normalise", f"{g(r['peak_after_stats'])} (+"
-                                                      f"{g(r['peak_after_stats'] - r['rss_before'])} = "
-                                                      f"**{r['stats_ratio']:.3f}x** the bank; {r['stats_s']:.1f} s)"),
-                 ("load process peak RSS (wait4)", g(r["wait4_peak"]))]
+                 ("RSS before load (imports)", gib(r["rss_before"])),
+                 ("peak RSS after load_bank", after_load),
+                 ("peak RSS after stats + normalise", after_stats),
+                 ("load process peak RSS (wait4)", gib(r["wait4_peak"]))]
     for r in res.get("datapath", []):
-        rows.append((f"data path, {r['threads']} thread(s), naive workers {r['workers']}",
-                     f"bank {r['bank_median']:,.0f} vs naive {r['naive_median']:,.0f} samples/s = "
-                     f"**{r['ratio']:.1f}x** (median of {len(r['bank_samples_s'])}; peak RSS {g(r['wait4_peak'])})"))
+        v = (f"bank {r['bank_median']:,.0f} vs naive {r['naive_median']:,.0f} samples/s = **{r['ratio']:.1f}x** "
+             f"(median of {len(r['bank_samples_s'])}; peak RSS {gib(r['wait4_peak'])})")
+        rows.append((f"data path, {r['threads']} thread(s), naive workers {r['workers']}", v))
     for r in res.get("train", []):
-        rows.append((f"{r['fusion']} epoch, --num-threads {r['threads']}",
-                     f"epoch {r['epoch_s']:.1f} s (train {r['train_s']:.1f} s, {r['windows']:,} windows), "
-                     f"load {r['load_s']:.1f} s, process {r['process_wall_s']:.1f} s, "
-                     f"peak RSS **{g(r['peak_rss'])}**"))
+        v = (f"epoch {r['epoch_s']:.1f} s (train {r['train_s']:.1f} s, {r['windows']:,} windows), "
+             f"load {r['load_s']:.1f} s, process {r['process_wall_s']:.1f} s, peak RSS **{gib(r['peak_rss'])}**")
+        rows.append((f"{r['fusion']} epoch, --num-threads {r['threads']}", v))
     return "\n".join(["| measure | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows])
 
 
