@@ -15,6 +15,12 @@ run audio            $PY benchmarks/bench_audio.py --threads 2 --seconds 30 --re
 [ -d $OUT/syn ] || $PY benchmarks/make_synthetic_cache.py --out $OUT/syn --scale 0.05
 run datapath         $PY benchmarks/bench_datapath.py --data $OUT/syn --batches 40 --repeats 5
 run datapath_f32     $PY benchmarks/bench_datapath.py --data $OUT/syn --batches 40 --repeats 5 --dtype float32
+# full Aff-Wild2 scale (≈5 GB on disk, ≈7 min to build): FULLSCALE=1 bash benchmarks/run_all.sh
+if [ "${FULLSCALE:-0}" = 1 ]; then
+  FULL=${FULL_DATA:-$OUT/syn_full}
+  [ -d "$FULL" ] || $PY benchmarks/make_synthetic_cache.py --out "$FULL" --scale 1
+  run fullscale      $PY benchmarks/bench_fullscale.py --data "$FULL" --threads 1 2 --repeats 5 --json $OUT/fullscale.json
+fi
 [ -d $OUT/syn_small ] || $PY benchmarks/make_synthetic_cache.py --out $OUT/syn_small --scale 0.01
 run epochs           $PY benchmarks/bench_epochs.py --data $OUT/syn_small --device cpu
 run sweep            $PY benchmarks/bench_sweep.py --data $OUT/syn_small --epochs 3

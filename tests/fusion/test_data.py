@@ -68,6 +68,31 @@ def test_stats_use_valid_rows_only():
     assert np.all(np.abs(st.mean["visual"]) < 100)
 
 
+def test_stats_and_normalisation_do_not_depend_on_the_row_step():
+    """compute_stats / set_stats walk the bank a few rows at a time (so their scratch memory is a
+    chunk, not a bank-sized copy): any step, including one that splits tracks and leaves a ragged
+    tail, gives the statistics and normalised rows of one whole-bank step; the bank keeps its dtype,
+    and the in-place arithmetic never writes through to a float64 bank's rows before they are read."""
+    src, tracks = _source(lengths=(50, 7, 33))
+    for dtype in ("float64", "float32", "float16"):
+        whole, steps = load_bank(src, FPS, tracks, dtype=dtype), load_bank(src, FPS, tracks, dtype=dtype)
+        s_whole, s_steps = compute_stats([whole], chunk=1 << 20), compute_stats([steps], chunk=4)
+        for m in FPS:
+            np.testing.assert_allclose(s_steps.mean[m], s_whole.mean[m], rtol=1e-6, atol=1e-6)
+            np.testing.assert_allclose(s_steps.std[m], s_whole.std[m], rtol=1e-6)
+        whole.set_stats(s_whole, chunk=1 << 20)
+        steps.set_stats(s_whole, chunk=7)
+        for m in FPS:
+            assert steps.x[m].dtype == getattr(torch, dtype)
+            assert torch.equal(steps.x[m], whole.x[m])
+            assert torch.all(steps.x[m][~steps.valid[m]] == 0)  # invalid rows (and the sentinel) zeroed
+        a = src.arrays[("visual", "v2.mp4")]
+        ref = (a.data - s_whole.mean["visual"]) / s_whole.std["visual"]
+        ref[~a.mask] = 0
+        np.testing.assert_allclose(steps.x["visual"][steps.track_slice(2)].float().numpy(), ref,
+                                   atol=1e-2 if dtype == "float16" else 1e-5, rtol=1e-2 if dtype == "float16" else 0)
+
+
 def test_chunked_provider_sees_the_same_rows():
     src, tracks = _source(lengths=(40, 30, 20, 10))
     full = make_provider(src, FPS, tracks, device="cpu", budget_bytes=1 << 30)
