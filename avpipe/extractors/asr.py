@@ -44,6 +44,7 @@ import numpy as np
 from pydantic import Field
 
 from avpipe.extractors.audio import audio_from
+from avpipe.extractors.whisper_mel import blocked_log_mel, log_mel_blocked
 from avpipe.extractors.weights import (WeightSpec, WeightsMissingError, avpipe_home, download_file,
                                        file_checksum, register_weights, resolve_weights,
                                        weights_override, whisper_cache)
@@ -248,8 +249,7 @@ class ASR(Stage):
         import torch
         import whisper
 
-        mel = whisper.log_mel_spectrogram(torch.from_numpy(y.astype(np.float32)), self.model.dims.n_mels,
-                                          padding=whisper.audio.N_SAMPLES)
+        mel = log_mel_blocked(np.asarray(y, np.float32), self.model.dims.n_mels, padding=whisper.audio.N_SAMPLES)
         mel = whisper.pad_or_trim(mel, whisper.audio.N_FRAMES).to(self.model.device)
         if self.device.startswith("cuda"):
             mel = mel.half()
@@ -275,7 +275,8 @@ class ASR(Stage):
                                     verbose=None)
         if cfg.beam_size:
             opts["beam_size"] = cfg.beam_size
-        res = dict(self.model.transcribe(y.astype(np.float32), **opts))
+        with blocked_log_mel():  # Whisper's own log-mel, a block at a time (flat memory on long audio)
+            res = dict(self.model.transcribe(np.asarray(y, np.float32), **opts))
         res["language_source"], res["language_prob"] = source, lang_prob
         return res
 
