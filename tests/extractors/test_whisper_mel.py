@@ -9,13 +9,13 @@ import pytest
 whisper = pytest.importorskip("whisper")
 torch = pytest.importorskip("torch")
 
-from avpipe.extractors import whisper_mel  # noqa: E402
-from avpipe.extractors.audio import decode_audio  # noqa: E402
-from avpipe.extractors.whisper_mel import blocked_log_mel, log_mel_blocked  # noqa: E402
+from avpipe.extractors import whisper_mel
+from avpipe.extractors.audio import decode_audio
+from avpipe.extractors.whisper_mel import blocked_log_mel, log_mel_blocked
 
 
 @pytest.fixture(scope="module")
-def speech(talking_head) -> np.ndarray:  # noqa: ANN001
+def speech(talking_head) -> np.ndarray:
     y, _ = decode_audio(talking_head.path)
     assert y is not None
     return y
@@ -67,7 +67,7 @@ def test_asr_transcribes_through_the_blocked_log_mel(monkeypatch, talking_head, 
     monkeypatch.setenv("AVPIPE_HOME", str(tmp_path / "home"))
     calls = []
 
-    def spy(*a, **k):  # noqa: ANN002, ANN003, ANN202
+    def spy(*a, **k):
         calls.append(a[0].shape if hasattr(a[0], "shape") else None)
         return log_mel_blocked(*a, **k)
 
