@@ -155,6 +155,31 @@ class ASRConfig:
                                                     "words over pauses)")] = True
 
 
+#: samples per block when a whole recording is reduced (RMS, the 10 ms envelope): 10 s of audio,
+#: so the float64 scratch is ≈ 1.3 MB, not twice the waveform (≈ 460 MB for an hour)
+REDUCE_BLOCK = 160_000
+
+
+def rms(y: np.ndarray) -> float:
+    """Root mean square of ``y`` in float64, a block at a time."""
+    if len(y) == 0:
+        return 0.0
+    total = 0.0
+    for i in range(0, len(y), REDUCE_BLOCK):
+        total += float(np.sum(np.square(y[i:i + REDUCE_BLOCK], dtype=np.float64)))
+    return float(np.sqrt(total / len(y)))
+
+
+def rms_envelope(y: np.ndarray, hop: int) -> np.ndarray:
+    """RMS of each whole ``hop``-sample frame (float64), computed a block of frames at a time:
+    each frame's value is its own row's reduction, so blocking changes no value."""
+    n = len(y) // hop
+    frames = y[: n * hop].reshape(n, hop)
+    rows = max(1, REDUCE_BLOCK // hop)
+    return np.concatenate([np.sqrt(np.mean(np.square(frames[i:i + rows], dtype=np.float64), axis=1))
+                           for i in range(0, n, rows)]) if n else np.zeros(0)
+
+
 def trim_to_energy(word_times: np.ndarray, y: np.ndarray, sr: int = 16000,
                    rel: float = 0.05, hop_s: float = 0.01) -> np.ndarray:
     """Move each word's start forward / end back to where the audio is not quiet.
@@ -168,7 +193,7 @@ def trim_to_energy(word_times: np.ndarray, y: np.ndarray, sr: int = 16000,
     n = len(y) // hop
     if n == 0 or len(word_times) == 0:
         return word_times
-    env = np.sqrt(np.mean(np.square(y[: n * hop].reshape(n, hop), dtype=np.float64), axis=1))
+    env = rms_envelope(y, hop)
     loud = env > rel * max(np.percentile(env, 95), 1e-8)
     out = word_times.copy()
     for i, (s, e) in enumerate(word_times):
@@ -287,8 +312,7 @@ class ASR(Stage):
         if audio is None:
             return _empty({**base, "present": False})
         y, _ = audio
-        rms = float(np.sqrt(np.mean(np.square(y, dtype=np.float64)))) if len(y) else 0.0
-        if rms < cfg.silence_rms:
+        if rms(y) < cfg.silence_rms:
             return _empty({**base, "silent": True})
         try:
             res = self.transcribe(y)

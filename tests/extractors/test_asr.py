@@ -149,3 +149,29 @@ def test_multilingual_model_detects_and_stores_the_language(tmp_path: Path, two_
     fixed = ASR(ASRConfig(model="base", language="de"), Runtime(device="cpu", weights={"whisper-base": str(p)}))
     r2 = fixed.compute(v, inputs)
     assert (r2.attrs["language"], r2.attrs["language_source"], r2.attrs["language_prob"]) == ("de", "config", None)
+
+
+def test_rms_and_envelope_are_exact_and_need_no_float64_copy_of_the_recording() -> None:
+    """The silence check and the word-trimming envelope reduce the waveform a block at a time: the
+    same values as the whole-array formulas, without the float64 copy of the recording that costs
+    ≈ 460 MB for an hour of 16 kHz audio (measured here with tracemalloc, which sees numpy's
+    buffers)."""
+    import tracemalloc
+
+    from avpipe.extractors.asr import rms, rms_envelope
+
+    rng = np.random.default_rng(3)
+    y = (0.3 * rng.standard_normal(16000 * 120 + 77)).astype(np.float32)
+    m = len(y) // 160
+    whole_env = np.sqrt(np.mean(np.square(y[:m * 160].reshape(m, 160), dtype=np.float64), axis=1))
+    whole_rms = float(np.sqrt(np.mean(np.square(y, dtype=np.float64))))
+    tracemalloc.start()
+    try:
+        env, r = rms_envelope(y, 160), rms(y)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert np.array_equal(env, whole_env)
+    assert r == pytest.approx(whole_rms, rel=1e-12)
+    assert peak < 0.5 * y.nbytes * 2, f"peak {peak / 1e6:.1f} MB for a {y.nbytes / 1e6:.1f} MB waveform"
+    assert rms(np.zeros(0, np.float32)) == 0.0 and len(rms_envelope(np.zeros(100, np.float32), 160)) == 0
