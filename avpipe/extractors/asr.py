@@ -43,11 +43,11 @@ from typing import Annotated, Any
 import numpy as np
 from pydantic import Field
 
-from avpipe.extractors.audio import audio_from
-from avpipe.extractors.whisper_mel import blocked_log_mel, log_mel_blocked
+from avpipe.extractors.audio import read_waveform
 from avpipe.extractors.weights import (WeightSpec, WeightsMissingError, avpipe_home, download_file,
                                        file_checksum, register_weights, resolve_weights,
                                        weights_override, whisper_cache)
+from avpipe.extractors.whisper_mel import log_mel_blocked, precomputed_log_mel
 from avpipe.pipeline.config import Float, Int, config_dataclass, registry_choice
 from avpipe.pipeline.stage import Stage, StageError, StageResult, VideoRef, register_stage
 
@@ -180,8 +180,12 @@ def rms_envelope(y: np.ndarray, hop: int) -> np.ndarray:
                            for i in range(0, n, rows)]) if n else np.zeros(0)
 
 
-def trim_to_energy(word_times: np.ndarray, y: np.ndarray, sr: int = 16000,
-                   rel: float = 0.05, hop_s: float = 0.01) -> np.ndarray:
+SR = 16000
+TRIM_HOP_S = 0.01  # the envelope's frame: 10 ms
+
+
+def trim_to_energy(word_times: np.ndarray, y: np.ndarray, sr: int = SR,
+                   rel: float = 0.05, hop_s: float = TRIM_HOP_S) -> np.ndarray:
     """Move each word's start forward / end back to where the audio is not quiet.
 
     Why: Whisper's DTW word timing often lets the first word of a segment absorb the leading
@@ -189,11 +193,16 @@ def trim_to_energy(word_times: np.ndarray, y: np.ndarray, sr: int = 16000,
     with a word. Quiet = 10 ms RMS below ``rel`` × the track's 95th-percentile RMS. A word with no
     loud frame at all keeps its times.
     """
-    hop = int(sr * hop_s)
-    n = len(y) // hop
+    return trim_to_envelope(word_times, rms_envelope(y, int(sr * hop_s)), hop_s, rel)
+
+
+def trim_to_envelope(word_times: np.ndarray, env: np.ndarray, hop_s: float = TRIM_HOP_S,
+                     rel: float = 0.05) -> np.ndarray:
+    """:func:`trim_to_energy` from the track's RMS envelope (one value per ``hop_s``), which is
+    all it needs: the stage computes the envelope and then drops the waveform."""
+    n = len(env)
     if n == 0 or len(word_times) == 0:
         return word_times
-    env = rms_envelope(y, hop)
     loud = env > rel * max(np.percentile(env, 95), 1e-8)
     out = word_times.copy()
     for i, (s, e) in enumerate(word_times):
@@ -268,13 +277,19 @@ class ASR(Stage):
         self.device = self.runtime.resolve_device()
         self.model = load_whisper_checkpoint(self.weights_path(), self.device, name=self.config.model)
 
-    def detect_language(self, y: np.ndarray) -> tuple[str, float]:
-        """Whisper's own language detection on the first 30 s (what ``transcribe`` does when no
-        language is given), returning the probability too."""
+    def log_mel(self, y: np.ndarray) -> Any:
+        """The log-mel ``transcribe`` computes for ``y`` (30 s of zeros appended), a block at a time."""
+        import whisper
+
+        self.ensure_loaded()
+        return log_mel_blocked(np.asarray(y, np.float32), self.model.dims.n_mels, padding=whisper.audio.N_SAMPLES)
+
+    def detect_language(self, mel: Any) -> tuple[str, float]:
+        """Whisper's own language detection on the first 30 s of the log-mel (what ``transcribe``
+        does when no language is given), returning the probability too."""
         import torch
         import whisper
 
-        mel = log_mel_blocked(np.asarray(y, np.float32), self.model.dims.n_mels, padding=whisper.audio.N_SAMPLES)
         mel = whisper.pad_or_trim(mel, whisper.audio.N_FRAMES).to(self.model.device)
         if self.device.startswith("cuda"):
             mel = mel.half()
@@ -284,15 +299,19 @@ class ASR(Stage):
         prob = float(probs[lang])
         return str(lang), (prob if math.isfinite(prob) else None)  # a broken model: no made-up number
 
-    def transcribe(self, y: np.ndarray) -> dict[str, Any]:
+    def transcribe(self, y: np.ndarray | None = None, *, mel: Any = None) -> dict[str, Any]:
+        """Whisper on the waveform ``y``, or on its :meth:`log_mel` computed beforehand (``mel``), so
+        a caller can drop an hour's waveform before decoding starts."""
         self.ensure_loaded()
+        if mel is None:
+            mel = self.log_mel(np.asarray(y, np.float32))
         cfg: ASRConfig = self.config
         language = cfg.language
         source, lang_prob = "config", None
         if language is None and not self.model.is_multilingual:
             language, source = "en", "english-only model"
         elif language is None:
-            language, lang_prob = self.detect_language(y)
+            language, lang_prob = self.detect_language(mel)
             source = "detected"
         opts: dict[str, Any] = dict(word_timestamps=True, fp16=self.device.startswith("cuda"),
                                     temperature=cfg.temperature, language=language,
@@ -300,22 +319,25 @@ class ASR(Stage):
                                     verbose=None)
         if cfg.beam_size:
             opts["beam_size"] = cfg.beam_size
-        with blocked_log_mel():  # Whisper's own log-mel, a block at a time (flat memory on long audio)
-            res = dict(self.model.transcribe(np.asarray(y, np.float32), **opts))
+        with precomputed_log_mel(mel):  # Whisper's own log-mel, computed a block at a time
+            res = dict(self.model.transcribe(np.zeros(0, np.float32), **opts))
         res["language_source"], res["language_prob"] = source, lang_prob
         return res
 
     def compute(self, video: VideoRef, inputs: Mapping[str, Any]) -> StageResult:
         cfg: ASRConfig = self.config
         base = {"model": cfg.model, "present": True}
-        audio = audio_from(inputs)
-        if audio is None:
+        y = read_waveform(inputs)
+        if y is None:
             return _empty({**base, "present": False})
-        y, _ = audio
         if rms(y) < cfg.silence_rms:
             return _empty({**base, "silent": True})
+        hop = int(SR * TRIM_HOP_S)
+        env = rms_envelope(y, hop) if cfg.trim_silence else None
         try:
-            res = self.transcribe(y)
+            mel = self.log_mel(y)
+            del y  # Whisper decodes from the log-mel; the waveform is not needed any more
+            res = self.transcribe(mel=mel)
         except RuntimeError as e:
             raise StageError(f"asr: whisper failed on {video.key}: {e}") from e
         words, wt, wp, ws, segs, st, slp, sns = [], [], [], [], [], [], [], []
@@ -333,8 +355,8 @@ class ASR(Stage):
                 wp.append(float(w.get("probability", np.nan)))
                 ws.append(si)
         word_times = np.asarray(wt, np.float64).reshape(-1, 2)
-        if cfg.trim_silence:
-            word_times = trim_to_energy(word_times, y)
+        if env is not None:
+            word_times = trim_to_envelope(word_times, env, TRIM_HOP_S)
         return StageResult(
             data=word_times,
             extras={"words": np.asarray(words, dtype=str), "word_times": word_times,

@@ -126,6 +126,16 @@ def audio_from(inputs: Mapping[str, Any]) -> tuple[np.ndarray, dict[str, Any]] |
     return y, e.attrs
 
 
+def read_waveform(inputs: Mapping[str, Any]) -> np.ndarray | None:
+    """The ``audio`` entry's waveform as a fresh array that the entry does not keep (``audio_from``
+    goes through a shard entry's cached ``data``), or None without audio: a stage that drops its
+    array frees the memory (230 MB for an hour at 16 kHz)."""
+    e = inputs.get("audio")
+    if e is None or not e.present:
+        return None
+    return np.asarray(e.read_rows(0, None), dtype=np.float32).reshape(-1)
+
+
 def frame_times(inputs: Mapping[str, Any]) -> np.ndarray:
     """The probe's per-frame timestamps (seconds): the row base of every per-frame stage."""
     p = inputs.get("probe")

@@ -11,7 +11,8 @@ ends applied virtually (no padded copy of the waveform).
 Same function, same order of operations per element: each frame's FFT only sees its own 400
 samples, the power and the log are elementwise, and the global ``max - 8`` floor is taken after
 every block is in place (two passes). The tests compare it with Whisper's own function bit for bit.
-:func:`blocked_log_mel` swaps it in for one ``transcribe`` call.
+:func:`precomputed_log_mel` hands ``transcribe`` a log-mel computed beforehand, so the caller
+can drop the waveform (230 MB an hour) before Whisper decodes.
 """
 from __future__ import annotations
 
@@ -85,15 +86,25 @@ def transcribe_module() -> Any:
 
 
 @contextlib.contextmanager
-def blocked_log_mel() -> Iterator[None]:
-    """Within the block, ``whisper.transcribe`` computes its log-mel with :func:`log_mel_blocked`.
-
-    ``whisper.transcribe`` looks the function up in its own module at call time; if a Whisper
-    release stops doing so, this changes nothing and the tests that check the swap fail."""
+def precomputed_log_mel(mel: Any) -> Iterator[None]:
+    """Within the block, ``whisper.transcribe`` takes ``mel`` as the log-mel of whatever audio it is
+    given (call it with an empty array). Whisper uses its ``audio`` argument for nothing else; a
+    call that does not take the mel exactly once raises ``RuntimeError`` (a Whisper release that
+    changed this would transcribe silence otherwise)."""
     wt = transcribe_module()
     original = wt.log_mel_spectrogram
-    wt.log_mel_spectrogram = log_mel_blocked
+    taken = []
+
+    def given(audio: Any, n_mels: int = 80, padding: int = 0, device: Any = None) -> Any:
+        if int(n_mels) != int(mel.shape[0]):
+            raise RuntimeError(f"precomputed log-mel has {mel.shape[0]} mel bands, Whisper asked for {n_mels}")
+        taken.append(True)
+        return mel if device is None else mel.to(device)
+
+    wt.log_mel_spectrogram = given
     try:
         yield
     finally:
         wt.log_mel_spectrogram = original
+    if len(taken) != 1:
+        raise RuntimeError(f"whisper.transcribe took the precomputed log-mel {len(taken)} times, not once")

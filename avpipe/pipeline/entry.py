@@ -54,7 +54,7 @@ class Entry:
     def extra(self, name: str) -> np.ndarray:  # pragma: no cover
         raise NotImplementedError
 
-    def read_rows(self, start: int, stop: int) -> np.ndarray:
+    def read_rows(self, start: int, stop: int | None) -> np.ndarray:
         return self.data[start:stop]
 
     def extra_rows(self, name: str, start: int, stop: int, lead: tuple[int, ...] = ()) -> np.ndarray:
@@ -191,7 +191,7 @@ class ShardEntry(Entry):
         for name in ("data", "mask"):
             self.__dict__.pop(name, None)
 
-    def read_rows(self, start: int, stop: int) -> np.ndarray:
+    def read_rows(self, start: int, stop: int | None) -> np.ndarray:
         if "data" in self.__dict__:
             return self.__dict__["data"][start:stop]
         with self._open() as h5:

@@ -11,7 +11,7 @@ torch = pytest.importorskip("torch")
 
 from avpipe.extractors import whisper_mel
 from avpipe.extractors.audio import decode_audio
-from avpipe.extractors.whisper_mel import blocked_log_mel, log_mel_blocked
+from avpipe.extractors.whisper_mel import log_mel_blocked, precomputed_log_mel
 
 
 @pytest.fixture(scope="module")
@@ -46,10 +46,8 @@ def test_does_not_modify_the_waveform(speech) -> None:
 def test_swapped_in_for_transcribe_only_inside_the_block() -> None:
     wt = whisper_mel.transcribe_module()
     original = wt.log_mel_spectrogram
-    with blocked_log_mel():
-        assert wt.log_mel_spectrogram is log_mel_blocked
-    assert wt.log_mel_spectrogram is original
-    with pytest.raises(KeyError), blocked_log_mel():
+    with pytest.raises(KeyError), precomputed_log_mel(torch.zeros(80, 10)):
+        assert wt.log_mel_spectrogram is not original
         raise KeyError("boom")
     assert wt.log_mel_spectrogram is original
     # the swap only works while transcribe looks the name up in its module at call time
@@ -57,8 +55,8 @@ def test_swapped_in_for_transcribe_only_inside_the_block() -> None:
 
 
 def test_asr_transcribes_through_the_blocked_log_mel(monkeypatch, talking_head, tmp_path) -> None:
-    """The asr stage's Whisper call computes its mel with the blocked function (a spy counts the
-    calls) and still hears the words."""
+    """The asr stage computes Whisper's mel with the blocked function (a spy counts the calls),
+    hands it to ``transcribe`` precomputed, and still hears the words."""
     from avpipe.extractors.asr import ASR, ct2_source
     from avpipe.pipeline.stage import Runtime
 
@@ -71,8 +69,24 @@ def test_asr_transcribes_through_the_blocked_log_mel(monkeypatch, talking_head, 
         calls.append(a[0].shape if hasattr(a[0], "shape") else None)
         return log_mel_blocked(*a, **k)
 
-    monkeypatch.setattr(whisper_mel, "log_mel_blocked", spy)
+    import avpipe.extractors.asr as asr_mod
+
+    monkeypatch.setattr(asr_mod, "log_mel_blocked", spy)
     y, _ = decode_audio(talking_head.path)
     res = ASR(runtime=Runtime(device="cpu", num_threads=1)).transcribe(y)
     assert calls, "transcribe did not use the blocked log-mel"
     assert "recording" in res["text"].lower()
+
+
+def test_precomputed_log_mel_must_be_taken_exactly_once() -> None:
+    wt = whisper_mel.transcribe_module()
+    original = wt.log_mel_spectrogram
+    mel = torch.zeros(80, 3000)
+    with pytest.raises(RuntimeError, match="0 times"), precomputed_log_mel(mel):
+        pass  # whisper never asked: it would have transcribed something else
+    assert wt.log_mel_spectrogram is original
+    with precomputed_log_mel(mel):
+        assert wt.log_mel_spectrogram(np.zeros(0, np.float32), 80, padding=480000) is mel
+        with pytest.raises(RuntimeError, match="mel bands"):
+            wt.log_mel_spectrogram(np.zeros(0, np.float32), 128)
+    assert wt.log_mel_spectrogram is original
