@@ -43,7 +43,7 @@ from typing import Annotated, Any
 import numpy as np
 from pydantic import Field
 
-from avpipe.extractors.audio import read_waveform
+from avpipe.extractors.audio import SAMPLE_RATE, audio_from
 from avpipe.extractors.weights import (WeightSpec, WeightsMissingError, avpipe_home, download_file,
                                        file_checksum, register_weights, resolve_weights,
                                        weights_override, whisper_cache)
@@ -180,26 +180,18 @@ def rms_envelope(y: np.ndarray, hop: int) -> np.ndarray:
                            for i in range(0, n, rows)]) if n else np.zeros(0)
 
 
-SR = 16000
-TRIM_HOP_S = 0.01  # the envelope's frame: 10 ms
-
-
-def trim_to_energy(word_times: np.ndarray, y: np.ndarray, sr: int = SR,
-                   rel: float = 0.05, hop_s: float = TRIM_HOP_S) -> np.ndarray:
-    """Move each word's start forward / end back to where the audio is not quiet.
-
-    Why: Whisper's DTW word timing often lets the first word of a segment absorb the leading
-    pause (e.g. "Hello" from 0.0 s when speech starts at 0.5 s), which would label silent frames
-    with a word. Quiet = 10 ms RMS below ``rel`` × the track's 95th-percentile RMS. A word with no
-    loud frame at all keeps its times.
-    """
-    return trim_to_envelope(word_times, rms_envelope(y, int(sr * hop_s)), hop_s, rel)
+TRIM_HOP_S = 0.01  # the word-trimming envelope's frame: 10 ms
 
 
 def trim_to_envelope(word_times: np.ndarray, env: np.ndarray, hop_s: float = TRIM_HOP_S,
                      rel: float = 0.05) -> np.ndarray:
-    """:func:`trim_to_energy` from the track's RMS envelope (one value per ``hop_s``), which is
-    all it needs: the stage computes the envelope and then drops the waveform."""
+    """Move each word's start forward / end back to where the audio is not quiet.
+
+    Why: Whisper's DTW word timing often lets the first word of a segment absorb the leading
+    pause (e.g. "Hello" from 0.0 s when speech starts at 0.5 s), which would label silent frames
+    with a word. Quiet = a frame of ``env`` (the track's RMS per ``hop_s``, :func:`rms_envelope`)
+    below ``rel`` × its 95th percentile. A word with no loud frame at all keeps its times. Only
+    the envelope is needed, so the stage can drop the waveform before Whisper decodes."""
     n = len(env)
     if n == 0 or len(word_times) == 0:
         return word_times
@@ -327,12 +319,14 @@ class ASR(Stage):
     def compute(self, video: VideoRef, inputs: Mapping[str, Any]) -> StageResult:
         cfg: ASRConfig = self.config
         base = {"model": cfg.model, "present": True}
-        y = read_waveform(inputs)
-        if y is None:
+        audio = audio_from(inputs)
+        if audio is None:
             return _empty({**base, "present": False})
+        y = audio[0]
+        del audio
         if rms(y) < cfg.silence_rms:
             return _empty({**base, "silent": True})
-        hop = int(SR * TRIM_HOP_S)
+        hop = int(SAMPLE_RATE * TRIM_HOP_S)
         env = rms_envelope(y, hop) if cfg.trim_silence else None
         try:
             mel = self.log_mel(y)

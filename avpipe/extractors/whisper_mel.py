@@ -47,19 +47,16 @@ def _segment(audio: Any, length: int, start: int, stop: int) -> Any:
     return torch.cat(parts) if len(parts) > 1 else parts[0]
 
 
-def log_mel_blocked(audio: Any, n_mels: int = 80, padding: int = 0, device: Any = None,
+def log_mel_blocked(audio: Any, n_mels: int = 80, padding: int = 0,
                     block_frames: int = BLOCK_FRAMES) -> Any:
-    """``whisper.audio.log_mel_spectrogram(audio, n_mels, padding, device)`` (same signature, same
-    values), with memory bounded by one block of frames besides the result."""
+    """The values of ``whisper.audio.log_mel_spectrogram(audio, n_mels, padding)`` for a 16 kHz
+    float32 waveform (array or tensor), with memory bounded by one block of frames besides the
+    result."""
     import torch
-    from whisper.audio import HOP_LENGTH, N_FFT, load_audio, mel_filters
+    from whisper.audio import HOP_LENGTH, N_FFT, mel_filters
 
     if not torch.is_tensor(audio):
-        if isinstance(audio, str):
-            audio = load_audio(audio)
         audio = torch.from_numpy(np.asarray(audio))
-    if device is not None:
-        audio = audio.to(device)
     length = audio.shape[0] + max(0, padding)
     n_frames = length // HOP_LENGTH  # torch.stft(center=True) gives one more; Whisper drops it
     window = torch.hann_window(N_FFT).to(audio.device)
