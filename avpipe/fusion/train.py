@@ -101,7 +101,7 @@ def prepare(cfg: TrainConfig, source: FeatureSource) -> Prepared:
 
 
 def absolute_paths(cfg: TrainConfig) -> TrainConfig:
-    """The config with its cache, labels and split-file paths made absolute (``~`` expanded).
+    """The config with its cache, labels, split-file and run-folder paths made absolute (``~`` expanded).
 
     Why: the run folder records them, and ``evaluate RUN`` / ``predict --run RUN`` are often run
     from another directory than ``train`` was."""
@@ -109,7 +109,7 @@ def absolute_paths(cfg: TrainConfig) -> TrainConfig:
         return str(Path(p).expanduser().absolute()) if p else p
 
     return dataclasses.replace(cfg, cache=absolute(cfg.cache) or cfg.cache, labels=absolute(cfg.labels) or "",
-                               split_file=absolute(cfg.split_file))
+                               split_file=absolute(cfg.split_file), out=absolute(cfg.out) or cfg.out)
 
 
 # ----------------------------------------------------------------------------- optimisation
@@ -207,6 +207,9 @@ def claim_run(cfg: TrainConfig, *, resume: bool, overwrite: bool, check: bool = 
         return cfg  # killed before the first epoch ended: start again with the same settings
     if cfg.epochs is not None:
         saved.epochs = cfg.epochs
+    # The folder given (--out) is the run, never the one its config.json names: a copied run
+    # (cp -r runs/jca runs/jca2) or one moved elsewhere must not write into the original.
+    saved.out = cfg.out
     return saved
 
 

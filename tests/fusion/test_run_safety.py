@@ -146,3 +146,31 @@ def test_runtime_errors_exit_1_not_2(corpus, tmp_path):
 def test_evaluate_a_folder_that_is_not_a_run_is_a_usage_error(tmp_path):
     r = CliRunner().invoke(main, ["evaluate", str(tmp_path), "--device", "cpu"])
     assert r.exit_code == 2 and "is not a run folder" in _one_error_line(r)
+
+
+def test_resume_trains_in_the_folder_given_not_the_one_recorded(run, tmp_path, monkeypatch):
+    """``cp -r runs/jca runs/jca2; train --out runs/jca2 --resume`` continued runs/jca (its
+    config.json's relative ``out``) and left the copy unchanged; from another directory it
+    created a new runs/jca there."""
+    import shutil
+
+    cfg_file, out = run
+    monkeypatch.chdir(out.parent)
+    orig = {p.name: p.read_bytes() for p in (out / "metrics.csv", out / "checkpoints" / "last.pt")}
+    saved = json.loads((out / "config.json").read_text())
+    assert Path(saved["out"]).is_absolute()
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    cfg = json.loads((copy / "config.json").read_text())
+    cfg["out"] = out.name  # as old runs recorded it: relative to where train ran
+    (copy / "config.json").write_text(json.dumps(cfg))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    r = CliRunner().invoke(main, ["train", "--fusion", "concat", "--out", str(copy), "--resume", "--epochs", "2"])
+    assert r.exit_code == 0, r.output
+    assert len((copy / "metrics.csv").read_text().splitlines()) == 3  # header + 2 epochs
+    assert json.loads((copy / "config.json").read_text())["out"] == str(copy)
+    assert {p.name: p.read_bytes() for p in (out / "metrics.csv", out / "checkpoints" / "last.pt")} == orig
+    assert not (elsewhere / out.name).exists()
+    assert json.loads((copy / "summary.json").read_text())["run"] == str(copy)
