@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import math
 import os
 import random
@@ -39,7 +40,8 @@ from avpipe.fusion.inference import (build_model_from_checkpoint, load_run, pred
 from avpipe.fusion.labels import LabelError, assign_splits, load_labels, match_videos
 from avpipe.fusion.metrics import EvalResult, compute_loss, evaluate
 from avpipe.fusion.models import MissingModalityError, create_model, get_model_class
-from avpipe.fusion.run import RunDir
+from avpipe.fusion.run import RUN_RECORD, RunDir
+from avpipe.fusion.runlog import RunLog
 from avpipe.fusion.schedule import LRSchedule
 from avpipe.fusion.source import FeatureError, FeatureSet, FeatureSource
 from avpipe.fusion.windows import Windows, batches, make_windows
@@ -345,6 +347,50 @@ def train(cfg: TrainConfig, *, source: FeatureSource | None = None, resume: bool
           bank: Any = None) -> dict[str, Any]:
     """Train ``cfg.fusion``; returns the final summary (best epoch, best validation metrics).
 
+    Every message (``log`` lines and ``warnings.warn`` about the data) also goes to the run's
+    ``run.log``, and the run folder gets ``run.json`` (how it was made): see
+    :mod:`avpipe.fusion.runlog` and :func:`record_environment`. The rest is :func:`_train`.
+    """
+    rl = log if isinstance(log, RunLog) else RunLog(log)
+    with rl.capturing_warnings():
+        return _train(cfg, source=source, resume=resume, overwrite=overwrite, log=rl,
+                      max_epochs_this_call=max_epochs_this_call, bank=bank)
+
+
+def record_environment(run: RunDir, cfg: TrainConfig, device: torch.device, log: Callable[[str], None]) -> None:
+    """Open ``run.log`` and write ``run.json``: versions of every installed package, avpipe's git
+    commit and dirty flag, command line, host, device, threads. A resumed run keeps its
+    ``run_id`` (what ``avpipe compare`` counts runs by) and lists each session under ``sessions``."""
+    from avpipe.provenance import environment_record
+
+    if isinstance(log, RunLog):
+        log.open(run.path)
+    rec = environment_record(device=str(device), threads=torch.get_num_threads())
+    p = run.path / RUN_RECORD
+    try:
+        prev = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        prev = None
+    if isinstance(prev, dict) and prev.get("run_id"):
+        sessions = list(prev.get("sessions") or []) + [{k: rec[k] for k in ("created", "command", "host", "device",
+                                                                              "threads", "git", "avpipe")}]
+        rec = {**rec, "run_id": prev["run_id"], "created": prev.get("created", rec["created"]),
+               "sessions": sessions}
+    run.write_json(RUN_RECORD, rec)
+    git = rec.get("git") or {}
+    log.debug(f"run {rec['run_id']}: avpipe {rec['avpipe']}"  # type: ignore[attr-defined]
+              + (f" (git {git['commit'][:12]}{' dirty' if git['dirty'] else ''})" if git else "")
+              + f", torch {rec['packages'].get('torch')}, host {rec['host']}, {rec['device']}, "
+              f"{rec['threads']} threads; command: {rec['command']}")
+    if rec.get("lock_drift"):
+        warnings.warn("this environment differs from requirements.lock: " + ", ".join(rec["lock_drift"][:8])
+                      + (" ..." if len(rec["lock_drift"]) > 8 else ""), stacklevel=2)
+
+
+def _train(cfg: TrainConfig, *, source: FeatureSource | None, resume: bool, overwrite: bool,
+           log: RunLog, max_epochs_this_call: int | None, bank: Any) -> dict[str, Any]:
+    """The training itself (see :func:`train`).
+
     An existing run in ``cfg.out`` is refused (:class:`~avpipe.fusion.run.RunConflictError`)
     unless ``resume`` or ``overwrite``. ``max_epochs_this_call`` stops after that many epochs
     (tests of resume). ``bank``: a :class:`avpipe.fusion.sweep.BankCache` that hands out already
@@ -368,6 +414,7 @@ def train(cfg: TrainConfig, *, source: FeatureSource | None = None, resume: bool
             run.clear()  # only now: a run that fails to start (bad labels, no features) loses nothing
         run.create()
         cfg.save(run.config)
+        record_environment(run, cfg, device, log)
         log(f"[{cfg.fusion}] {len(data.prep.train)} train / {len(data.prep.val)} val tracks; features "
             + ", ".join(f"{m}={s}@{f[:12]}" for m, (s, f) in data.prep.fps.items())
             + f"; loaded in {data.load_s:.1f}s ({'chunked' if data.train.chunked else 'in memory'}, {device})")
@@ -419,6 +466,7 @@ def train(cfg: TrainConfig, *, source: FeatureSource | None = None, resume: bool
         from avpipe.fusion.tensorboard import log_final
 
         log_final(tb, run.path, len(progress.history))
+        _log_hparams(tb, cfg, progress.best)
         tb.close()
     return summary
 
@@ -446,6 +494,12 @@ def finish(run: RunDir, cfg: TrainConfig, va, device: torch.device) -> EvalResul
 
 def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def _log_hparams(tb: Any, cfg: TrainConfig, best: Mapping[str, Any]) -> None:
+    from avpipe.fusion.tensorboard import log_hparams
+
+    log_hparams(tb, cfg.to_dict(), best)
 
 
 def _tensorboard(run: RunDir):

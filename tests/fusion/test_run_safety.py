@@ -174,3 +174,29 @@ def test_resume_trains_in_the_folder_given_not_the_one_recorded(run, tmp_path, m
     assert {p.name: p.read_bytes() for p in (out / "metrics.csv", out / "checkpoints" / "last.pt")} == orig
     assert not (elsewhere / out.name).exists()
     assert json.loads((copy / "summary.json").read_text())["run"] == str(copy)
+
+
+def test_run_records_how_it_was_made_and_logs_everything(corpus, tmp_path, monkeypatch):
+    cfg_file = _cfg_file(corpus, tmp_path)
+    out = tmp_path / "rec"
+    monkeypatch.setattr("sys.argv", ["avpipe", "train", "--fusion", "concat", "--out", str(out)])
+    r = _train(cfg_file, out, "--quiet")
+    assert r.exit_code == 0, r.output
+    assert "epoch   0" not in r.output  # --quiet: progress only in run.log
+    log = (out / "run.log").read_text()
+    assert " INFO " in log and "epoch   0" in log and "[concat]" in log
+    assert " DEBUG " in log and "command:" in log  # the file has every level
+    rec = json.loads((out / "run.json").read_text())
+    import torch as _t
+
+    assert rec["packages"]["torch"] == _t.__version__.split("+")[0] or rec["packages"]["torch"] == _t.__version__
+    assert rec["packages"]["numpy"] and rec["host"] and rec["device"] == "cpu" and rec["threads"] >= 1
+    assert rec["command"] == f"avpipe train --fusion concat --out {out}" and len(rec["run_id"]) == 32
+    if (Path(__file__).resolve().parents[2] / ".git").exists():
+        assert len(rec["git"]["commit"]) == 40 and isinstance(rec["git"]["dirty"], bool)
+    r = _train(cfg_file, out, "--resume", "--epochs", "2", "--verbose")
+    assert r.exit_code == 0, r.output
+    assert "command:" in r.output  # --verbose shows debug lines
+    again = json.loads((out / "run.json").read_text())
+    assert again["run_id"] == rec["run_id"] and len(again["sessions"]) == 1
+    assert (out / "run.log").read_text().startswith(log)  # appended, not replaced
