@@ -70,6 +70,20 @@ def open_source(cfg: TrainConfig) -> FeatureSource:
     return CacheSource(cfg.cache)
 
 
+def _split_hint(cfg: TrainConfig, refs: list[TrackRef]) -> str:
+    """What to do when one split is empty (most often: one or very few labelled videos)."""
+    if not refs:
+        return ""
+    n_videos = len({r.labels.video_stem for r in refs})
+    how = (f"; the split is by video ({n_videos} labelled video(s) here, val_fraction {cfg.val_fraction}): "
+           "name the validation videos with --split-file (lines 'name,split', split train or val)")
+    if n_videos > 1:
+        how += " or change val_fraction in --config"
+    else:
+        how += ", or label a second video: one video cannot be both trained and validated on"
+    return how
+
+
 def prepare(cfg: TrainConfig, source: FeatureSource) -> Prepared:
     """Labels → splits → cached videos → one fingerprint per modality (recorded in ``cfg``)."""
     cls = get_model_class(cfg.fusion)
@@ -86,7 +100,8 @@ def prepare(cfg: TrainConfig, source: FeatureSource) -> Prepared:
     val = [r for r in refs if r.labels.split == "val"]
     if not train or not val:
         raise LabelError(f"need labelled videos in both train and val splits; got {len(train)} train, "
-                         f"{len(val)} val (matched {len(refs)} of {len(tracks)} label tracks to cached videos)")
+                         f"{len(val)} val (matched {len(refs)} of {len(tracks)} label tracks to cached videos)"
+                         + _split_hint(cfg, refs))
     videos = sorted({r.video for r in train + val})
     fps: dict[str, tuple[str, str]] = {}
     for m in mods:

@@ -200,3 +200,15 @@ def test_run_records_how_it_was_made_and_logs_everything(corpus, tmp_path, monke
     again = json.loads((out / "run.json").read_text())
     assert again["run_id"] == rec["run_id"] and len(again["sessions"]) == 1
     assert (out / "run.log").read_text().startswith(log)  # appended, not replaced
+
+
+def test_a_single_labelled_video_says_how_to_split(corpus, tmp_path):
+    lab = tmp_path / "labels" / "Train_Set"
+    lab.mkdir(parents=True)
+    src = next((corpus["labels"] / "Train_Set").glob("*.txt"))
+    (lab / src.name).write_text(src.read_text())
+    r = _train(_cfg_file(corpus, tmp_path, labels=str(tmp_path / "labels")), tmp_path / "one")
+    assert r.exit_code == 1, r.output
+    line = _one_error_line(r)
+    assert "need labelled videos in both train and val" in line
+    assert "--split-file" in line and "val_fraction" in line and "1 labelled video" in line
