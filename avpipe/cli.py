@@ -191,6 +191,7 @@ def extract(videos_dir: Path, cache_dir: Path | None, stages: str | None, only: 
 
     runtime = Runtime(device=device, batch_size=batch_size, weights=wmap,
                       num_threads=num_threads or default_num_threads(jobs))
+    _require_videos(videos_dir)
     try:
         summary = run_extract(_cache_root(cache_dir), videos_dir, config, stages=_split_list(stages),
                               only=only, force=force, retry_failed=retry_failed, jobs=jobs,
@@ -206,6 +207,18 @@ def extract(videos_dir: Path, cache_dir: Path | None, stages: str | None, only: 
     click.echo(summary.render())
     _report_skipped(videos_dir, verbose)
     sys.exit(summary.exit_code)
+
+
+def _require_videos(videos_dir: Path) -> None:
+    """A folder without a single video is a failure (exit 1, like ``predict``), not "0 files,
+    all done": most often a wrong --videos path or unsupported file names. Nothing is created."""
+    from avpipe.pipeline.discover import VIDEO_EXTENSIONS, iter_video_files, skipped_paths
+
+    if next(iter(iter_video_files(videos_dir)), None) is not None:
+        return
+    n_skipped = len(skipped_paths(videos_dir))
+    _fail(f"no videos under {safe_name(str(videos_dir))} (looked for {', '.join(sorted(VIDEO_EXTENSIONS))}"
+          + (f"; {n_skipped} path(s) skipped: extract --verbose lists them" if n_skipped else "") + ")")
 
 
 def _report_skipped(videos_dir: Path, verbose: bool) -> None:

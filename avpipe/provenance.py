@@ -2,7 +2,7 @@
 
 Why: the same video gives different features under another opencv or numpy, and the same config
 another CCC under another torch. Shards and run folders record what this module reports, so
-drift is visible (``avpipe inspect``, ``cache verify --recompute``, a run's ``run.json``) instead
+drift is visible (``avpipe inspect``, ``avpipe cache verify``, a run's ``run.json``) instead
 of an unexplained difference between two machines.
 
 Nothing here enters a fingerprint: versions describe *how* an entry was computed, not *what* was
@@ -72,7 +72,7 @@ def git_state(root: Path | None = None) -> dict[str, Any] | None:
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
                                 timeout=10, check=True).stdout.strip()
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+        status = subprocess.run(["git", "status", "-s", "-uno"], cwd=root,
                                 capture_output=True, text=True, timeout=10, check=True).stdout
     except (OSError, subprocess.SubprocessError):
         return None

@@ -68,6 +68,30 @@ def _parse_features(s: str | None) -> dict[str, str]:
         raise UsageFailure(f"--features {s!r}: {safe_text(e.args[0] if e.args else e)}") from e
 
 
+def _check_feature_stages(features: dict[str, str], cache: str) -> None:
+    """``--features visual=visuals``: a usage error naming the known stages, before any loading.
+
+    Known: every registered stage and every stage the cache holds (ingested or plugin stages)."""
+    from avpipe.cli_params import did_you_mean
+    from avpipe.pipeline.stage import stage_registry
+
+    known = set(stage_registry())
+    try:
+        from avpipe.pipeline.store import Cache
+
+        with Cache(cache) as c:
+            known |= {f.stage for f in c.fingerprints()}
+    except Exception:  # noqa: BLE001 - no cache yet: the registry alone
+        pass
+    for modality, ref in features.items():
+        stage = str(ref).partition("@")[0]
+        if stage not in known:
+            near = did_you_mean(stage, sorted(known))
+            raise UsageFailure(f"--features {modality}={ref}: no stage {stage!r}"
+                               + (f"; did you mean {near!r}?" if near else "")
+                               + f" (known stages: {', '.join(sorted(known))})")
+
+
 def _parse_model_options(items: tuple[str, ...]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for kv in items:
@@ -182,6 +206,8 @@ def train_cmd(fusion: str, labels: Path | None, cache: Path | None, features: st
                 setattr(cfg, k, v)  # checked like a file value; the message names the flag
             except ConfigError as e:
                 raise ConfigUsageError(e.from_flags({k: "--" + k.replace("_", "-")})) from None
+    if cfg.features:
+        _check_feature_stages(dict(cfg.features), cfg.cache)
     cfg.model.update(_parse_model_options(model_options))
     cfg.out = str(out) if out else (cfg.out or f"runs/{fusion}")
     try:
