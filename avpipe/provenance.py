@@ -42,6 +42,13 @@ def numerics_versions() -> dict[str, str]:
     return {n: v for n in NUMERICS if (v := _version(n)) is not None}
 
 
+def packages_attr() -> str:
+    """:func:`numerics_versions` as the JSON text a shard group stores (``packages_json``)."""
+    import json
+
+    return json.dumps(numerics_versions(), sort_keys=True)
+
+
 def installed_versions() -> dict[str, str]:
     """Every installed distribution and its version (a superset of the lock's packages)."""
     out: dict[str, str] = {}
