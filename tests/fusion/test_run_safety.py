@@ -212,3 +212,21 @@ def test_a_single_labelled_video_says_how_to_split(corpus, tmp_path):
     line = _one_error_line(r)
     assert "need labelled videos in both train and val" in line
     assert "--split-file" in line and "val_fraction" in line and "1 labelled video" in line
+
+
+def test_run_files_honour_the_umask(corpus, tmp_path):
+    """Checkpoints, config.json, metrics.csv, predictions were 0600 (tempfile.mkstemp) whatever
+    the umask: a lab's shared runs were unreadable by anyone but their writer."""
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        out = tmp_path / "shared"
+        assert _train(_cfg_file(corpus, tmp_path), out).exit_code == 0
+    finally:
+        os.umask(old)
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert {"last.pt", "best.pt", "config.json", "metrics.csv", "run.json", "run.log"} <= {p.name for p in files}
+    bad = {str(p.relative_to(out)): oct(stat.S_IMODE(p.stat().st_mode)) for p in files
+           if stat.S_IMODE(p.stat().st_mode) != 0o644}
+    assert not bad, bad
