@@ -416,7 +416,7 @@ if any differs or fails.""")
               help="Instead of re-hashing: recompute N random entries and compare them with the stored ones.")
 @click.option("--stage", default=None, help="With --recompute: sample entries of this stage only.")
 @click.option("--seed", type=int, default=None, help="With --recompute: which entries are drawn (default: random).")
-@click.option("--device", default="cpu", show_default=True, help="With --recompute: device for model stages.")
+@click.option("--device", type=DEVICE, default="cpu", show_default=True, help="With --recompute: device for model stages.")
 def cache_verify(cache_dir: Path | None, recompute: int | None = None, stage: str | None = None,
                  seed: int | None = None, device: str = "cpu") -> None:
     """Re-hash every shard and open every entry; drop entries of bad shards (exit 1 if any)."""
