@@ -66,12 +66,16 @@ class RunLog:
             self._handler.close()
             self._handler = None
 
-    def log(self, level: int, msg: str) -> None:
+    def to_file(self, level: int, msg: str) -> None:
+        """``run.log`` only (kept until the file is opened; dropped if the run never starts)."""
         rec = self.logger.makeRecord(self.logger.name, level, "avpipe", 0, msg, None, None)
         if self._handler is None:
             self._pending.append(rec)
         else:
             self.logger.handle(rec)
+
+    def log(self, level: int, msg: str) -> None:
+        self.to_file(level, msg)
         if self.console is not None and level >= self.level:
             self.console(msg if level < logging.WARNING else f"{logging.getLevelName(level).lower()}: {msg}")
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 import math
 import os
 import random
@@ -368,18 +369,21 @@ def train(cfg: TrainConfig, *, source: FeatureSource | None = None, resume: bool
     """
     rl = log if isinstance(log, RunLog) else RunLog(log)
     with rl.capturing_warnings():
-        return _train(cfg, source=source, resume=resume, overwrite=overwrite, log=rl,
-                      max_epochs_this_call=max_epochs_this_call, bank=bank)
+        try:
+            return _train(cfg, source=source, resume=resume, overwrite=overwrite, log=rl,
+                          max_epochs_this_call=max_epochs_this_call, bank=bank)
+        except BaseException as e:  # the console shows it (the CLI's Error: line); run.log must too
+            rl.to_file(logging.ERROR, f"run ended: {type(e).__name__}: {e}")
+            raise
 
 
-def record_environment(run: RunDir, cfg: TrainConfig, device: torch.device, log: Callable[[str], None]) -> None:
+def record_environment(run: RunDir, cfg: TrainConfig, device: torch.device, log: RunLog) -> None:
     """Open ``run.log`` and write ``run.json``: versions of every installed package, avpipe's git
     commit and dirty flag, command line, host, device, threads. A resumed run keeps its
     ``run_id`` (what ``avpipe compare`` counts runs by) and lists each session under ``sessions``."""
     from avpipe.provenance import environment_record
 
-    if isinstance(log, RunLog):
-        log.open(run.path)
+    log.open(run.path)
     rec = environment_record(device=str(device), threads=torch.get_num_threads())
     p = run.path / RUN_RECORD
     try:
@@ -393,7 +397,7 @@ def record_environment(run: RunDir, cfg: TrainConfig, device: torch.device, log:
                "sessions": sessions}
     run.write_json(RUN_RECORD, rec)
     git = rec.get("git") or {}
-    log.debug(f"run {rec['run_id']}: avpipe {rec['avpipe']}"  # type: ignore[attr-defined]
+    log.debug(f"run {rec['run_id']}: avpipe {rec['avpipe']}"
               + (f" (git {git['commit'][:12]}{' dirty' if git['dirty'] else ''})" if git else "")
               + f", torch {rec['packages'].get('torch')}, host {rec['host']}, {rec['device']}, "
               f"{rec['threads']} threads; command: {rec['command']}")

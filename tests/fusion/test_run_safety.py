@@ -230,3 +230,16 @@ def test_run_files_honour_the_umask(corpus, tmp_path):
     bad = {str(p.relative_to(out)): oct(stat.S_IMODE(p.stat().st_mode)) for p in files
            if stat.S_IMODE(p.stat().st_mode) != 0o644}
     assert not bad, bad
+
+
+def test_run_log_records_why_a_resumed_run_ended(run, tmp_path):
+    import shutil
+
+    _, out = run
+    copy = tmp_path / "broken"
+    shutil.copytree(out, copy)
+    (copy / "checkpoints" / "last.pt").write_bytes(b"\x00garbage")
+    r = CliRunner().invoke(main, ["train", "--fusion", "concat", "--out", str(copy), "--resume", "--epochs", "3"])
+    assert r.exit_code == 1 and "not a readable checkpoint" in _one_error_line(r)
+    log = (copy / "run.log").read_text()
+    assert " ERROR " in log and "run ended: CheckpointError" in log and "not a readable checkpoint" in log
