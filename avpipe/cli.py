@@ -191,6 +191,7 @@ def extract(videos_dir: Path, cache_dir: Path | None, stages: str | None, only: 
 
     runtime = Runtime(device=device, batch_size=batch_size, weights=wmap,
                       num_threads=num_threads or default_num_threads(jobs))
+    _require_videos(videos_dir)
     try:
         summary = run_extract(_cache_root(cache_dir), videos_dir, config, stages=_split_list(stages),
                               only=only, force=force, retry_failed=retry_failed, jobs=jobs,
@@ -206,6 +207,30 @@ def extract(videos_dir: Path, cache_dir: Path | None, stages: str | None, only: 
     click.echo(summary.render())
     _report_skipped(videos_dir, verbose)
     sys.exit(summary.exit_code)
+
+
+def _packages_line(recorded: dict[str, str] | None) -> str:
+    """``computed with: numpy 2.2.6, torch 2.7.1 ...`` and the packages that differ now."""
+    from avpipe.provenance import changed_packages
+
+    if recorded is None:
+        return "computed with: versions not recorded (written before avpipe recorded them)"
+    line = "computed with: " + ", ".join(f"{n} {v}" for n, v in sorted(recorded.items()))
+    changed = changed_packages(recorded)
+    return line + (f"\n      DIFFERS NOW: {', '.join(changed)} (avpipe cache verify --recompute N checks "
+                   f"whether features change)" if changed else "")
+
+
+def _require_videos(videos_dir: Path) -> None:
+    """A folder without a single video is a failure (exit 1, like ``predict``), not "0 files,
+    all done": most often a wrong --videos path or unsupported file names. Nothing is created."""
+    from avpipe.pipeline.discover import VIDEO_EXTENSIONS, iter_video_files, skipped_paths
+
+    if next(iter(iter_video_files(videos_dir)), None) is not None:
+        return
+    n_skipped = len(skipped_paths(videos_dir))
+    _fail(f"no videos under {safe_name(str(videos_dir))} (looked for {', '.join(sorted(VIDEO_EXTENSIONS))}"
+          + (f"; {n_skipped} path(s) skipped: extract --verbose lists them" if n_skipped else "") + ")")
 
 
 def _report_skipped(videos_dir: Path, verbose: bool) -> None:
@@ -314,6 +339,7 @@ def inspect(video: str, cache_dir: Path | None, as_json: bool) -> None:
                        f"mean box {t['mean_box']}, median centre x {t['median_cx']}, {side}")
         if e["extras"]:
             click.echo(f"      extras: {', '.join(e['extras'])}")
+        click.echo("      " + _packages_line(e.get("packages")))
     for f in rep["failures"]:
         click.echo(f"  {f['stage']:<10} {f['fingerprint'][:16]}  FAILED {f['error_type']}: {safe_text(f['message'])}"
                    + ("  (transient: retried by the next extract)" if f.get("transient") else ""))
@@ -373,12 +399,35 @@ def cache_du(cache_dir: Path | None, as_json: bool) -> None:
     click.echo(f"total      {human_bytes(du['total']):>10}")  # type: ignore[arg-type]
 
 
-@cache.command("verify", epilog="Example:\n\n\b\n  avpipe cache verify && echo clean")
+@cache.command("verify", epilog="""Examples:
+
+\b
+  avpipe cache verify && echo clean
+  avpipe cache verify --recompute 20           # would this machine compute the same features?
+  avpipe cache verify --recompute 5 --stage visual --seed 1
+
+\b
+--recompute N recomputes N random entries from their videos and compares them
+with what is stored (nothing is written or dropped); an entry that differs is
+listed with the packages whose versions changed since it was computed. Exit 1
+if any differs or fails.""")
 @_cache_option
-def cache_verify(cache_dir: Path | None) -> None:
+@click.option("--recompute", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Instead of re-hashing: recompute N random entries and compare them with the stored ones.")
+@click.option("--stage", default=None, help="With --recompute: sample entries of this stage only.")
+@click.option("--seed", type=int, default=None, help="With --recompute: which entries are drawn (default: random).")
+@click.option("--device", type=DEVICE, default="cpu", show_default=True, help="With --recompute: device for model stages.")
+def cache_verify(cache_dir: Path | None, recompute: int | None = None, stage: str | None = None,
+                 seed: int | None = None, device: str = "cpu") -> None:
     """Re-hash every shard and open every entry; drop entries of bad shards (exit 1 if any)."""
     from avpipe.pipeline.maintenance import verify
     from avpipe.pipeline.types import CacheError
+
+    if (stage is not None or seed is not None) and recompute is None:
+        raise click.UsageError("--stage and --seed go with --recompute N")
+    if recompute is not None:
+        _verify_recompute(cache_dir, recompute, stage, seed, device)
+        return
 
     with _open_cache(cache_dir) as c:
         try:
@@ -391,6 +440,22 @@ def cache_verify(cache_dir: Path | None) -> None:
                + ("all good" if rep.ok else f"{len(rep.bad)} bad, {rep.dropped_entries} entries dropped "
                   "(the next extract recomputes them)"))
     sys.exit(0 if rep.ok else 1)
+
+
+def _verify_recompute(cache_dir: Path | None, n: int, stage: str | None, seed: int | None, device: str) -> None:
+    from avpipe.pipeline.recompute import recompute
+    from avpipe.pipeline.stage import Runtime
+
+    with _open_cache(cache_dir) as c:
+        if stage is not None and stage not in c.index.stages():
+            raise click.UsageError(f"no entries of stage {stage!r} in this cache "
+                                   f"(it holds: {', '.join(c.index.stages()) or 'nothing'})")
+        results = recompute(c, n, seed=seed, stage=stage, runtime=Runtime(device=device))
+    for r in results:
+        click.echo(r.line())
+    counts = {s: sum(r.status == s for r in results) for s in ("same", "differs", "failed", "skipped")}
+    click.echo(f"recomputed {len(results)} entries: " + ", ".join(f"{v} {k}" for k, v in counts.items() if v))
+    sys.exit(1 if counts["differs"] or counts["failed"] else 0)
 
 
 @cache.command("gc", epilog="Example:\n\n\b\n  avpipe cache gc --dry-run")

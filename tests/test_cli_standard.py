@@ -192,3 +192,30 @@ def test_sample_help_extract_example_plans_on_this_machine():
     config = PipelineConfig.load(opt["--config"]) if "--config" in opt else None
     stages = opt["--stages"].split(",") if "--stages" in opt else None
     preflight(config, stages)  # raises MissingWeightsError where the example cannot run
+
+
+def test_extract_on_a_folder_without_videos_fails(tmp_path):
+    """Was "0 files ... all done", exit 0, while predict on the same folder exits 1."""
+    (tmp_path / "videos").mkdir()
+    (tmp_path / "videos" / "notes.txt").write_text("not a video")
+    r = CliRunner().invoke(main, ["extract", "--videos", str(tmp_path / "videos"), "--cache", str(tmp_path / "c"),
+                                  "--no-progress"])
+    assert r.exit_code == 1, r.output
+    assert "no videos under" in r.output and ".mp4" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "c").exists()
+
+
+def test_unknown_feature_stage_is_a_usage_error_naming_the_stages(tmp_path):
+    (tmp_path / "labels").mkdir()
+    r = CliRunner().invoke(main, ["train", "--fusion", "jca", "--labels", str(tmp_path / "labels"),
+                                  "--cache", str(tmp_path / "c"), "--features", "visual=visuals,audio=logmel",
+                                  "--out", str(tmp_path / "run")])
+    assert r.exit_code == 2, r.output
+    assert "no stage 'visuals'" in r.output and "did you mean 'visual'" in r.output
+    assert "known stages:" in r.output and "logmel" in r.output and "avpipe extract" not in r.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_misspelt_fusion_model_suggests_the_near_one(tmp_path):
+    r = CliRunner().invoke(main, ["train", "--fusion", "jac", "--labels", str(tmp_path)])
+    assert r.exit_code == 2 and "did you mean 'jca'" in r.output, r.output

@@ -31,7 +31,11 @@ The run folder (--out) is never replaced silently: an existing run needs --resum
 --fusion and --features as the run) or --overwrite. Labels longer or shorter than their video by
 more than --label-tolerance frames, and label values outside [-1, 1] other than -5, are errors
 (--clip-labels clips such values instead). Exit status: 0 trained, 1 failed (labels,
-features, checkpoint), 2 usage error (flag, config file, run folder conflict)."""
+features, checkpoint), 2 usage error (flag, config file, run folder conflict).
+
+The run folder records how it was made: run.log (every message, with time and level;
+--quiet/--verbose change only the console) and run.json (run id, versions of every
+installed package, avpipe's git commit, command line, host, device, threads)."""
 
 EVALUATE_EPILOG = """Examples:
 
@@ -62,6 +66,30 @@ def _parse_features(s: str | None) -> dict[str, str]:
         return FeatureSet.parse(s or None).to_dict() if s else {}
     except (ValueError, KeyError) as e:
         raise UsageFailure(f"--features {s!r}: {safe_text(e.args[0] if e.args else e)}") from e
+
+
+def _check_feature_stages(features: dict[str, str], cache: str) -> None:
+    """``--features visual=visuals``: a usage error naming the known stages, before any loading.
+
+    Known: every registered stage and every stage the cache holds (ingested or plugin stages)."""
+    from avpipe.cli_params import did_you_mean
+    from avpipe.pipeline.stage import stage_registry
+
+    known = set(stage_registry())
+    try:
+        from avpipe.pipeline.store import Cache
+
+        with Cache(cache) as c:
+            known |= {f.stage for f in c.fingerprints()}
+    except Exception:  # noqa: BLE001 - no cache yet: the registry alone
+        pass
+    for modality, ref in features.items():
+        stage = str(ref).partition("@")[0]
+        if stage not in known:
+            near = did_you_mean(stage, sorted(known))
+            raise UsageFailure(f"--features {modality}={ref}: no stage {stage!r}"
+                               + (f"; did you mean {near!r}?" if near else "")
+                               + f" (known stages: {', '.join(sorted(known))})")
 
 
 def _parse_model_options(items: tuple[str, ...]) -> dict[str, Any]:
@@ -135,12 +163,14 @@ def _set_threads(n: int | None) -> None:
 @click.option("--model-option", "model_options", multiple=True, metavar="KEY=VALUE",
               help="Model constructor option (VALUE in JSON), repeatable.")
 @_threads_option
+@click.option("--quiet", "-q", is_flag=True, help="Console: warnings and errors only (run.log keeps everything).")
+@click.option("--verbose", "-v", is_flag=True, help="Console: debug lines too (environment, resume details).")
 def train_cmd(fusion: str, labels: Path | None, cache: Path | None, features: str | None, config_file: Path | None,
               epochs: int | None, batch_size: int | None, lr: float | None, window: int | None, hop: int | None,
               clip_len: int | None, precision: str | None,
               label_tolerance: int | None, clip_labels: bool, split_file: str | None, device: str | None,
               out: Path | None, resume: bool, overwrite: bool, seed: int | None, model_options: tuple[str, ...],
-              num_threads: int | None) -> None:
+              num_threads: int | None, quiet: bool = False, verbose: bool = False) -> None:
     """Train a fusion model on cached features.
 
     Numeric flags are checked by the TrainConfig (one line naming the flag, exit 2), exactly like
@@ -150,6 +180,8 @@ def train_cmd(fusion: str, labels: Path | None, cache: Path | None, features: st
 
     if resume and overwrite:
         raise UsageFailure("use either --resume (continue the run) or --overwrite (replace it), not both")
+    if quiet and verbose:
+        raise UsageFailure("use either --quiet or --verbose, not both")
     cfg = _load_train_config(config_file)
     cfg.fusion = fusion
     if labels:
@@ -174,6 +206,8 @@ def train_cmd(fusion: str, labels: Path | None, cache: Path | None, features: st
                 setattr(cfg, k, v)  # checked like a file value; the message names the flag
             except ConfigError as e:
                 raise ConfigUsageError(e.from_flags({k: "--" + k.replace("_", "-")})) from None
+    if cfg.features:
+        _check_feature_stages(dict(cfg.features), cfg.cache)
     cfg.model.update(_parse_model_options(model_options))
     cfg.out = str(out) if out else (cfg.out or f"runs/{fusion}")
     try:
@@ -183,7 +217,10 @@ def train_cmd(fusion: str, labels: Path | None, cache: Path | None, features: st
 
     from avpipe.fusion.train import train
 
-    s = train(cfg, resume=resume, overwrite=overwrite, log=lambda m: click.echo(m, err=True))
+    from avpipe.fusion.runlog import RunLog, set_console_level
+
+    set_console_level(quiet=quiet, verbose=verbose)
+    s = train(cfg, resume=resume, overwrite=overwrite, log=RunLog(lambda m: click.echo(m, err=True)))
     b = s["best"]
     click.echo(f"best epoch {b['epoch']}: val CCC V {b.get('val_ccc_valence', float('nan')):.4f} "
                f"A {b.get('val_ccc_arousal', float('nan')):.4f} mean {b.get('val_ccc_mean', float('nan')):.4f} "

@@ -7,6 +7,11 @@ recomputed, so comparing hundreds of runs is instant and needs no cache.
 
 Grouping: runs whose configs are equal except for the seed (and where/how they ran: out,
 cache path, device, threads) form one row; the row reports mean ± sample standard deviation over its seeds.
+
+Each run counts once. A run is identified by the ``run_id`` of its ``run.json`` (a copied or
+moved folder keeps it), or — for runs older than ``run.json`` — by its config and metrics. Two
+different runs with the same seed and config in one row are not two samples of the seed
+distribution either: only the first (by path) counts, and :func:`duplicate_notes` says so.
 """
 from __future__ import annotations
 
@@ -40,6 +45,18 @@ class RunInfo:
     status: str  # finished | training
     epochs: int
     per_video: dict[str, dict[str, float]] = field(default_factory=dict)
+    run_id: str = ""
+
+    @property
+    def identity(self) -> str:
+        """``run.json``'s run id, else a digest of what the run is (config without where it ran, metrics)."""
+        if self.run_id:
+            return self.run_id
+        import hashlib
+
+        cfg = {k: v for k, v in self.config.items() if k not in IGNORED}
+        blob = json.dumps([cfg, self.best, self.epochs], sort_keys=True, default=str)
+        return "cfg:" + hashlib.sha256(blob.encode()).hexdigest()[:32]
 
     @property
     def fusion(self) -> str:
@@ -95,7 +112,12 @@ def _read_run(path: Path) -> RunInfo | None:
                          for k, v in json.loads(ev.read_text()).get("per_video", {}).items()}
         except (OSError, ValueError, AttributeError):
             per_video = {}
-    return RunInfo(path, cfg, best, status, epochs, per_video)
+    run_id = ""
+    try:
+        run_id = str(json.loads((path / "run.json").read_text()).get("run_id") or "")
+    except (OSError, ValueError, AttributeError):
+        pass
+    return RunInfo(path, cfg, best, status, epochs, per_video, run_id)
 
 
 def collect_runs(paths: Iterable[str | Path]) -> list[RunInfo]:
@@ -135,6 +157,7 @@ class Row:
     features: str
     runs: list[RunInfo]
     extra: str = ""  # config differences other than model/features/seed, if any
+    dropped: list[tuple[RunInfo, RunInfo]] = field(default_factory=list)  # (not counted, the run counted)
 
     def stat(self, key: str) -> tuple[float, float, int]:
         """(mean, sample std or nan, n) of a best-epoch metric over this row's runs."""
@@ -167,8 +190,29 @@ def summarize(runs: Sequence[RunInfo]) -> list[Row]:
         key = json.dumps([r.fusion, r.features, extra])
         if key not in groups:
             groups[key] = Row(r.fusion, r.features, [], extra)
-        groups[key].runs.append(r)
+        row = groups[key]
+        kept = next((k for k in row.runs if k.identity == r.identity
+                     or int(k.config.get("seed", 0)) == int(r.config.get("seed", 0))), None)
+        if kept is None:
+            row.runs.append(r)
+        else:
+            row.dropped.append((r, kept))
     return list(groups.values())
+
+
+def duplicate_notes(rows: Sequence[Row]) -> list[str]:
+    """One line per run that was not counted: the same run in two folders, or a second run
+    with the same seed and config (mean and std over a repeated seed would be wrong)."""
+    out = []
+    for row in rows:
+        for r, kept in row.dropped:
+            if r.identity == kept.identity:
+                out.append(f"{r.path} is the same run as {kept.path} (a copy): counted once")
+            else:
+                out.append(f"{r.path} and {kept.path} are two runs with the same config and seed "
+                           f"{r.config.get('seed', 0)}: only {kept.path} is counted; give one another --seed "
+                           f"or leave it out")
+    return out
 
 
 def _cell(mu: float, sd: float, n: int, digits: int = 3) -> str:

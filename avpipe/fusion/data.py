@@ -194,6 +194,26 @@ def _track_rows(source: FeatureSource, ref: tuple[str, str], t: TrackRef) -> int
     return int(_load_track(source, ref, t).data.shape[0])
 
 
+def empty_reason(x: np.ndarray, valid: np.ndarray) -> str | None:
+    """Why a track's modality carries no information, or None: every row masked (no audio
+    stream, no face), or every valid row the same vector (digital silence, a frozen frame)."""
+    if not valid.any():
+        return "100 % masked (no valid row)"
+    rows = x[valid]
+    if len(rows) > 1 and bool(np.all(rows == rows[0])):
+        return f"constant ({len(rows)} valid rows, all the same vector)"
+    return None
+
+
+def _warn_if_empty(track: str, modality: str, stage: str, x: np.ndarray, valid: np.ndarray) -> None:
+    """One warning per labelled track whose modality is empty: the model trains on it silently
+    otherwise (a video without audio, digital silence)."""
+    why = empty_reason(x, valid)
+    if why:
+        warnings.warn(f"labelled track {safe_name(track)!r}: modality {modality!r} (stage {stage!r}) is {why}; "
+                      f"the model learns nothing from it for this track", stacklevel=3)
+
+
 def load_bank(source: FeatureSource, fps: Mapping[str, tuple[str, str]], tracks: Sequence[TrackRef], *,
               device: str | torch.device = "cpu", dtype: str = "auto", tolerance: int = DEFAULT_TOLERANCE,
               dims: Mapping[str, int] | None = None, reference: str | None = None) -> FeatureBank:
@@ -239,6 +259,9 @@ def load_bank(source: FeatureSource, fps: Mapping[str, tuple[str, str]], tracks:
                 X[m][s:e], V[m][s:e] = _fit_rows(a, n, info[m][0], info[m][1])
             if t.labels is not None:
                 Y[s:e] = t.labels.aligned(n, tolerance)
+                if bool(t.labels.valid.any()):
+                    for m in mods:
+                        _warn_if_empty(t.name, m, fps[m][0], X[m][s:e], V[m][s:e])
         del arrays  # this track's arrays go before the next one is read
     # NaN/inf labels count as unlabelled, exactly like -5: masked out of loss and metric (a NaN that
     # reached them would turn the whole epoch's CCC into NaN); labels.py warns once per file.

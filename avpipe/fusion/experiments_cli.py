@@ -165,14 +165,16 @@ def runs_cmd(directory) -> None:
 \b
 Writes compare.csv, compare.md and compare.png (and per_video.csv/.md with
 --per-video) to --out (default: the first folder given). Runs that differ only by
-seed form one row: mean ± sample std over seeds.""")
+seed form one row: mean ± sample std over seeds. Each run counts once: a copied run
+folder (same run id) and a second run with the same config and seed are left out,
+with a warning naming both folders.""")
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @click.option("--out", default=None, type=click.Path(file_okay=False), help="Where to write the tables and the PNG.")
 @click.option("--per-video", is_flag=True, help="Also the per-video CCC table.")
 def compare_cmd(paths, out, per_video) -> None:
     """The comparison table of runs: model, features, valence, arousal, mean, smoothed."""
-    from avpipe.fusion.compare import (CompareError, collect_runs, markdown_table, per_video_table, render_table,
-                                       summarize, write_outputs)
+    from avpipe.fusion.compare import (CompareError, collect_runs, duplicate_notes, markdown_table, per_video_table,
+                                       render_table, summarize, write_outputs)
 
     try:
         runs = collect_runs(paths)
@@ -181,6 +183,8 @@ def compare_cmd(paths, out, per_video) -> None:
     if not runs:
         _usage(f"no run folders (config.json) under {', '.join(paths)}")
     rows = summarize(runs)
+    for note in duplicate_notes(rows):
+        click.echo(f"warning: {note}", err=True)
     click.echo(render_table(rows))
     if per_video:
         h, b = per_video_table(rows)

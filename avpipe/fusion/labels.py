@@ -318,7 +318,28 @@ def assign_splits(tracks: list[LabelTrack], split_file: str | Path | None = None
     for t in missing:
         h = int(hashlib.sha1(f"{seed}:{t.video_stem}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
         t.split = "val" if h < val_fraction else "train"
+    check_sides_share_split(tracks, split_file)
     return tracks
+
+
+def check_sides_share_split(tracks: Iterable[LabelTrack], split_file: str | Path | None = None) -> None:
+    """Refuse ``X_left`` in train and ``X_right`` in validation (:class:`LabelError` naming both).
+
+    Why: both sides of one video share its audio, scene and often the other person's face; a
+    model validated on one side after training on the other is validated on what it has seen.
+    """
+    by_video: dict[str, list[LabelTrack]] = {}
+    for t in tracks:
+        if t.split in ("train", "val"):
+            by_video.setdefault(t.video_stem, []).append(t)
+    for stem, ts in sorted(by_video.items()):
+        if len({t.split for t in ts}) > 1:
+            tr = next(t for t in ts if t.split == "train")
+            va = next(t for t in ts if t.split == "val")
+            where = f"the split file {str(split_file)!r}" if split_file else "the label folders"
+            raise LabelError(f"{where} puts {tr.name!r} in train and {va.name!r} in val: both are video "
+                             f"{stem!r} (same audio and scene), so validation would see training data; "
+                             f"put every side of a video in the same split")
 
 
 def match_videos(tracks: Iterable[LabelTrack], video_keys: Iterable[str]) -> dict[str, str]:

@@ -83,3 +83,48 @@ def select_person(data: np.ndarray, mask: np.ndarray, attrs: Mapping[str, Any],
                                f"which is not stored (tracks {ids})")
     r = ids.index(tid)
     return np.asarray(extra("track_data")[r]), np.asarray(extra("track_mask")[r], bool)
+
+
+def main_face_people(data: np.ndarray, mask: np.ndarray, attrs: Mapping[str, Any],
+                     extra: Callable[[str], np.ndarray], rtol: float = 1e-2) -> np.ndarray:
+    """Which person's track each main-face row is: the track id, or -1 (no face, no track close).
+
+    The main-face view follows whoever the detector keeps (:mod:`avpipe.extractors.faces`); when
+    that person is lost it takes whoever is there. Each valid main row equals (faces) or nearly
+    equals (embeddings: another batch) one track's row at that frame; the closest within ``rtol``
+    of the row's norm names the person."""
+    ids = np.asarray(extra("track_ids")).reshape(-1).astype(int)
+    td, tm = np.asarray(extra("track_data")), np.asarray(extra("track_mask"), bool)
+    n = len(mask)
+    flat = np.asarray(data, np.float64).reshape(n, -1)
+    best = np.full(n, np.inf)
+    who = np.full(n, -1)
+    for k in range(len(ids)):
+        dk = np.linalg.norm(np.asarray(td[k], np.float64).reshape(n, -1) - flat, axis=1)
+        dk[~tm[k][:n]] = np.inf
+        better = dk < best
+        best[better], who[better] = dk[better], ids[k]
+    close = best <= rtol * (np.linalg.norm(flat, axis=1) + 1e-6)
+    return np.where(np.asarray(mask, bool) & close, who, -1)
+
+
+def person_changes(who: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """``(last frame of A, A, first frame of B, B)`` for each change of person in ``who``
+    (frames of nobody in between do not count as a person)."""
+    out = []
+    last_id, last_f = -1, -1
+    for f in np.flatnonzero(who >= 0):
+        p = int(who[f])
+        if last_id >= 0 and p != last_id:
+            out.append((last_f, last_id, int(f), p))
+        last_id, last_f = p, int(f)
+    return out
+
+
+def main_face_switch_message(video: str, stage: str, changes: list[tuple[int, int, int, int]]) -> str:
+    a_end, a, b_start, b = changes[0]
+    more = f" ({len(changes)} changes in all)" if len(changes) > 1 else ""
+    return (f"video {video!r}: an unsided label reads the main face of stage {stage!r}, which changes person: "
+            f"track {a} until frame {a_end}, then track {b} from frame {b_start}{more}; one label would train "
+            f"on two people. Name the label file X_left/X_right to read one person's track "
+            f"(avpipe inspect lists the tracks)")

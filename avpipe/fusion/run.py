@@ -3,6 +3,8 @@
 ::
 
     <run>/config.json            resolved TrainConfig (fingerprints included)
+    <run>/run.json               how it was made: run id, package versions, git, command, host, device
+    <run>/run.log                every message of training, with time and level (appended on resume)
     <run>/metrics.csv            one row per epoch (rewritten from the checkpoint's history on resume)
     <run>/checkpoints/last.pt    state dicts + RNG + history, every epoch (atomic)
     <run>/checkpoints/best.pt    same, at the best validation CCC
@@ -36,7 +38,9 @@ from avpipe.pipeline.atomic import atomic_write_bytes, atomic_write_text
 
 #: What a run folder holds (and all that ``--overwrite`` deletes: never anything else in it).
 RUN_ENTRIES = ("config.json", "metrics.csv", "summary.json", "checkpoints", "plots", "predictions", "eval",
-               "tensorboard")
+               "tensorboard", "run.json", "run.log")
+#: The environment record (:func:`avpipe.fusion.train.record_environment`).
+RUN_RECORD = "run.json"
 
 
 class RunConflictError(ValueError):

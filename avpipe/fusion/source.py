@@ -265,8 +265,24 @@ class CacheSource:
 
             data, mask = select_person(data, mask, e.attrs, e.extra, person, stage=stage, video=video,
                                        provenance=getattr(e, "provenance", None))
+        elif len((e.attrs or {}).get("tracks") or []) >= 2 and "sides" in e.attrs:
+            _warn_main_face_switches(data, mask, e, stage, video)
         if data.ndim == 1:
             data = data.reshape(-1, 1) if data.size else data.reshape(0, 0)
         return FeatureArrays(data=data, mask=mask,
                              timestamps=getattr(e, "timestamps", None), present=bool(e.present))
 
+
+
+def _warn_main_face_switches(data: np.ndarray, mask: np.ndarray, e: Any, stage: str, video: str) -> None:
+    """An unsided label on a video with two or more people: warn when its main face changes person."""
+    import warnings
+
+    from avpipe.fusion.persons import main_face_people, main_face_switch_message, person_changes
+
+    try:
+        changes = person_changes(main_face_people(data, mask, e.attrs, e.extra))
+    except (KeyError, ValueError, IndexError):  # no stored tracks to compare with
+        return
+    if changes:
+        warnings.warn(main_face_switch_message(video, stage, changes), stacklevel=3)

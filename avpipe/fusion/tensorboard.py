@@ -6,8 +6,9 @@ compare`` reads). Written by rank 0 only, into ``<run>/tensorboard/``:
 
 * per epoch: ``loss/train``, ``ccc/val_valence``, ``ccc/val_arousal``, ``ccc/val_mean`` (and the
   ``_smoothed`` variants), ``lr``, ``time/epoch_s``;
-* at the end: the prediction-vs-target figure of the best checkpoint (``predictions/val``) and the
-  run's resolved config as text.
+* at the end: the prediction-vs-target figure of the best checkpoint (``predictions/val``), the
+  run's resolved config as text, and its hyper-parameters with the best validation CCC for the
+  HParams plugin (:func:`log_hparams`), so the cells of a sweep are compared in one table there.
 
 A missing or broken tensorboard never fails training: the writer is then simply None.
 """
@@ -64,4 +65,46 @@ def log_final(tb: Any, run_path: str | Path, step: int) -> None:
     cfg = run_path / "config.json"
     if cfg.is_file():
         tb.add_text("config", "```\n" + cfg.read_text() + "\n```", step)
+    tb.flush()
+
+
+#: Config keys that say where or how a run ran, not what it trained: never hyper-parameters.
+_NOT_HPARAMS = ("out", "cache", "labels", "split_file", "device", "num_threads", "plot_videos", "resolved_features")
+
+
+def hparams_of(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The run's config as flat HParams values (``model.hidden``; lists/dicts/None as text)."""
+    out: dict[str, Any] = {}
+
+    def put(key: str, v: Any) -> None:
+        if isinstance(v, Mapping):
+            for k, x in v.items():
+                put(f"{key}.{k}", x)
+        elif isinstance(v, bool) or isinstance(v, (int, float, str)):
+            out[key] = v
+        else:
+            import json
+
+            out[key] = json.dumps(v, sort_keys=True, default=str)
+
+    for k, v in config.items():
+        if k not in _NOT_HPARAMS:
+            put(k, v)
+    for m, d in (config.get("resolved_features") or {}).items():
+        out[f"fp.{m}"] = f"{d.get('stage')}@{str(d.get('fingerprint', ''))[:8]}"
+    return dict(sorted(out.items()))
+
+
+def log_hparams(tb: Any, config: Mapping[str, Any], best: Mapping[str, Any]) -> None:
+    """The HParams plugin's record: hyper-parameters and the best epoch's validation CCC."""
+    if tb is None:
+        return
+    metrics = {f"hparam/{k}": float(v) for k, v in best.items()
+               if k.startswith("val_ccc") and isinstance(v, (int, float))}
+    if not metrics:
+        return
+    try:
+        tb.add_hparams(hparams_of(config), metrics, run_name=".")
+    except Exception:  # noqa: BLE001 - a nicety, never a failure
+        return
     tb.flush()

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
+import logging
 import math
 import os
 import random
@@ -39,7 +41,8 @@ from avpipe.fusion.inference import (build_model_from_checkpoint, load_run, pred
 from avpipe.fusion.labels import LabelError, assign_splits, load_labels, match_videos
 from avpipe.fusion.metrics import EvalResult, compute_loss, evaluate
 from avpipe.fusion.models import MissingModalityError, create_model, get_model_class
-from avpipe.fusion.run import RunDir
+from avpipe.fusion.run import RUN_RECORD, RunDir
+from avpipe.fusion.runlog import RunLog
 from avpipe.fusion.schedule import LRSchedule
 from avpipe.fusion.source import FeatureError, FeatureSet, FeatureSource
 from avpipe.fusion.windows import Windows, batches, make_windows
@@ -68,6 +71,20 @@ def open_source(cfg: TrainConfig) -> FeatureSource:
     return CacheSource(cfg.cache)
 
 
+def _split_hint(cfg: TrainConfig, refs: list[TrackRef]) -> str:
+    """What to do when one split is empty (most often: one or very few labelled videos)."""
+    if not refs:
+        return ""
+    n_videos = len({r.labels.video_stem for r in refs})
+    how = (f"; the split is by video ({n_videos} labelled video(s) here, val_fraction {cfg.val_fraction}): "
+           "name the validation videos with --split-file (lines 'name,split', split train or val)")
+    if n_videos > 1:
+        how += " or change val_fraction in --config"
+    else:
+        how += ", or label a second video: one video cannot be both trained and validated on"
+    return how
+
+
 def prepare(cfg: TrainConfig, source: FeatureSource) -> Prepared:
     """Labels → splits → cached videos → one fingerprint per modality (recorded in ``cfg``)."""
     cls = get_model_class(cfg.fusion)
@@ -84,7 +101,8 @@ def prepare(cfg: TrainConfig, source: FeatureSource) -> Prepared:
     val = [r for r in refs if r.labels.split == "val"]
     if not train or not val:
         raise LabelError(f"need labelled videos in both train and val splits; got {len(train)} train, "
-                         f"{len(val)} val (matched {len(refs)} of {len(tracks)} label tracks to cached videos)")
+                         f"{len(val)} val (matched {len(refs)} of {len(tracks)} label tracks to cached videos)"
+                         + _split_hint(cfg, refs))
     videos = sorted({r.video for r in train + val})
     fps: dict[str, tuple[str, str]] = {}
     for m in mods:
@@ -101,7 +119,7 @@ def prepare(cfg: TrainConfig, source: FeatureSource) -> Prepared:
 
 
 def absolute_paths(cfg: TrainConfig) -> TrainConfig:
-    """The config with its cache, labels and split-file paths made absolute (``~`` expanded).
+    """The config with its cache, labels, split-file and run-folder paths made absolute (``~`` expanded).
 
     Why: the run folder records them, and ``evaluate RUN`` / ``predict --run RUN`` are often run
     from another directory than ``train`` was."""
@@ -109,7 +127,7 @@ def absolute_paths(cfg: TrainConfig) -> TrainConfig:
         return str(Path(p).expanduser().absolute()) if p else p
 
     return dataclasses.replace(cfg, cache=absolute(cfg.cache) or cfg.cache, labels=absolute(cfg.labels) or "",
-                               split_file=absolute(cfg.split_file))
+                               split_file=absolute(cfg.split_file), out=absolute(cfg.out) or cfg.out)
 
 
 # ----------------------------------------------------------------------------- optimisation
@@ -207,6 +225,9 @@ def claim_run(cfg: TrainConfig, *, resume: bool, overwrite: bool, check: bool = 
         return cfg  # killed before the first epoch ended: start again with the same settings
     if cfg.epochs is not None:
         saved.epochs = cfg.epochs
+    # The folder given (--out) is the run, never the one its config.json names: a copied run
+    # (cp -r runs/jca runs/jca2) or one moved elsewhere must not write into the original.
+    saved.out = cfg.out
     return saved
 
 
@@ -342,6 +363,53 @@ def train(cfg: TrainConfig, *, source: FeatureSource | None = None, resume: bool
           bank: Any = None) -> dict[str, Any]:
     """Train ``cfg.fusion``; returns the final summary (best epoch, best validation metrics).
 
+    Every message (``log`` lines and ``warnings.warn`` about the data) also goes to the run's
+    ``run.log``, and the run folder gets ``run.json`` (how it was made): see
+    :mod:`avpipe.fusion.runlog` and :func:`record_environment`. The rest is :func:`_train`.
+    """
+    rl = log if isinstance(log, RunLog) else RunLog(log)
+    with rl.capturing_warnings():
+        try:
+            return _train(cfg, source=source, resume=resume, overwrite=overwrite, log=rl,
+                          max_epochs_this_call=max_epochs_this_call, bank=bank)
+        except BaseException as e:  # the console shows it (the CLI's Error: line); run.log must too
+            rl.to_file(logging.ERROR, f"run ended: {type(e).__name__}: {e}")
+            raise
+
+
+def record_environment(run: RunDir, cfg: TrainConfig, device: torch.device, log: RunLog) -> None:
+    """Open ``run.log`` and write ``run.json``: versions of every installed package, avpipe's git
+    commit and dirty flag, command line, host, device, threads. A resumed run keeps its
+    ``run_id`` (what ``avpipe compare`` counts runs by) and lists each session under ``sessions``."""
+    from avpipe.provenance import environment_record
+
+    log.open(run.path)
+    rec = environment_record(device=str(device), threads=torch.get_num_threads())
+    p = run.path / RUN_RECORD
+    try:
+        prev = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        prev = None
+    if isinstance(prev, dict) and prev.get("run_id"):
+        sessions = list(prev.get("sessions") or []) + [{k: rec[k] for k in ("created", "command", "host", "device",
+                                                                              "threads", "git", "avpipe")}]
+        rec = {**rec, "run_id": prev["run_id"], "created": prev.get("created", rec["created"]),
+               "sessions": sessions}
+    run.write_json(RUN_RECORD, rec)
+    git = rec.get("git") or {}
+    log.debug(f"run {rec['run_id']}: avpipe {rec['avpipe']}"
+              + (f" (git {git['commit'][:12]}{' dirty' if git['dirty'] else ''})" if git else "")
+              + f", torch {rec['packages'].get('torch')}, host {rec['host']}, {rec['device']}, "
+              f"{rec['threads']} threads; command: {rec['command']}")
+    if rec.get("lock_drift"):
+        warnings.warn("this environment differs from requirements.lock: " + ", ".join(rec["lock_drift"][:8])
+                      + (" ..." if len(rec["lock_drift"]) > 8 else ""), stacklevel=2)
+
+
+def _train(cfg: TrainConfig, *, source: FeatureSource | None, resume: bool, overwrite: bool,
+           log: RunLog, max_epochs_this_call: int | None, bank: Any) -> dict[str, Any]:
+    """The training itself (see :func:`train`).
+
     An existing run in ``cfg.out`` is refused (:class:`~avpipe.fusion.run.RunConflictError`)
     unless ``resume`` or ``overwrite``. ``max_epochs_this_call`` stops after that many epochs
     (tests of resume). ``bank``: a :class:`avpipe.fusion.sweep.BankCache` that hands out already
@@ -365,6 +433,7 @@ def train(cfg: TrainConfig, *, source: FeatureSource | None = None, resume: bool
             run.clear()  # only now: a run that fails to start (bad labels, no features) loses nothing
         run.create()
         cfg.save(run.config)
+        record_environment(run, cfg, device, log)
         log(f"[{cfg.fusion}] {len(data.prep.train)} train / {len(data.prep.val)} val tracks; features "
             + ", ".join(f"{m}={s}@{f[:12]}" for m, (s, f) in data.prep.fps.items())
             + f"; loaded in {data.load_s:.1f}s ({'chunked' if data.train.chunked else 'in memory'}, {device})")
@@ -416,6 +485,7 @@ def train(cfg: TrainConfig, *, source: FeatureSource | None = None, resume: bool
         from avpipe.fusion.tensorboard import log_final
 
         log_final(tb, run.path, len(progress.history))
+        _log_hparams(tb, cfg, progress.best)
         tb.close()
     return summary
 
@@ -443,6 +513,12 @@ def finish(run: RunDir, cfg: TrainConfig, va, device: torch.device) -> EvalResul
 
 def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def _log_hparams(tb: Any, cfg: TrainConfig, best: Mapping[str, Any]) -> None:
+    from avpipe.fusion.tensorboard import log_hparams
+
+    log_hparams(tb, cfg.to_dict(), best)
 
 
 def _tensorboard(run: RunDir):

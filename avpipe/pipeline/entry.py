@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from avpipe.pipeline.shard import group_attrs, read_array
+from avpipe.pipeline.shard import group_attrs, group_packages, read_array
 from avpipe.pipeline.types import StageResult
 
 
@@ -146,6 +146,12 @@ class ShardEntry(Entry):
     def attrs(self) -> dict[str, Any]:  # type: ignore[override]
         with self._open() as h5:
             return group_attrs(h5[self.content_id])
+
+    @cached_property
+    def packages(self) -> dict[str, str] | None:
+        """Numerics package versions this entry was computed with (None: not recorded)."""
+        with self._open() as h5:
+            return group_packages(h5[self.content_id])
 
     @cached_property
     def extras(self) -> list[str]:  # type: ignore[override]

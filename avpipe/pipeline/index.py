@@ -112,6 +112,19 @@ def _ro_uri(path: Path, *, immutable: bool) -> str:
     return f"file:{quote(str(path.absolute()))}?" + ("immutable=1" if immutable else "mode=ro")
 
 
+def _create_with_umask(path: Path) -> None:
+    """Create the index file as ``open()`` would (``0666 & ~umask``) before SQLite does.
+
+    Why: SQLite creates its files 0644 whatever the umask, so under ``umask 002`` a lab's group
+    could read but never add to a shared cache. Its ``-wal``/``-shm`` files copy this file's mode.
+    Errors are left to SQLite, which reports a read-only or full disk in its own terms.
+    """
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o666))
+    except OSError:
+        pass
+
+
 class Index:
     """Thin typed wrapper over the SQLite file. One connection per instance (per process).
 
@@ -131,6 +144,7 @@ class Index:
             self.db = self._connect_readonly()
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            _create_with_umask(self.path)
             self.db = sqlite3.connect(str(self.path), timeout=60, isolation_level=None)
             try:
                 self.db.execute("PRAGMA busy_timeout=60000")

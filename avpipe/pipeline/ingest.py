@@ -41,6 +41,8 @@ def write_precomputed(cache_root: str | Path, stage_name: str, fingerprint: str 
     shard committed in its own transaction (a crash leaves complete shards indexed, nothing
     half-written). Returns the fingerprint.
     """
+    from avpipe.provenance import packages_attr
+
     check_stage_name(stage_name)
     fp_value = fingerprint or precomputed_fingerprint(stage_name, config, version)
     root = Path(cache_root).expanduser().absolute()
@@ -48,7 +50,7 @@ def write_precomputed(cache_root: str | Path, stage_name: str, fingerprint: str 
                      dict(upstream or {}))
     prov = {"stage": stage_name, "version": version, "fingerprint": fp_value,
             "config_json": fp.config_json, "weights_id": "", "upstream_json": fp.upstream_json(),
-            "avpipe_version": _version()}
+            "avpipe_version": _version(), "packages_json": packages_attr()}
     with CacheLock(root, purpose="ingest"), Cache(root, create=True) as cache:
         known = {c for _, c in cache.index.videos()}
         new = [(f"precomputed:{keys[c]}", keys[c], -1, -1, -(i + 1), c)

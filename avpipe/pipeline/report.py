@@ -84,7 +84,7 @@ def inspect_video(cache: Cache, video: str) -> dict[str, Any]:
             item.update(shape=list(np.shape(data)), dtype=str(np.asarray(data).dtype),
                         dims=int(np.shape(data)[1]) if np.ndim(data) > 1 else (1 if np.ndim(data) == 1 else 0),
                         mask_coverage=float(mask.mean()) if mask.size else None,
-                        attrs=ent.attrs, extras=ent.extras)
+                        attrs=ent.attrs, extras=ent.extras, packages=getattr(ent, "packages", None))
         except Exception as ex:  # corrupt shard: say so, `cache verify` drops it
             item["error"] = f"{type(ex).__name__}: {ex}"
         entries.append(item)

@@ -138,9 +138,14 @@ def run_task(task: Task) -> TaskResult:
 
 
 def _provenance(fp: Fingerprint) -> dict[str, Any]:
+    """Group attrs of every entry: what was asked (the fingerprint's parts) and how it was made
+    (``packages_json``: versions of the numerics packages in the worker; never in the fingerprint)."""
+    from avpipe.provenance import packages_attr
+
     return {"stage": fp.stage, "version": fp.version, "fingerprint": fp.value,
             "config_json": fp.config_json, "weights_id": fp.weights_id or "",
-            "upstream_json": fp.upstream_json(), "avpipe_version": avpipe.__version__}
+            "upstream_json": fp.upstream_json(), "avpipe_version": avpipe.__version__,
+            "packages_json": packages_attr()}
 
 
 def _run_task(task: Task) -> TaskResult:

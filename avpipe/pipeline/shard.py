@@ -3,7 +3,8 @@
 Layout of a shard (one file, written by exactly one worker, then renamed into place)::
 
     /<content_id>/               group per video; attrs: stage, version, fingerprint, content_id,
-                                 config_json, weights_id, avpipe_version, attrs_json
+                                 config_json, weights_id, avpipe_version, attrs_json,
+                                 packages_json (numerics package versions that computed it)
     /<content_id>/data           (frames, dim) for per-frame stages; chunked along time, gzip
                                  (a :class:`~avpipe.pipeline.chunks.RowChunks` is appended
                                  chunk by chunk into the same layout)
@@ -141,6 +142,15 @@ def read_array(ds: Any) -> np.ndarray:
     if h5py.check_string_dtype(ds.dtype) is not None:
         return np.array(ds.asstr()[()], dtype=object)
     return ds[()]
+
+
+def group_packages(group: Any) -> dict[str, str] | None:
+    """The numerics package versions an entry was computed with; None for entries written
+    before avpipe recorded them."""
+    raw = group.attrs.get("packages_json")
+    if raw is None:
+        return None
+    return json.loads(raw if isinstance(raw, str) else raw.decode())
 
 
 def group_attrs(group: Any) -> dict[str, Any]:

@@ -152,3 +152,23 @@ def test_bank_peak_memory_stays_near_the_bank(tmp_path):
     a = source.load("visual", fps["visual"], keys[5])  # and the rows are the entries' rows
     s = bank.track_slice(5)
     np.testing.assert_array_equal(bank.x["visual"][s].numpy(), a.data)
+
+
+def test_a_labelled_track_with_an_empty_modality_warns(recwarn):
+    """A video without audio (100 % masked) or with digital silence (every row the same) trained
+    with no word."""
+    src, tracks = _source()
+    n0, n1 = 50, 7
+    src.arrays[("logmel", "v0.mp4")] = FeatureArrays(np.zeros((n0, 3), np.float32), np.zeros(n0, bool))
+    src.arrays[("logmel", "v1.mp4")] = FeatureArrays(np.full((n1, 3), -11.5, np.float32), np.ones(n1, bool))
+    load_bank(src, FPS, tracks)
+    msgs = [str(w.message) for w in recwarn if "learns nothing" in str(w.message)]
+    assert len(msgs) == 2, msgs
+    assert "'v0'" in msgs[0] and "'audio'" in msgs[0] and "100 % masked" in msgs[0]
+    assert "'v1'" in msgs[1] and "constant" in msgs[1]
+    recwarn.clear()
+    tracks[0].labels.values[:] = -5  # an unlabelled track is not trained on: no warning
+    src.arrays[("logmel", "v1.mp4")] = FeatureArrays(np.arange(n1 * 3, dtype=np.float32).reshape(n1, 3),
+                                                     np.ones(n1, bool))
+    load_bank(src, FPS, tracks)
+    assert not [w for w in recwarn if "learns nothing" in str(w.message)]

@@ -140,3 +140,18 @@ def test_clip_labels_option_clips_and_warns_once(tmp_path):
     with pytest.warns(UserWarning, match=r"2 value\(s\) outside \[-1, 1\] clipped"):
         t = load_labels(tmp_path, clip=True)[0]
     assert t.values.tolist() == [[1.0, pytest.approx(0.1)], [-5.0, -5.0], [-1.0, 0.5]]
+
+
+def test_split_file_separating_the_sides_of_a_video_is_an_error(tmp_path):
+    """A split file put X_left in train and X_right in val (same audio, same scene): accepted
+    silently, although both sides always share a split."""
+    _write(tmp_path / "lab" / "X_left.txt", [(0.1, 0.2)] * 3)
+    _write(tmp_path / "lab" / "X_right.txt", [(0.1, 0.2)] * 3)
+    _write(tmp_path / "lab" / "Y.txt", [(0.1, 0.2)] * 3)
+    sf = tmp_path / "split.csv"
+    sf.write_text("name,split\nX_left,train\nX_right,val\nY,val\n")
+    with pytest.raises(LabelError, match=r"'X_left' in train and 'X_right' in val.*video 'X'"):
+        assign_splits(load_labels(tmp_path / "lab"), sf)
+    sf.write_text("name,split\nX,train\nY,val\n")  # by video: both sides together
+    tracks = {t.name: t for t in assign_splits(load_labels(tmp_path / "lab"), sf)}
+    assert tracks["X_left"].split == tracks["X_right"].split == "train"

@@ -31,3 +31,24 @@ def test_run_writes_tensorboard_events_next_to_the_csv(corpus, tmp_path):
     assert "predictions/val" in tags["images"]
     img = ea.Images("predictions/val")[0]
     assert img.width > 100 and img.height > 100
+
+
+def test_run_records_its_hyperparameters_for_the_hparams_plugin(corpus, tmp_path):
+    from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    from avpipe.fusion.train import train
+
+    out = tmp_path / "run"
+    train(small_config(corpus, "concat", out, epochs=1, lr=3e-3, model={"hidden": 16}), log=lambda m: None)
+    mux = EventMultiplexer().AddRunsFromDirectory(str(out / "tensorboard"))
+    mux.Reload()
+    found = {}
+    for run, content in mux.PluginRunToTagToContent("hparams").items():
+        for tag, raw in content.items():
+            data = plugin_data_pb2.HParamsPluginData.FromString(raw)
+            if data.HasField("session_start_info"):
+                found = {k: v for k, v in data.session_start_info.hparams.items()}
+    assert found, "no HParams session in the run's event files"
+    assert found["lr"].number_value == pytest.approx(3e-3) and found["fusion"].string_value == "concat"
+    assert found["model.hidden"].number_value == 16 and "out" not in found and "device" not in found
