@@ -95,4 +95,4 @@ def load_run(path: str | Path) -> tuple[RunDir, TrainConfig]:
     if not run.exists():
         raise RunConflictError(f"{str(path)!r} is not a run folder (no config.json); give the --out folder "
                                f"of a train run")
-    return run, TrainConfig.load(run.config)
+    return run, TrainConfig.load_run_config(run.config)

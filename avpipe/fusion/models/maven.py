@@ -77,8 +77,12 @@ class MAVEN(FusionModel):
     def __init__(self, dims: Mapping[str, int], window: int, d: int = 512, heads: int = 2,
                  attn_dropout: float = 0.1, embed: int = 768, layers: int = 2, ff: int = 1024,
                  code_faithful: bool = True, head: str = "va", activation: str = "gelu",
-                 norm_eps: float = 1e-12, clip_len: int = 1) -> None:
+                 norm_eps: float = 1e-12, clip_len: int = 1, enc_heads: int | None = None,
+                 enc_dropout: float = 0.1, input_standardise: bool = False, input_noise: float = 0.0) -> None:
         super().__init__(dims, window, clip_len)
+        # the authors' recipe (avpipe.fusion.recipes): BEiT-base's 12 heads, FF 3072, dropout 0, and
+        # its inputs standardised per sequence and modality after N(0, 0.01²) noise
+        self.input_standardise, self.input_noise = bool(input_standardise), float(input_noise)
         if head not in ("va", "polar"):
             raise ValueError("head must be 'va' or 'polar'")
         self.code_faithful, self.head = code_faithful, head
@@ -93,7 +97,8 @@ class MAVEN(FusionModel):
         self.fuse_in = nn.Linear(3 * d, embed)
 
         def stack(n: int) -> nn.TransformerEncoder:
-            layer = nn.TransformerEncoderLayer(embed, 8 if embed % 8 == 0 else 1, ff, dropout=0.1,
+            nh = enc_heads if enc_heads is not None else (8 if embed % 8 == 0 else 1)
+            layer = nn.TransformerEncoderLayer(embed, nh, ff, dropout=enc_dropout,
                                                activation=activation, layer_norm_eps=norm_eps,
                                                batch_first=True, norm_first=True)
             return nn.TransformerEncoder(layer, n, enable_nested_tensor=False)
@@ -106,7 +111,25 @@ class MAVEN(FusionModel):
                                  nn.Linear(512, 256), nn.ReLU(), nn.Dropout(0.3),
                                  nn.Linear(256, 3 if head == "polar" else 2))
 
+    def standardise(self, x: Mapping[str, torch.Tensor], mask: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The MAVEN code's input normalisation, per sample and modality: x + N(0, σ²) noise while
+        training (σ = ``input_noise``), then (x − mean) / (std + 1e-8) with one scalar mean and
+        unbiased std over the valid rows (the code: over one transcript segment; here one window)."""
+        out = {}
+        for m, t in x.items():
+            mk = mask[m].unsqueeze(-1).to(t.dtype) if m in mask else torch.ones_like(t[..., :1])
+            if self.training and self.input_noise > 0:
+                t = t + torch.randn_like(t) * self.input_noise
+            n = (mk.sum((1, 2)) * t.shape[-1]).clamp_min(2.0)  # values per sample
+            mu = (t * mk).sum((1, 2)) / n
+            d = (t - mu[:, None, None]) * mk
+            sd = ((d * d).sum((1, 2)) / (n - 1)).sqrt()
+            out[m] = d / (sd[:, None, None] + 1e-8)
+        return out
+
     def fuse(self, x: Mapping[str, torch.Tensor], mask: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        if self.input_standardise:
+            x = self.standardise(x, mask)
         feats = {m: self.proj[m](t) for m, t in zip(self.modalities, self.inputs(x, mask, self.modalities))}
         kp = {m: key_padding(mask[m]) for m in self.modalities}
         cross: dict[str, list[torch.Tensor]] = {m: [] for m in self.modalities}
