@@ -14,7 +14,9 @@ Names:
 
 * ``maven`` — the authors' released code (``Train_BEiT``): two encoder stacks applied **in
   parallel** to the same input and concatenated, no refinement step, the MLP emitting (v, a)
-  directly per frame. README training defaults: Adam 1e-4, wd 1e-4, plateau (0.1, 5), batch 8.
+  directly per frame. It trains with the authors' recipe (``Train_BEiT.py``, docs/recipes.md): Adam
+  1e-3, wd 1e-4, plateau (0.1, 5) on the validation loss, batch 6, MSE, inputs standardised per
+  window after N(0, 0.01²) noise, encoder layers with BEiT-base's 12 heads, FF 3072, dropout 0.
 * ``maven-paper`` — the paper's description: BEiT₂(BEiT₁(x)) **sequential** (one stack of
   ``layers``), the refinement step 4, and a polar (circumplex) head: the head emits an
   unnormalised 2-vector whose direction is (cos θ, sin θ) and an intensity I ∈ [0, √2], output
@@ -31,8 +33,8 @@ Deviations from the released code, each deliberate:
   and 1e-5), but without BEiT's layer-scale and relative position bias.
 * **Granularity** — code: audio/text one vector per transcript segment, so its v→a / v→t attention
   is degenerate (one key); here per-frame rows (or clip tokens), every pathway attends over the window.
-* **Loss** — the code's CCC term is computed with ``.item()`` (no gradient), so it trains on MSE;
-  avpipe trains every model on the CCC loss (``--config`` ``loss = "mse"`` reproduces the code).
+* **Loss** — the code's CCC term is computed with ``.item()`` (no gradient), so it trains on MSE:
+  the authors' recipe trains on the mean squared error (``mse_mean``); ``--recipe avpipe`` on the CCC.
 * **Windows** — the code's sequences are transcript segments of variable length; avpipe uses fixed
   windows (see ``train_defaults``) and does not re-initialise the model when validation stalls.
 """
@@ -70,8 +72,8 @@ class MAVEN(FusionModel):
               "(ABAW8), arXiv 2503.12623",
         code="per-modality projections, six 2-head cross-attention pathways, shared LayerNorm, fusion Linear, "
              "two encoder stacks in parallel, MLP 512-256 with dropout 0.5/0.3 to (v,a) per frame, Adam/plateau",
-        ours="small randomly initialised GELU encoder stacks instead of two 12-layer BEiT-base, per-frame "
-             "audio/text rows instead of one vector per transcript segment, CCC loss instead of MSE",
+        ours="small randomly initialised GELU encoder stacks (12 heads, FF 3072, as BEiT-base) instead of two "
+             "12-layer BEiT-base, per-frame audio/text rows instead of one vector per transcript segment",
         summary="multimodal cross-attention + transformer encoders, audio+visual+text (authors' code)")
 
     def __init__(self, dims: Mapping[str, int], window: int, d: int = 512, heads: int = 2,
