@@ -324,12 +324,18 @@ def test_maven_standardises_each_window_and_modality():
 def test_the_authors_recipe_trains_end_to_end(corpus, tmp_path):
     from avpipe.fusion.train import train
 
-    for name, kw in (("jca", dict(window=64, batch_size=16, model={"hidden": 32})),
+    small_tcn = {m: [16, 16] for m in ("visual", "audio", "text")}
+    for name, kw in (("rjcma", dict(window=64, hop=32, batch_size=8, model={"channels": small_tcn})),
+                     ("maven", dict(window=32, hop=16, batch_size=8,
+                                    model={"d": 16, "embed": 24, "layers": 1, "ff": 32, "enc_heads": 2})),
+                     ("jca", dict(window=64, batch_size=16, model={"hidden": 32})),
                      ("rja", dict(window=64, batch_size=16, model={"hidden": 32}))):
         cfg = TrainConfig(fusion=name, labels=str(corpus["labels"]), cache=str(corpus["cache"]),
                           out=str(tmp_path / name), epochs=3, device="cpu", num_threads=1, seed=0, **kw)
         s = train(cfg, log=lambda m: None)
         rec = TrainConfig.load_run_config(tmp_path / name / "config.json")
-        assert rec.recipe == "authors" and rec.windows == "clip_phases"
+        assert rec.recipe == "authors" and rec.windows == ("hop" if name in ("rjcma", "maven") else "clip_phases")
         assert s["epochs_run"] == 3 and math.isfinite(s["best"]["val_ccc_mean"])
+        if name == "maven":  # selected on the lowest validation loss
+            assert math.isfinite(s["best"]["val_loss"]) and s["best"]["val_selection"] == -s["best"]["val_loss"]
     assert "val_selection" in s["best"]  # rja selects on the smoothed V + A CCC
