@@ -270,8 +270,10 @@ def training_windows(cfg: TrainConfig, tr: Provider) -> tuple[Windows | None, in
 
 
 def steps_per_epoch(cfg: TrainConfig, n_windows: int, world: int) -> int:
-    per_rank = n_windows // world
-    return per_rank // int(cfg.batch_size) if cfg.drop_last else math.ceil(per_rank / int(cfg.batch_size))
+    """Optimiser steps per epoch and rank (the warm-up schedules count them)."""
+    if cfg.drop_last:
+        return (n_windows // world) // int(cfg.batch_size)
+    return math.ceil(n_windows / world / cfg.batch_size)
 
 
 def make_schedule(cfg: TrainConfig, opt: torch.optim.Optimizer, steps: int) -> LRSchedule | RecipeSchedule:

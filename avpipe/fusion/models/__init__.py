@@ -15,11 +15,10 @@ of their own (``rja-shared``, ``rjcma-shared``, ``iaca``, ``maven-paper``). Each
 carries a :class:`ModelInfo` (paper, what matches the code, what is ours); :func:`model_listing`
 renders them for ``avpipe train --list`` and ``avpipe train --help``.
 
-Training deviations shared by every model (docs/models-fusion.md has the full list): the gradient
-norm is clipped at 1.0 for every model (MAVEN's code clips at 1.0; the JCA/RJA/DCA/RJCMA training
-code we read does not clip; ``grad_clip = 0`` turns it off); early stopping after ``patience`` epochs
-without a validation-CCC gain, 50 for RJCMA (its code) and 10 otherwise (the JCA/RJA/DCA code has
-none: it keeps the best checkpoint over all its epochs).
+How a name trains is its recipe, not the model's: the published names train with their authors'
+recipe by default (:mod:`avpipe.fusion.recipes`, docs/recipes.md), the others with avpipe's, whose
+values are the ``train_defaults`` declared here (gradient clipping at 1.0, early stopping after
+``patience`` epochs, z-scored inputs, …).
 """
 from __future__ import annotations
 
