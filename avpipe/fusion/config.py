@@ -152,6 +152,9 @@ class TrainConfig:
         if out.clip_len < 1 or out.window % out.clip_len:
             raise ValueError(f"window {out.window} is not a multiple of clip_len {out.clip_len} (model "
                              f"{self.fusion!r}); choose a window that is, or clip_len 1 for per-frame tokens")
+        if out.selection == "ccc_smoothed_sum" and len(out.smoothing) < 2:
+            raise ValueError(f"selection ccc_smoothed_sum (recipe {out.recipe!r} of {self.fusion!r}) needs two "
+                             f"smoothing widths (valence, arousal), e.g. smoothing = [20, 50]")
         if out.aux_losses is None:
             out.aux_losses = dict(cls.aux_losses)
         if out.eval_hop is None:

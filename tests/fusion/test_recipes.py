@@ -276,6 +276,8 @@ def test_published_names_default_to_the_authors_recipe_and_avpipe_keeps_its_own(
     assert cfg_of("iaca").recipe == "avpipe"
     with pytest.raises(ValueError, match="no authors' recipe"):
         cfg_of("iaca", recipe="authors")
+    with pytest.raises(ValueError, match="smoothing widths"):
+        cfg_of("rja", smoothing=[])  # the authors' selection smooths: refused before any training
     m = cfg_of("maven").model
     assert (m["enc_heads"], m["ff"], m["enc_dropout"]) == (12, 3072, 0.0)
 
@@ -339,3 +341,19 @@ def test_the_authors_recipe_trains_end_to_end(corpus, tmp_path):
         if name == "maven":  # selected on the lowest validation loss
             assert math.isfinite(s["best"]["val_loss"]) and s["best"]["val_selection"] == -s["best"]["val_loss"]
     assert "val_selection" in s["best"]  # rja selects on the smoothed V + A CCC
+
+
+def test_cli_recipe_flag_and_list(tmp_path):
+    from click.testing import CliRunner
+
+    from avpipe.cli import main
+
+    labels = tmp_path / "labels.csv"
+    labels.write_text("video,frame,valence,arousal\nv,0,0.1,0.2\n")
+    r = CliRunner().invoke(main, ["train", "--fusion", "iaca", "--recipe", "authors", "--labels", str(labels),
+                                  "--out", str(tmp_path / "run")])
+    assert r.exit_code == 2 and "no authors' recipe" in r.output and "Traceback" not in r.output
+    r = CliRunner().invoke(main, ["train", "--list"])
+    assert r.exit_code == 0 and "docs/recipes.md" in r.output and "recipe authors" in r.output
+    r = CliRunner().invoke(main, ["train", "--help"])
+    assert r.exit_code == 0 and "--recipe" in r.output and "docs/recipes.md" in r.output
