@@ -25,7 +25,8 @@ MODELS = ["jca", "rja", "dca", "iaca", "rjcma", "maven", "rja-shared", "rjcma-sh
 DIMS = {"visual": 512, "audio": 128, "text": 384}
 
 
-def bench_steps(name: str, steps: int, warmup: int, precision: str, batch: int | None) -> dict[str, float]:
+def bench_steps(name: str, steps: int, warmup: int, precision: str, batch: int | None,
+                recipe: str | None = None) -> dict[str, float]:
     import torch
 
     from avpipe.fusion.config import TrainConfig
@@ -33,7 +34,7 @@ def bench_steps(name: str, steps: int, warmup: int, precision: str, batch: int |
     from avpipe.fusion.models import create_model, get_model_class
     from avpipe.fusion.train import make_optimizer
 
-    cfg = TrainConfig(fusion=name, batch_size=batch).resolved()
+    cfg = TrainConfig(fusion=name, batch_size=batch, recipe=recipe).resolved()
     mods = get_model_class(name).required_modalities(cfg.model)
     torch.manual_seed(0)
     model = create_model(name, {m: DIMS[m] for m in mods}, cfg.window, **cfg.model)
@@ -54,7 +55,8 @@ def bench_steps(name: str, steps: int, warmup: int, precision: str, batch: int |
         loss = compute_loss(cfg.loss, pred.float(), y, ym, cfg.aux_losses or {})
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        if cfg.grad_clip:  # 0 = off (the authors' recipe of jca, rja, dca, rjcma)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
         if i >= warmup:
             times.append(time.perf_counter() - t0)
@@ -74,7 +76,7 @@ def main_steps(a: argparse.Namespace) -> None:
           f"{'frames/s':>9s} {'JCA/x':>6s}")
     ref = None
     for m in a.models.split(","):
-        r = bench_steps(m, a.steps, a.warmup, a.precision, a.batch_size)
+        r = bench_steps(m, a.steps, a.warmup, a.precision, a.batch_size, a.recipe)
         if m == "jca":
             ref = r["windows_s"]
         ratio = f"{ref / r['windows_s']:6.2f}" if ref else "     -"
@@ -111,6 +113,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--batch-size", type=int, default=None, help="default: each model's")
     ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--recipe", choices=["authors", "avpipe"], default=None,
+                    help="default: each name's (authors for the published names; docs/recipes.md)")
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--data", default="benchmarks/out/syn_small", help="epoch mode: synthetic cache folder")
     ap.add_argument("--device", default="cpu", help="epoch mode")

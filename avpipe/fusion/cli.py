@@ -25,6 +25,14 @@ TRAIN_EPILOG = """Examples:
   avpipe train --fusion jca --config train.toml --epochs 50      # flags override the file
   avpipe train --fusion jca --out runs/jca --resume              # continue after a crash or kill
   avpipe train --fusion maven --labels labels.csv --model-option hidden=256 --device cuda:1
+  avpipe train --fusion rja --labels labels.csv --recipe avpipe   # avpipe's recipe, not the authors'
+
+\b
+Recipes: jca, rja, dca, rjcma and maven train by default as their authors' released code does
+(--recipe authors: windows, batch order, lr per epoch and step, scheduler, init, loss, selection,
+normalisation); --recipe avpipe takes avpipe's own choices (z-scored inputs, gradient clipping,
+early stopping, per-epoch shuffle, the official CCC loss). docs/recipes.md has one table per
+model: each item, the authors' file and line, avpipe's default, equal or named deviation.
 
 \b
 The run folder (--out) is never replaced silently: an existing run needs --resume (same
@@ -140,6 +148,10 @@ def _set_threads(n: int | None) -> None:
 @click.option("--features", default=None, help="modality=stage[@fingerprint],... e.g. visual=visual,audio=logmel.")
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="TrainConfig JSON/TOML; flags override it.")
+@click.option("--recipe", type=click.Choice(["authors", "avpipe"]), default=None,
+              help="Training recipe: authors (default for jca, rja, dca, rjcma, maven: their released code's "
+                   "windows, lr schedule, loss, init, selection) or avpipe (avpipe's own; the default for the "
+                   "other names). See docs/recipes.md.")
 @click.option("--epochs", type=int, default=None)
 @click.option("--batch-size", type=int, default=None)
 @click.option("--lr", type=float, default=None)
@@ -167,7 +179,7 @@ def _set_threads(n: int | None) -> None:
 @click.option("--verbose", "-v", is_flag=True, help="Console: debug lines too (environment, resume details).")
 def train_cmd(fusion: str, labels: Path | None, cache: Path | None, features: str | None, config_file: Path | None,
               epochs: int | None, batch_size: int | None, lr: float | None, window: int | None, hop: int | None,
-              clip_len: int | None, precision: str | None,
+              clip_len: int | None, precision: str | None, recipe: str | None,
               label_tolerance: int | None, clip_labels: bool, split_file: str | None, device: str | None,
               out: Path | None, resume: bool, overwrite: bool, seed: int | None, model_options: tuple[str, ...],
               num_threads: int | None, quiet: bool = False, verbose: bool = False) -> None:
@@ -196,7 +208,7 @@ def train_cmd(fusion: str, labels: Path | None, cache: Path | None, features: st
         cfg.cache = str(default_cache_root())
     if features:
         cfg.features = _parse_features(features)
-    for k, v in (("epochs", epochs), ("batch_size", batch_size), ("lr", lr), ("window", window), ("hop", hop),
+    for k, v in (("recipe", recipe), ("epochs", epochs), ("batch_size", batch_size), ("lr", lr), ("window", window), ("hop", hop),
                  ("clip_len", clip_len), ("amp", {"fp32": "off"}.get(precision, precision)),
                  ("label_tolerance", label_tolerance), ("clip_labels", clip_labels or None),
                  ("split_file", split_file), ("device", device), ("seed", seed),

@@ -31,6 +31,9 @@ def list_models_callback(ctx: click.Context, _param: click.Parameter, value: boo
     from avpipe.fusion.models import model_listing
 
     click.echo("\n".join(model_listing(verbose=True)))
+    click.echo("\nTraining recipes: jca, rja, dca, rjcma and maven train as their authors' code by default "
+               "(--recipe authors); --recipe avpipe takes avpipe's own. Every item, with the authors' file "
+               "and line and each named deviation: docs/recipes.md")
     ctx.exit(0)
 
 

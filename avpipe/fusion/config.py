@@ -1,7 +1,9 @@
 """TrainConfig: every option of a training run, round-tripping to JSON.
 
-Options left ``None`` take the model's defaults (``FusionModel.train_defaults``: the optimiser and
-schedule, window and clip length of its paper/code, docs/models.md#training-defaults) when the run starts; the
+Options left ``None`` take the defaults of the run's **recipe** (docs/recipes.md): ``authors`` — the
+default for a published name — trains as the authors' released code does (:mod:`avpipe.fusion.recipes`);
+``avpipe`` takes avpipe's own choices and the model's ``train_defaults`` (docs/models.md#training-defaults).
+They are filled in when the run starts; the
 *resolved* config — including the
 fingerprint each modality resolved to — is what the run folder records, so a run names exactly
 what it trained on and with which settings.
@@ -23,7 +25,7 @@ from pydantic import AfterValidator, Field
 
 from avpipe.pipeline.config import Float, Int, config_dataclass, config_from_dict, load_config_file, save_config_file
 
-GENERIC_DEFAULTS: dict[str, Any] = {"optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0, "schedule": "step",
+GENERIC_DEFAULTS: dict[str, Any] = {"step_peak_lr": 1e-3, "optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0, "schedule": "step",
                                     "epochs": 30, "batch_size": 32, "warmup_epochs": 0,
                                     "window": 300, "hop": 200, "clip_len": 1, "patience": 10}
 
@@ -43,6 +45,9 @@ class TrainConfig:
     """Every option of a training run (a TrainConfig file holds these keys at its top level)."""
 
     fusion: Annotated[str, Field(min_length=1, description="fusion model name (avpipe models lists them)")] = "jca"
+    recipe: Annotated[Literal["authors", "avpipe"] | None, Field(
+        description="training recipe (unset = authors for jca, rja, dca, rjcma, maven; avpipe otherwise; "
+                    "docs/recipes.md)")] = None
     labels: Annotated[str, Field(description="Aff-Wild2 annotation folder or a CSV (video,frame,valence,arousal)")] = ""
     cache: Annotated[str, Field(description="feature cache root")] = "cache"
     out: Annotated[str, Field(description="run folder (default runs/<fusion>)")] = ""
@@ -66,6 +71,12 @@ class TrainConfig:
     hop: Annotated[PosInt | None, Field(description="training hop in frames (unset = model default)")] = None
     clip_len: Annotated[PosInt | None, Field(description="frames pooled to one token (unset = model default; "
                                                          "1 = per-frame tokens)")] = None
+    windows: Annotated[Literal["hop", "clip_phases"] | None, Field(
+        description="training window enumeration: hop = every hop frames, last aligned to the end; clip_phases "
+                    "= every clip phase, the JCA/RJA/DCA code's (unset = recipe)")] = None
+    shuffle: Annotated[Literal["epoch", "once", "none"] | None, Field(
+        description="batch order: reshuffled every epoch, shuffled once, or enumeration order (unset = recipe)")] = None
+    drop_last: Annotated[bool | None, Field(description="drop a last incomplete batch (unset = recipe)")] = None
     eval_hop: Annotated[PosInt | None, Field(description="evaluation hop in frames (unset = hop)")] = None
     feature_dtype: Annotated[Literal["auto", "float16", "float32", "float64"], Field(
         description="in-memory feature dtype (auto keeps the cache's; float16 halves the bank)")] = "auto"
@@ -78,10 +89,13 @@ class TrainConfig:
                                                                            "default)")] = None
     lr: Annotated[Float | None, Field(gt=0.0, description="learning rate (unset = model default)")] = None
     weight_decay: Annotated[Float | None, Field(ge=0.0, description="weight decay (unset = model default)")] = None
-    schedule: Annotated[Literal["step", "plateau", "warmup_plateau", "none"] | None, Field(
+    schedule: Annotated[Literal["step", "plateau", "warmup_plateau", "none", "praveen_av", "rjcma_warmup",
+                                "plateau_loss"] | None, Field(
         description="learning-rate schedule (unset = model default)")] = None
     warmup_epochs: Annotated[Int | None, Field(ge=0, description="linear warm-up epochs of warmup_plateau "
                                                                  "(unset = model default)")] = None
+    step_peak_lr: Annotated[Float | None, Field(gt=0.0, description="praveen_av schedule: the lr from epoch "
+                                                                   "step_start + 1 on (unset = recipe)")] = None
     step_start: Annotated[Int, Field(ge=0, description="step schedule: first epoch that decays")] = 5
     step_every: Annotated[PosInt, Field(description="step schedule: lr x step_gamma every this many "
                                                     "epochs")] = 2
@@ -91,8 +105,16 @@ class TrainConfig:
     plateau_factor: Annotated[Float, Field(gt=0.0, le=1.0, description="plateau schedules: decay "
                                                                        "factor")] = 0.1
     min_lr: Annotated[Float, Field(ge=0.0, description="learning-rate floor")] = 1e-8
-    grad_clip: Annotated[Float, Field(ge=0.0, description="gradient-norm clip (0 = off)")] = 1.0
-    loss: Annotated[Literal["ccc", "ccc_window", "mse"], Field(description="training loss")] = "ccc"
+    grad_clip: Annotated[Float | None, Field(ge=0.0, description="gradient-norm clip (0 = off; unset = "
+                                                                 "recipe)")] = None
+    loss: Annotated[Literal["ccc", "ccc_window", "mse", "ccc_jca", "ccc_praveen", "ccc_rjcma", "mse_mean"] | None,
+                    Field(description="training loss (unset = recipe)")] = None
+    selection: Annotated[Literal["ccc_mean", "ccc_smoothed_sum", "ccc_rjcma", "val_loss"] | None, Field(
+        description="which epoch is best (unset = recipe)")] = None
+    input_norm: Annotated[Literal["zscore", "none", "text_scalar"] | None, Field(
+        description="feature normalisation with training statistics (unset = recipe)")] = None
+    init: Annotated[Literal["avpipe", "pytorch", "praveen_av"] | None, Field(
+        description="parameter initialisation (unset = recipe)")] = None
     aux_losses: Annotated[dict[str, Annotated[Float, Field(ge=0.0)]] | None, Field(
         description="auxiliary loss weights by name (unset = model default; maven: polar 0.1)")] = None
     amp: Annotated[Literal["auto", "off", "fp16", "bf16"], Field(
@@ -110,28 +132,46 @@ class TrainConfig:
 
     # -- resolution ---------------------------------------------------------------------
     def resolved(self) -> "TrainConfig":
-        """A copy with every ``None`` optimisation option filled from the model's defaults."""
+        """A copy with every ``None`` option filled from the recipe's and the model's defaults."""
         from avpipe.fusion.models import get_model_class
+        from avpipe.fusion.recipes import default_recipe, recipe_defaults
 
         cls = get_model_class(self.fusion)
-        d = {**GENERIC_DEFAULTS, **cls.train_defaults}
         out = dataclasses.replace(self)
+        if out.recipe is None:
+            out.recipe = default_recipe(self.fusion)
+        rec, rec_model = recipe_defaults(self.fusion, out.recipe)
+        d = {**GENERIC_DEFAULTS, **cls.train_defaults, **rec}
         for k, v in d.items():
             if getattr(out, k, None) is None:
                 setattr(out, k, v)
+        out.model = {**rec_model, **out.model}
         if "clip_len" in out.model:  # an explicit model option wins; the model always gets it
             out.clip_len = int(out.model["clip_len"])
         out.model = {**out.model, "clip_len": int(out.clip_len)}
         if out.clip_len < 1 or out.window % out.clip_len:
             raise ValueError(f"window {out.window} is not a multiple of clip_len {out.clip_len} (model "
                              f"{self.fusion!r}); choose a window that is, or clip_len 1 for per-frame tokens")
+        if out.selection == "ccc_smoothed_sum" and len(out.smoothing) < 2:
+            raise ValueError(f"selection ccc_smoothed_sum (recipe {out.recipe!r} of {self.fusion!r}) needs two "
+                             f"smoothing widths (valence, arousal), e.g. smoothing = [20, 50]")
         if out.aux_losses is None:
             out.aux_losses = dict(cls.aux_losses)
         if out.eval_hop is None:
             out.eval_hop = out.hop
         return out
 
-    # -- files ----------------------------------------------------------------------------
+    # -- files --
+    @classmethod
+    def load_run_config(cls, path: str | Path) -> "TrainConfig":
+        """A run's recorded config. A run recorded before recipes existed (no ``recipe`` key)
+        trained with what is now recipe ``avpipe`` and is marked so: resuming or evaluating it
+        keeps its own recipe, never the authors' one its plain name now defaults to."""
+        d = load_config_file(path)
+        if "recipe" not in d:
+            d = {**d, "recipe": "avpipe"}
+        return cls.from_dict(d)
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

@@ -95,6 +95,6 @@ def load_run(path: str | Path) -> tuple[RunDir, TrainConfig]:
     if not run.exists():
         raise RunConflictError(f"{str(path)!r} is not a run folder (no config.json); give the --out folder "
                                f"of a train run")
-    cfg = TrainConfig.load(run.config)
+    cfg = TrainConfig.load_run_config(run.config)
     cfg.out = str(run.path.absolute())  # the folder given is the run, wherever it was trained
     return run, cfg

@@ -180,7 +180,8 @@ def polar_loss(pred, target, mask, eps: float = 1e-3):
 
 
 def compute_loss(name: str, pred, target, mask, aux: Mapping[str, float] | None = None):
-    """The training loss by name (``ccc`` | ``ccc_window`` | ``mse``) plus weighted auxiliaries."""
+    """The training loss by name (``ccc`` | ``ccc_window`` | ``mse``, or an authors' formula of
+    :data:`avpipe.fusion.recipes.RECIPE_LOSSES`) plus weighted auxiliaries."""
     if name == "ccc":
         loss = ccc_loss(pred, target, mask)
     elif name == "ccc_window":
@@ -188,7 +189,11 @@ def compute_loss(name: str, pred, target, mask, aux: Mapping[str, float] | None 
     elif name == "mse":
         loss = masked_mse(pred, target, mask)
     else:
-        raise ValueError(f"unknown loss {name!r}; use ccc, ccc_window or mse")
+        from avpipe.fusion.recipes import RECIPE_LOSSES  # the authors' exact formulas
+
+        if name not in RECIPE_LOSSES:
+            raise ValueError(f"unknown loss {name!r}; use ccc, ccc_window, mse or {', '.join(RECIPE_LOSSES)}")
+        loss = RECIPE_LOSSES[name](pred, target, mask)
     for k, w in (aux or {}).items():
         if not w:
             continue

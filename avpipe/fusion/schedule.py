@@ -55,12 +55,23 @@ class LRSchedule:
         """The learning rate the next batch uses."""
         return float(self.opt.param_groups[0]["lr"])
 
+    def start_epoch(self, epoch: int) -> None:
+        """Nothing: these schedules advance at the end of an epoch."""
+
+    def before_batch(self, epoch: int, step: int) -> None:
+        """Nothing: the warm-up advances after each batch."""
+
+    stop = False
+
+    def restart_due(self, epoch: int) -> bool:
+        return False
+
     def after_batch(self) -> None:
         """Advance the per-batch warm-up (until it reaches the base lr)."""
         if self.warmup is not None and self.warmup.last_epoch + 1 < self.warmup_steps:
             self.warmup.step()
 
-    def end_epoch(self, epoch: int, val_score: float) -> None:
+    def end_epoch(self, epoch: int, val_score: float, val_loss: float | None = None) -> None:
         """Advance the per-epoch schedules after ``epoch`` with its validation score."""
         if self.per_epoch is not None:
             self.per_epoch.step()

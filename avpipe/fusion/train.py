@@ -41,11 +41,13 @@ from avpipe.fusion.inference import (build_model_from_checkpoint, load_run, pred
 from avpipe.fusion.labels import LabelError, assign_splits, load_labels, match_videos
 from avpipe.fusion.metrics import EvalResult, compute_loss, evaluate
 from avpipe.fusion.models import MissingModalityError, create_model, get_model_class
-from avpipe.fusion.run import RUN_RECORD, RunDir
+from avpipe.fusion.recipe_schedule import RECIPE_SCHEDULES, RecipeSchedule
+from avpipe.fusion.recipes import apply_init, recipe_stats, selection_score
+from avpipe.fusion.run import RUN_RECORD, RunConflictError, RunDir
 from avpipe.fusion.runlog import RunLog
 from avpipe.fusion.schedule import LRSchedule
 from avpipe.fusion.source import FeatureError, FeatureSet, FeatureSource
-from avpipe.fusion.windows import Windows, batches, make_windows
+from avpipe.fusion.windows import Windows, batches, clip_phase_windows, make_windows
 
 Provider = InMemoryBanks | ChunkedBanks
 
@@ -218,9 +220,15 @@ def claim_run(cfg: TrainConfig, *, resume: bool, overwrite: bool, check: bool = 
         run.claim(resume=resume, overwrite=overwrite)
     if not (resume and run.config.is_file()):
         return cfg
-    saved = TrainConfig.load(run.config)
+    saved = TrainConfig.load_run_config(run.config)
     if check:
         run.check_resume(saved.to_dict(), cfg.to_dict())
+        if cfg.recipe and cfg.recipe != saved.recipe:
+            raise RunConflictError(
+                f"--resume {str(run.path)!r}: --recipe {cfg.recipe} but the run trains with recipe {saved.recipe}"
+                + (" (it was trained before recipes existed, with what is now recipe avpipe)"
+                   if saved.recipe == "avpipe" and saved.fusion in _published() else "")
+                + "; resume with the run's recipe, or train into another --out")
     if not run.last.is_file():
         return cfg  # killed before the first epoch ended: start again with the same settings
     if cfg.epochs is not None:
@@ -237,13 +245,15 @@ def load_data(cfg: TrainConfig, source: FeatureSource, device: torch.device, ban
     prep = prepare(cfg, source)
     budget = int(cfg.memory_budget_gb * (1 << 30)) if cfg.memory_budget_gb else None
     t0 = time.perf_counter()
+    if cfg.input_norm not in (None, "zscore"):
+        bank = None  # a sweep's shared banks are z-scored
     shared = bank.providers(source, prep, cfg, device) if bank is not None else None
     if shared is not None:
         tr, va, stats = shared
         return Data(prep, tr, va, stats, time.perf_counter() - t0)
     tr, va = (make_provider(source, prep.fps, refs, device=device, dtype=cfg.feature_dtype,
                             tolerance=cfg.label_tolerance, budget_bytes=budget) for refs in (prep.train, prep.val))
-    stats = compute_stats(tr.groups(0, None))
+    stats = recipe_stats(cfg.input_norm or "zscore", compute_stats(tr.groups(0, None)))
     for p in (tr, va):
         (p.bank.set_stats if isinstance(p, InMemoryBanks) else p.set_stats)(stats)
     return Data(prep, tr, va, stats, time.perf_counter() - t0)
@@ -252,7 +262,7 @@ def load_data(cfg: TrainConfig, source: FeatureSource, device: torch.device, ban
 def build_fit(cfg: TrainConfig, dims: Mapping[str, int], device: torch.device, world: int) -> Fit:
     """Model (seeded, so every rank starts from the same weights), DDP wrapper, optimiser, AMP."""
     seed_everything(cfg.seed)
-    model = create_model(cfg.fusion, dims, cfg.window, **cfg.model).to(device)
+    model = apply_init(create_model(cfg.fusion, dims, cfg.window, **cfg.model), cfg.init or "avpipe").to(device)
     ddp_model = model
     if world > 1:
         ddp_model = torch.nn.parallel.DistributedDataParallel(
@@ -262,17 +272,42 @@ def build_fit(cfg: TrainConfig, dims: Mapping[str, int], device: torch.device, w
     return Fit(model, ddp_model, make_optimizer(cfg, model.parameters()), amp, scaler)
 
 
+def bank_windows(cfg: TrainConfig, offsets: torch.Tensor, y_valid: torch.Tensor) -> Windows:
+    """One bank's training windows under the run's enumeration: ``hop`` (windows every hop frames
+    with at least one labelled frame) or ``clip_phases`` (the JCA/RJA/DCA code's: every clip phase,
+    kept when every clip holds a labelled frame)."""
+    if cfg.windows == "clip_phases":
+        return clip_phase_windows(offsets, cfg.window, int(cfg.clip_len), y_valid)
+    return make_windows(offsets, cfg.window, cfg.hop, y_valid, require_labels=True)
+
+
 def training_windows(cfg: TrainConfig, tr: Provider) -> tuple[Windows | None, int]:
     """The training windows (kept when the split is one bank) and their total count."""
     if isinstance(tr, InMemoryBanks):
-        w = make_windows(tr.bank.offsets, cfg.window, cfg.hop, tr.bank.y_valid, require_labels=True)
+        w = bank_windows(cfg, tr.bank.offsets, tr.bank.y_valid)
         return w, len(w)
-    n = sum(len(make_windows(b.offsets, cfg.window, cfg.hop, b.y_valid, require_labels=True))
-            for b in tr.groups(0, None))
+    n = sum(len(bank_windows(cfg, b.offsets, b.y_valid)) for b in tr.groups(0, None))
     return None, n
 
 
-def restore(run: RunDir, fit: Fit, lrs: LRSchedule, device: torch.device) -> Progress:
+def steps_per_epoch(cfg: TrainConfig, n_windows: int, world: int) -> int:
+    """Optimiser steps per epoch and rank (the warm-up schedules count them)."""
+    if cfg.drop_last:
+        return (n_windows // world) // int(cfg.batch_size)
+    return math.ceil(n_windows / world / cfg.batch_size)
+
+
+def make_schedule(cfg: TrainConfig, opt: torch.optim.Optimizer, steps: int) -> LRSchedule | RecipeSchedule:
+    return RecipeSchedule(cfg, opt, steps) if cfg.schedule in RECIPE_SCHEDULES else LRSchedule(cfg, opt, steps)
+
+
+def _published() -> tuple[str, ...]:
+    from avpipe.fusion.recipes import RECIPES
+
+    return tuple(RECIPES)
+
+
+def restore(run: RunDir, fit: Fit, lrs: LRSchedule | RecipeSchedule, device: torch.device) -> Progress:
     """Model, optimiser, scaler, LR state, RNG and early-stopping state from the last checkpoint."""
     ck = run.load_checkpoint("last", map_location=device)
     fit.model.load_state_dict(ck["model"])
@@ -286,17 +321,25 @@ def restore(run: RunDir, fit: Fit, lrs: LRSchedule, device: torch.device) -> Pro
     return Progress(ck["epoch"] + 1, dict(ck["best"]), int(ck["bad_epochs"]), list(ck["history"]))
 
 
-def train_epoch(cfg: TrainConfig, fit: Fit, tr: Provider, windows: Windows | None, lrs: LRSchedule, epoch: int,
-                device: torch.device, rank: int, world: int) -> tuple[float, int, float]:
-    """One pass over the training windows; returns (summed loss, batches, last lr used)."""
+def train_epoch(cfg: TrainConfig, fit: Fit, tr: Provider, windows: Windows | None,
+                lrs: LRSchedule | RecipeSchedule, epoch: int, device: torch.device, rank: int, world: int
+                ) -> tuple[float, int, float]:
+    """One pass over the training windows; returns (summed loss, batches, last lr used).
+
+    Batch order follows ``cfg.shuffle``: ``epoch`` reshuffles every epoch (chunked groups too),
+    ``once`` repeats one seeded permutation, ``none`` keeps the enumeration order."""
     fit.model.train()
     aux = cfg.aux_losses or {}
+    shuffle = cfg.shuffle or "epoch"
+    lrs.start_epoch(epoch)
     tot, nb, lr = 0.0, 0, lrs.lr
-    for gi, bank in enumerate(tr.groups(epoch, cfg.seed)):
-        w = windows if windows is not None else \
-            make_windows(bank.offsets, cfg.window, cfg.hop, bank.y_valid, require_labels=True)
-        for idx in batches(len(w), int(cfg.batch_size), seed=cfg.seed, epoch=epoch * 7919 + gi,
-                           rank=rank, world=world, device=device):
+    groups = tr.groups(epoch, cfg.seed) if shuffle == "epoch" else tr.groups(0, cfg.seed if shuffle == "once" else None)
+    for gi, bank in enumerate(groups):
+        w = windows if windows is not None else bank_windows(cfg, bank.offsets, bank.y_valid)
+        for idx in batches(len(w), int(cfg.batch_size), seed=cfg.seed,
+                           epoch=(epoch * 7919 if shuffle == "epoch" else 0) + gi,
+                           rank=rank, world=world, device=device, shuffle=shuffle, drop_last=bool(cfg.drop_last)):
+            lrs.before_batch(epoch, nb)
             lr = lrs.lr
             b = bank.gather(w.select(idx), cfg.window)
             with torch.autocast(device.type, dtype=fit.amp[1], enabled=fit.amp[0]):
@@ -440,28 +483,49 @@ def _train(cfg: TrainConfig, *, source: FeatureSource | None, resume: bool, over
     dims = data.train.dims
     fit = build_fit(cfg, dims, device, world)
     windows, n_windows = training_windows(cfg, data.train)
-    lrs = LRSchedule(cfg, fit.opt, math.ceil(n_windows / world / cfg.batch_size))
+    lrs = make_schedule(cfg, fit.opt, steps_per_epoch(cfg, n_windows, world))
     progress = Progress()
+    best_state: dict[str, torch.Tensor] | None = None  # RJCMA reloads it after every epoch and at a restart
     if resume and run.last.is_file():
         progress = restore(run, fit, lrs, device)
+        if cfg.schedule == "rjcma_warmup" and run.best.is_file():
+            best_state = run.load_checkpoint("best", map_location=device)["model"]
         if main_proc:
             log(f"resumed from epoch {progress.start_epoch - 1} (best {progress.best['score']:.4f} at epoch "
                 f"{progress.best['epoch']})")
     tb = _tensorboard(run) if main_proc else None
     done_this_call = 0
     for epoch in range(progress.start_epoch, int(cfg.epochs)):
-        if progress.bad >= cfg.patience:
+        if progress.bad >= cfg.patience or lrs.stop:
             break
+        if lrs.restart_due(epoch):  # RJCMA: fresh optimiser and warm-up from the best weights
+            opt = make_optimizer(cfg, fit.model.parameters())
+            if not lrs.restart(epoch, opt):
+                break
+            fit.opt = opt
+            if best_state is not None:
+                fit.model.load_state_dict(best_state)
+            progress.bad = 0
         te = time.perf_counter()
         loss_sum, nb, lr = train_epoch(cfg, fit, data.train, windows, lrs, epoch, device, rank, world)
         train_s = time.perf_counter() - te
         preds, labels, valid = predict_provider(fit.model, data.val, cfg.window, int(cfg.eval_hop),
                                                 int(cfg.batch_size) * 2, fit.amp)
         ev = evaluate(preds, labels, valid, cfg.smoothing)
-        score = ev.overall["mean"] if math.isfinite(ev.overall["mean"]) else -1.0
-        lrs.end_epoch(epoch, score)
+        score, val_loss = selection_score(cfg.selection or "ccc_mean", ev, preds, labels, valid)
+        score = score if math.isfinite(score) else -math.inf if val_loss is not None else -1.0
+        lrs.end_epoch(epoch, score, val_loss)
         row = epoch_row(epoch, lr, loss_sum, nb, ev, train_s, time.perf_counter() - te, n_windows)
+        if val_loss is not None:
+            row["val_loss"] = val_loss
+        if cfg.selection not in (None, "ccc_mean"):
+            row["val_selection"] = score
         improved = progress.record(epoch, row, score)
+        if cfg.schedule == "rjcma_warmup":  # the code resets the model to the best weights every epoch
+            if improved:
+                best_state = {k: v.detach().clone() for k, v in fit.model.state_dict().items()}
+            elif best_state is not None:
+                fit.model.load_state_dict(best_state)
         if main_proc:
             state = _checkpoint_state(fit, lrs, epoch, progress, cfg, data.stats, dims)
             if improved:

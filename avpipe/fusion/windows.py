@@ -8,6 +8,11 @@ Placement (the RJCMA convention): windows of ``T`` frames every ``hop``
 frames, the last one aligned to the video's end so that every frame is covered; a video shorter
 than ``T`` gives one padded window. Evaluation averages the overlapping predictions per frame.
 
+Clip phases (:func:`clip_phase_starts`, the JCA/RJA/DCA authors' enumeration): for a window of W
+frames cut into clips of K frames, the authors shift the window one frame at a time K times and then
+jump, so that every frame is the last frame of exactly one clip of one window. The first windows
+start up to K − 1 frames *before* the video (``lead`` padding: those positions are invalid).
+
 Clip tokens (:func:`pool_clips`, :func:`expand_clips`): models with ``clip_len`` K > 1 see
 ``T / K`` tokens per window (the authors' JCA/RJA/DCA granularity) and their per-token
 predictions are expanded back to frames, so the data path and the loss stay per frame.
@@ -23,17 +28,21 @@ import torch
 
 @dataclass
 class Windows:
-    """``start`` (W,) global row, ``length`` (W,) valid frames, ``video`` (W,) index into the bank."""
+    """``start`` (W,) global row of the first frame inside the video, ``length`` (W,) valid frames,
+    ``video`` (W,) index into the bank, ``lead`` (W,) padded positions before ``start`` (None = 0:
+    only windows that begin before their video, the authors' first clip phases, have any)."""
 
     start: torch.Tensor
     length: torch.Tensor
     video: torch.Tensor
+    lead: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.start.shape[0])
 
     def select(self, idx: torch.Tensor) -> "Windows":
-        return Windows(self.start[idx], self.length[idx], self.video[idx])
+        return Windows(self.start[idx], self.length[idx], self.video[idx],
+                       None if self.lead is None else self.lead[idx])
 
 
 def window_starts(lengths: np.ndarray, window: int, hop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -59,6 +68,52 @@ def window_starts(lengths: np.ndarray, window: int, hop: int) -> tuple[np.ndarra
     return np.concatenate(vids), np.concatenate(starts), np.concatenate(lens)
 
 
+def clip_phase_starts(n: int, window: int, clip: int) -> np.ndarray:
+    """Local start frames (0-based, possibly negative) of the authors' clip-phase windows over a
+    video of ``n`` frames: ``s = window·g + j − (clip − 1)`` for g = 0, 1, … and j = 0 … clip − 1,
+    while the window ends inside the video (``s + window <= n``).
+
+    Why: JCA (window 256, clip 32) and RJA/DCA (512, 32) end window g, shift j at frame
+    E = window − clip + 1 + window·g + j (1-based), so clip i of it ends at 1 + window·g + clip·i + j:
+    every frame but the last few is the last frame of exactly one clip, and a video shorter than
+    window − clip + 1 frames has no window at all."""
+    if window < 1 or clip < 1 or window % clip:
+        raise ValueError(f"window {window} must be a positive multiple of clip {clip}")
+    s = np.arange(-(clip - 1), int(n) - window + 1, dtype=np.int64)
+    return s[(s + clip - 1) % window < clip]
+
+
+def clip_phase_windows(offsets: torch.Tensor, window: int, clip: int,
+                       label_valid: torch.Tensor | None = None) -> Windows:
+    """The authors' clip-phase windows of every video of a bank, kept (as the authors keep them)
+    only when every clip holds at least one labelled frame (``label_valid``; None: all kept)."""
+    off = offsets.cpu().numpy()
+    lab = None if label_valid is None else label_valid.cpu().numpy().astype(bool)
+    vids, starts, leads, lens = [], [], [], []
+    for v, n in enumerate(np.diff(off)):
+        s = clip_phase_starts(int(n), window, clip)
+        if not len(s):
+            continue
+        if lab is not None:
+            c = np.concatenate([[0], np.cumsum(lab[off[v]: off[v + 1]])])
+            ok = np.ones(len(s), dtype=bool)
+            for i in range(window // clip):
+                a = np.clip(s + clip * i, 0, n)
+                b = np.clip(s + clip * (i + 1), 0, n)
+                ok &= (c[b] - c[a]) > 0
+            s = s[ok]
+        lead = np.maximum(0, -s)
+        vids.append(np.full(len(s), v))
+        starts.append(off[v] + s + lead)
+        leads.append(lead)
+        lens.append(window - lead)
+    if not vids:
+        z = torch.zeros(0, dtype=torch.long, device=offsets.device)
+        return Windows(z, z, z, z)
+    t = [torch.from_numpy(np.concatenate(a).astype(np.int64)).to(offsets.device) for a in (starts, lens, vids, leads)]
+    return Windows(*t)
+
+
 def make_windows(offsets: torch.Tensor, window: int, hop: int, label_valid: torch.Tensor | None = None,
                  require_labels: bool = False) -> Windows:
     """Windows of every video of a bank (``offsets`` (V+1,)). With ``require_labels``, windows
@@ -77,31 +132,46 @@ def make_windows(offsets: torch.Tensor, window: int, hop: int, label_valid: torc
 
 def window_rows(w: Windows, window: int, pad_row: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, T) global row indices (padding → ``pad_row``, the bank's zero sentinel) and the
-    (B, T) in-window mask."""
-    ar = torch.arange(window, device=w.start.device)
-    inwin = ar.unsqueeze(0) < w.length.unsqueeze(1)
-    rows = torch.where(inwin, w.start.unsqueeze(1) + ar.unsqueeze(0),
+    (B, T) in-window mask (False on ``lead`` and trailing padding)."""
+    ar = torch.arange(window, device=w.start.device).unsqueeze(0)
+    if w.lead is not None:
+        ar = ar - w.lead.unsqueeze(1)
+        inwin = (ar >= 0) & (ar < w.length.unsqueeze(1))
+    else:
+        inwin = ar < w.length.unsqueeze(1)
+    rows = torch.where(inwin, w.start.unsqueeze(1) + ar,
                        torch.full((), pad_row, dtype=torch.long, device=ar.device))
     return rows, inwin
 
 
+SHUFFLES = ("epoch", "once", "none")
+
+
 def batches(n: int, batch_size: int, *, seed: int | None, epoch: int = 0, rank: int = 0, world: int = 1,
-            device: torch.device | str = "cpu") -> Iterator[torch.Tensor]:
+            device: torch.device | str = "cpu", shuffle: str = "epoch", drop_last: bool = False
+            ) -> Iterator[torch.Tensor]:
     """Window index batches for one epoch. ``seed=None``: in order (evaluation).
 
-    The permutation depends only on (seed, epoch), so a resumed run sees the same order as an
-    uninterrupted one; ranks take interleaved slices of it (same count on every rank, the
-    ``n % world`` leftover dropped, as DistributedSampler(drop_last=True) does).
+    ``shuffle``: ``epoch`` — a new permutation every epoch (depends only on (seed, epoch), so a
+    resumed run sees the same order as an uninterrupted one); ``once`` — one permutation drawn from
+    the seed, the same batches in the same order every epoch (RJCMA's code shuffles its window list
+    once per fold); ``none`` — enumeration order (the RJA/DCA code, ``shuffle: false``).
+    ``drop_last`` drops a final batch smaller than ``batch_size`` (the JCA code). Ranks take
+    interleaved slices (same count on every rank, the ``n % world`` leftover dropped, as
+    DistributedSampler(drop_last=True) does).
     """
-    if seed is None:
+    if shuffle not in SHUFFLES:
+        raise ValueError(f"unknown shuffle policy {shuffle!r}; use one of {', '.join(SHUFFLES)}")
+    if seed is None or shuffle == "none":
         order = torch.arange(n)
     else:
-        g = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(epoch))
+        g = torch.Generator().manual_seed(int(seed) * 1_000_003 + (int(epoch) if shuffle == "epoch" else 0))
         order = torch.randperm(n, generator=g)
     if world > 1:
         order = order[: n - n % world][rank::world]
     order = order.to(device)
-    for i in range(0, len(order), batch_size):
+    end = len(order) - len(order) % batch_size if drop_last else len(order)
+    for i in range(0, end, batch_size):
         yield order[i: i + batch_size]
 
 

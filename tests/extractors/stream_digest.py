@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 # provenance that may differ between code revisions without the entry changing
-SKIP_ATTRS = {"avpipe_version"}
+SKIP_ATTRS = {"avpipe_version", "packages_json"}
 
 
 def entry_digest(group) -> str:

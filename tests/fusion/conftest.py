@@ -21,7 +21,9 @@ def corpus(tmp_path_factory) -> dict[str, Path]:
 def small_config(corpus, fusion: str, out: Path, **kw):
     from avpipe.fusion.config import TrainConfig
 
-    base = dict(fusion=fusion, labels=str(corpus["labels"]), cache=str(corpus["cache"]), out=str(out),
+    # recipe avpipe: these settings (small windows, per-frame tokens, no schedule) are avpipe's; the
+    # authors' recipes are pinned in tests/fusion/test_recipes.py
+    base = dict(recipe="avpipe", fusion=fusion, labels=str(corpus["labels"]), cache=str(corpus["cache"]), out=str(out),
                 window=32, hop=16, clip_len=1, batch_size=32, epochs=6, lr=2e-3, schedule="none", device="cpu",
                 num_threads=1, seed=0, patience=100, plot_videos=2)
     base.update(kw)

@@ -226,7 +226,8 @@ def test_dca_released_configuration_equals_equations():
 
 def test_rjcma_released_configuration_equals_equations():
     cfg, m, x, mask = _build("rjcma")
-    assert (cfg.window, cfg.hop, cfg.clip_len, cfg.batch_size, cfg.patience) == (300, 200, 1, 12, 50)
+    # early stopping: the code's counter of 50 lives in the rjcma_warmup schedule (avpipe.fusion.recipe_schedule)
+    assert (cfg.window, cfg.hop, cfg.clip_len, cfg.batch_size, cfg.schedule) == (300, 200, 1, 12, "rjcma_warmup")
     assert [m.tcn[k].out_dim for k in ("visual", "audio", "text")] == [256, 128, 128]
     assert len(m.attn.layers) == 2 and not m.attn.shared and all(lyr.q is None for lyr in m.attn.layers)
     g = torch.Generator().manual_seed(5)

@@ -15,11 +15,10 @@ of their own (``rja-shared``, ``rjcma-shared``, ``iaca``, ``maven-paper``). Each
 carries a :class:`ModelInfo` (paper, what matches the code, what is ours); :func:`model_listing`
 renders them for ``avpipe train --list`` and ``avpipe train --help``.
 
-Training deviations shared by every model (docs/models-fusion.md has the full list): the gradient
-norm is clipped at 1.0 for every model (MAVEN's code clips at 1.0; the JCA/RJA/DCA/RJCMA training
-code we read does not clip; ``grad_clip = 0`` turns it off); early stopping after ``patience`` epochs
-without a validation-CCC gain, 50 for RJCMA (its code) and 10 otherwise (the JCA/RJA/DCA code has
-none: it keeps the best checkpoint over all its epochs).
+How a name trains is its recipe, not the model's: the published names train with their authors'
+recipe by default (:mod:`avpipe.fusion.recipes`, docs/recipes.md), the others with avpipe's, whose
+values are the ``train_defaults`` declared here (gradient clipping at 1.0, early stopping after
+``patience`` epochs, z-scored inputs, …).
 """
 from __future__ import annotations
 
@@ -85,10 +84,13 @@ def check_modalities(name: str, available: Mapping[str, str], options: Mapping[s
 
 
 def model_defaults(name: str) -> dict[str, Any]:
-    """The training defaults a name resolves to (generic defaults overridden by the model's)."""
+    """The training defaults a name resolves to under its default recipe (generic defaults, the
+    model's own, then the authors' recipe for a published name: docs/recipes.md)."""
     from avpipe.fusion.config import GENERIC_DEFAULTS
+    from avpipe.fusion.recipes import default_recipe, recipe_defaults
 
-    return {**GENERIC_DEFAULTS, **get_model_class(name).train_defaults}
+    return {**GENERIC_DEFAULTS, **get_model_class(name).train_defaults,
+            **recipe_defaults(name, default_recipe(name))[0]}
 
 
 def model_listing(verbose: bool = False) -> list[str]:
@@ -97,6 +99,8 @@ def model_listing(verbose: bool = False) -> list[str]:
     ``verbose`` adds the paper, what matches the authors' code and what is avpipe's own, indented
     under each name (``avpipe train --list``); the short form is what ``train --help`` shows.
     """
+    from avpipe.fusion.recipes import default_recipe
+
     reg = model_registry()
     names = [n for n in LIST_ORDER if n in reg] + sorted(set(reg) - set(LIST_ORDER))
     lines = []
@@ -106,7 +110,7 @@ def model_listing(verbose: bool = False) -> list[str]:
         clip = int(d.get("clip_len") or 1)
         tok = f"{d['window']}f/{clip}={d['window'] // clip} tokens" if clip > 1 else f"{d['window']}f per-frame"
         lines.append(f"{n:13s} {'+'.join(m[0] for m in cls.modalities):5s} window {tok}, batch {d['batch_size']}, "
-                     f"lr {d['lr']:g} - {info.summary if info else ''}")
+                     f"lr {d['lr']:g}, recipe {default_recipe(n)} - {info.summary if info else ''}")
         if verbose and info is not None:
             lines.append(f"{'':13s} paper: {info.paper}")
             lines.append(f"{'':13s} as the authors' code: {info.code or 'no public code'}")

@@ -14,7 +14,9 @@ Names:
 
 * ``maven`` — the authors' released code (``Train_BEiT``): two encoder stacks applied **in
   parallel** to the same input and concatenated, no refinement step, the MLP emitting (v, a)
-  directly per frame. README training defaults: Adam 1e-4, wd 1e-4, plateau (0.1, 5), batch 8.
+  directly per frame. It trains with the authors' recipe (``Train_BEiT.py``, docs/recipes.md): Adam
+  1e-3, wd 1e-4, plateau (0.1, 5) on the validation loss, batch 6, MSE, inputs standardised per
+  window after N(0, 0.01²) noise, encoder layers with BEiT-base's 12 heads, FF 3072, dropout 0.
 * ``maven-paper`` — the paper's description: BEiT₂(BEiT₁(x)) **sequential** (one stack of
   ``layers``), the refinement step 4, and a polar (circumplex) head: the head emits an
   unnormalised 2-vector whose direction is (cos θ, sin θ) and an intensity I ∈ [0, √2], output
@@ -31,8 +33,8 @@ Deviations from the released code, each deliberate:
   and 1e-5), but without BEiT's layer-scale and relative position bias.
 * **Granularity** — code: audio/text one vector per transcript segment, so its v→a / v→t attention
   is degenerate (one key); here per-frame rows (or clip tokens), every pathway attends over the window.
-* **Loss** — the code's CCC term is computed with ``.item()`` (no gradient), so it trains on MSE;
-  avpipe trains every model on the CCC loss (``--config`` ``loss = "mse"`` reproduces the code).
+* **Loss** — the code's CCC term is computed with ``.item()`` (no gradient), so it trains on MSE:
+  the authors' recipe trains on the mean squared error (``mse_mean``); ``--recipe avpipe`` on the CCC.
 * **Windows** — the code's sequences are transcript segments of variable length; avpipe uses fixed
   windows (see ``train_defaults``) and does not re-initialise the model when validation stalls.
 """
@@ -70,15 +72,19 @@ class MAVEN(FusionModel):
               "(ABAW8), arXiv 2503.12623",
         code="per-modality projections, six 2-head cross-attention pathways, shared LayerNorm, fusion Linear, "
              "two encoder stacks in parallel, MLP 512-256 with dropout 0.5/0.3 to (v,a) per frame, Adam/plateau",
-        ours="small randomly initialised GELU encoder stacks instead of two 12-layer BEiT-base, per-frame "
-             "audio/text rows instead of one vector per transcript segment, CCC loss instead of MSE",
+        ours="small randomly initialised GELU encoder stacks (12 heads, FF 3072, as BEiT-base) instead of two "
+             "12-layer BEiT-base, per-frame audio/text rows instead of one vector per transcript segment",
         summary="multimodal cross-attention + transformer encoders, audio+visual+text (authors' code)")
 
     def __init__(self, dims: Mapping[str, int], window: int, d: int = 512, heads: int = 2,
                  attn_dropout: float = 0.1, embed: int = 768, layers: int = 2, ff: int = 1024,
                  code_faithful: bool = True, head: str = "va", activation: str = "gelu",
-                 norm_eps: float = 1e-12, clip_len: int = 1) -> None:
+                 norm_eps: float = 1e-12, clip_len: int = 1, enc_heads: int | None = None,
+                 enc_dropout: float = 0.1, input_standardise: bool = False, input_noise: float = 0.0) -> None:
         super().__init__(dims, window, clip_len)
+        # the authors' recipe (avpipe.fusion.recipes): BEiT-base's 12 heads, FF 3072, dropout 0, and
+        # its inputs standardised per sequence and modality after N(0, 0.01²) noise
+        self.input_standardise, self.input_noise = bool(input_standardise), float(input_noise)
         if head not in ("va", "polar"):
             raise ValueError("head must be 'va' or 'polar'")
         self.code_faithful, self.head = code_faithful, head
@@ -93,7 +99,8 @@ class MAVEN(FusionModel):
         self.fuse_in = nn.Linear(3 * d, embed)
 
         def stack(n: int) -> nn.TransformerEncoder:
-            layer = nn.TransformerEncoderLayer(embed, 8 if embed % 8 == 0 else 1, ff, dropout=0.1,
+            nh = enc_heads if enc_heads is not None else (8 if embed % 8 == 0 else 1)
+            layer = nn.TransformerEncoderLayer(embed, nh, ff, dropout=enc_dropout,
                                                activation=activation, layer_norm_eps=norm_eps,
                                                batch_first=True, norm_first=True)
             return nn.TransformerEncoder(layer, n, enable_nested_tensor=False)
@@ -106,7 +113,25 @@ class MAVEN(FusionModel):
                                  nn.Linear(512, 256), nn.ReLU(), nn.Dropout(0.3),
                                  nn.Linear(256, 3 if head == "polar" else 2))
 
+    def standardise(self, x: Mapping[str, torch.Tensor], mask: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The MAVEN code's input normalisation, per sample and modality: x + N(0, σ²) noise while
+        training (σ = ``input_noise``), then (x − mean) / (std + 1e-8) with one scalar mean and
+        unbiased std over the valid rows (the code: over one transcript segment; here one window)."""
+        out = {}
+        for m, t in x.items():
+            mk = mask[m].unsqueeze(-1).to(t.dtype) if m in mask else torch.ones_like(t[..., :1])
+            if self.training and self.input_noise > 0:
+                t = t + torch.randn_like(t) * self.input_noise
+            n = (mk.sum((1, 2)) * t.shape[-1]).clamp_min(2.0)  # values per sample
+            mu = (t * mk).sum((1, 2)) / n
+            d = (t - mu[:, None, None]) * mk
+            sd = ((d * d).sum((1, 2)) / (n - 1)).sqrt()
+            out[m] = d / (sd[:, None, None] + 1e-8)
+        return out
+
     def fuse(self, x: Mapping[str, torch.Tensor], mask: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        if self.input_standardise:
+            x = self.standardise(x, mask)
         feats = {m: self.proj[m](t) for m, t in zip(self.modalities, self.inputs(x, mask, self.modalities))}
         kp = {m: key_padding(mask[m]) for m in self.modalities}
         cross: dict[str, list[torch.Tensor]] = {m: [] for m in self.modalities}

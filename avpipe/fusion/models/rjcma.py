@@ -10,8 +10,9 @@ Names:
 * ``rjcma`` — the authors' released configuration: **no query projection** (the code computes
   ``J W_q`` and then uses the raw joint J as query), **two stacked layers with separate weights**
   (the code's "recursion"), TCN widths visual 256 / audio 128 / text 128 (the only widths the
-  released fusion layer accepts: D = 512), 300-frame windows with hop 200, Adam lr 1e-5, wd 1e-3,
-  batch 12, 5-epoch linear warm-up then plateau on validation CCC, early stopping after 50 epochs.
+  released fusion layer accepts: D = 512), 300-frame windows with hop 200; it trains with the
+  authors' recipe (docs/recipes.md: Adam lr 1e-5, wd 1e-3, batch 12, the per-epoch warm-up sawtooth,
+  plateau and restarts, per-window CCC loss, best weights reloaded every epoch).
 * ``rjcma-shared`` — avpipe's variant following the paper's formulation: query projection on and
   one weight-shared layer applied twice.
 
@@ -22,12 +23,8 @@ Deviations from the released code, each deliberate:
 * **Outputs** — one network per dimension in the code; one trunk with 2 outputs here.
 * **Backbones** — gradually released (fine-tuned) during training in the code; frozen cached
   features here (not reproducible on a cache; expect lower numbers).
-* **Loss** — the code's per-window CCC is available as ``loss=ccc_window``; avpipe's default for
-  every model is the CCC over the flattened batch.
-* **Best-weights reload** — the code reloads the best weights at the end of every epoch; avpipe
-  keeps training from the current weights.
-* **Warm-up shape** — linear per batch from lr/(5·steps) to lr over the first 5 epochs, then the
-  plateau controller starts at lr.
+* **Training** — the authors' recipe by default; ``--recipe avpipe`` trains with avpipe's
+  (batch-flattened CCC, linear warm-up, no best-weights reload): docs/recipes.md.
 """
 from __future__ import annotations
 
@@ -56,10 +53,9 @@ class RJCMA(FusionModel):
         paper="Praveen & Alam, Recursive Joint Cross-Modal Attention for Multimodal Fusion in Dimensional "
               "Emotion Recognition, CVPRW 2024 (ABAW6), arXiv 2403.13659",
         code="causal TCNs + BatchNorm, JCA-v2 over {v,a,t} without query projection, 2 unshared layers, "
-             "head Linear-BN-LeakyReLU-Linear-tanh, 300-frame windows hop 200, optimiser, warm-up, plateau, "
-             "patience 50",
+             "head Linear-BN-LeakyReLU-Linear-tanh, 300-frame windows hop 200; training recipe (docs/recipes.md)",
         ours="TCN widths 256/128/128 (the committed configs do not run), one trunk for V+A, frozen cached "
-             "features (no gradual backbone release), batch-flattened CCC loss",
+             "features (no gradual backbone release)",
         summary="recursive joint cross-modal attention, audio+visual+text (authors' code)")
 
     def __init__(self, dims: Mapping[str, int], window: int, channels: Mapping[str, list[int]] | None = None,
