@@ -8,8 +8,15 @@ Two names per video (docs/cache.md#identity):
   bytes in two folders (or a moved folder) are one entry.
 
 Hashing is the only expensive part of discovery, so content ids are memoised by
-``(size, mtime_ns, inode)`` in the index (see :meth:`avpipe.pipeline.index.Index.file_memo`): a warm
-run stats files and re-reads nothing.
+``(dev, inode, size, mtime_ns, ctime_ns)`` in the index (see
+:meth:`avpipe.pipeline.index.Index.file_memo`): a warm run stats files and re-reads nothing. The
+device is there because inode numbers repeat across filesystems; ctime because mtime can be set
+back by anyone and ctime cannot.
+
+A content id must never lie about the bytes a stage decoded. The stat facts it was computed
+from travel with the video (:attr:`Video.identity`); a file that changes while it is hashed is
+hashed again, and the runner re-stats each file after its stage has read it and discards the
+result when the file changed (:func:`source_changed`).
 """
 from __future__ import annotations
 
@@ -72,10 +79,39 @@ class FoundFile:
     size: int
     mtime_ns: int
     inode: int
+    dev: int = 0
+    ctime_ns: int = 0
 
     @property
-    def memo_key(self) -> tuple[int, int, int]:
-        return (self.size, self.mtime_ns, self.inode)
+    def memo_key(self) -> tuple[int, int, int, int, int]:
+        return (self.dev, self.inode, self.size, self.mtime_ns, self.ctime_ns)
+
+    @classmethod
+    def from_stat(cls, key: str, path: Path, st: os.stat_result) -> "FoundFile":
+        return cls(key, path, st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev, st.st_ctime_ns)
+
+
+def stat_identity(st: os.stat_result) -> tuple[int, int, int, int, int]:
+    """The facts that change whenever a file's bytes may have: (dev, inode, size, mtime, ctime)."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def source_changed(path: str | os.PathLike[str], identity: tuple[int, ...] | None) -> str | None:
+    """Why ``path`` is no longer the file whose bytes were hashed (None: unchanged, or nothing
+    recorded to compare with). Called after a stage has read the file: if this says nothing,
+    the bytes it decoded are the bytes the content id names."""
+    if identity is None:
+        return None
+    try:
+        now = stat_identity(os.stat(path))
+    except OSError as e:
+        return f"the file vanished or became unreadable while it was processed ({e.strerror})"
+    if now == tuple(identity):
+        return None
+    names = ("device", "inode", "size", "modification time", "change time")
+    what = [n for n, a, b in zip(names, identity, now) if a != b]
+    return ("the file changed while it was processed (" + ", ".join(what) + " differ from when it "
+            "was hashed)")
 
 
 @dataclass(frozen=True)
@@ -129,8 +165,7 @@ def iter_video_files(root: str | os.PathLike[str],
     """
     rootp = Path(root).expanduser().absolute()
     if rootp.is_file():
-        st = rootp.stat()
-        yield FoundFile(normalize_key(rootp.name), rootp, st.st_size, st.st_mtime_ns, st.st_ino)
+        yield FoundFile.from_stat(normalize_key(rootp.name), rootp, rootp.stat())
         return
     if not rootp.is_dir():
         raise FileNotFoundError(f"videos folder not found: {rootp}")
@@ -182,7 +217,7 @@ def iter_video_files(root: str | os.PathLike[str],
             if key in seen_keys:  # NFC and NFD spellings of one name: keep the first
                 continue
             seen_keys.add(key)
-            out.append(FoundFile(key, Path(e.path), fst.st_size, fst.st_mtime_ns, fst.st_ino))
+            out.append(FoundFile.from_stat(key, Path(e.path), fst))
 
     walk(rootp, "")
     out.sort(key=lambda f: f.key)
@@ -200,13 +235,37 @@ class Video:
     mtime_ns: int
     inode: int
     hashed: bool = False
+    dev: int = 0
+    ctime_ns: int = 0
+
+    @property
+    def identity(self) -> tuple[int, int, int, int, int]:
+        """The stat facts the content id was computed from (see :func:`source_changed`)."""
+        return (self.dev, self.inode, self.size, self.mtime_ns, self.ctime_ns)
 
 
-def identify(files: list[FoundFile], memo: Mapping[tuple[int, int, int], str]) -> list[Video]:
-    """Content ids for ``files``: memo hit by (size, mtime_ns, inode), else hash the bytes.
+#: How often a file that keeps changing while it is hashed is hashed again before giving up.
+HASH_TRIES = 3
 
-    An unreadable file still gets an id (of its path and the error) so that it reaches ``probe``
-    and gets a clear per-video error instead of aborting discovery.
+
+def _hash_stable(f: FoundFile) -> tuple[FoundFile, str]:
+    """Hash ``f`` and make sure it did not change meanwhile (stat before and after equal), so
+    the id names the bytes that carry these stat facts. Raises OSError when unreadable."""
+    for _ in range(HASH_TRIES):
+        cid = content_hash(f.path)
+        now = FoundFile.from_stat(f.key, f.path, os.stat(f.path))
+        if now.memo_key == f.memo_key:
+            return f, cid
+        f = now
+    raise OSError(errno.EBUSY, f"it kept changing while it was hashed ({HASH_TRIES} tries)")
+
+
+def identify(files: list[FoundFile], memo: Mapping[tuple[int, ...], str]) -> list[Video]:
+    """Content ids for ``files``: memo hit by (dev, inode, size, mtime_ns, ctime_ns), else hash
+    the bytes.
+
+    An unreadable file (or one that keeps changing) still gets an id (of its path and the error)
+    so that it reaches ``probe`` and gets a clear per-video error instead of aborting discovery.
     """
     out: list[Video] = []
     for f in files:
@@ -214,10 +273,10 @@ def identify(files: list[FoundFile], memo: Mapping[tuple[int, int, int], str]) -
         hashed = False
         if cid is None:
             try:
-                cid = content_hash(f.path)
+                f, cid = _hash_stable(f)
             except OSError as e:
                 cid = "unreadable-" + hashlib.blake2b(
                     f"{f.key}|{e}|{time.time_ns()}".encode(), digest_size=8).hexdigest()
             hashed = True
-        out.append(Video(f.key, f.path, cid, f.size, f.mtime_ns, f.inode, hashed))
+        out.append(Video(f.key, f.path, cid, f.size, f.mtime_ns, f.inode, hashed, f.dev, f.ctime_ns))
     return out

@@ -59,13 +59,23 @@ class ShardWriter:
         try:
             write_result(h5, content_id, result, {**self.provenance, "content_id": content_id})
         except BaseException:
-            if content_id in h5:
-                del h5[content_id]
             self.rows.pop(content_id, None)
+            try:
+                if content_id in h5:
+                    del h5[content_id]
+            except Exception:  # noqa: S110 - a broken file (full disk): the caller aborts it
+                pass
             raise
         self.rows[content_id] = n_rows(result.data)
         h5.flush()
         return self.rows[content_id]
+
+    def discard(self, content_id: str) -> None:
+        """Remove one video's already written group (its source changed while it was read)."""
+        if self._h5 is not None and content_id in self._h5:
+            del self._h5[content_id]
+            self._h5.flush()
+        self.rows.pop(content_id, None)
 
     def commit(self) -> ShardRecord | None:
         """Close, fsync and rename the shard into place; the record for the driver to index."""
@@ -95,7 +105,10 @@ class ShardWriter:
                 pass
             self._h5 = None
         if self.tmp is not None:
-            self.tmp.unlink(missing_ok=True)
+            try:
+                self.tmp.unlink(missing_ok=True)
+            except OSError:  # its folder vanished, or a read-only disk: gc removes it later
+                pass
             self.tmp = None
 
     def __enter__(self) -> "ShardWriter":
