@@ -329,9 +329,10 @@ def inspect(video: str, cache_dir: Path | None, as_json: bool) -> None:
   avpipe cache ls
   avpipe cache du
   avpipe cache verify        # exit 1 if any shard was bad (its entries are dropped)
-  avpipe cache gc --dry-run""")
+  avpipe cache gc --dry-run
+  avpipe cache rebuild-index # when verify/gc say the index is empty or damaged""")
 def cache() -> None:
-    """Look after the cache: list, disk usage, verify, garbage-collect."""
+    """Look after the cache: list, disk usage, verify, garbage-collect, rebuild the index."""
 
 
 @cache.command("ls", epilog="Example:\n\n\b\n  avpipe cache ls --stage faces")
@@ -408,7 +409,42 @@ def cache_gc(cache_dir: Path | None, dry_run: bool) -> None:
             _fail(str(e))
     for rp in rep.files:
         click.echo(("would delete " if dry_run else "deleted ") + rp)
+    for rp in rep.kept_live:
+        click.echo(f"kept {rp}: a running writer holds it")
     click.echo(f"{len(rep.files)} files, {human_bytes(rep.bytes)}" + (" (dry run)" if dry_run else " freed"))
+
+
+@cache.command("rebuild-index", epilog="""Example:
+
+\b
+  avpipe cache verify          # "the cache index ... has no avpipe tables ..."
+  avpipe cache rebuild-index   # entries recovered from the shards
+  avpipe cache verify && avpipe cache gc""")
+@_cache_option
+def cache_rebuild_index(cache_dir: Path | None) -> None:
+    """Rebuild the index from the shards' own attributes (stage, fingerprint, config, content id).
+
+    Use it when `cache verify` or `cache gc` refuse because the index is empty, lacks its tables
+    or is younger than the shards. The old index is kept beside it as index.sqlite.damaged-TIME;
+    file names and failures are copied from it when it can still be read (otherwise the next
+    extract rediscovers the names). Shards that cannot be read are listed and left alone."""
+    from avpipe.pipeline.rebuild import rebuild_index
+    from avpipe.pipeline.types import CacheError
+
+    root = _cache_root(cache_dir)
+    try:
+        rep = rebuild_index(root)
+    except FileNotFoundError as e:
+        raise click.UsageError(str(e)) from e
+    except CacheError as e:
+        _fail(str(e))
+    for rp, why in rep.skipped:
+        click.echo(f"SKIPPED {rp}: {why}")
+    click.echo(f"rebuilt {root / 'index.sqlite'}: {rep.entries} entries of {rep.fingerprints} fingerprints "
+               f"from {rep.shards} shards; {rep.copied_files} file names and {rep.copied_failures} "
+               "failures kept from the old index"
+               + (f" (moved aside as {rep.old_index})" if rep.old_index else ""))
+    sys.exit(1 if rep.skipped else 0)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -41,13 +41,19 @@ class ShardWriter:
         self.rows: dict[str, int] = {}
         self.tmp: Path | None = None
         self._h5: Any = None
+        self._held: int | None = None  # flock on the temp file: gc keeps what a live writer holds
 
     def _file(self) -> Any:
         if self._h5 is None:
             import h5py
 
+            from avpipe.pipeline.lock import hold_file
+
             self.tmp = temp_path_for(self.final)
-            self._h5 = h5py.File(self.tmp, "w")
+            self._held = hold_file(self.tmp)
+            # HDF5's own file lock is an flock too and would collide with ours; only this writer
+            # ever opens a temp shard, so HDF5's lock adds nothing here
+            self._h5 = h5py.File(self.tmp, "w", locking=False)
         return self._h5
 
     def add(self, content_id: str, result: StageResult) -> int:
@@ -92,12 +98,20 @@ class ShardWriter:
             self.abort()
             raise
         self.tmp = None
+        self._release()
         st = self.final.stat()
         return ShardRecord(self.final.relative_to(self.root).as_posix(), st.st_size, st.st_mtime_ns,
                            file_blake2(self.final), dict(self.rows))
 
+    def _release(self) -> None:
+        from avpipe.pipeline.lock import release_file
+
+        release_file(self._held)
+        self._held = None
+
     def abort(self) -> None:
         """Drop the temp shard (nothing of it was indexed)."""
+        self._release()
         if self._h5 is not None:
             try:
                 self._h5.close()

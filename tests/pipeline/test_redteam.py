@@ -95,6 +95,7 @@ def test_video_replaced_between_hash_and_decode_is_not_cached(tmp_path, clip_ban
     monkeypatch.setattr(probe, "compute", swap_then_compute)
     s = _run(tmp_path / "cache", videos, stages=["probe"])
     assert s.exit_code == 1
+    assert len(s.failures) == 1, s.render()
     (f,) = s.failures
     assert f.error_type == "SourceChanged" and f.transient and f.key == "a.mp4"
     assert "changed while it was processed" in f.message and "discarded" in f.message
@@ -111,3 +112,126 @@ def test_video_replaced_between_hash_and_decode_is_not_cached(tmp_path, clip_ban
     with Cache(tmp_path / "cache") as c:
         assert len(c.read("probe", "pristine.mp4").data) == 10
         assert len(c.read("probe", "a.mp4").data) == 15
+
+
+# -- 2. the index and the lock cannot be turned into data loss -----------------------------------
+def _cli(*args):
+    from click.testing import CliRunner
+
+    from avpipe.cli import main
+
+    return CliRunner().invoke(main, list(args))
+
+
+def _entries(cache):
+    with Cache(cache) as c:
+        return sorted((e.stage, e.content_id, e.shard, e.n_rows) for e in c.list())
+
+
+def test_truncated_index_verify_and_gc_refuse_then_rebuild_recovers(tmp_path, videos):
+    cache = tmp_path / "cache"
+    assert _run(cache, videos, stages=["toy_b"]).exit_code == 0
+    before = _entries(cache)
+    shards = sorted(p for p in (cache / "shards").rglob("*.h5"))
+    assert len(shards) >= 3
+    past = os.path.getmtime(cache / "index.sqlite") - 60  # shards written a minute before the wipe
+    for p in shards:
+        os.utime(p, (past, past))
+    for suffix in ("-wal", "-shm"):
+        (cache / f"index.sqlite{suffix}").unlink(missing_ok=True)
+    os.truncate(cache / "index.sqlite", 0)  # truncate -s 0 cache/index.sqlite
+
+    for args in (["cache", "gc", "--dry-run"], ["cache", "verify"], ["cache", "gc"]):
+        r = _cli(*args, "--cache", str(cache))
+        assert r.exit_code == 1, (args, r.output)
+        assert "rebuild-index" in r.output and "all good" not in r.output, r.output
+        assert "no avpipe tables" in r.output or "younger than" in r.output, r.output
+        assert sorted(p for p in (cache / "shards").rglob("*.h5")) == shards  # nothing deleted
+
+    r = _cli("cache", "rebuild-index", "--cache", str(cache))
+    assert r.exit_code == 0, r.output
+    assert f"{len(before)} entries" in r.output and "moved aside" in r.output
+    assert _entries(cache) == [(s, c, sh, n) for s, c, sh, n in before]
+    r = _cli("cache", "verify", "--cache", str(cache))
+    assert r.exit_code == 0 and "all good" in r.output, r.output
+    r = _cli("cache", "gc", "--cache", str(cache))
+    assert r.exit_code == 0 and r.output.startswith("0 files"), r.output
+    # the next extract finds everything done (names come back by discovery)
+    s = _run(cache, videos, stages=["toy_b"])
+    assert s.exit_code == 0 and all(st.computed == 0 for st in s.stages), s.render()
+
+
+def test_rebuild_index_skips_a_shard_that_lies_about_its_place(tmp_path, videos):
+    cache = tmp_path / "cache"
+    assert _run(cache, videos).exit_code == 0
+    shard = next((cache / "shards" / "toy_a").rglob("*.h5"))
+    fake = next((cache / "shards" / "probe").iterdir()) / ("f" * 32 + ".h5")
+    shutil.copy(shard, fake)  # toy_a's groups in probe's folder
+    r = _cli("cache", "rebuild-index", "--cache", str(cache))
+    assert r.exit_code == 1 and "SKIPPED" in r.output and "not the folder it lies in" in r.output, r.output
+    with Cache(cache) as c:
+        assert not any(e.shard.endswith(fake.name) for e in c.list())
+
+
+def test_index_replaced_by_a_fresh_one_is_refused(tmp_path, videos):
+    cache = tmp_path / "cache"
+    assert _run(cache, videos).exit_code == 0
+    for p in (cache / "shards").rglob("*.h5"):
+        os.utime(p, (1_000_000_000, 1_000_000_000))
+    for p in cache.glob("index.sqlite*"):
+        p.unlink()
+    Cache(cache, create=True).close()  # a fresh, empty index beside old shards
+    from avpipe.pipeline.maintenance import IndexUnsafe, gc, verify
+
+    with Cache(cache) as c:
+        with pytest.raises(IndexUnsafe, match="younger than"):
+            gc(c)
+        with pytest.raises(IndexUnsafe, match="younger than"):
+            verify(c)
+    assert list((cache / "shards").rglob("*.h5"))
+
+
+def test_deleted_lock_file_does_not_let_gc_in(tmp_path):
+    """The folder flock survives ``rm .lock``: a second writer still waits."""
+    import subprocess
+    import sys
+    import time
+
+    from avpipe.pipeline.lock import CacheLock
+
+    Cache(tmp_path, create=True).close()
+    with CacheLock(tmp_path, purpose="extract"):
+        (tmp_path / ".lock").unlink()
+        code = ("import sys, time; from avpipe.pipeline.lock import CacheLock\n"
+                "t = time.time()\n"
+                "with CacheLock(sys.argv[1], purpose='gc'): print(time.time() - t)")
+        p = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
+        time.sleep(1.5)
+        assert p.poll() is None, p.communicate()  # still waiting for the folder lock
+    out, err = p.communicate(timeout=30)
+    assert p.returncode == 0 and float(out) >= 1.0, err
+    assert "held by another process" in err
+
+
+def test_gc_keeps_a_temp_file_a_live_writer_holds(tmp_path, videos):
+    from avpipe.pipeline.lock import hold_file, release_file
+    from avpipe.pipeline.maintenance import gc
+
+    cache = tmp_path / "cache"
+    assert _run(cache, videos).exit_code == 0
+    d = next((cache / "shards" / "toy_a").iterdir())
+    live, dead = d / ".live.h5.x.tmp", d / ".dead.h5.y.tmp"
+    live.write_bytes(b"being written")
+    dead.write_bytes(b"left by a killed worker")
+    fd = hold_file(live)
+    try:
+        with Cache(cache) as c:
+            rep = gc(c)
+        assert live.exists() and not dead.exists()
+        assert [p.split("/")[-1] for p in rep.kept_live] == [live.name]
+    finally:
+        release_file(fd)
+    with Cache(cache) as c:
+        gc(c)
+    assert not live.exists()
