@@ -235,3 +235,91 @@ def test_gc_keeps_a_temp_file_a_live_writer_holds(tmp_path, videos):
     with Cache(cache) as c:
         gc(c)
     assert not live.exists()
+
+
+# -- 3. faults are classified honestly ----------------------------------------------------------
+def _fail_writes(monkeypatch, exc, after=0):
+    """Make the shard writer's HDF5 writes fail (after ``after`` successful videos)."""
+    import avpipe.pipeline.shard as shard_mod
+
+    real = shard_mod.write_result
+    n = [0]
+
+    def write(h5, cid, res, prov):
+        n[0] += 1
+        if n[0] > after:
+            raise exc
+        return real(h5, cid, res, prov)
+
+    monkeypatch.setattr(shard_mod, "write_result", write)
+
+
+def test_disk_full_is_transient_one_line_and_retried(tmp_path, videos, monkeypatch):
+    import errno
+
+    cache = tmp_path / "cache"
+    _fail_writes(monkeypatch, OSError(errno.ENOSPC, "No space left on device"), after=1)
+    s = _run(cache, videos, stages=["probe"])
+    text = s.render()
+    assert s.exit_code == 1
+    assert text.count("DISK FULL") == 1 and "FAILED" not in text, text
+    assert all(f.error_type == "DiskFull" and f.transient for f in s.failures)
+    assert len({f.content_id for f in s.failures}) == len(s.failures)  # one per (stage, video)
+    monkeypatch.undo()
+    s2 = _run(cache, videos, stages=["probe"])
+    assert s2.exit_code == 0 and "not retried" not in s2.render(), s2.render()
+    assert s2.stages[0].cached + s2.stages[0].computed == 4
+
+
+def test_hdf5_error_on_a_nearly_full_disk_is_disk_full(tmp_path, videos, monkeypatch):
+    """HDF5 hides ENOSPC behind words like "Can't destroy cache": with the disk nearly full that
+    is a full disk, not a property of the video."""
+    import avpipe.pipeline.faults as faults
+
+    monkeypatch.setattr(faults, "free_mb", lambda path: 3.0)
+    _fail_writes(monkeypatch, RuntimeError("Can't destroy cache (slist already enabled?)"))
+    s = _run(tmp_path / "cache", videos, stages=["probe"])
+    assert s.failures and all(f.error_type == "DiskFull" and f.transient for f in s.failures)
+    with Cache(tmp_path / "cache") as c:
+        assert c.index.failed(c.resolve("probe")) == set()  # nothing recorded as permanent
+
+
+def test_cache_folder_vanishing_at_commit_is_transient(tmp_path, videos, monkeypatch):
+    """What a gc behind a deleted lock did: the shard folder is gone when the worker renames."""
+    import avpipe.pipeline.shard_writer as sw
+
+    def gone(tmp, final):
+        raise FileNotFoundError(2, "No such file or directory", str(final))
+
+    monkeypatch.setattr(sw, "commit_file", gone)
+    s = _run(tmp_path / "cache", videos, stages=["probe"])
+    assert len(s.failures) == 4 and all(f.error_type == "CacheWriteFailed" and f.transient
+                                        for f in s.failures), s.render()
+    monkeypatch.undo()
+    assert _run(tmp_path / "cache", videos, stages=["probe"]).exit_code == 0
+
+
+def test_a_stage_returning_unstorable_data_stays_the_videos_failure(tmp_path, videos, monkeypatch):
+    _fail_writes(monkeypatch, TypeError("Object dtype dtype('O') has no native HDF5 equivalent"))
+    s = _run(tmp_path / "cache", videos, stages=["probe"])
+    assert s.failures and all(f.error_type == "TypeError" and not f.transient for f in s.failures)
+
+
+def test_a_task_retried_after_a_worker_death_prints_one_failed_line(tmp_path, videos):
+    from avpipe.pipeline.index import FailureRecord
+    from avpipe.pipeline.plan import make_plan
+    from avpipe.pipeline.runner import RunSummary, StageSummary, _RunState, _StageCommitter, _NoBar
+
+    with Cache(tmp_path / "cache", create=True) as c:
+        plan = make_plan(c, videos, stages=["probe"])
+        summary = RunSummary([], 4, 4, 4, 0.0)
+        state = _RunState(c, plan, summary)
+        ss = StageSummary("probe", plan.stages["probe"].fingerprint.value)
+        summary.stages.append(ss)
+        com = _StageCommitter(state, "probe", ss, _NoBar())
+        v = plan.videos[0]
+        fp = ss.fingerprint
+        for msg in ("worker process died: killed by SIGKILL", "worker process died again"):
+            com.failures([FailureRecord("probe", fp, v.content_id, v.key, "WorkerDied", msg, "", 0.0, True)])
+        assert ss.failed == 1 and len(summary.failures) == 1
+        assert summary.render().count("FAILED probe") == 1 and "died again" in summary.render()
