@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from avpipe.fusion.guards import check_epoch
 from avpipe.fusion.config import TrainConfig
 from avpipe.fusion.data import ChunkedBanks, InMemoryBanks, Stats, TrackRef, compute_stats, make_provider
 from avpipe.fusion.inference import (build_model_from_checkpoint, load_run, predict_provider,  # noqa: F401
@@ -389,6 +390,7 @@ def train(cfg: TrainConfig, *, source: FeatureSource | None = None, resume: bool
         preds, labels, valid = predict_provider(fit.model, data.val, cfg.window, int(cfg.eval_hop),
                                                 int(cfg.batch_size) * 2, fit.amp)
         ev = evaluate(preds, labels, valid, cfg.smoothing)
+        check_epoch(epoch, loss_sum, nb, ev, preds)  # NaN metrics fail the run, naming why
         score = ev.overall["mean"] if math.isfinite(ev.overall["mean"]) else -1.0
         lrs.end_epoch(epoch, score)
         row = epoch_row(epoch, lr, loss_sum, nb, ev, train_s, time.perf_counter() - te, n_windows)

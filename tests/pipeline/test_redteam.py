@@ -323,3 +323,28 @@ def test_a_task_retried_after_a_worker_death_prints_one_failed_line(tmp_path, vi
             com.failures([FailureRecord("probe", fp, v.content_id, v.key, "WorkerDied", msg, "", 0.0, True)])
         assert ss.failed == 1 and len(summary.failures) == 1
         assert summary.render().count("FAILED probe") == 1 and "died again" in summary.render()
+
+
+# -- 5. every config value bounded where it is parsed --------------------------------------------
+@pytest.mark.parametrize("toml,words", [
+    ("n_mels = 1e12", "n_mels = 1000000000000.0: must be <= 1024"),
+    ("window_s = inf", "window_s = inf: must be a finite number"),
+    ("fmin = nan", "fmin = nan"),
+    ("n_fft = 9223372036854775807", "n_fft"),
+])
+def test_stage_options_refused_with_exit_2_before_any_work(tmp_path, videos, toml, words):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(f"[stages.logmel]\n{toml}\n")
+    r = _cli("extract", "--videos", str(videos), "--cache", str(tmp_path / "cache"), "--config", str(cfg))
+    assert r.exit_code == 2, r.output
+    assert words in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "cache").exists()  # nothing created, nothing recorded as a failure
+
+
+def test_inf_still_means_no_limit_where_documented():
+    from avpipe.extractors.text import TextConfig
+    from avpipe.pipeline.config import ConfigError
+
+    assert TextConfig(max_word_s=float("inf")).max_word_s == float("inf")
+    with pytest.raises(ConfigError, match="not nan"):
+        TextConfig(max_word_s=float("nan"))
