@@ -204,22 +204,27 @@ def extract(videos_dir: Path, cache_dir: Path | None, stages: str | None, only: 
     except CacheError as e:  # read-only cache, lock file on a full disk
         _fail(str(e))
     click.echo(summary.render())
-    _report_skipped(videos_dir, verbose)
-    sys.exit(summary.exit_code)
+    collisions = _report_skipped(videos_dir, verbose)
+    sys.exit(max(summary.exit_code, 1 if collisions else 0))
 
 
-def _report_skipped(videos_dir: Path, verbose: bool) -> None:
-    """Count (and with --verbose list) the paths discovery could not use as videos."""
+def _report_skipped(videos_dir: Path, verbose: bool) -> int:
+    """Count (and with --verbose list) the paths discovery could not use as videos; name
+    collisions (a video left out) are always listed. Returns how many collisions there were."""
     from avpipe.pipeline.discover import skipped_paths
 
     skipped = skipped_paths(videos_dir)
-    if not skipped:
-        return
-    click.echo(f"  {len(skipped)} path(s) skipped during discovery (dangling links, link loops, folders "
-               "named like videos, unreadable)" + ("" if verbose else "; --verbose lists them"))
+    collisions = [s for s in skipped if s.collision]
+    for s in collisions:
+        click.echo(f"  NOT PROCESSED {safe_name(s.key)}: {s.reason}")
+    others = [s for s in skipped if not s.collision]
+    if others:
+        click.echo(f"  {len(others)} path(s) skipped during discovery (dangling links, link loops, folders "
+                   "named like videos, unreadable)" + ("" if verbose else "; --verbose lists them"))
     if verbose:
-        for s in skipped:
+        for s in others:
             click.echo(f"    skipped {safe_name(s.key)}: {s.reason}")
+    return len(collisions)
 
 
 # -- status ------------------------------------------------------------------------------------

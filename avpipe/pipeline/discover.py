@@ -40,9 +40,20 @@ VIDEO_EXTENSIONS = frozenset({
 HASH_CHUNK = 1 << 20
 
 
+def storable(text: str) -> str:
+    """``text`` with undecodable file-name bytes (lone surrogates) as ``\\xNN``: what SQLite, JSON
+    and a terminal can hold."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def normalize_key(rel: str) -> str:
-    """The canonical key for a relative path: POSIX separators, NFC (macOS writes NFD names)."""
-    return unicodedata.normalize("NFC", rel.replace(os.sep, "/"))
+    """The canonical key for a relative path: POSIX separators, NFC (macOS writes NFD names).
+
+    A name that is not valid UTF-8 (any bytes a Linux filesystem allows; Python hands them over
+    as lone surrogates) keeps its undecodable bytes as ``\\xNN`` text: a key is stored in the
+    index and printed, and neither can hold a lone surrogate. The file itself is still opened
+    by its real path."""
+    return unicodedata.normalize("NFC", storable(rel.replace(os.sep, "/")))
 
 
 def output_path_for(root: str | os.PathLike[str], key: str, suffix: str) -> Path:
@@ -116,14 +127,23 @@ def source_changed(path: str | os.PathLike[str], identity: tuple[int, ...] | Non
 
 @dataclass(frozen=True)
 class SkippedPath:
-    """A path discovery did not use as a video, and why (reported by ``extract``)."""
+    """A path discovery did not use as a video, and why (reported by ``extract``).
+
+    ``collision``: two different names that are one key after normalisation (``café`` written
+    in NFC and in NFD): the later one is not processed, and ``extract`` always says so."""
 
     key: str
     reason: str
+    collision: bool = False
 
 
 def _is_hidden(name: str) -> bool:
     return name.startswith(".")
+
+
+def _spelled(name: str) -> str:
+    """A name with its exact code points (and undecodable bytes) visible: ``'cafe\\u0301.mp4'``."""
+    return ascii(name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"))
 
 
 def _why_unusable(path: str) -> str:
@@ -170,12 +190,12 @@ def iter_video_files(root: str | os.PathLike[str],
     if not rootp.is_dir():
         raise FileNotFoundError(f"videos folder not found: {rootp}")
     seen_dirs: set[tuple[int, int]] = set()
-    seen_keys: set[str] = set()
+    seen_keys: dict[str, str] = {}  # key -> the name (as found) that has it
     out: list[FoundFile] = []
 
-    def skip(rel: str, reason: str) -> None:
+    def skip(rel: str, reason: str, collision: bool = False) -> None:
         if skipped is not None:
-            skipped.append(SkippedPath(normalize_key(rel), reason))
+            skipped.append(SkippedPath(normalize_key(rel), reason, collision))
 
     def walk(d: Path, rel: str) -> None:
         try:
@@ -214,9 +234,12 @@ def iter_video_files(root: str | os.PathLike[str],
                 skip(child_rel, _why_unusable(e.path) if e.is_symlink() else f"unreadable ({err.strerror})")
                 continue
             key = normalize_key(child_rel)
-            if key in seen_keys:  # NFC and NFD spellings of one name: keep the first
+            if key in seen_keys:  # NFC and NFD spellings of one name: keep the first, say so
+                skip(child_rel, f"name collision: {_spelled(child_rel)} and {_spelled(seen_keys[key])} are one "
+                                f"name after Unicode normalisation ({key!r}); only {_spelled(seen_keys[key])} "
+                                "was processed: rename one of them", collision=True)
                 continue
-            seen_keys.add(key)
+            seen_keys[key] = child_rel
             out.append(FoundFile.from_stat(key, Path(e.path), fst))
 
     walk(rootp, "")

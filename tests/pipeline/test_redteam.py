@@ -348,3 +348,38 @@ def test_inf_still_means_no_limit_where_documented():
     assert TextConfig(max_word_s=float("inf")).max_word_s == float("inf")
     with pytest.raises(ConfigError, match="not nan"):
         TextConfig(max_word_s=float("nan"))
+
+
+# -- 4. one bad input fails one item -------------------------------------------------------------
+def test_unicode_twins_are_reported_as_a_collision_naming_both(tmp_path, clip_bank):
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    nfc, nfd = "caf\u00e9.mp4", "cafe\u0301.mp4"
+    shutil.copy(clip_bank / "c0.mp4", videos / nfc)
+    shutil.copy(clip_bank / "c1.mp4", videos / nfd)
+    if len(os.listdir(videos)) != 2:
+        pytest.skip("this filesystem normalises names itself (one file)")
+    r = _cli("extract", "--videos", str(videos), "--cache", str(tmp_path / "cache"), "--stages", "probe",
+             "--no-progress")
+    assert r.exit_code == 1, r.output
+    assert "name collision" in r.output and ascii(nfc) in r.output and ascii(nfd) in r.output, r.output
+    assert "1 files" in r.output  # the first one was processed
+
+
+def test_non_utf8_file_name_does_not_abort_the_batch(tmp_path, clip_bank):
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    bad = os.path.join(os.fsencode(videos), b"caf\xe9-latin1.mp4")
+    try:
+        shutil.copy(clip_bank / "c0.mp4", bad)
+    except (OSError, UnicodeError):
+        pytest.skip("this filesystem refuses non-UTF-8 names")
+    shutil.copy(clip_bank / "c1.mp4", videos / "good.mp4")
+    s = _run(tmp_path / "cache", videos, stages=["probe"])
+    assert s.n_files == 2
+    with Cache(tmp_path / "cache") as c:
+        keys = sorted(k for k, _ in c.videos())
+        assert "good.mp4" in keys and "caf\\xe9-latin1.mp4" in keys
+        assert len(c.read("probe", "good.mp4").data) == 15
+    r = _cli("status", "--cache", str(tmp_path / "cache"))
+    assert r.exit_code in (0, 1) and "Traceback" not in r.output and "unexpected" not in r.output, r.output
