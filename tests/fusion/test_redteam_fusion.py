@@ -3,6 +3,7 @@ epochs whose metrics are NaN."""
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -66,3 +67,81 @@ def test_nan_epoch_fails_naming_divergence():
         check_epoch(2, math.nan, 3, ev, {"v": p})
     good = rng.uniform(-1, 1, size=(50, 2))
     check_epoch(2, 4.0, 3, _ev({"v": good}, {"v": y}, {"v": np.ones(50, bool)}), {"v": good})  # fine
+
+
+# -- crafted and damaged shards --------------------------------------------------------------------
+def _feature_cache(tmp_path, rows=(40, 50, 60), nan_rows=()):
+    from avpipe.pipeline.ingest import write_precomputed
+    from avpipe.pipeline.types import StageResult
+
+    rng = np.random.default_rng(0)
+    results, keys = {}, {}
+    for i, n in enumerate(rows):
+        cid = f"{i:040x}"
+        data = rng.normal(size=(n, 8)).astype(np.float32)
+        if i == 0:
+            data[list(nan_rows)] = np.nan
+        results[cid], keys[cid] = StageResult(data=data), f"v{i}.mp4"
+    fp = write_precomputed(tmp_path / "cache", "feat", None, results, keys, {"dim": 8}, shard_size=1)
+    return tmp_path / "cache", fp
+
+
+def _shard_of(cache, fp, key):
+    from avpipe.pipeline.store import Cache
+
+    with Cache(cache) as c:
+        return c.root / c.index.entry(fp, c.resolve_video(key))[0], c.resolve_video(key)
+
+
+def test_nan_feature_rows_are_masked_with_a_count(tmp_path):
+    from avpipe.fusion.source import CacheSource
+
+    cache, fp = _feature_cache(tmp_path, nan_rows=(3, 7, 8))
+    with pytest.warns(UserWarning, match="3 of 40 row"):
+        a = CacheSource(cache).load("feat", fp, "v0.mp4")
+    assert np.isfinite(a.data).all()
+    assert not a.mask[[3, 7, 8]].any() and a.mask.sum() == 37
+
+
+def test_shard_declaring_a_huge_row_is_refused_before_it_is_read(tmp_path, monkeypatch):
+    import h5py
+
+    import avpipe.fusion.feature_checks as fc
+    from avpipe.fusion.source import CacheSource, FeatureError
+
+    cache, fp = _feature_cache(tmp_path)
+    shard, cid = _shard_of(cache, fp, "v1.mp4")
+    with h5py.File(shard, "r+") as h5:  # same row count as the index, 4e6 columns (never written)
+        del h5[cid]["data"]
+        h5[cid].create_dataset("data", shape=(50, 4_000_000), dtype="f4", chunks=(1, 1 << 16))
+    src = CacheSource(cache)
+    src.load("feat", fp, "v0.mp4")
+    with pytest.raises(FeatureError, match=r"rows of shape \(4000000,\), other videos of this feature \(8,\)"):
+        src.load("feat", fp, "v1.mp4")
+    monkeypatch.setattr(fc, "memory_limit_bytes", lambda: 1 << 20)
+    with pytest.raises(FeatureError, match="more than half the memory"):
+        CacheSource(cache).load("feat", fp, "v1.mp4")  # even as the first video read
+
+
+def test_shard_whose_row_count_differs_from_the_index_is_refused(tmp_path):
+    import h5py
+
+    from avpipe.fusion.source import CacheSource, FeatureError
+
+    cache, fp = _feature_cache(tmp_path)
+    shard, cid = _shard_of(cache, fp, "v2.mp4")
+    with h5py.File(shard, "r+") as h5:
+        del h5[cid]["data"]
+        h5[cid]["data"] = np.zeros((95, 8), np.float32)
+    with pytest.raises(FeatureError, match="declare 95 rows but the index recorded 60"):
+        CacheSource(cache).load("feat", fp, "v2.mp4")
+
+
+def test_truncated_shard_is_one_error_naming_video_and_stage(tmp_path):
+    from avpipe.fusion.source import CacheSource, FeatureError
+
+    cache, fp = _feature_cache(tmp_path)
+    shard, _ = _shard_of(cache, fp, "v1.mp4")
+    os.truncate(shard, shard.stat().st_size // 2)
+    with pytest.raises(FeatureError, match=r"feat features of video 'v1.mp4'.*damaged or truncated.*cache verify"):
+        CacheSource(cache).load("feat", fp, "v1.mp4")
