@@ -145,3 +145,51 @@ def test_truncated_shard_is_one_error_naming_video_and_stage(tmp_path):
     os.truncate(shard, shard.stat().st_size // 2)
     with pytest.raises(FeatureError, match=r"feat features of video 'v1.mp4'.*damaged or truncated.*cache verify"):
         CacheSource(cache).load("feat", fp, "v1.mp4")
+
+
+# -- labels bounded before they are read into memory -------------------------------------------------
+def _csv(tmp_path, rows):
+    p = tmp_path / "labels.csv"
+    p.write_text("video,frame,valence,arousal\n" + "".join(r + "\n" for r in rows))
+    return p
+
+
+@pytest.mark.parametrize("row,words", [
+    ("a.mp4,2000000000,0.1,0.1", "frame 2000000000 is outside any video"),
+    ("a.mp4,400000000,0.1,0.1", "frame 400000000 is outside any video"),
+    ("a.mp4,-1,0.1,0.1", "frame -1 is outside any video"),
+    ("a.mp4,1,0_1,0.2", "'0_1' is not a plain number"),
+    ("a.mp4,1_0,0.1,0.2", "not a plain integer"),
+])
+def test_label_rows_that_would_exhaust_memory_or_mislead_are_refused(tmp_path, row, words):
+    from avpipe.fusion.labels import LabelError, load_csv
+
+    with pytest.raises(LabelError, match=words):
+        load_csv(_csv(tmp_path, ["a.mp4,0,0.5,0.5", row]))
+
+
+def test_duplicated_csv_frame_names_both_lines(tmp_path):
+    from avpipe.fusion.labels import LabelError, load_csv
+
+    with pytest.raises(LabelError, match=r"frame 1 of video 'a.mp4' is listed twice \(lines 3 and 5\)"):
+        load_csv(_csv(tmp_path, ["a.mp4,0,0.5,0.5", "a.mp4,1,0.1,0.1", "b.mp4,1,0.1,0.1", "a.mp4,1,0.9,0.9"]))
+
+
+def test_oversized_label_file_is_refused_before_reading(tmp_path, monkeypatch):
+    import avpipe.fusion.labels as lab
+
+    p = _csv(tmp_path, [f"a.mp4,{i},0.1,0.1" for i in range(2000)])
+    monkeypatch.setattr(lab, "MAX_LABEL_BYTES", 4096)
+    monkeypatch.setattr("builtins.open", lambda *a, **k: (_ for _ in ()).throw(AssertionError("read")))
+    with pytest.raises(lab.LabelError, match="more than a label file can be"):
+        lab.load_csv(p)
+
+
+def test_nan_labels_are_not_reported_as_clipped(tmp_path):
+    from avpipe.fusion.labels import load_csv
+
+    with pytest.warns(UserWarning) as rec:
+        (t,) = load_csv(_csv(tmp_path, ["a.mp4,0,0.5,0.5", "a.mp4,1,nan,0.1"]))
+    words = " ".join(str(w.message) for w in rec)
+    assert "treated as unlabelled" in words and "clipped" not in words
+    assert not t.valid[1] and t.valid[0]
