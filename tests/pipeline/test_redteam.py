@@ -383,3 +383,57 @@ def test_non_utf8_file_name_does_not_abort_the_batch(tmp_path, clip_bank):
         assert len(c.read("probe", "good.mp4").data) == 15
     r = _cli("status", "--cache", str(tmp_path / "cache"))
     assert r.exit_code in (0, 1) and "Traceback" not in r.output and "unexpected" not in r.output, r.output
+
+
+# -- 3b. a real full disk (needs root to mount a small filesystem; skips without) ----------------
+@pytest.fixture()
+def full_shards_disk(tmp_path):
+    """A cache whose ``shards/`` is a tiny filesystem, filled up; the index lives elsewhere (so
+    the failures can be recorded, and must be recorded as transient)."""
+    import subprocess
+
+    cache = tmp_path / "cache"
+    Cache(cache, create=True).close()
+    mnt = cache / "shards"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True)
+    if r.returncode != 0:
+        pytest.skip("cannot mount a small filesystem here (needs root): " + r.stderr.decode(errors="replace"))
+    filler = mnt / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    try:
+        while True:
+            os.write(fd, b"\1" * 4096)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    try:
+        yield cache, filler
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_real_disk_full_never_crashes_and_is_retried(full_shards_disk, videos, jobs):
+    import subprocess
+    import sys
+
+    from tests.pipeline.subproc import toy_env
+
+    cache, filler = full_shards_disk
+    cmd = [sys.executable, "-m", "avpipe", "extract", "--videos", str(videos), "--cache", str(cache),
+           "--stages", "toy_b", "--no-progress", "--jobs", jobs]
+    r = subprocess.run(cmd, env=toy_env(), capture_output=True, text=True, timeout=300)
+    out = r.stdout + r.stderr
+    assert r.returncode == 1, out  # not a segfault (-11/139), not a traceback
+    assert "free(): invalid pointer" not in out and "Traceback" not in out, out
+    assert r.stdout.count("DISK FULL") == 1 and "FAILED" not in r.stdout, out
+    with Cache(cache) as c:
+        fails = c.failures()
+        assert len(fails) == 4 and all(f.transient and f.error_type == "DiskFull" for f in fails)
+    filler.unlink()
+    r = subprocess.run(cmd, env=toy_env(), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "not retried" not in r.stdout, r.stdout + r.stderr
+    with Cache(cache) as c:
+        assert len(c.list("toy_b")) == 4
