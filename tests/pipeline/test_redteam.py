@@ -437,3 +437,20 @@ def test_real_disk_full_never_crashes_and_is_retried(full_shards_disk, videos, j
     assert r.returncode == 0 and "not retried" not in r.stdout, r.stdout + r.stderr
     with Cache(cache) as c:
         assert len(c.list("toy_b")) == 4
+
+
+def test_permission_denied_is_not_called_a_truncated_video(tmp_path, videos, monkeypatch):
+    import av
+
+    real = av.open
+
+    def deny(path, *a, **k):
+        if str(path).endswith("b.mp4"):
+            raise av.error.PermissionError(13, "Permission denied")
+        return real(path, *a, **k)
+
+    monkeypatch.setattr(av, "open", deny)
+    s = _run(tmp_path / "cache", videos, stages=["probe"])
+    (f,) = s.failures
+    assert f.key == "b.mp4" and "permission denied" in f.message and "truncated" not in f.message
+    assert s.stages[0].computed == 3  # the others are fine
