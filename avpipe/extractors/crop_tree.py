@@ -34,6 +34,7 @@ fingerprint, never a silent reuse.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -53,11 +54,25 @@ class CropTreeError(ValueError):
     """One video's crop folders cannot be used (the message names the video and the file)."""
 
 
+def _child(root: Path, name: str) -> Path:
+    """``root / name``, where ``name`` may spell undecodable file-name bytes as ``\\xNN`` (a video
+    key does: see :func:`avpipe.pipeline.discover.normalize_key`); then the folder whose real
+    name reads that way."""
+    p = root / name
+    if "\\x" in name and not p.exists() and root.is_dir():
+        from avpipe.pipeline.discover import storable
+
+        for e in os.scandir(root):
+            if storable(e.name) == name:
+                return Path(e.path)
+    return p
+
+
 def find_folders(crops_root: Path, key: str) -> dict[str | None, Path]:
     """The folders of video ``key`` (matched by file stem, as labels are)."""
     stem = PurePosixPath(key).stem
-    one = crops_root / stem
-    sides = {s: crops_root / f"{stem}_{s}" for s in ("left", "right")}
+    one = _child(crops_root, stem)
+    sides = {s: _child(crops_root, f"{stem}_{s}") for s in ("left", "right")}
     sides = {s: p for s, p in sides.items() if p.is_dir()}
     if one.is_dir() and sides:
         raise CropTreeError(f"{key}: both {one.name}/ and per-person folders "
@@ -188,7 +203,11 @@ def read_crops(key: str, frames: Mapping[int, Path], n: int, size: int | None) -
             if out is None and n * side * side * 3 > _memory_budget():
                 raise CropTreeError(f"{key}: {n} crops of {side}x{side} need {n * side * side * 3 / 2**30:.1f} GiB, "
                                     "more than half the memory available")
-        img = cv2.imread(str(p), cv2.IMREAD_COLOR)
+        try:  # read the bytes ourselves: OpenCV crashes on a path that is not valid UTF-8
+            raw = np.frombuffer(p.read_bytes(), np.uint8)
+        except OSError as e:
+            raise CropTreeError(f"{key}: {p}: cannot read ({e.strerror})") from e
+        img = cv2.imdecode(raw, cv2.IMREAD_COLOR) if raw.size else None
         if img is None:
             raise CropTreeError(f"{key}: {p} does not decode as an image")
         h, w = img.shape[:2]

@@ -49,3 +49,24 @@ def test_absurd_crop_or_loop_fails_that_video_only(tree, damage, match):  # noqa
     assert "MemoryError" not in r.output and "ingested 1 video(s), 1 failed" in r.output
     with Cache(cache) as c:
         assert c.read("faces", "batch1/v1.mp4", fingerprint=fp).data.shape == (N, 17)
+
+
+def test_non_utf8_video_and_crop_folder_names_are_ingested(tmp_path):
+    from tests.extractors.test_crop_tree import _folder
+    from tests.media import make_clip
+
+    videos, crops = tmp_path / "videos", tmp_path / "crops"
+    make_clip(videos / "good.mp4", seed=1, seconds=N / 10)
+    make_clip(videos / "x.mp4", seed=2, seconds=N / 10)
+    _folder(crops / "good", range(1, N + 1))
+    _folder(crops / "x", range(1, N + 1))
+    try:
+        os.rename(videos / "x.mp4", os.path.join(os.fsencode(videos), b"caf\xe9.mp4"))
+        os.rename(crops / "x", os.path.join(os.fsencode(crops), b"caf\xe9"))
+    except OSError:
+        pytest.skip("this filesystem refuses non-UTF-8 names")
+    r = _ingest(videos, crops, tmp_path / "cache")
+    assert r.exit_code == 0 and "ingested 2 video(s), 0 failed" in r.output, r.output
+    fp = _fingerprints(r.output)["faces"]
+    with Cache(tmp_path / "cache") as c:
+        assert c.read("faces", "caf\\xe9.mp4", fingerprint=fp).data.shape == (N, 17)
