@@ -7,7 +7,6 @@ import os
 import numpy as np
 import pytest
 
-from avpipe.extractors.crop_tree import header_size
 from avpipe.pipeline.store import Cache
 from tests.extractors.test_crop_tree import N, _fingerprints, _ingest, tree  # noqa: F401 - fixture
 
@@ -20,6 +19,8 @@ def _fake_jpeg(path, w, h):
 
 def test_header_size_reads_jpeg_and_png_without_decoding(tmp_path):
     import cv2
+
+    from avpipe.extractors.crop_tree import header_size
 
     img = np.zeros((37, 53, 3), np.uint8)
     for ext in ("jpg", "png"):
