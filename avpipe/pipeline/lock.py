@@ -162,7 +162,7 @@ class CacheLock:
                           "was deleted or replaced); waiting for it to finish …")
                 fcntl.flock(fd, fcntl.LOCK_EX)
         except OSError as e:
-            if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL):
+            if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL, errno.EBADF):  # NFS and the like
                 os.close(fd)
                 raise
         with _dir_guard:

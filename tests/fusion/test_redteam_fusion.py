@@ -193,3 +193,22 @@ def test_nan_labels_are_not_reported_as_clipped(tmp_path):
     words = " ".join(str(w.message) for w in rec)
     assert "treated as unlabelled" in words and "clipped" not in words
     assert not t.valid[1] and t.valid[0]
+
+
+def test_training_with_every_validation_label_minus_5_fails_naming_why(corpus, tmp_path):
+    """It used to finish with "val CCC nan" and exit 0."""
+    import shutil
+
+    from avpipe.fusion.guards import TrainingFailed
+    from avpipe.fusion.train import train
+    from tests.fusion.conftest import small_config
+
+    labels = tmp_path / "labels"
+    shutil.copytree(corpus["labels"], labels)
+    for p in (labels / "Validation_Set").glob("*.txt"):
+        n = len(p.read_text().splitlines()) - 1
+        p.write_text("valence,arousal\n" + "-5,-5\n" * n)
+    cfg = small_config(corpus, "jca", tmp_path / "run", labels=str(labels), epochs=1, model={"hidden": 16})
+    with pytest.raises(TrainingFailed) as ei:
+        train(cfg, log=lambda m: None)
+    assert ei.type is TrainingFailed and "validation split has no labelled frame" in str(ei.value), ei.value
