@@ -200,33 +200,37 @@ def read_affwild2_file(path: Path, clip: bool = False) -> np.ndarray:
 
     Tolerates a missing header and blank lines at the end; anything else that is not two numbers
     in [-1, 1] (or -5) per line is an error naming the line (line *i* is frame *i*, so a blank or
-    extra line would shift every later label against its frame)."""
-    rows: list[tuple[float, float]] = []
-    lines = list(_text_lines(path))
-    while lines and not lines[-1].strip():
-        lines.pop()
+    extra line would shift every later label against its frame). Streamed into a compact array:
+    memory is 8 bytes per row, whatever the file holds."""
+    from array import array
+
+    values = array("f")
     non_finite = clipped = 0
-    for i, raw in enumerate(lines):
+    blank_at: int | None = None  # first blank line not yet followed by a row (fine at the end)
+    for i, raw in enumerate(_text_lines(path)):
         line = raw.strip()
-        where = f"{path}:{i + 1}"
         if not line:
-            raise LabelError(f"{where}: blank line between label rows (line i is frame i: remove it or "
-                             f"write -5,-5 for an unlabelled frame)")
+            blank_at = i if blank_at is None else blank_at
+            continue
+        if blank_at is not None:
+            raise LabelError(f"{path}:{blank_at + 1}: blank line between label rows (line i is frame i: remove "
+                             f"it or write -5,-5 for an unlabelled frame)")
+        where = f"{path}:{i + 1}"
         parts = [p.strip() for p in line.split(",")]
         if i == 0 and parts[0].lower().startswith("valence"):
             continue
         if len(parts) != 2:
             raise LabelError(f"{where}: expected 2 columns 'valence,arousal', got {len(parts)} in {line!r}")
-        if len(rows) >= MAX_LABEL_FRAMES:
+        if len(values) >= 2 * MAX_LABEL_FRAMES:
             raise LabelError(f"{where}: more than {MAX_LABEL_FRAMES} label rows: not one video's labels")
         v, a = _number(parts[0], where, line), _number(parts[1], where, line)
         cv, ca = check_value(v, where, line, clip), check_value(a, where, line, clip)
         clipped += _changed(v, cv) + _changed(a, ca)
         non_finite += not (math.isfinite(v) and math.isfinite(a))
-        rows.append((cv, ca))
+        values.extend((cv, ca))
     _warn_non_finite(path, non_finite)
     _warn_clipped(path, clipped)
-    return np.asarray(rows, dtype=np.float32).reshape(-1, 2)
+    return np.frombuffer(values, dtype=np.float32).reshape(-1, 2).copy()
 
 
 def _split_of_folder(parts: Iterable[str]) -> str | None:
