@@ -613,6 +613,7 @@ def run_extract(cache_root: str | Path, videos_root: str | Path, config: Pipelin
     threads_before = sys.modules["torch"].get_num_threads() if "torch" in sys.modules else None
     with CacheLock(root, say=say):
         with Cache(root, create=True) as cache:
+            _warn_lost_index(cache, say or _say)
             plan = make_plan(cache, videos_root, config, stages=stages, only=only, force=force,
                              retry_failed=retry_failed, runtime=runtime)
             try:
@@ -626,6 +627,20 @@ def run_extract(cache_root: str | Path, videos_root: str | Path, config: Pipelin
                 apply_torch_threads(threads_before)  # nor the workers' thread count (in-process runs)
     summary.total_s = time.perf_counter() - t0
     return summary
+
+
+def _warn_lost_index(cache: Cache, say: Any) -> None:
+    """An index with no entries beside shard files was emptied or replaced: say so once (the run
+    recomputes what it needs; ``cache rebuild-index`` would have recovered it). Only checked when
+    the index is empty, so a normal run pays nothing."""
+    if cache.index.db.execute("SELECT 1 FROM entries LIMIT 1").fetchone():
+        return
+    from avpipe.pipeline.maintenance import index_problem
+
+    why = index_problem(cache)
+    if why:
+        say(f"warning: {why}. This run recomputes what it needs; stop it and run `avpipe cache "
+            "rebuild-index` to keep the earlier work instead")
 
 
 def default_cache_root() -> Path:

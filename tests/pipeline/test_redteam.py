@@ -454,3 +454,19 @@ def test_permission_denied_is_not_called_a_truncated_video(tmp_path, videos, mon
     (f,) = s.failures
     assert f.key == "b.mp4" and "permission denied" in f.message and "truncated" not in f.message
     assert s.stages[0].computed == 3  # the others are fine
+
+
+def test_extract_on_a_wiped_index_warns_and_points_to_rebuild(tmp_path, videos):
+    cache = tmp_path / "cache"
+    assert _run(cache, videos).exit_code == 0
+    for p in (cache / "shards").rglob("*.h5"):
+        os.utime(p, (1_000_000_000, 1_000_000_000))
+    for p in cache.glob("index.sqlite*"):
+        p.unlink()
+    said = []
+    s = _run(cache, videos, say=said.append)
+    assert s.exit_code == 0
+    assert any("younger than" in m and "rebuild-index" in m for m in said), said
+    said.clear()
+    _run(cache, videos, say=said.append)
+    assert not said  # a populated index is not checked again
