@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import shutil
 
-import numpy as np
 import pytest
 
 from avpipe.pipeline import discover as disc
