@@ -197,6 +197,7 @@ def test_deleted_lock_file_does_not_let_gc_in(tmp_path):
     import time
 
     from avpipe.pipeline.lock import CacheLock
+    from tests.pipeline.subproc import toy_env
 
     Cache(tmp_path, create=True).close()
     with CacheLock(tmp_path, purpose="extract"):
@@ -205,7 +206,7 @@ def test_deleted_lock_file_does_not_let_gc_in(tmp_path):
                 "t = time.time()\n"
                 "with CacheLock(sys.argv[1], purpose='gc'): print(time.time() - t)")
         p = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
+                             stderr=subprocess.PIPE, text=True, env=toy_env())
         time.sleep(1.5)
         assert p.poll() is None, p.communicate()  # still waiting for the folder lock
     out, err = p.communicate(timeout=30)
