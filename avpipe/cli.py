@@ -205,8 +205,8 @@ def extract(videos_dir: Path, cache_dir: Path | None, stages: str | None, only: 
     except CacheError as e:  # read-only cache, lock file on a full disk
         _fail(str(e))
     click.echo(summary.render())
-    _report_skipped(videos_dir, verbose)
-    sys.exit(summary.exit_code)
+    collisions = _report_skipped(videos_dir, verbose)
+    sys.exit(max(summary.exit_code, 1 if collisions else 0))
 
 
 def _packages_line(recorded: dict[str, str] | None) -> str:
@@ -233,18 +233,23 @@ def _require_videos(videos_dir: Path) -> None:
           + (f"; {n_skipped} path(s) skipped: extract --verbose lists them" if n_skipped else "") + ")")
 
 
-def _report_skipped(videos_dir: Path, verbose: bool) -> None:
-    """Count (and with --verbose list) the paths discovery could not use as videos."""
+def _report_skipped(videos_dir: Path, verbose: bool) -> int:
+    """Count (and with --verbose list) the paths discovery could not use as videos; name
+    collisions (a video left out) are always listed. Returns how many collisions there were."""
     from avpipe.pipeline.discover import skipped_paths
 
     skipped = skipped_paths(videos_dir)
-    if not skipped:
-        return
-    click.echo(f"  {len(skipped)} path(s) skipped during discovery (dangling links, link loops, folders "
-               "named like videos, unreadable)" + ("" if verbose else "; --verbose lists them"))
+    collisions = [s for s in skipped if s.collision]
+    for s in collisions:
+        click.echo(f"  NOT PROCESSED {safe_name(s.key)}: {s.reason}")
+    others = [s for s in skipped if not s.collision]
+    if others:
+        click.echo(f"  {len(others)} path(s) skipped during discovery (dangling links, link loops, folders "
+                   "named like videos, unreadable)" + ("" if verbose else "; --verbose lists them"))
     if verbose:
-        for s in skipped:
+        for s in others:
             click.echo(f"    skipped {safe_name(s.key)}: {s.reason}")
+    return len(collisions)
 
 
 # -- status ------------------------------------------------------------------------------------
@@ -355,9 +360,10 @@ def inspect(video: str, cache_dir: Path | None, as_json: bool) -> None:
   avpipe cache ls
   avpipe cache du
   avpipe cache verify        # exit 1 if any shard was bad (its entries are dropped)
-  avpipe cache gc --dry-run""")
+  avpipe cache gc --dry-run
+  avpipe cache rebuild-index # when verify/gc say the index is empty or damaged""")
 def cache() -> None:
-    """Look after the cache: list, disk usage, verify, garbage-collect."""
+    """Look after the cache: list, disk usage, verify, garbage-collect, rebuild the index."""
 
 
 @cache.command("ls", epilog="Example:\n\n\b\n  avpipe cache ls --stage faces")
@@ -473,7 +479,42 @@ def cache_gc(cache_dir: Path | None, dry_run: bool) -> None:
             _fail(str(e))
     for rp in rep.files:
         click.echo(("would delete " if dry_run else "deleted ") + rp)
+    for rp in rep.kept_live:
+        click.echo(f"kept {rp}: a running writer holds it")
     click.echo(f"{len(rep.files)} files, {human_bytes(rep.bytes)}" + (" (dry run)" if dry_run else " freed"))
+
+
+@cache.command("rebuild-index", epilog="""Example:
+
+\b
+  avpipe cache verify          # "the cache index ... has no avpipe tables ..."
+  avpipe cache rebuild-index   # entries recovered from the shards
+  avpipe cache verify && avpipe cache gc""")
+@_cache_option
+def cache_rebuild_index(cache_dir: Path | None) -> None:
+    """Rebuild the index from the shards' own attributes (stage, fingerprint, config, content id).
+
+    Use it when `cache verify` or `cache gc` refuse because the index is empty, lacks its tables
+    or is younger than the shards. The old index is kept beside it as index.sqlite.damaged-TIME;
+    file names and failures are copied from it when it can still be read (otherwise the next
+    extract rediscovers the names). Shards that cannot be read are listed and left alone."""
+    from avpipe.pipeline.rebuild import rebuild_index
+    from avpipe.pipeline.types import CacheError
+
+    root = _cache_root(cache_dir)
+    try:
+        rep = rebuild_index(root)
+    except FileNotFoundError as e:
+        raise click.UsageError(str(e)) from e
+    except CacheError as e:
+        _fail(str(e))
+    for rp, why in rep.skipped:
+        click.echo(f"SKIPPED {rp}: {why}")
+    click.echo(f"rebuilt {root / 'index.sqlite'}: {rep.entries} entries of {rep.fingerprints} fingerprints "
+               f"from {rep.shards} shards; {rep.copied_files} file names and {rep.copied_failures} "
+               "failures kept from the old index"
+               + (f" (moved aside as {rep.old_index})" if rep.old_index else ""))
+    sys.exit(1 if rep.skipped else 0)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -39,6 +39,7 @@ USAGE_ERRORS = (
 #: Library exceptions that mean "something failed" and whose message says it all (exit 1).
 RUNTIME_ERRORS = (
     "avpipe.fusion.labels:LabelError",
+    "avpipe.fusion.guards:TrainingFailed",
     "avpipe.fusion.source:FeatureError",
     "avpipe.fusion.models.base:MissingModalityError",
     "avpipe.fusion.run:CheckpointError",

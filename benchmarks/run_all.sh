@@ -25,3 +25,4 @@ fi
 run epochs           $PY benchmarks/bench_epochs.py --data $OUT/syn_small --device cpu
 run sweep            $PY benchmarks/bench_sweep.py --data $OUT/syn_small --epochs 3
 run memory           $PY benchmarks/bench_memory.py --minutes 2 8 16 60 --stages logmel,text --old "${OLD_REV:-none}"
+run labels           $PY benchmarks/bench_labels.py --rows 2000000 --repeats 3

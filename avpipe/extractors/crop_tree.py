@@ -34,6 +34,7 @@ fingerprint, never a silent reuse.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -53,11 +54,25 @@ class CropTreeError(ValueError):
     """One video's crop folders cannot be used (the message names the video and the file)."""
 
 
+def _child(root: Path, name: str) -> Path:
+    """``root / name``, where ``name`` may spell undecodable file-name bytes as ``\\xNN`` (a video
+    key does: see :func:`avpipe.pipeline.discover.normalize_key`); then the folder whose real
+    name reads that way."""
+    p = root / name
+    if "\\x" in name and not p.exists() and root.is_dir():
+        from avpipe.pipeline.discover import storable
+
+        for e in os.scandir(root):
+            if storable(e.name) == name:
+                return Path(e.path)
+    return p
+
+
 def find_folders(crops_root: Path, key: str) -> dict[str | None, Path]:
     """The folders of video ``key`` (matched by file stem, as labels are)."""
     stem = PurePosixPath(key).stem
-    one = crops_root / stem
-    sides = {s: crops_root / f"{stem}_{s}" for s in ("left", "right")}
+    one = _child(crops_root, stem)
+    sides = {s: _child(crops_root, f"{stem}_{s}") for s in ("left", "right")}
     sides = {s: p for s, p in sides.items() if p.is_dir()}
     if one.is_dir() and sides:
         raise CropTreeError(f"{key}: both {one.name}/ and per-person folders "
@@ -76,8 +91,10 @@ def scan_folder(key: str, folder: Path, n_frames: int) -> dict[int, Path]:
         if p.name.startswith("."):
             continue
         m = NAME.match(p.name)
-        if m is None or not p.is_file():
+        if m is None:
             raise CropTreeError(f"{key}: {p} is not a crop image named NNNNN.jpg (5-digit 1-based frame)")
+        if not p.is_file():
+            raise CropTreeError(f"{key}: {p} is named like a crop but is {_not_a_file(p)}")
         f = int(m.group(1))
         if f == 0:
             raise CropTreeError(f"{key}: {p}: frame numbers are 1-based; 00000.jpg is not a frame")
@@ -105,13 +122,92 @@ def check_stride(key: str, folder: Path, frames: list[int]) -> None:
                             f"crop file NNNNN must be video frame NNNNN")
 
 
+def _not_a_file(p: Path) -> str:
+    import errno
+    import os
+
+    if p.is_symlink():
+        try:
+            os.stat(p)
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                return "a symlink loop"
+            return f"a dangling symlink ({e.strerror})"
+    return "a folder" if p.is_dir() else "not a regular file"
+
+
+#: Largest crop side read (aligned face crops are 112-224 px). Checked from the file header before
+#: decoding: a 20000x20000 JPEG needs 1.2 GB decoded and the whole video's array far more.
+MAX_CROP_SIDE = 1024
+
+
+def header_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) from a JPEG (SOF marker) or PNG (IHDR) header without decoding; None when
+    the header is not one of those (the decoder then says what it is)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(24)
+            if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
+                return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+            if head[:2] != b"\xff\xd8":
+                return None
+            fh.seek(2)
+            for _ in range(10_000):  # markers before the frame header; bounded
+                b = fh.read(1)
+                while b == b"\xff":
+                    b = fh.read(1)
+                if not b:
+                    return None
+                marker = b[0]
+                if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+                    continue
+                seg = fh.read(2)
+                if len(seg) < 2:
+                    return None
+                length = int.from_bytes(seg, "big")
+                if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+                    sof = fh.read(5)
+                    if len(sof) < 5:
+                        return None
+                    return int.from_bytes(sof[3:5], "big"), int.from_bytes(sof[1:3], "big")
+                fh.seek(length - 2, 1)
+    except OSError:
+        return None
+    return None
+
+
+def _memory_budget() -> int:
+    import os
+
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")) // 2
+    except (ValueError, OSError, AttributeError):
+        return 16 << 30
+
+
 def read_crops(key: str, frames: Mapping[int, Path], n: int, size: int | None) -> np.ndarray:
-    """(n, S, S, 3) uint8 RGB with the crops at rows ``frame - 1``; checks decoding and size."""
+    """(n, S, S, 3) uint8 RGB with the crops at rows ``frame - 1``; checks decoding and size.
+    Each image's size is read from its header first, so an absurd one fails this video alone,
+    before any decoding or allocation."""
     import cv2
 
     out: np.ndarray | None = None
     for f, p in sorted(frames.items()):
-        img = cv2.imread(str(p), cv2.IMREAD_COLOR)
+        wh = header_size(p)
+        if wh is not None:
+            w, h = wh
+            if max(w, h) > MAX_CROP_SIDE:
+                raise CropTreeError(f"{key}: {p} is {w}x{h} (from its header); aligned crops are at most "
+                                    f"{MAX_CROP_SIDE}x{MAX_CROP_SIDE}: not decoded")
+            side = size if size is not None else h
+            if out is None and n * side * side * 3 > _memory_budget():
+                raise CropTreeError(f"{key}: {n} crops of {side}x{side} need {n * side * side * 3 / 2**30:.1f} GiB, "
+                                    "more than half the memory available")
+        try:  # read the bytes ourselves: OpenCV crashes on a path that is not valid UTF-8
+            raw = np.frombuffer(p.read_bytes(), np.uint8)
+        except OSError as e:
+            raise CropTreeError(f"{key}: {p}: cannot read ({e.strerror})") from e
+        img = cv2.imdecode(raw, cv2.IMREAD_COLOR) if raw.size else None
         if img is None:
             raise CropTreeError(f"{key}: {p} does not decode as an image")
         h, w = img.shape[:2]

@@ -54,18 +54,19 @@ Positive = Annotated[Float, Field(gt=0.0)]
 class LogMelConfig:
     """Semantic options of ``logmel`` (VGGish's log-mel frontend, one window per video frame)."""
 
-    n_mels: Annotated[Int, Field(gt=0, description="mel bands")] = 64
-    win_s: Annotated[Positive, Field(description="STFT window in seconds")] = 0.025
-    hop_s: Annotated[Positive, Field(description="STFT hop in seconds")] = 0.010
-    n_fft: Annotated[Int, Field(gt=0, description="FFT size (at least the window in samples is used)")] = 512
+    n_mels: Annotated[Int, Field(gt=0, le=1024, description="mel bands")] = 64
+    win_s: Annotated[Positive, Field(le=10.0, description="STFT window in seconds")] = 0.025
+    hop_s: Annotated[Positive, Field(le=10.0, description="STFT hop in seconds")] = 0.010
+    n_fft: Annotated[Int, Field(gt=0, le=1 << 18, description="FFT size (at least the window in samples "
+                                                              "is used)")] = 512
     fmin: Annotated[Float, Field(ge=0.0, description="lowest mel frequency in Hz")] = 125.0
     fmax: Annotated[Float, Field(gt=0.0, le=SAMPLE_RATE / 2, description="highest mel frequency in Hz "
                                                                           "(<= Nyquist of 16 kHz audio)")] = 7500.0
     log_offset: Annotated[Positive, Field(description="log(mel + log_offset)")] = 0.01
-    window_s: Annotated[Positive, Field(description="per-frame window in seconds (ignored when "
-                                                    "window_frames > 0)")] = 0.96
-    window_frames: Annotated[Int, Field(ge=0, description="> 0: window = window_frames / fps "
-                                                          "(JCA uses 32)")] = 0
+    window_s: Annotated[Positive, Field(le=600.0, description="per-frame window in seconds (ignored when "
+                                                              "window_frames > 0)")] = 0.96
+    window_frames: Annotated[Int, Field(ge=0, le=100_000, description="> 0: window = window_frames / fps "
+                                                                      "(JCA uses 32)")] = 0
     anchor: Annotated[Anchor, Field(description="where the window sits relative to the frame time: "
                                                 "forward [t, t+w), causal [t-w, t), centered")] = "forward"
     pool: Annotated[Pool, Field(description="row per frame: mean of the window's mel frames, mean and std, "

@@ -43,7 +43,7 @@ from avpipe.extractors.audio import frame_times
 from avpipe.extractors.weights import (WeightSpec, WeightsMissingError, file_checksum, hf_offline,
                                        register_weights, resolve_weights, weights_override)
 from avpipe.pipeline.chunks import RowChunks, chunk_ranges
-from avpipe.pipeline.config import Float, Int, config_dataclass
+from avpipe.pipeline.config import Float, FloatOrInf, Int, config_dataclass
 from avpipe.pipeline.stage import Stage, StageError, StageResult, VideoRef, register_stage
 
 
@@ -98,8 +98,9 @@ class TextConfig:
                                                        "< 30 s) are masked")] = 256
     min_word_prob: Annotated[Float, Field(ge=0.0, le=1.0, description="words Whisper is less sure of "
                                                            "than this cover no frame (masked)")] = 0.2
-    max_word_s: Annotated[Float, Field(gt=0.0, description="words lasting longer than this (seconds) cover no "
-                                                         "frame (stretched over a pause or noise)")] = 2.0
+    max_word_s: Annotated[FloatOrInf, Field(gt=0.0, description="words lasting longer than this (seconds) "
+                                                              "cover no frame (stretched over a pause or "
+                                                              "noise; inf: no limit)")] = 2.0
 
 
 def assign_frames(times: np.ndarray, word_times: np.ndarray, hold_gap_s: float = 0.0) -> np.ndarray:

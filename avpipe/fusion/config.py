@@ -38,6 +38,10 @@ def _device(name: str) -> str:
 
 Device = Annotated[str, AfterValidator(_device)]
 PosInt = Annotated[Int, Field(ge=1)]
+#: Frames of a training/evaluation window or hop: an hour of 25 fps video is 90 000 frames; more
+#: than this is a typo that would only fail (out of memory) deep inside the run.
+MAX_FRAMES = 1_000_000
+Frames = Annotated[Int, Field(ge=1, le=MAX_FRAMES)]
 
 
 @config_dataclass
@@ -66,10 +70,10 @@ class TrainConfig:
                                                             "differ")] = 10
     clip_labels: Annotated[bool, Field(description="clip label values outside [-1, 1] (other than -5) "
                                                    "instead of refusing them")] = False
-    window: Annotated[PosInt | None, Field(description="training window length in frames (unset = model "
+    window: Annotated[Frames | None, Field(description="training window length in frames (unset = model "
                                                        "default, e.g. jca 256, rja 512, rjcma 300)")] = None
-    hop: Annotated[PosInt | None, Field(description="training hop in frames (unset = model default)")] = None
-    clip_len: Annotated[PosInt | None, Field(description="frames pooled to one token (unset = model default; "
+    hop: Annotated[Frames | None, Field(description="training hop in frames (unset = model default)")] = None
+    clip_len: Annotated[Frames | None, Field(description="frames pooled to one token (unset = model default; "
                                                          "1 = per-frame tokens)")] = None
     windows: Annotated[Literal["hop", "clip_phases"] | None, Field(
         description="training window enumeration: hop = every hop frames, last aligned to the end; clip_phases "
@@ -77,7 +81,7 @@ class TrainConfig:
     shuffle: Annotated[Literal["epoch", "once", "none"] | None, Field(
         description="batch order: reshuffled every epoch, shuffled once, or enumeration order (unset = recipe)")] = None
     drop_last: Annotated[bool | None, Field(description="drop a last incomplete batch (unset = recipe)")] = None
-    eval_hop: Annotated[PosInt | None, Field(description="evaluation hop in frames (unset = hop)")] = None
+    eval_hop: Annotated[Frames | None, Field(description="evaluation hop in frames (unset = hop)")] = None
     feature_dtype: Annotated[Literal["auto", "float16", "float32", "float64"], Field(
         description="in-memory feature dtype (auto keeps the cache's; float16 halves the bank)")] = "auto"
     memory_budget_gb: Annotated[Float | None, Field(gt=0.0, description="feature bank budget in GiB (unset = half "
@@ -87,8 +91,9 @@ class TrainConfig:
     batch_size: Annotated[PosInt | None, Field(description="windows per batch (unset = model default)")] = None
     optimizer: Annotated[Literal["adam", "adamw"] | None, Field(description="optimiser (unset = model "
                                                                            "default)")] = None
-    lr: Annotated[Float | None, Field(gt=0.0, description="learning rate (unset = model default)")] = None
-    weight_decay: Annotated[Float | None, Field(ge=0.0, description="weight decay (unset = model default)")] = None
+    lr: Annotated[Float | None, Field(gt=0.0, le=10.0, description="learning rate (unset = model default)")] = None
+    weight_decay: Annotated[Float | None, Field(ge=0.0, le=10.0, description="weight decay (unset = model "
+                                                                            "default)")] = None
     schedule: Annotated[Literal["step", "plateau", "warmup_plateau", "none", "praveen_av", "rjcma_warmup",
                                 "plateau_loss"] | None, Field(
         description="learning-rate schedule (unset = model default)")] = None
@@ -121,7 +126,7 @@ class TrainConfig:
         description="mixed precision (auto = fp16 on CUDA, off on CPU; bf16 on CUDA or CPU)")] = "auto"
     patience: Annotated[PosInt | None, Field(description="early stopping: epochs without validation CCC "
                                                          "improvement (unset = model default)")] = None
-    seed: Annotated[Int, Field(ge=0, description="random seed (split, init, batches)")] = 0
+    seed: Annotated[Int, Field(ge=0, le=2**32 - 1, description="random seed (split, init, batches)")] = 0
     device: Annotated[Device, Field(description="auto | cpu | cuda | cuda:N | mps")] = "auto"
     num_threads: Annotated[PosInt | None, Field(description="torch CPU threads (unset = torch's "
                                                             "default)")] = None

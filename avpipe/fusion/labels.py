@@ -44,6 +44,11 @@ from avpipe.display import safe_name
 
 UNLABELLED = -5.0
 DEFAULT_TOLERANCE = 10
+#: Bounds checked before anything is held in memory (why: a row naming frame 2000000000 made a
+#: 16 GB array, a 280 MB file was read whole into Python objects). 2**24 frames is over a week of
+#: 25 fps video; a label file is far below 512 MiB (all of Aff-Wild2 VA as one CSV is ~150 MB).
+MAX_LABEL_FRAMES = 1 << 24
+MAX_LABEL_BYTES = 512 << 20
 SPLIT_FOLDERS = {"train_set": "train", "validation_set": "val", "valid_set": "val", "val_set": "val",
                  "test_set": "test", "train": "train", "val": "val", "validation": "val",
                  "test": "test"}
@@ -103,19 +108,63 @@ def source_video_stem(label_name: str) -> str:
     return label_name
 
 
-def _text_lines(path: Path) -> Iterator[str]:
-    """The file's lines (BOM stripped); a binary or non-UTF-8 file is a :class:`LabelError`."""
+def _check_size(path: Path) -> None:
     try:
-        with open(path, encoding="utf-8-sig", newline="") as fh:
-            text = fh.read()
-    except UnicodeDecodeError as e:
-        raise LabelError(f"{path}: not a UTF-8 text file (byte {e.start}: {e.reason}); labels must be "
-                         f"CSV text") from e
+        size = path.stat().st_size
     except OSError as e:
         raise LabelError(f"{path}: cannot read ({e.strerror})") from e
-    if "\x00" in text:
-        raise LabelError(f"{path}: binary file (NUL bytes); labels must be CSV text")
-    return iter(text.splitlines())
+    if size > MAX_LABEL_BYTES:
+        raise LabelError(f"{path}: {size / 2**20:.0f} MiB is more than a label file can be "
+                         f"({MAX_LABEL_BYTES >> 20} MiB); split it, or check it is the right file")
+
+
+def _text_lines(path: Path) -> Iterator[str]:
+    """The file's lines (BOM stripped), streamed; a binary or non-UTF-8 file, or one larger than
+    :data:`MAX_LABEL_BYTES`, is a :class:`LabelError`."""
+    _check_size(path)
+    try:
+        fh = open(path, encoding="utf-8-sig", newline="")
+    except OSError as e:
+        raise LabelError(f"{path}: cannot read ({e.strerror})") from e
+
+    def lines() -> Iterator[str]:
+        with fh:
+            try:
+                for raw in fh:
+                    if "\x00" in raw:
+                        raise LabelError(f"{path}: binary file (NUL bytes); labels must be CSV text")
+                    yield raw.rstrip("\r\n")
+            except UnicodeDecodeError as e:
+                raise LabelError(f"{path}: not a UTF-8 text file (byte {e.start}: {e.reason}); labels must "
+                                 f"be CSV text") from e
+            except OSError as e:
+                raise LabelError(f"{path}: cannot read ({e.strerror})") from e
+
+    return lines()
+
+
+def _number(text: str, where: str, line: str | None = None) -> float:
+    """A label value. Stricter than ``float``: ``0_1`` (Python reads 1.0) is refused."""
+    ctx = f" in {line!r}" if line is not None else ""
+    if "_" in text:
+        raise LabelError(f"{where}: {text!r} is not a plain number (no '_' separators){ctx}")
+    try:
+        return float(text)
+    except ValueError as e:
+        raise LabelError(f"{where}: not a number{ctx or f': {text!r}'}") from e
+
+
+def _frame(text: str, where: str) -> int:
+    """A 0-based frame index, bounded before any array is sized by it."""
+    if "_" in text:
+        raise LabelError(f"{where}: frame {text!r} is not a plain integer")
+    try:
+        f = int(text)
+    except ValueError as e:
+        raise LabelError(f"{where}: frame {text!r} is not an integer ({e})") from e
+    if not 0 <= f < MAX_LABEL_FRAMES:
+        raise LabelError(f"{where}: frame {f} is outside any video (0 .. {MAX_LABEL_FRAMES - 1})")
+    return f
 
 
 def check_value(v: float, where: str, line: str, clip: bool = False) -> float:
@@ -128,6 +177,11 @@ def check_value(v: float, where: str, line: str, clip: bool = False) -> float:
         raise LabelError(f"{where}: value {v:g} outside [-1, 1] (and not the -5 'unlabelled' marker) in "
                          f"{line!r}; fix the file, or pass --clip-labels to clip such values")
     return v
+
+
+def _changed(before: float, after: float) -> bool:
+    """Whether clipping changed a value (NaN is never clipped: it is unlabelled, not out of range)."""
+    return math.isfinite(before) and before != after
 
 
 def _warn_clipped(path: Path | str, n: int) -> None:
@@ -146,34 +200,37 @@ def read_affwild2_file(path: Path, clip: bool = False) -> np.ndarray:
 
     Tolerates a missing header and blank lines at the end; anything else that is not two numbers
     in [-1, 1] (or -5) per line is an error naming the line (line *i* is frame *i*, so a blank or
-    extra line would shift every later label against its frame)."""
-    rows: list[tuple[float, float]] = []
-    lines = list(_text_lines(path))
-    while lines and not lines[-1].strip():
-        lines.pop()
+    extra line would shift every later label against its frame). Streamed into a compact array:
+    memory is 8 bytes per row, whatever the file holds."""
+    from array import array
+
+    values = array("f")
     non_finite = clipped = 0
-    for i, raw in enumerate(lines):
+    blank_at: int | None = None  # first blank line not yet followed by a row (fine at the end)
+    for i, raw in enumerate(_text_lines(path)):
         line = raw.strip()
-        where = f"{path}:{i + 1}"
         if not line:
-            raise LabelError(f"{where}: blank line between label rows (line i is frame i: remove it or "
-                             f"write -5,-5 for an unlabelled frame)")
+            blank_at = i if blank_at is None else blank_at
+            continue
+        if blank_at is not None:
+            raise LabelError(f"{path}:{blank_at + 1}: blank line between label rows (line i is frame i: remove "
+                             f"it or write -5,-5 for an unlabelled frame)")
+        where = f"{path}:{i + 1}"
         parts = [p.strip() for p in line.split(",")]
         if i == 0 and parts[0].lower().startswith("valence"):
             continue
         if len(parts) != 2:
             raise LabelError(f"{where}: expected 2 columns 'valence,arousal', got {len(parts)} in {line!r}")
-        try:
-            v, a = float(parts[0]), float(parts[1])
-        except ValueError as e:
-            raise LabelError(f"{where}: not a number in {line!r}") from e
+        if len(values) >= 2 * MAX_LABEL_FRAMES:
+            raise LabelError(f"{where}: more than {MAX_LABEL_FRAMES} label rows: not one video's labels")
+        v, a = _number(parts[0], where, line), _number(parts[1], where, line)
         cv, ca = check_value(v, where, line, clip), check_value(a, where, line, clip)
-        clipped += (cv != v) + (ca != a)
+        clipped += _changed(v, cv) + _changed(a, ca)
         non_finite += not (math.isfinite(v) and math.isfinite(a))
-        rows.append((cv, ca))
+        values.extend((cv, ca))
     _warn_non_finite(path, non_finite)
     _warn_clipped(path, clipped)
-    return np.asarray(rows, dtype=np.float32).reshape(-1, 2)
+    return np.frombuffer(values, dtype=np.float32).reshape(-1, 2).copy()
 
 
 def _split_of_folder(parts: Iterable[str]) -> str | None:
@@ -209,8 +266,11 @@ def load_affwild2_dir(root: str | Path, clip: bool = False) -> list[LabelTrack]:
 
 def load_csv(path: str | Path, clip: bool = False) -> list[LabelTrack]:
     """CSV with columns ``video,frame,valence,arousal[,split]``; ``frame`` 0-based."""
+    from array import array
+
     path = Path(path)
-    per: dict[str, list[tuple[int, float, float]]] = {}
+    # per video: frames, values and line numbers in compact arrays (not Python tuples per row)
+    per: dict[str, tuple[array, array, array]] = {}
     splits: dict[str, str] = {}
     non_finite = clipped = 0
     reader = csv.reader(_text_lines(path))
@@ -225,25 +285,30 @@ def load_csv(path: str | Path, clip: bool = False) -> list[LabelTrack]:
         if len(cells) != len(header):
             raise LabelError(f"{where}: expected {len(header)} columns {header}, got {len(cells)}: {cells!r}")
         row = dict(zip(header, (c.strip() for c in cells)))
-        try:
-            frame, v, a = int(row["frame"]), float(row["valence"]), float(row["arousal"])
-        except ValueError as e:
-            raise LabelError(f"{where}: {e}") from e
+        frame = _frame(row["frame"], where)
+        v, a = _number(row["valence"], where), _number(row["arousal"], where)
         cv, ca = check_value(v, where, ",".join(cells), clip), check_value(a, where, ",".join(cells), clip)
-        clipped += (cv != v) + (ca != a)
+        clipped += _changed(v, cv) + _changed(a, ca)
         non_finite += not (math.isfinite(v) and math.isfinite(a))
-        per.setdefault(row["video"], []).append((frame, cv, ca))
+        fr, va, ln = per.setdefault(row["video"], (array("q"), array("f"), array("q")))
+        fr.append(frame)
+        va.extend((cv, ca))
+        ln.append(i + 2)
         if row.get("split"):
             splits[row["video"]] = _normalise_split(row["split"], where=where)
     _warn_non_finite(path, non_finite)
     _warn_clipped(path, clipped)
     tracks = []
-    for video, rows in per.items():
-        frames = np.array([r[0] for r in rows])
-        if frames.min() < 0:
-            raise LabelError(f"{path}: negative frame index for video {video!r}")
+    for video, (fr, va, ln) in per.items():
+        frames = np.frombuffer(fr, dtype=np.int64)
+        uniq, first, counts = np.unique(frames, return_index=True, return_counts=True)
+        if (counts > 1).any():
+            f = int(uniq[counts > 1][0])
+            lines = np.frombuffer(ln, dtype=np.int64)[frames == f][:2]
+            raise LabelError(f"{path}: frame {f} of video {video!r} is listed twice (lines {lines[0]} and "
+                             f"{lines[1]}); which value is meant? keep one row per frame")
         vals = np.full((int(frames.max()) + 1, 2), UNLABELLED, dtype=np.float32)
-        vals[frames] = np.array([(r[1], r[2]) for r in rows], dtype=np.float32)
+        vals[frames] = np.frombuffer(va, dtype=np.float32).reshape(-1, 2)
         name = PurePosixPath(video).name
         stem = PurePosixPath(name).stem if PurePosixPath(name).suffix else name
         tracks.append(LabelTrack(name=video, video_stem=source_video_stem(stem), values=vals,

@@ -259,7 +259,10 @@ class CacheSource:
             e = self.cache.read(stage, video, fingerprint=fingerprint)
         except Exception as ex:  # the store's own not-found error, whatever its class
             raise FeatureError(f"{_missing_msg(stage, 1, [video])} ({ex})") from ex
-        data, mask = np.asarray(e.data), np.asarray(e.mask, dtype=bool)
+        from avpipe.fusion.feature_checks import read_checked
+
+        widths = self.__dict__.setdefault("_widths", {})
+        data, mask = read_checked(e, stage, e.fingerprint, video, self.n_rows(stage, e.fingerprint, video), widths)
         if person is not None:
             from avpipe.fusion.persons import select_person
 

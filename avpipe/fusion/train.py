@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from avpipe.fusion.guards import check_epoch
 from avpipe.fusion.config import TrainConfig
 from avpipe.fusion.data import ChunkedBanks, InMemoryBanks, Stats, TrackRef, compute_stats, make_provider
 from avpipe.fusion.inference import (build_model_from_checkpoint, load_run, predict_provider,  # noqa: F401
@@ -512,6 +513,7 @@ def _train(cfg: TrainConfig, *, source: FeatureSource | None, resume: bool, over
         preds, labels, valid = predict_provider(fit.model, data.val, cfg.window, int(cfg.eval_hop),
                                                 int(cfg.batch_size) * 2, fit.amp)
         ev = evaluate(preds, labels, valid, cfg.smoothing)
+        check_epoch(epoch, loss_sum, nb, ev, preds)  # NaN metrics fail the run, naming why
         score, val_loss = selection_score(cfg.selection or "ccc_mean", ev, preds, labels, valid)
         score = score if math.isfinite(score) else -math.inf if val_loss is not None else -1.0
         lrs.end_epoch(epoch, score, val_loss)

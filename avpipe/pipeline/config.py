@@ -191,9 +191,37 @@ def _reject_bool(v: Any) -> Any:
     return v
 
 
-#: ``int``/``float`` for config fields: lax (64.0 and "64" read as 64) but never a bool.
-Int = Annotated[int, BeforeValidator(_reject_bool)]
-Float = Annotated[float, BeforeValidator(_reject_bool)]
+#: Largest magnitude an ``Int`` option may have: what a 64-bit signed integer holds (seeds,
+#: sizes and counts are handed to numpy/torch/HDF5, which cannot take more).
+INT_LIMIT = 2**63 - 1
+
+
+def _int_in_range(v: int) -> int:
+    if not -INT_LIMIT - 1 <= v <= INT_LIMIT:
+        raise ValueError(f"must be between {-INT_LIMIT - 1} and {INT_LIMIT} (a 64-bit integer)")
+    return v
+
+
+def _finite(v: float) -> float:
+    """Why: ``inf`` passes every ``gt``/``ge`` bound and trains to NaN, or fails per video at run
+    time; a typed config refuses it where it is parsed (NaN fails the bounds, or here)."""
+    if not math.isfinite(v):
+        raise ValueError("must be a finite number (not inf or nan)")
+    return v
+
+
+def _not_nan(v: float) -> float:
+    if math.isnan(v):
+        raise ValueError("must be a number (not nan)")
+    return v
+
+
+#: ``int``/``float`` for config fields: lax (64.0 and "64" read as 64) but never a bool; an
+#: ``Int`` fits 64 bits, a ``Float`` is finite.
+Int = Annotated[int, BeforeValidator(_reject_bool), AfterValidator(_int_in_range)]
+Float = Annotated[float, BeforeValidator(_reject_bool), AfterValidator(_finite)]
+#: A float where ``inf`` means "no limit" (documented as such on the option); never NaN.
+FloatOrInf = Annotated[float, BeforeValidator(_reject_bool), AfterValidator(_not_nan)]
 
 _PYDANTIC_CONFIG = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -386,6 +414,6 @@ def save_config_file(data: dict[str, Any], path: str | Path) -> None:
     atomic_write_text(Path(path), json.dumps(_plain(data), indent=2, sort_keys=True) + "\n")
 
 
-__all__ = ["NO_VALUE", "ConfigError", "ConfigFileNotFoundError", "ConfigIssue", "Float", "Int", "canonical_json", "config_dataclass",
+__all__ = ["NO_VALUE", "ConfigError", "ConfigFileNotFoundError", "ConfigIssue", "Float", "FloatOrInf", "Int", "canonical_json", "config_dataclass",
            "config_from_dict", "config_to_dict", "format_value", "load_config_file", "option_allowed",
            "option_help", "save_config_file"]

@@ -8,8 +8,15 @@ Two names per video (docs/cache.md#identity):
   bytes in two folders (or a moved folder) are one entry.
 
 Hashing is the only expensive part of discovery, so content ids are memoised by
-``(size, mtime_ns, inode)`` in the index (see :meth:`avpipe.pipeline.index.Index.file_memo`): a warm
-run stats files and re-reads nothing.
+``(dev, inode, size, mtime_ns, ctime_ns)`` in the index (see
+:meth:`avpipe.pipeline.index.Index.file_memo`): a warm run stats files and re-reads nothing. The
+device is there because inode numbers repeat across filesystems; ctime because mtime can be set
+back by anyone and ctime cannot.
+
+A content id must never lie about the bytes a stage decoded. The stat facts it was computed
+from travel with the video (:attr:`Video.identity`); a file that changes while it is hashed is
+hashed again, and the runner re-stats each file after its stage has read it and discards the
+result when the file changed (:func:`source_changed`).
 """
 from __future__ import annotations
 
@@ -33,9 +40,20 @@ VIDEO_EXTENSIONS = frozenset({
 HASH_CHUNK = 1 << 20
 
 
+def storable(text: str) -> str:
+    """``text`` with undecodable file-name bytes (lone surrogates) as ``\\xNN``: what SQLite, JSON
+    and a terminal can hold."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def normalize_key(rel: str) -> str:
-    """The canonical key for a relative path: POSIX separators, NFC (macOS writes NFD names)."""
-    return unicodedata.normalize("NFC", rel.replace(os.sep, "/"))
+    """The canonical key for a relative path: POSIX separators, NFC (macOS writes NFD names).
+
+    A name that is not valid UTF-8 (any bytes a Linux filesystem allows; Python hands them over
+    as lone surrogates) keeps its undecodable bytes as ``\\xNN`` text: a key is stored in the
+    index and printed, and neither can hold a lone surrogate. The file itself is still opened
+    by its real path."""
+    return unicodedata.normalize("NFC", storable(rel.replace(os.sep, "/")))
 
 
 def output_path_for(root: str | os.PathLike[str], key: str, suffix: str) -> Path:
@@ -72,22 +90,60 @@ class FoundFile:
     size: int
     mtime_ns: int
     inode: int
+    dev: int = 0
+    ctime_ns: int = 0
 
     @property
-    def memo_key(self) -> tuple[int, int, int]:
-        return (self.size, self.mtime_ns, self.inode)
+    def memo_key(self) -> tuple[int, int, int, int, int]:
+        return (self.dev, self.inode, self.size, self.mtime_ns, self.ctime_ns)
+
+    @classmethod
+    def from_stat(cls, key: str, path: Path, st: os.stat_result) -> "FoundFile":
+        return cls(key, path, st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev, st.st_ctime_ns)
+
+
+def stat_identity(st: os.stat_result) -> tuple[int, int, int, int, int]:
+    """The facts that change whenever a file's bytes may have: (dev, inode, size, mtime, ctime)."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def source_changed(path: str | os.PathLike[str], identity: tuple[int, ...] | None) -> str | None:
+    """Why ``path`` is no longer the file whose bytes were hashed (None: unchanged, or nothing
+    recorded to compare with). Called after a stage has read the file: if this says nothing,
+    the bytes it decoded are the bytes the content id names."""
+    if identity is None:
+        return None
+    try:
+        now = stat_identity(os.stat(path))
+    except OSError as e:
+        return f"the file vanished or became unreadable while it was processed ({e.strerror})"
+    if now == tuple(identity):
+        return None
+    names = ("device", "inode", "size", "modification time", "change time")
+    what = [n for n, a, b in zip(names, identity, now) if a != b]
+    return ("the file changed while it was processed (" + ", ".join(what) + " differ from when it "
+            "was hashed)")
 
 
 @dataclass(frozen=True)
 class SkippedPath:
-    """A path discovery did not use as a video, and why (reported by ``extract``)."""
+    """A path discovery did not use as a video, and why (reported by ``extract``).
+
+    ``collision``: two different names that are one key after normalisation (``café`` written
+    in NFC and in NFD): the later one is not processed, and ``extract`` always says so."""
 
     key: str
     reason: str
+    collision: bool = False
 
 
 def _is_hidden(name: str) -> bool:
     return name.startswith(".")
+
+
+def _spelled(name: str) -> str:
+    """A name with its exact code points (and undecodable bytes) visible: ``'cafe\\u0301.mp4'``."""
+    return ascii(name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"))
 
 
 def _why_unusable(path: str) -> str:
@@ -129,18 +185,17 @@ def iter_video_files(root: str | os.PathLike[str],
     """
     rootp = Path(root).expanduser().absolute()
     if rootp.is_file():
-        st = rootp.stat()
-        yield FoundFile(normalize_key(rootp.name), rootp, st.st_size, st.st_mtime_ns, st.st_ino)
+        yield FoundFile.from_stat(normalize_key(rootp.name), rootp, rootp.stat())
         return
     if not rootp.is_dir():
         raise FileNotFoundError(f"videos folder not found: {rootp}")
     seen_dirs: set[tuple[int, int]] = set()
-    seen_keys: set[str] = set()
+    seen_keys: dict[str, str] = {}  # key -> the name (as found) that has it
     out: list[FoundFile] = []
 
-    def skip(rel: str, reason: str) -> None:
+    def skip(rel: str, reason: str, collision: bool = False) -> None:
         if skipped is not None:
-            skipped.append(SkippedPath(normalize_key(rel), reason))
+            skipped.append(SkippedPath(normalize_key(rel), reason, collision))
 
     def walk(d: Path, rel: str) -> None:
         try:
@@ -179,10 +234,13 @@ def iter_video_files(root: str | os.PathLike[str],
                 skip(child_rel, _why_unusable(e.path) if e.is_symlink() else f"unreadable ({err.strerror})")
                 continue
             key = normalize_key(child_rel)
-            if key in seen_keys:  # NFC and NFD spellings of one name: keep the first
+            if key in seen_keys:  # NFC and NFD spellings of one name: keep the first, say so
+                skip(child_rel, f"name collision: {_spelled(child_rel)} and {_spelled(seen_keys[key])} are one "
+                                f"name after Unicode normalisation ({key!r}); only {_spelled(seen_keys[key])} "
+                                "was processed: rename one of them", collision=True)
                 continue
-            seen_keys.add(key)
-            out.append(FoundFile(key, Path(e.path), fst.st_size, fst.st_mtime_ns, fst.st_ino))
+            seen_keys[key] = child_rel
+            out.append(FoundFile.from_stat(key, Path(e.path), fst))
 
     walk(rootp, "")
     out.sort(key=lambda f: f.key)
@@ -200,13 +258,37 @@ class Video:
     mtime_ns: int
     inode: int
     hashed: bool = False
+    dev: int = 0
+    ctime_ns: int = 0
+
+    @property
+    def identity(self) -> tuple[int, int, int, int, int]:
+        """The stat facts the content id was computed from (see :func:`source_changed`)."""
+        return (self.dev, self.inode, self.size, self.mtime_ns, self.ctime_ns)
 
 
-def identify(files: list[FoundFile], memo: Mapping[tuple[int, int, int], str]) -> list[Video]:
-    """Content ids for ``files``: memo hit by (size, mtime_ns, inode), else hash the bytes.
+#: How often a file that keeps changing while it is hashed is hashed again before giving up.
+HASH_TRIES = 3
 
-    An unreadable file still gets an id (of its path and the error) so that it reaches ``probe``
-    and gets a clear per-video error instead of aborting discovery.
+
+def _hash_stable(f: FoundFile) -> tuple[FoundFile, str]:
+    """Hash ``f`` and make sure it did not change meanwhile (stat before and after equal), so
+    the id names the bytes that carry these stat facts. Raises OSError when unreadable."""
+    for _ in range(HASH_TRIES):
+        cid = content_hash(f.path)
+        now = FoundFile.from_stat(f.key, f.path, os.stat(f.path))
+        if now.memo_key == f.memo_key:
+            return f, cid
+        f = now
+    raise OSError(errno.EBUSY, f"it kept changing while it was hashed ({HASH_TRIES} tries)")
+
+
+def identify(files: list[FoundFile], memo: Mapping[tuple[int, ...], str]) -> list[Video]:
+    """Content ids for ``files``: memo hit by (dev, inode, size, mtime_ns, ctime_ns), else hash
+    the bytes.
+
+    An unreadable file (or one that keeps changing) still gets an id (of its path and the error)
+    so that it reaches ``probe`` and gets a clear per-video error instead of aborting discovery.
     """
     out: list[Video] = []
     for f in files:
@@ -214,10 +296,10 @@ def identify(files: list[FoundFile], memo: Mapping[tuple[int, int, int], str]) -
         hashed = False
         if cid is None:
             try:
-                cid = content_hash(f.path)
+                f, cid = _hash_stable(f)
             except OSError as e:
                 cid = "unreadable-" + hashlib.blake2b(
                     f"{f.key}|{e}|{time.time_ns()}".encode(), digest_size=8).hexdigest()
             hashed = True
-        out.append(Video(f.key, f.path, cid, f.size, f.mtime_ns, f.inode, hashed))
+        out.append(Video(f.key, f.path, cid, f.size, f.mtime_ns, f.inode, hashed, f.dev, f.ctime_ns))
     return out

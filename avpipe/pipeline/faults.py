@@ -27,6 +27,14 @@ from pathlib import Path
 WORKER_DIED = "WorkerDied"
 #: error_type of a failure recorded because the disk (of the cache) was full.
 DISK_FULL = "DiskFull"
+#: error_type of a failure recorded because writing the cache failed for another reason (its
+#: folder vanished under the run, an HDF5 library error while writing): transient.
+CACHE_WRITE = "CacheWriteFailed"
+#: error_type of a result discarded because its video file changed while it was read: transient.
+SOURCE_CHANGED = "SourceChanged"
+#: Below this many MB free on the cache's disk, an HDF5 error while writing is taken for a full
+#: disk: HDF5 reports ENOSPC as "Can't destroy cache", "can't write data" and the like.
+LOW_SPACE_MB = 64.0
 
 _WORKER_DEATH_TYPES = ("TerminatedWorkerError", "BrokenProcessPool", "KilledWorker")
 _EXITCODES = re.compile(r"\b([A-Z][A-Z0-9]*)\((-?\d+)\)")
@@ -59,6 +67,30 @@ def is_disk_full(exc: BaseException) -> bool:
             return True
         e = e.__cause__ or e.__context__
     return False
+
+
+def _raised_in_h5py(exc: BaseException) -> bool:
+    tb = exc.__traceback__
+    last = None
+    while tb is not None:
+        last = tb.tb_frame.f_code.co_filename
+        tb = tb.tb_next
+    return last is not None and "h5py" in last.replace("\\", "/").split("/")
+
+
+def storage_fault(exc: BaseException, cache_root: str | Path) -> tuple[str, str] | None:
+    """``(error_type, message)`` when ``exc``, raised while writing a shard, is the cache's fault
+    (disk full, an HDF5 or filesystem error) rather than the video's; None otherwise.
+
+    Why: such failures must be retried by the next run, not recorded as a property of the video.
+    A TypeError/ValueError (a stage returning data HDF5 cannot store) stays the video's."""
+    low = free_mb(cache_root)
+    if is_disk_full(exc) or (isinstance(exc, (OSError, RuntimeError)) and low is not None
+                             and low < LOW_SPACE_MB):
+        return DISK_FULL, disk_full_message(cache_root)
+    if isinstance(exc, OSError) or (isinstance(exc, RuntimeError) and _raised_in_h5py(exc)):
+        return CACHE_WRITE, f"writing the cache failed ({type(exc).__name__}: {exc}); retried by the next run"
+    return None
 
 
 def free_mb(path: str | Path) -> float | None:

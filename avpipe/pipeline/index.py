@@ -7,7 +7,8 @@ read while an ``extract`` runs.
 
 Tables::
 
-    files        path PK, key, size, mtime_ns, inode, content_id, last_seen   (content-id memo)
+    files        path PK, key, size, mtime_ns, inode, content_id, last_seen, dev, ctime_ns
+                 (content-id memo; dev and ctime_ns added later, NULL in older rows)
     fingerprints fingerprint PK, stage, version, config_json, weights_id, upstream (json), created
     entries      (fingerprint, content_id) PK, shard (relpath under the cache root), n_rows, created
     shards       relpath PK, size, mtime_ns, blake2 (of the file), created
@@ -150,9 +151,12 @@ class Index:
                 self.db.execute("PRAGMA busy_timeout=60000")
                 self.db.execute("PRAGMA journal_mode=WAL")
                 self.db.execute("PRAGMA synchronous=NORMAL")
+                had_schema = has_tables(self.db)
                 self.db.executescript(_SCHEMA)
                 _add_failures_transient(self.db)
+                _add_files_identity(self.db)
                 self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+                _record_created(self.db, had_schema)
             except sqlite3.DatabaseError as e:  # read-only, full disk, not a database
                 self.db.close()
                 raise _write_failure(self.path, e) from e
@@ -170,23 +174,51 @@ class Index:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
+    def created(self) -> float | None:
+        """When this index was made (``meta.created``); None where the index has no such row."""
+        try:
+            row = self.db.execute("SELECT v FROM meta WHERE k = 'created'").fetchone()
+        except (sqlite3.DatabaseError, CacheError):
+            return None
+        return float(row[0]) if row else None
+
+    def set_created(self, when: float) -> None:
+        with self._tx():
+            self.db.execute("INSERT OR REPLACE INTO meta VALUES ('created', ?)", (repr(float(when)),))
+
+    def has_tables(self) -> bool:
+        try:
+            return has_tables(self.db)
+        except (sqlite3.DatabaseError, CacheError):
+            return False
+
     # -- transactions -----------------------------------------------------------------------
     def _tx(self) -> "_Tx":
         return _Tx(self.db, self.path)
 
     # -- files (content-id memo) ------------------------------------------------------------
-    def file_memo(self) -> dict[tuple[int, int, int], str]:
-        """(size, mtime_ns, inode) → content id, for every file ever seen. One query."""
-        return {(s, m, i): c for s, m, i, c in
-                self.db.execute("SELECT size, mtime_ns, inode, content_id FROM files")}
+    def file_memo(self) -> dict[tuple[int, int, int, int, int], str]:
+        """(dev, inode, size, mtime_ns, ctime_ns) → content id, for every file seen. One query.
 
-    def upsert_files(self, rows: Iterable[tuple[str, str, int, int, int, str]]) -> None:
-        """rows of (path, key, size, mtime_ns, inode, content_id); last_seen = now."""
+        Why the device and ctime: an inode number is only unique within one filesystem (two
+        mounts can hold different files with equal size, inode and mtime), and mtime can be set
+        back by anyone (``touch -d``) while ctime cannot. Rows written before these columns
+        existed have NULLs and never match: those files are hashed once more."""
+        if not _has_column(self.db, "files", "ctime_ns"):
+            return {}
+        return {(d, i, s, m, c): cid for d, i, s, m, c, cid in self.db.execute(
+            "SELECT dev, inode, size, mtime_ns, ctime_ns, content_id FROM files "
+            "WHERE dev IS NOT NULL AND ctime_ns IS NOT NULL")}
+
+    def upsert_files(self, rows: Iterable[tuple[Any, ...]]) -> None:
+        """rows of (path, key, size, mtime_ns, inode, content_id[, dev, ctime_ns]); last_seen = now.
+        Rows without dev/ctime_ns (precomputed features: no file) store NULLs there."""
         now = time.time()
+        full = [(*r[:6], now, *(tuple(r[6:8]) + (None, None))[:2]) for r in rows]
         with self._tx():
             self.db.executemany(
-                "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(*r, now) for r in rows])
+                "INSERT OR REPLACE INTO files (path, key, size, mtime_ns, inode, content_id, last_seen, "
+                "dev, ctime_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", full)
 
     def videos(self) -> list[tuple[str, str]]:
         """(key, content_id) pairs known, most recently seen first per key."""
@@ -391,6 +423,37 @@ class Index:
 
 def _has_transient(db: sqlite3.Connection) -> bool:
     return any(r[1] == "transient" for r in db.execute("PRAGMA table_info(failures)"))
+
+
+def has_tables(db: Any) -> bool:
+    """Whether the file holds an avpipe index (its ``entries`` and ``shards`` tables)."""
+    names = {n for (n,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    return {"entries", "shards", "fingerprints"} <= names
+
+
+def _has_column(db: Any, table: str, column: str) -> bool:
+    return any(r[1] == column for r in db.execute(f"PRAGMA table_info({table})"))
+
+
+def _add_files_identity(db: sqlite3.Connection) -> None:
+    """Migration: the memo's ``dev`` and ``ctime_ns`` columns (old rows: NULL, never a memo hit)."""
+    for col in ("dev", "ctime_ns"):
+        if not _has_column(db, "files", col):
+            db.execute(f"ALTER TABLE files ADD COLUMN {col} INTEGER")
+
+
+def _record_created(db: sqlite3.Connection, had_schema: bool) -> None:
+    """Remember when this index was made (``meta.created``), so ``verify`` and ``gc`` can tell an
+    index that was emptied or replaced after its shards were written (it is younger than them).
+    An index from before this row existed gets the time of its oldest record (0 if it has none)."""
+    if db.execute("SELECT 1 FROM meta WHERE k = 'created'").fetchone():
+        return
+    created = time.time()
+    if had_schema:
+        row = db.execute("SELECT MIN(t) FROM (SELECT MIN(created) AS t FROM fingerprints UNION ALL "
+                         "SELECT MIN(created) FROM shards UNION ALL SELECT MIN(created) FROM entries)").fetchone()
+        created = float(row[0]) if row and row[0] is not None else 0.0
+    db.execute("INSERT OR IGNORE INTO meta VALUES ('created', ?)", (repr(created),))
 
 
 def _add_failures_transient(db: sqlite3.Connection) -> None:

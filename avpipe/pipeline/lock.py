@@ -10,12 +10,19 @@ WAL lets them read during a run, and they must work on a cache they cannot write
 ``filelock`` uses ``flock`` on POSIX (released by the kernel when the process dies, so a SIGKILLed
 run never leaves a stale lock) and the portable equivalent elsewhere. Locks are per path within
 one process (re-entrant), so ``maintenance.gc`` called inside a locked block does not deadlock.
+
+A lock file can be deleted under a running writer (``rm cache/.lock``): the next command then
+creates a fresh file and "holds" it at once. So the writer also holds an ``flock`` on an open
+descriptor of the cache folder itself, which no deletion can take away, and every shard writer
+holds one on its temporary file until it is renamed into place, so ``gc`` can tell a live
+writer's temp file from a dead one's (:func:`hold_file`, :func:`is_held`).
 """
 from __future__ import annotations
 
 import errno
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -40,6 +47,61 @@ def _lock_failure(path: Path, e: OSError) -> CacheError:
         return CacheLockError(f"no space left on device for the cache lock file {path}; free some "
                               "space on that disk (or pass another --cache) and run again")
     return CacheLockError(f"cannot use the cache lock file {path}: {e.strerror or e}")
+
+
+try:  # POSIX only; elsewhere the lock file is the only lock
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None  # type: ignore[assignment]
+
+_dir_guard = threading.Lock()
+_dir_locks: dict[str, list[int]] = {}  # folder -> [descriptor, holders in this process]
+
+
+def hold_file(path: str | Path) -> int | None:
+    """Take an exclusive ``flock`` on ``path`` through a new descriptor and return it (None where
+    flock is unavailable). The kernel drops it when the process dies: a held file has a live
+    owner. Release with :func:`release_file`."""
+    if fcntl is None:
+        return None
+    try:
+        fd = os.open(str(path), os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def release_file(fd: int | None) -> None:
+    if fd is not None:
+        try:
+            os.close(fd)  # closing the last descriptor drops the flock
+        except OSError:
+            pass
+
+
+def is_held(path: str | Path) -> bool:
+    """Whether a live process holds ``path`` with :func:`hold_file` (False where flock is
+    unavailable or the file vanished)."""
+    if fcntl is None:
+        return False
+    try:
+        fd = os.open(str(path), os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return False
 
 
 class CacheLock:
@@ -72,7 +134,51 @@ class CacheLock:
         except OSError as e:
             raise _lock_failure(self.path, e) from e
         self._lock = lock
+        try:
+            self._lock_folder()
+        except BaseException:
+            lock.release()
+            self._lock = None
+            raise
         self._write_holder(f"pid {os.getpid()} ({self.purpose})\n")
+
+    def _lock_folder(self) -> None:
+        """The lock that survives ``rm .lock``: an flock on the cache folder's own descriptor
+        (re-entrant within this process, like the file lock)."""
+        key = str(self.path.parent)
+        with _dir_guard:
+            held = _dir_locks.get(key)
+            if held is not None:
+                held[1] += 1
+                return
+        if fcntl is None:  # pragma: no cover
+            return
+        fd = os.open(key, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self._say(f"cache {self.path.parent} is held by another process (its lock file "
+                          "was deleted or replaced); waiting for it to finish …")
+                fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as e:
+            if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL, errno.EBADF):  # NFS and the like
+                os.close(fd)
+                raise
+        with _dir_guard:
+            _dir_locks[key] = [fd, 1]
+
+    def _unlock_folder(self) -> None:
+        key = str(self.path.parent)
+        with _dir_guard:
+            held = _dir_locks.get(key)
+            if held is None:
+                return
+            held[1] -= 1
+            if held[1] > 0:
+                return
+            del _dir_locks[key]
+        release_file(held[0])
 
     def _write_holder(self, text: str) -> None:
         """Who holds the lock, for the waiting message. Best effort: a full disk must not stop a
@@ -89,6 +195,7 @@ class CacheLock:
                 if self._lock.lock_counter <= 1:
                     self._write_holder("")
             finally:
+                self._unlock_folder()
                 self._lock.release()
                 self._lock = None
 

@@ -4,6 +4,16 @@ CLI and from Python alike), so they never race an ``extract``: a gc waits for a 
 which holds the lock from planning to its last commit, and so never deletes a shard a worker has
 written but the driver has not yet committed. ``du`` and ``gc(dry_run=True)`` only read.
 
+Why verify and gc first check the index itself (:func:`index_problem`): both trust the index as the
+list of what exists. An index that was truncated, lost its tables or was replaced by a fresh one
+lists nothing, so verify would call the cache clean and gc would delete every shard. They refuse
+instead and name ``avpipe cache rebuild-index`` (:mod:`avpipe.pipeline.rebuild`), which recovers
+the entries from the shards' own attributes.
+
+Why gc keeps some unreferenced temp files: a shard writer holds an flock on its temporary file
+until it is renamed into place, so a temp file held by a live process is never deleted, even
+if the cache lock was bypassed.
+
 Why verify drops entries instead of repairing them: the index is the truth of what is complete; a
 shard whose bytes no longer match what was committed cannot be trusted, so its entries stop
 existing and the next ``extract`` recomputes them.
@@ -12,9 +22,64 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
+
+from avpipe.pipeline.lock import is_held
 
 
-from avpipe.pipeline.store import SHARDS_DIR, Cache, file_blake2
+from avpipe.pipeline.store import INDEX_NAME, SHARDS_DIR, Cache, file_blake2
+from avpipe.pipeline.types import CacheError
+
+#: Seconds of clock slack when comparing the index's creation time with shard mtimes.
+CLOCK_SLACK_S = 2.0
+
+
+class IndexUnsafe(CacheError):
+    """The index cannot be trusted to say what exists (empty, tables missing, younger than the
+    shards): verify and gc refuse to act on it."""
+
+
+def shard_files(cache: Cache) -> list[Path]:
+    """Committed shard files on disk (``shards/<stage>/<fp16>/<name>.h5``, no temp files)."""
+    base = cache.root / SHARDS_DIR
+    if not base.is_dir():
+        return []
+    return [p for p in base.glob("*/*/*.h5") if p.is_file() and not p.name.startswith(".")]
+
+
+def index_problem(cache: Cache) -> str | None:
+    """What makes the index unfit to decide what to keep or drop; None when it is fine."""
+    import time
+
+    where = cache.root / INDEX_NAME
+    fix = ("; `avpipe cache rebuild-index` recovers the entries from the shards' own attributes "
+           "(it keeps the damaged index beside it)")
+    if not cache.index.has_tables():
+        return f"the cache index {where} has no avpipe tables (empty, truncated or not an index){fix}"
+    created = cache.index.created()
+    if created is None:
+        return None
+    older = []
+    for p in shard_files(cache):
+        try:
+            if p.stat().st_mtime < created - CLOCK_SLACK_S:
+                older.append(p)
+        except OSError:
+            continue
+    if older:
+        oldest = min(p.stat().st_mtime for p in older)
+        stamp = lambda t: time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))  # noqa: E731
+        return (f"the cache index {where} is younger than {len(older)} shard file(s) (index made "
+                f"{stamp(created)}, oldest shard written {stamp(oldest)}): it was emptied or replaced "
+                f"after they were written, so it cannot say which shards are still needed{fix}")
+    return None
+
+
+def check_index(cache: Cache) -> None:
+    """Raise :class:`IndexUnsafe` when :func:`index_problem` finds one."""
+    why = index_problem(cache)
+    if why:
+        raise IndexUnsafe(why)
 
 
 @dataclass
@@ -33,6 +98,7 @@ def verify(cache: Cache, *, rehash: bool = True) -> VerifyReport:
     """Re-hash every shard the index names and open every group an entry points at; drop the
     entries of shards that are missing, changed or unreadable. Holds the cache lock."""
     with cache.lock("cache verify"):
+        check_index(cache)
         return _verify(cache, rehash)
 
 
@@ -90,6 +156,7 @@ class GcReport:
     files: list[str] = field(default_factory=list)  # relpaths deleted (or to delete)
     bytes: int = 0
     dry_run: bool = False
+    kept_live: list[str] = field(default_factory=list)  # temp files a live writer holds
 
 
 def gc(cache: Cache, *, dry_run: bool = False) -> GcReport:
@@ -97,8 +164,10 @@ def gc(cache: Cache, *, dry_run: bool = False) -> GcReport:
     entries dropped by verify or forced reruns), then empty folders. Holds the cache lock
     (``dry_run`` only reads and takes none)."""
     if dry_run:
+        check_index(cache)
         return _gc(cache, True)
     with cache.lock("cache gc"):
+        check_index(cache)
         return _gc(cache, False)
 
 
@@ -115,6 +184,9 @@ def _gc(cache: Cache, dry_run: bool) -> GcReport:
             continue
         rp = p.relative_to(cache.root).as_posix()
         if rp in keep:
+            continue
+        if p.name.endswith(".tmp") and is_held(p):  # a live writer's shard in the making
+            rep.kept_live.append(rp)
             continue
         rep.files.append(rp)
         try:

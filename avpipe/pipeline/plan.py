@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from avpipe.pipeline.discover import Video, identify, iter_video_files
+from avpipe.pipeline.discover import Video, identify, iter_video_files, storable
 from avpipe.pipeline.fingerprint import Fingerprint, StageNode, walk
 from avpipe.pipeline.config import ConfigError
 from avpipe.pipeline.settings import PipelineConfig
@@ -89,8 +89,8 @@ def discover(videos_root: str | Path, cache: Cache, *, remember: bool = True) ->
     files = list(iter_video_files(videos_root))
     found = identify(files, cache.index.file_memo())
     if remember:
-        cache.index.upsert_files((str(v.path), v.key, v.size, v.mtime_ns, v.inode, v.content_id)
-                                 for v in found if not v.content_id.startswith("unreadable-"))
+        cache.index.upsert_files((storable(str(v.path)), v.key, v.size, v.mtime_ns, v.inode, v.content_id,
+                                  v.dev, v.ctime_ns) for v in found if not v.content_id.startswith("unreadable-"))
     unique: dict[str, Video] = {}
     for v in found:
         unique.setdefault(v.content_id, v)

@@ -18,6 +18,8 @@ no video stream, truncated), which the runner records per video while the batch 
 """
 from __future__ import annotations
 
+import os
+
 from collections.abc import Mapping
 from typing import Any
 
@@ -104,6 +106,9 @@ class Probe(Stage):
         try:
             container = av.open(str(path), mode="r")
         except av.error.FFmpegError as e:
+            if isinstance(e, PermissionError) or not os.access(path, os.R_OK):
+                raise StageError(f"cannot read {video.key}: permission denied (fix its permissions; "
+                                 "the file itself may be fine)") from e
             raise StageError(f"{video.key} is not a readable media file "
                              f"({type(e).__name__}: {e}); truncated or not a video?") from e
         with container:

@@ -43,8 +43,10 @@ import avpipe
 from avpipe.display import safe_name, safe_text
 from avpipe.pipeline.chunks import n_rows
 from avpipe.pipeline.entry import ShardEntry
-from avpipe.pipeline.faults import (DISK_FULL, WORKER_DIED, die_with_parent, disk_full_message, is_disk_full,
-                                    is_worker_death, oom_kill_count, worker_death_cause)
+from avpipe.pipeline.discover import source_changed
+from avpipe.pipeline.faults import (CACHE_WRITE, DISK_FULL, SOURCE_CHANGED, WORKER_DIED, die_with_parent,
+                                    disk_full_message, is_disk_full, is_worker_death, oom_kill_count,
+                                    storage_fault, worker_death_cause)
 from avpipe.pipeline.fingerprint import Fingerprint, upstream_names
 from avpipe.pipeline.index import FailureRecord, ShardRecord
 from avpipe.pipeline.lock import CacheLock
@@ -148,6 +150,25 @@ def _provenance(fp: Fingerprint) -> dict[str, Any]:
             "packages_json": packages_attr()}
 
 
+class _StorageFailed(Exception):
+    """Writing the task's shard failed because of the cache (disk full, HDF5/filesystem error)."""
+
+    def __init__(self, error_type: str, message: str) -> None:
+        super().__init__(message)
+        self.error_type, self.message = error_type, message
+
+
+def _add_result(writer: ShardWriter, task: Task, video: VideoRef, res: StageResult) -> None:
+    """Write one result; a failure of the cache (not of the video's data) is a _StorageFailed."""
+    try:
+        writer.add(video.content_id, res)
+    except Exception as e:
+        fault = storage_fault(e, task.root)
+        if fault is None:
+            raise
+        raise _StorageFailed(*fault) from e
+
+
 def _run_task(task: Task) -> TaskResult:
     t0 = time.perf_counter()
     failures: list[FailureRecord] = []
@@ -160,32 +181,56 @@ def _run_task(task: Task) -> TaskResult:
     fp = task.fingerprint
     writer = ShardWriter(task.root, fp.stage, fp.value, _provenance(fp))
     byid = {v.content_id: v for v, _ in task.videos}
-    try:
-        for video, inputs in task.videos:
-            try:
-                n_frames: int | None = None
-                if PROBE in inputs:
-                    ts = np.asarray(inputs[PROBE].data, dtype=np.float64)
-                    n_frames = int(ts.shape[0])
-                    for e in inputs.values():
-                        e.timestamps = ts
-                apply_torch_threads(task.runtime.num_threads)
-                res = stage.compute(video, inputs)
-                if stage.name == PROBE:
-                    n_frames = int(res.attrs.get("n_frames", n_rows(res.data)))
-                _check_result(stage, res, n_frames)
-                writer.add(video.content_id, res)  # written now; the result is dropped below
-            except Exception as e:
-                failures.append(_failure(task, video, e))
-            finally:
-                res = None  # noqa: F841 - release this video's result before the next one
+    broken: _StorageFailed | None = None
+    for video, inputs in task.videos:
+        if broken is not None:  # the cache cannot be written: do not compute what cannot be kept
+            failures.append(_failure(task, video, broken, error_type=broken.error_type,
+                                     message=broken.message, transient=True))
+            continue
+        try:
+            n_frames: int | None = None
+            if PROBE in inputs:
+                ts = np.asarray(inputs[PROBE].data, dtype=np.float64)
+                n_frames = int(ts.shape[0])
                 for e in inputs.values():
-                    e.release()  # and the inputs it read
+                    e.timestamps = ts
+            apply_torch_threads(task.runtime.num_threads)
+            res = stage.compute(video, inputs)
+            if stage.name == PROBE:
+                n_frames = int(res.attrs.get("n_frames", n_rows(res.data)))
+            _check_result(stage, res, n_frames)
+            _add_result(writer, task, video, res)  # written now; the result is dropped below
+            changed = source_changed(video.path, video.identity) if video.path is not None else None
+            if changed:  # what was decoded may not be the bytes the content id names
+                writer.discard(video.content_id)
+                failures.append(_failure(task, video, RuntimeError(changed), error_type=SOURCE_CHANGED,
+                                         message=f"{changed}: its {fp.stage} result was discarded; the "
+                                                 "next run hashes it again", transient=True))
+        except _StorageFailed as e:
+            # close the HDF5 file now (a half-written file on a full disk must not be touched
+            # again: that is how h5py ends in a segfault), and fail what it held
+            broken = e
+            tb = traceback.format_exc()
+            lost = [c for c in writer.rows if c != video.content_id]
+            writer.abort()
+            failures.extend(_failure(task, byid[c], e, tb, error_type=e.error_type, message=e.message,
+                                     transient=True) for c in [*lost, video.content_id])
+            writer.rows.clear()
+        except Exception as e:
+            failures.append(_failure(task, video, e))
+        finally:
+            res = None  # noqa: F841 - release this video's result before the next one
+            for e in inputs.values():
+                e.release()  # and the inputs it read
+    try:
         shard = writer.commit()
-    except Exception as e:  # disk full, unwritable cache: each video of the shard fails
+    except Exception as e:  # disk full, the cache folder vanished: the cache's fault, retried
         tb = traceback.format_exc()
         writer.abort()
-        failures.extend(_failure(task, byid[cid], e, tb) for cid in writer.rows)
+        error_type, message = storage_fault(e, task.root) or (CACHE_WRITE, f"writing the cache failed "
+                                                                          f"({type(e).__name__}: {e})")
+        failures.extend(_failure(task, byid[cid], e, tb, error_type=error_type, message=message,
+                                 transient=True) for cid in writer.rows)
         shard = None
     return TaskResult(task.task_id, shard, failures, time.perf_counter() - t0)
 
@@ -242,9 +287,15 @@ class RunSummary:
                          f"{s.failed_before:>11}  {fp}" + ("  (forced)" if s.forced else ""))
             if s.unavailable:
                 lines.append(f"    {s.name} cannot run: {s.unavailable}")
+        full = [f for f in self.failures if f.error_type == DISK_FULL]
         for f in self.failures:
+            if f.error_type == DISK_FULL:
+                continue
             msg = f.message.splitlines()[0] if f.message else ""
             lines.append(f"  FAILED {f.stage} {safe_name(f.key)}: {f.error_type}: {safe_text(msg)}")
+        if full:  # one line, not one per video: the disk is the problem, not the videos
+            lines.append(f"  DISK FULL: {len(full)} (stage, video) results could not be stored "
+                         f"({safe_text(full[-1].message)}); free some space: the next run retries them")
         if self.skipped:
             lines.append(f"  {len(self.skipped)} (stage, video) skipped because an upstream stage failed "
                          "or is missing for that video")
@@ -398,7 +449,7 @@ def _make_tasks(state: _RunState, name: str, ready: list[str], executor: "Execut
             inputs = {u: ShardEntry(state.cache.root / state.shards_now[u][cid], stage=u,
                                     fingerprint=state.plan.stages[u].fingerprint.value,  # type: ignore[union-attr]
                                     content_id=cid, key=v.key) for u in ups}
-            vids.append((VideoRef(v.key, cid, v.path), inputs))
+            vids.append((VideoRef(v.key, cid, v.path, v.identity), inputs))
         tasks.append(Task(i, type(sp.stage), sp.stage.config, sp.stage.runtime, sp.fingerprint,  # type: ignore[arg-type]
                           str(state.cache.root), vids,
                           driver_pid=os.getpid() if executor.local_pool else None))
@@ -412,25 +463,38 @@ class _StageCommitter:
         self.state, self.name, self.ss, self.bar = state, name, ss, bar
         self.sp = state.plan.stages[name]
         self.ok_cids: set[str] = set()
+        self.failed: dict[str, FailureRecord] = {}  # content id -> its latest failure this run
 
     def result(self, res: TaskResult) -> None:
         fp = self.sp.fingerprint.value  # type: ignore[union-attr]
         self.state.cache.index.commit_task(fp, self.name, res.shard, res.failures, self.sp.invalidate)
         if res.shard:
-            self.ok_cids |= set(res.shard.rows)
-            self.ss.computed += len(res.shard.rows)
+            new = set(res.shard.rows) - self.ok_cids
+            self.ok_cids |= new
+            self.ss.computed += len(new)
+            for cid in new & set(self.failed):  # a retried task succeeded this time
+                self._forget(self.failed.pop(cid))
         self.failures(res.failures, commit=False)
         self.bar.update(len(res.failures) + (len(res.shard.rows) if res.shard else 0))
 
+    def _forget(self, f: FailureRecord) -> None:
+        self.state.summary.failures.remove(f)
+        self.ss.failed -= 1
+
     def failures(self, fails: list[FailureRecord], *, commit: bool = True) -> None:
+        """Record failures; a video retried within this run (a dead worker's task) keeps only its
+        latest failure, so every (stage, video) is counted and printed once."""
         if commit:
             fp = self.sp.fingerprint.value  # type: ignore[union-attr]
             self.state.cache.index.commit_task(fp, self.name, None, fails, ())
         for f in fails:
             why = "worker died" if f.error_type == WORKER_DIED else f.error_type
             self.state.why_missing[(self.name, f.content_id)] = f"{self.name} failed ({why})"
-        self.ss.failed += len(fails)
-        self.state.summary.failures.extend(fails)
+            if f.content_id in self.failed:
+                self._forget(self.failed.pop(f.content_id))
+            self.failed[f.content_id] = f
+            self.ss.failed += 1
+            self.state.summary.failures.append(f)
 
 
 def _run_round(tasks: list[Task], executor: "Executor",
@@ -554,6 +618,7 @@ def run_extract(cache_root: str | Path, videos_root: str | Path, config: Pipelin
     threads_before = sys.modules["torch"].get_num_threads() if "torch" in sys.modules else None
     with CacheLock(root, say=say):
         with Cache(root, create=True) as cache:
+            _warn_lost_index(cache, say or _say)
             plan = make_plan(cache, videos_root, config, stages=stages, only=only, force=force,
                              retry_failed=retry_failed, runtime=runtime)
             try:
@@ -567,6 +632,20 @@ def run_extract(cache_root: str | Path, videos_root: str | Path, config: Pipelin
                 apply_torch_threads(threads_before)  # nor the workers' thread count (in-process runs)
     summary.total_s = time.perf_counter() - t0
     return summary
+
+
+def _warn_lost_index(cache: Cache, say: Any) -> None:
+    """An index with no entries beside shard files was emptied or replaced: say so once (the run
+    recomputes what it needs; ``cache rebuild-index`` would have recovered it). Only checked when
+    the index is empty, so a normal run pays nothing."""
+    if cache.index.db.execute("SELECT 1 FROM entries LIMIT 1").fetchone():
+        return
+    from avpipe.pipeline.maintenance import index_problem
+
+    why = index_problem(cache)
+    if why:
+        say(f"warning: {why}. This run recomputes what it needs; stop it and run `avpipe cache "
+            "rebuild-index` to keep the earlier work instead")
 
 
 def default_cache_root() -> Path:

@@ -41,13 +41,19 @@ class ShardWriter:
         self.rows: dict[str, int] = {}
         self.tmp: Path | None = None
         self._h5: Any = None
+        self._held: int | None = None  # flock on the temp file: gc keeps what a live writer holds
 
     def _file(self) -> Any:
         if self._h5 is None:
             import h5py
 
+            from avpipe.pipeline.lock import hold_file
+
             self.tmp = temp_path_for(self.final)
-            self._h5 = h5py.File(self.tmp, "w")
+            self._held = hold_file(self.tmp)
+            # HDF5's own file lock is an flock too and would collide with ours; only this writer
+            # ever opens a temp shard, so HDF5's lock adds nothing here
+            self._h5 = h5py.File(self.tmp, "w", locking=False)
         return self._h5
 
     def add(self, content_id: str, result: StageResult) -> int:
@@ -59,13 +65,23 @@ class ShardWriter:
         try:
             write_result(h5, content_id, result, {**self.provenance, "content_id": content_id})
         except BaseException:
-            if content_id in h5:
-                del h5[content_id]
             self.rows.pop(content_id, None)
+            try:
+                if content_id in h5:
+                    del h5[content_id]
+            except Exception:  # noqa: S110 - a broken file (full disk): the caller aborts it
+                pass
             raise
         self.rows[content_id] = n_rows(result.data)
         h5.flush()
         return self.rows[content_id]
+
+    def discard(self, content_id: str) -> None:
+        """Remove one video's already written group (its source changed while it was read)."""
+        if self._h5 is not None and content_id in self._h5:
+            del self._h5[content_id]
+            self._h5.flush()
+        self.rows.pop(content_id, None)
 
     def commit(self) -> ShardRecord | None:
         """Close, fsync and rename the shard into place; the record for the driver to index."""
@@ -82,12 +98,20 @@ class ShardWriter:
             self.abort()
             raise
         self.tmp = None
+        self._release()
         st = self.final.stat()
         return ShardRecord(self.final.relative_to(self.root).as_posix(), st.st_size, st.st_mtime_ns,
                            file_blake2(self.final), dict(self.rows))
 
+    def _release(self) -> None:
+        from avpipe.pipeline.lock import release_file
+
+        release_file(self._held)
+        self._held = None
+
     def abort(self) -> None:
         """Drop the temp shard (nothing of it was indexed)."""
+        self._release()
         if self._h5 is not None:
             try:
                 self._h5.close()
@@ -95,7 +119,10 @@ class ShardWriter:
                 pass
             self._h5 = None
         if self.tmp is not None:
-            self.tmp.unlink(missing_ok=True)
+            try:
+                self.tmp.unlink(missing_ok=True)
+            except OSError:  # its folder vanished, or a read-only disk: gc removes it later
+                pass
             self.tmp = None
 
     def __enter__(self) -> "ShardWriter":

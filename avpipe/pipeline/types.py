@@ -26,6 +26,9 @@ class VideoRef:
     key: str  # path relative to the --videos root, POSIX, NFC-normalised
     content_id: str  # hash of the file's bytes
     path: Path  # absolute path on this machine (non-semantic: never hashed)
+    #: (dev, inode, size, mtime_ns, ctime_ns) of the file when its content id was computed; the
+    #: runner compares it after the stage read the file and discards a result whose file changed
+    identity: tuple[int, ...] | None = None
 
 
 @dataclass
