@@ -43,14 +43,19 @@ OLD_FINGERPRINTS = {
     "visual": "a364b4741b5a55075f37a518e9311186aa09892683f1ccbeb78b35d12488323a",  # v2: per-track rows
 }
 # window/hop/patience/clip_len default to the model's own (published models by name)
+# The trainer's defaults since the published names train with their authors' recipes: the new keys
+# (recipe, windows, shuffle, drop_last, step_peak_lr, selection, input_norm, init) and grad_clip/loss
+# unset (filled in from the recipe).
 OLD_TRAIN_CANONICAL = (
     '{"amp":"auto","aux_losses":null,"batch_size":null,"cache":"cache","clip_labels":false,"clip_len":nul'
-    'l,"device":"auto","epochs":null,"eval_hop":null,"feature_dtype":"auto","features":{},"fusion":"jca",'
-    '"grad_clip":1.0,"hop":null,"label_tolerance":10,"labels":"","loss":"ccc","lr":null,"memory_budget_gb'
-    '":null,"min_lr":1e-08,"model":{},"num_threads":null,"optimizer":null,"out":"","patience":null,"plate'
-    'au_factor":0.1,"plateau_patience":5,"plot_videos":3,"resolved_features":{},"schedule":null,"seed":0,'
-    '"smoothing":[20,50],"split_file":null,"step_every":2,"step_gamma":0.8,"step_start":5,"val_fraction":'
-    '0.15,"warmup_epochs":null,"weight_decay":null,"window":null}')
+    'l,"device":"auto","drop_last":null,"epochs":null,"eval_hop":null,"feature_dtype":"auto","features":{'
+    '},"fusion":"jca","grad_clip":null,"hop":null,"init":null,"input_norm":null,"label_tolerance":10,"lab'
+    'els":"","loss":null,"lr":null,"memory_budget_gb":null,"min_lr":1e-08,"model":{},"num_threads":null,"'
+    'optimizer":null,"out":"","patience":null,"plateau_factor":0.1,"plateau_patience":5,"plot_videos":3,"'
+    'recipe":null,"resolved_features":{},"schedule":null,"seed":0,"selection":null,"shuffle":null,"smooth'
+    'ing":[20,50],"split_file":null,"step_every":2,"step_gamma":0.8,"step_peak_lr":null,"step_start":5,"v'
+    'al_fraction":0.15,"warmup_epochs":null,"weight_decay":null,"window":null,"windows":null}'
+)
 
 
 def _fingerprints(config: PipelineConfig) -> dict[str, str]:
@@ -219,7 +224,7 @@ def test_train_config_checked():
     assert ei.value.lines[0].startswith("[train] epochz = 3: unknown option (did you mean epochs?)")
     assert ei.value.lines[1] == '[train] lr = "fast": must be a number'
     assert ei.value.lines[2] == ("[train] schedule = \"cosine\": must be one of 'step', 'plateau', "
-                                 "'warmup_plateau' or 'none'")
+                                 "'warmup_plateau', 'none', 'praveen_av', 'rjcma_warmup' or 'plateau_loss'")
     assert TrainConfig.from_dict({"epochs": "7", "lr": 1}).epochs == 7
     cfg = TrainConfig()
     with pytest.raises(ConfigError) as ei:
