@@ -93,7 +93,7 @@ class Sizes:
     full_epoch: bool = True  # also one whole JCA epoch when the budget allows
 
 
-DRY = Sizes(scale=0.01, video_frames=700, epoch_frames=6000, steps=2, warmup=1, step_cap_s=10.0, batch_size=4,
+DRY = Sizes(scale=0.01, video_frames=700, epoch_frames=6000, steps=1, warmup=1, step_cap_s=10.0, batch_size=2,
             loss_steps=2, loss_batch=2, clips=1, clip_seconds=1.2, clip_size=(320, 180), faces_batch=8,
             visual_batch=16, ref_frames=8, full_epoch=False)
 
