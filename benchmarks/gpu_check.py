@@ -85,7 +85,7 @@ class Sizes:
     loss_steps: int = 3  # first fp32 steps compared with the CPU
     loss_batch: int = 4
     clips: int = 2
-    clip_seconds: float = 20.0
+    clip_seconds: float = 16.0
     clip_size: tuple[int, int] = (1280, 720)
     faces_batch: int = 32
     visual_batch: int = 256
@@ -374,6 +374,7 @@ def timed_steps(tb: TrainBench, model: str, precision: str, cap_s: float) -> tup
     n_win, B = len(w), int(cfg.batch_size)
     prov = InMemoryBanks(tiled)
     reset_peak(dev)
+    resident = int(torch.cuda.memory_allocated(dev)) if dev.type == "cuda" else None
     seed_everything(0)
     fit = build_fit(cfg, tiled.dims, dev, 1)
     lrs = LRSchedule(cfg, fit.opt, math.ceil(n_win / B))
@@ -402,7 +403,8 @@ def timed_steps(tb: TrainBench, model: str, precision: str, cap_s: float) -> tup
            "batch": B, "warmup_s": warm_s, "steps": steps, "windows_timed": done, "seconds": el,
            "windows_s": wps, "step_ms": 1000 * el / max(steps, 1), "epoch_windows": n_win,
            "epoch_frames": tiled.n_rows, "train_epoch_s_projected": n_win / wps if wps else None,
-           "peak_memory": peak_memory(dev), "bank_bytes": bank_bytes(tiled), "all_steps": steps == sizes.steps}
+           "peak_memory": peak_memory(dev), "resident_before": resident, "bank_bytes": bank_bytes(tiled),
+           "all_steps": steps == sizes.steps}
     return row, fit
 
 
@@ -500,6 +502,16 @@ def part_train(a: argparse.Namespace, sizes: Sizes, rep: Report, budget: Budget)
                projection="epoch seconds = the epoch's train windows / windows/s of the timed steps")
     rep.save()
     until = a.train_until
+    # correctness first (cheap): the first fp32 losses on the device against the CPU's
+    for model in tb.models:
+        if budget.left(until) < 5:
+            res["skipped"].append(f"first losses {model}: budget")
+            continue
+        try:
+            res["first_losses"].append(first_losses(tb, model))
+        except Exception as e:  # noqa: BLE001
+            res["errors"].append(f"first losses {model}: {type(e).__name__}: {e}")
+        rep.save()
     for model in tb.models:
         for prec in a.precisions.split(","):
             left = budget.left(until)
@@ -544,15 +556,6 @@ def part_train(a: argparse.Namespace, sizes: Sizes, rep: Report, budget: Budget)
                 except Exception as e:  # noqa: BLE001
                     res["errors"].append(f"jca whole epoch {prec}: {type(e).__name__}: {e}")
                 rep.save()
-    for model in tb.models:
-        if budget.left(until) < 5:
-            res["skipped"].append(f"first losses {model}: budget")
-            continue
-        try:
-            res["first_losses"].append(first_losses(tb, model))
-        except Exception as e:  # noqa: BLE001
-            res["errors"].append(f"first losses {model}: {type(e).__name__}: {e}")
-        rep.save()
     res["status"] = "done" if not res["errors"] else "errors"
     return res
 
@@ -571,15 +574,17 @@ def make_clip(path: Path, n: int, size: tuple[int, int], fps: float = 25.0) -> P
     W, H = size
     h0, w0 = src[0].shape[:2]
     sw = max(1, int(round(w0 * H / h0)))
-    yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
+    yy, xx = np.mgrid[0:H, 0:W + 64].astype(np.float32)
+    back = np.stack([90 + 40 * np.sin(xx / 57.0), 110 + 30 * np.cos(yy / 43.0),
+                     130 + 35 * np.sin((xx + yy) / 91.0)], -1).clip(0, 255).astype(np.uint8)
 
     def frames():
         for i in range(n):
             k = i % (2 * len(src) - 2) if len(src) > 1 else 0
             f = src[k if k < len(src) else 2 * len(src) - 2 - k]  # ping-pong: no jump at the loop
             t = i / fps
-            bg = np.stack([90 + 40 * np.sin(xx / 57.0 + t), 110 + 30 * np.cos(yy / 43.0 - t / 2),
-                           130 + 35 * np.sin((xx + yy) / 91.0)], -1).clip(0, 255).astype(np.uint8)
+            s = int(32 + 32 * math.sin(2 * math.pi * t / 5))  # the background drifts too
+            bg = back[:, s:s + W].copy()
             x0 = int((W - sw) / 2 + 0.1 * (W - sw) * math.sin(2 * math.pi * t / 8))
             fg = cv2.resize(f, (sw, H), interpolation=cv2.INTER_LINEAR)
             a, b = max(0, x0), min(W, x0 + sw)
@@ -612,7 +617,7 @@ def part_extract(a: argparse.Namespace, sizes: Sizes, rep: Report, budget: Budge
     W, H = sizes.clip_size
     paths = []
     for c in range(sizes.clips):
-        p, s = timed(lambda c=c: make_clip(Path(a.out) / "clips" / f"clip{c}_{W}x{H}.mp4", n + 7 * c, (W, H)))
+        p, s = timed(lambda c=c: make_clip(Path(a.data) / "clips" / f"clip{c}_{W}x{H}.mp4", n + 7 * c, (W, H)))
         paths.append(p)
         res["clips"].append({"path": p.name, "frames": n + 7 * c, "size": [W, H], "make_s": s})
     rep.save()
@@ -753,6 +758,10 @@ def compare_cpu(frames: list[Any], dev_rows: Any, crops: Any, backbones: dict[st
 
 
 # ----------------------------------------------------------------------------- summary
+def gib(b: float | None) -> str:
+    return "-" if b is None else f"{b / 2**30:.2f}"
+
+
 def summary_lines(data: dict[str, Any]) -> list[str]:
     """A short markdown summary of whatever ran (also printed at the end)."""
     p = data["parts"]
@@ -766,13 +775,14 @@ def summary_lines(data: dict[str, Any]) -> list[str]:
     if tr.get("rows"):
         lines += ["", f"epoch of {tr['epoch_frames']:,} frames (tiled from {tr['train_frames']:,}); goal "
                       f"{EPOCH_GOAL_S:.0f}s for jca", "",
-                  "| model | precision | batch | windows/s | epoch s (projected) | peak GiB | val CCC | vs fp32 |",
+                  "| model | precision | batch | windows/s | epoch s (projected) | peak GiB (of which bank) | val CCC "
+                  "| vs fp32 |",
                   "|---|---|---|---|---|---|---|---|"]
         for r in tr["rows"]:
             vs = (f"{r['fp32_speedup']:.2f}x, ΔCCC {r['ccc_delta_vs_fp32']:+.3f}" if "fp32_speedup" in r else "")
             lines.append(f"| {r['model']} | {r['precision']} ({r['autocast']}) | {r['batch']} | "
                          f"{r['windows_s']:.1f} | {r['train_epoch_s_projected']:.1f} | "
-                         f"{(r['peak_memory'] or 0) / 2**30:.2f} | {r['val_ccc']:.3f} | {vs} |")
+                         f"{gib(r['peak_memory'])} ({gib(r['resident_before'])}) | {r['val_ccc']:.3f} | {vs} |")
         for f in tr.get("full_epochs", []):
             lines.append(f"whole jca epoch ({f['precision']}): {f['train_epoch_s']:.1f}s, {f['windows']:,} windows")
         for f in tr.get("first_losses", []):
@@ -789,6 +799,10 @@ def summary_lines(data: dict[str, Any]) -> list[str]:
         if "vs_cpu" in ex:
             lines.append(f"device vs CPU: {json.dumps(ex['vs_cpu'])}")
     for name, part in p.items():
+        for what in part.get("skipped", []) if isinstance(part.get("skipped"), list) else []:
+            lines.append(f"{name}: skipped {what}")
+        for what in part.get("errors", []) if isinstance(part.get("errors"), list) else []:
+            lines.append(f"{name}: error {what}")
         if part.get("error"):
             lines.append(f"{name}: ERROR {part['error']}")
     return lines
@@ -807,7 +821,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", default=None, help="synthetic cache folder (default OUT/../ a temp folder "
                                                  "outside OUT, so the cache is not carried back)")
     ap.add_argument("--dry-run", action="store_true", help="tiny sizes: a CPU run of every part in a minute or two")
-    ap.add_argument("--budget-s", type=float, default=300.0, help="wall-clock budget of the whole run")
+    ap.add_argument("--budget-s", type=float, default=270.0, help="wall-clock budget of the whole run (default 270: "
+                                                                  "two runs and a start-up fit the 15 device minutes)")
     ap.add_argument("--parts", default=",".join(PARTS), help=f"subset of {','.join(PARTS)}")
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--precisions", default=",".join(PRECISIONS))
@@ -817,7 +832,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clip-seconds", type=float, default=None)
     ap.add_argument("--clips", type=int, default=None)
     # each part may run until this fraction of the budget has elapsed
-    ap.add_argument("--tests-until", type=float, default=0.2, help=argparse.SUPPRESS)
+    ap.add_argument("--tests-until", type=float, default=0.25, help=argparse.SUPPRESS)
     ap.add_argument("--train-until", type=float, default=0.62, help=argparse.SUPPRESS)
     ap.add_argument("--extract-until", type=float, default=0.97, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
