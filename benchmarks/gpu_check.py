@@ -450,11 +450,26 @@ def full_epoch(tb: TrainBench, model: str, precision: str) -> dict[str, Any]:
             "val_frames": val_rows, "peak_memory": peak_memory(dev)}
 
 
-def first_losses(tb: TrainBench, model: str) -> dict[str, Any]:
-    """fp32 losses of the first steps on the device and on the CPU, same weights, same batches.
+def without_dropout(model: Any) -> Any:
+    """``model`` in training mode with every dropout probability set to 0.
 
-    Dropout is off (eval mode) for both: the two devices' random streams differ, so with
-    dropout the losses would differ by design rather than by arithmetic."""
+    Why not ``eval()``: cuDNN's LSTM has no backward in eval mode ("cudnn RNN backward can only be
+    called in training mode"); and why no dropout: the CPU and the GPU draw different masks, so
+    the losses would differ by design rather than by arithmetic."""
+    from torch import nn
+
+    model.train()
+    for m in model.modules():
+        if isinstance(m, nn.modules.dropout._DropoutNd):
+            m.p = 0.0
+        elif isinstance(m, (nn.MultiheadAttention, nn.RNNBase)):
+            m.dropout = 0.0
+    return model
+
+
+def first_losses(tb: TrainBench, model: str) -> dict[str, Any]:
+    """fp32 losses of the first steps on the device and on the CPU, same weights, same batches,
+    dropout off (:func:`without_dropout`)."""
     import torch
 
     from avpipe.fusion.metrics import compute_loss
@@ -469,7 +484,7 @@ def first_losses(tb: TrainBench, model: str) -> dict[str, Any]:
         bank = val if dev == tb.device else bank_to(val, dev)
         w = make_windows(bank.offsets, cfg.window, cfg.hop, bank.y_valid, require_labels=True)
         fit = build_fit(cfg, bank.dims, dev, 1)
-        fit.model.eval()
+        without_dropout(fit.model)
         losses = []
         for k in range(sizes.loss_steps):
             idx = torch.arange(k * sizes.loss_batch, (k + 1) * sizes.loss_batch, device=w.start.device) % len(w)
@@ -514,6 +529,10 @@ def part_train(a: argparse.Namespace, sizes: Sizes, rep: Report, budget: Budget)
         rep.save()
     for model in tb.models:
         for prec in a.precisions.split(","):
+            if prec == "fp16" and tb.device.type != "cuda":
+                res["skipped"].append(f"{model} fp16: fp16 autocast is CUDA-only (on {tb.device.type} the trainer "
+                                      f"runs fp32, already timed)")
+                continue
             left = budget.left(until)
             if left < 5:
                 res["skipped"].append(f"{model} {prec}: budget")

@@ -78,7 +78,7 @@ def test_cpu_dry_run_end_to_end(tmp_path):
     out = tmp_path / "out"
     r = subprocess.run(["bash", "benchmarks/gpu_check.sh", "--device", "cpu", "--dry-run", "--no-install",
                         "--python", sys.executable, "--out", str(out), "--data", str(tmp_path / "data"),
-                        "--budget-s", "900"], cwd=ROOT, capture_output=True, text=True, timeout=900)
+                        "--budget-s", "3000"], cwd=ROOT, capture_output=True, text=True, timeout=3000)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     d = json.loads((out / "gpu_check.json").read_text())
     assert (out / "gpu_check.log").is_file() and (out / "gpu_check.md").is_file()
@@ -89,11 +89,13 @@ def test_cpu_dry_run_end_to_end(tmp_path):
     c = p["tests"]["counts"]
     assert c["skipped"] >= 10 and c["failure"] == c["error"] == c["passed"] == 0, c
     rows = {(x["model"], x["precision"]): x for x in p["train"]["rows"]}
-    assert set(rows) == {(m, q) for m in ("jca", "rja", "rjcma", "dca", "maven") for q in ("fp32", "fp16", "bf16")}
+    models = ("jca", "rja", "rjcma", "dca", "maven")
+    assert set(rows) == {(m, q) for m in models for q in ("fp32", "bf16")}  # fp16 autocast is CUDA-only
+    assert sum("fp16 autocast is CUDA-only" in s for s in p["train"]["skipped"]) == len(models)
     for (m, q), x in rows.items():
         assert x["windows_s"] > 0 and math.isfinite(x["train_epoch_s_projected"]) and math.isfinite(x["val_ccc"])
         assert x["epoch_frames"] == p["train"]["epoch_frames"] and x["steps"] >= 1
-        assert x["autocast"] == ("bfloat16" if q == "bf16" else "off")  # fp16 autocast is CUDA-only
+        assert x["autocast"] == ("bfloat16" if q == "bf16" else "off")
         if q != "fp32":
             assert "fp32_speedup" in x and "ccc_delta_vs_fp32" in x
     assert p["train"]["epoch_frames"] >= 5000 and p["train"]["epoch_frames"] > p["train"]["train_frames"]
