@@ -243,7 +243,19 @@ def part_cache(a: argparse.Namespace, sizes: Sizes, rep: Report, budget: Budget)
     n = max(4, round(AFFWILD2_VIDEOS * sizes.scale))
     marker = data / "built.json"
     if marker.is_file():
-        return {**json.loads(marker.read_text()), "reused": True}
+        info = json.loads(marker.read_text())
+        if info.get("videos") != n or info.get("mean_frames") != mean:
+            raise RuntimeError(f"--data {data} holds a cache of {info.get('videos')} videos, not the {n} asked "
+                               f"for; give another --data folder")
+        return {**info, "reused": True}
+    if (data / "cache").exists() and getattr(a, "own_data", False):  # our temp folder, left by a killed run
+        import shutil
+
+        shutil.rmtree(data / "cache")
+        shutil.rmtree(data / "labels", ignore_errors=True)
+    elif (data / "cache").exists():
+        raise RuntimeError(f"--data {data} has a cache/ that this script did not finish; remove it or give "
+                           f"another --data folder")
     spec = SyntheticSpec(n_videos=n, min_frames=int(mean * 0.4), max_frames=int(mean * 1.6), dtype="float16",
                          val_fraction=76 / 432, seed=0, shard_size=16)
     t = time.perf_counter()
@@ -865,6 +877,7 @@ def main(argv: list[str] | None = None) -> int:
     if bad:
         ap.error(f"--parts: unknown {bad}; choose from {','.join(PARTS)}")
     a.out = str(Path(a.out).absolute())
+    a.own_data = a.data is None
     if a.data is None:
         import tempfile
 
