@@ -6,7 +6,7 @@ the CPU, through the same shell wrapper, and the JSON it writes is checked here.
 """
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 import math
 import subprocess
@@ -18,15 +18,12 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _module():
-    if "gpu_check" in sys.modules:
-        return sys.modules["gpu_check"]
-    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "benchmarks" / "gpu_check.py")
-    mod = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    sys.modules.setdefault("gpu_check", mod)  # dataclasses look their module up there
-    spec.loader.exec_module(mod)
-    return mod
+def _module(name: str = "gpu_check"):
+    """A module of benchmarks/ (not a package: the scripts import each other by name)."""
+    bench = str(ROOT / "benchmarks")
+    if bench not in sys.path:
+        sys.path.insert(0, bench)
+    return importlib.import_module(name)
 
 
 def test_tiled_bank_is_whole_copies_with_the_sentinel_last():
@@ -35,7 +32,7 @@ def test_tiled_bank_is_whole_copies_with_the_sentinel_last():
     from avpipe.fusion.data import FeatureBank
     from avpipe.fusion.windows import make_windows
 
-    gc = _module()
+    gc = _module("gpu_check_train")
     lengths = [5, 7]
     n = sum(lengths)
     x = torch.arange(n + 1, dtype=torch.float32).unsqueeze(1)
