@@ -31,7 +31,7 @@ while [ $# -gt 0 ]; do
     --no-install) INSTALL=0; shift ;;
     --python) PY=$2; shift 2 ;;
     --out) OUTDIR=$2; shift 2 ;;
-    -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exec "$PY" benchmarks/gpu_check.py --help ;;
+    -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exec "$PY" benchmarks/gpu_check.py --help ;;
     *) ARGS+=("$1"); shift ;;
   esac
 done
