@@ -199,6 +199,9 @@ def summary_lines(data: dict[str, Any]) -> list[str]:
         if "projection" in ex:
             pr = ex["projection"]
             lines.append(f"2.8 M frames through faces + visual: {pr['hours']:.2f} h (goal {pr['goal_hours']:.0f} h)")
+        if "projection_batched_mtcnn" in ex:
+            pr = ex["projection_batched_mtcnn"]
+            lines.append(f"the same with batched full-cascade MTCNN, decode not overlapped: {pr['hours']:.2f} h")
         if "vs_cpu" in ex:
             lines.append(f"device vs CPU: {json.dumps(ex['vs_cpu'])}")
     for name, part in p.items():
