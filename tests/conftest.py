@@ -20,6 +20,22 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 MEDIA = Path(__file__).parent / "fixtures" / "media"
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``cuda``-marked tests skip, with the reason, where torch sees no CUDA device (``make test``
+    never needs a GPU; benchmarks/gpu_check.sh runs them on one). torch is imported only when a
+    collected test carries the marker."""
+    marked = [it for it in items if it.get_closest_marker("cuda") is not None]
+    if not marked:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device (torch.cuda.is_available() is False)")
+    for it in marked:
+        it.add_marker(skip)
+
+
 @dataclass
 class Clip:
     path: Path
