@@ -4,6 +4,7 @@ The stage graph (docs/stages.md#stage-graph)::
 
     probe ──┬── faces ── visual
             └── audio ──┬── logmel
+                        ├── egemaps
                         ├── vggish
                         └── asr ── text
 
@@ -21,6 +22,7 @@ BUILTIN_STAGE_MODULES = (
     "avpipe.extractors.visual",
     "avpipe.extractors.audio",
     "avpipe.extractors.logmel",
+    "avpipe.extractors.egemaps",
     "avpipe.extractors.vggish",
     "avpipe.extractors.asr",
     "avpipe.extractors.text",
