@@ -2,7 +2,8 @@
 
 The stage graph (docs/stages.md#stage-graph)::
 
-    probe ──┬── faces ── visual
+    probe ──┬── faces ──┬── visual
+            │           └── visual_clip
             └── audio ──┬── logmel
                         ├── egemaps
                         ├── vggish
@@ -20,6 +21,7 @@ BUILTIN_STAGE_MODULES = (
     "avpipe.pipeline.probe",
     "avpipe.extractors.faces",
     "avpipe.extractors.visual",
+    "avpipe.extractors.visual_clip",
     "avpipe.extractors.audio",
     "avpipe.extractors.logmel",
     "avpipe.extractors.egemaps",
