@@ -7,7 +7,9 @@ The stage graph (docs/stages.md#stage-graph)::
             └── audio ──┬── logmel
                         ├── egemaps
                         ├── vggish
-                        └── asr ── text
+                        ├── speech
+                        └── asr ──┬── text
+                                  └── speech_segments (+ audio)
 
 Each module declares its own ``requires``; this list is the one place that says which modules
 make up the built-in graph. Modules import their heavy or optional dependencies (torch, dlib,
@@ -28,6 +30,7 @@ BUILTIN_STAGE_MODULES = (
     "avpipe.extractors.vggish",
     "avpipe.extractors.asr",
     "avpipe.extractors.text",
+    "avpipe.extractors.speech",
 )
 
 for _m in BUILTIN_STAGE_MODULES:

@@ -72,8 +72,11 @@ register_weights(WeightSpec(
 
 def resolve_text_model(model: str, override: str | None = None) -> Path:
     """A local folder for ``model``: the registry name, a folder path, or a hub name."""
-    if model == "minilm":
-        return resolve_weights("minilm", override)
+    from avpipe.extractors import hub  # noqa: F401  (bert-base-uncased, roberta-base ...)
+    from avpipe.extractors.weights import weight_specs
+
+    if model in weight_specs():
+        return resolve_weights(model, override)
     if override:
         p = Path(override).expanduser()
         if not p.is_dir():
