@@ -90,11 +90,32 @@ def test_a_foreign_checkpoint_is_refused_by_name(tmp_path: Path) -> None:
     with pytest.raises(WeightsMissingError, match="not a r2plus1d-18-tsav checkpoint"):
         st.load()
     bad = tmp_path / "pickle.pth"
-    torch.save({"m": torch.nn.Linear(2, 2)}, bad)  # a pickled module: refused, never unpickled
+    torch.save(_Trap(), bad)  # a pickled object whose class would act when unpickled: never run
+    _Trap.ran = False
     st = VisualClip(VisualClipConfig(backbone="r2plus1d-18-tsav"),
                     Runtime(device="cpu", weights={"r2plus1d-18-tsav": str(bad)}))
-    with pytest.raises(WeightsMissingError, match="weights_only"):
+    with pytest.raises(WeightsMissingError, match="no weights found"):
         st.load()
+    assert not _Trap.ran
+
+
+class _Trap(torch.nn.Module):
+    ran = False
+
+    def __setstate__(self, state: dict) -> None:
+        type(self).ran = True
+        super().__setstate__(state)
+
+
+def test_a_pickled_module_gives_its_weights_without_being_run(tsav_ckpt, tmp_path: Path) -> None:
+    _, ref = tsav_ckpt
+    p = tmp_path / "whole.pth"
+    torch.save(ref, p)
+    bb = create_clip_backbone("r2plus1d-18-tsav")
+    bb.load("cpu", {"r2plus1d-18-tsav": str(p)})
+    for k, v in ref.state_dict().items():
+        if not k.startswith("fc."):
+            assert torch.equal(bb._model.state_dict()[k], v), k
 
 
 def test_kinetics_weights_missing_offline_is_a_clear_error(tmp_path: Path, monkeypatch) -> None:

@@ -16,7 +16,8 @@ and a user checkpoint:
   same network (e.g. the Aff-Wild2-trained I3D the JCA authors distribute). Input 224×224 in
   [−1, 1]; ``pooled``: 1024-d (Mixed_5c averaged over time and space); ``map``: 1024×T'×7×7.
 
-Checkpoints are read with ``torch.load(weights_only=True)``; keys may carry a wrapper prefix
+Checkpoints are read with ``torch.load(weights_only=True)`` (a pickled module too: its tensors are
+collected without running it, :mod:`~avpipe.extractors.backbones.checkpoints`); keys may carry a wrapper prefix
 (``module.``, ``model.``, ``backbone.``, ``video_model.`` …), which is stripped; the network's
 weights must then all be present (classifier layers are ignored), else one error names the
 missing ones. Random weights are never used.
@@ -30,8 +31,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from avpipe.extractors.backbones.base import BackboneUnavailable
-from avpipe.extractors.weights import (WeightSpec, WeightsMissingError, file_checksum, load_weights_file,
-                                       register_weights, resolve_weights, torch_hub_checkpoints)
+from avpipe.extractors.weights import (WeightSpec, WeightsMissingError, file_checksum, register_weights,
+                                       resolve_weights, torch_hub_checkpoints)
 
 R2P1D_FILE = "r2plus1d_18-91a641e6.pth"
 R2P1D_URL = "https://download.pytorch.org/models/" + R2P1D_FILE
@@ -105,11 +106,9 @@ def load_state(module: Any, path: Path, *, what: str, ignore: tuple[str, ...] = 
     """Load a weights-only checkpoint into ``module`` (every non-ignored key required)."""
     import torch
 
-    sd = load_weights_file(path, what=f"a {what} state_dict", expected="save model.state_dict() with torch.save")
-    if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
-        sd = sd["state_dict"]
-    if not isinstance(sd, dict):
-        raise WeightsMissingError(f"{path}: expected a state_dict (a dict of tensors), found {type(sd).__name__}")
+    from avpipe.extractors.backbones.checkpoints import read_state_dict
+
+    sd = read_state_dict(path, what=f"a {what} checkpoint")
     own = module.state_dict()
     wanted = {k for k in own if not k.startswith(ignore)}
     got = strip_prefixes({k: v for k, v in sd.items() if isinstance(v, torch.Tensor)}, wanted)
