@@ -90,8 +90,6 @@ def to_tensor(crops: np.ndarray, size: int, mean: tuple[float, ...], std: tuple[
 class _Torch(Backbone):
     """Shared: resolve weights, build, load, run in chunks."""
 
-    weights_name: ClassVar[str]
-    licence: ClassVar[str] = ""
     mean: ClassVar[tuple[float, ...]] = IMAGENET_MEAN
     std: ClassVar[tuple[float, ...]] = IMAGENET_STD
 

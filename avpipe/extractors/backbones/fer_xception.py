@@ -155,7 +155,8 @@ class _FerBase(Backbone):
     """Shared loader: the Keras graph in torch, three read-outs."""
 
     output: ClassVar[str]
-    licence: ClassVar[str] = "MIT (weights and code: oarriaga/face_classification, fer)"
+    weights_name = WEIGHTS_NAME
+    licence = "MIT (weights and code: oarriaga/face_classification, fer)"
 
     def __init__(self) -> None:
         self._model: Any = None
