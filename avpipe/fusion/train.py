@@ -39,6 +39,7 @@ from avpipe.fusion.inference import (build_model_from_checkpoint, load_run, pred
 from avpipe.fusion.labels import LabelError, assign_splits, load_labels, match_videos
 from avpipe.fusion.metrics import EvalResult, compute_loss, evaluate
 from avpipe.fusion.models import MissingModalityError, create_model, get_model_class
+from avpipe.fusion.presets import paper_features
 from avpipe.fusion.run import RunDir
 from avpipe.fusion.schedule import LRSchedule
 from avpipe.fusion.source import FeatureError, FeatureSet, FeatureSource
@@ -87,7 +88,10 @@ def prepare(cfg: TrainConfig, source: FeatureSource) -> Prepared:
                          f"{len(val)} val (matched {len(refs)} of {len(tracks)} label tracks to cached videos)")
     videos = sorted({r.video for r in train + val})
     fps: dict[str, tuple[str, str]] = {}
-    for m in mods:
+    paper = None if cfg.features else paper_features(cfg.fusion, mods, source, videos)
+    if paper is not None:  # a cache extracted with --config <fusion>: that paper's inputs
+        fset, fps = paper
+    for m in (m for m in mods if m not in fps):
         ref = fset.refs[m]
         try:
             fps[m] = (ref.stage, source.resolve(ref, videos))

@@ -106,5 +106,5 @@ def test_unknown_config_name_lists_the_presets(tmp_path, videos):
     r = CliRunner().invoke(main, ["extract", "--videos", str(videos), "--cache", str(tmp_path / "cache"),
                                   "--config", "offlin", "--no-progress"])
     assert r.exit_code == 2, r.output
-    assert "offlin" in r.output and "preset name: offline" in r.output and "Traceback" not in r.output
+    assert "offlin" in r.output and "preset name: " in r.output and ", offline," in r.output and "Traceback" not in r.output
     assert not (tmp_path / "cache").exists()
