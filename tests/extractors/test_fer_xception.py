@@ -236,3 +236,16 @@ def test_real_backbones_agree_and_are_batch_invariant(real_weights: Path, short_
     np.testing.assert_allclose(probs, soft / soft.sum(1, keepdims=True), atol=1e-5)
     np.testing.assert_allclose(np.concatenate([emb.embed(crops[:5]), emb.embed(crops[5:])]), e_all, atol=1e-5)
     assert np.isfinite(e_all).all() and e_all.std(0).max() > 0
+
+
+@pytest.mark.slow
+def test_cuda_gives_the_cpu_outputs(real_weights: Path) -> None:
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    crops = np.random.default_rng(3).integers(0, 256, (16, 112, 112, 3), dtype=np.uint8)
+    cpu, gpu = create_backbone("fer2013-mini-xception-emb"), create_backbone("fer2013-mini-xception-emb")
+    cpu.load("cpu", {})
+    gpu.load("cuda", {})
+    np.testing.assert_allclose(gpu.embed(crops), cpu.embed(crops), atol=2e-3)  # TF32 convolutions on Ampere+
