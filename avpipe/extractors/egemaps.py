@@ -27,7 +27,6 @@ No audio stream: n_frames zero rows, all masked.
 """
 from __future__ import annotations
 
-import os
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -192,7 +191,6 @@ class Egemaps(Stage):
             import opensmile  # noqa: F401
         except ImportError as e:
             raise OpenSmileMissing(f"the egemaps stage needs openSMILE: {EXTRA_HINT}") from e
-        os.environ.setdefault("OMP_NUM_THREADS", str(max(1, int(self.runtime.num_threads))))
 
     def compute(self, video: VideoRef, inputs: Mapping[str, Any]) -> StageResult:
         from avpipe.extractors.logmel import window_seconds
