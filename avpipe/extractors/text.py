@@ -210,7 +210,6 @@ class Text(Stage):
 
     def embed_segment(self, words: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """(len(words), D) vectors of ``words`` read as one sentence, and a validity mask."""
-        import torch
 
         self.ensure_loaded()
         enc = self.tokenizer(words, is_split_into_words=True, return_tensors="pt", truncation=True,

@@ -12,7 +12,7 @@ from avpipe.extractors.speech import Speech, SpeechConfig, SpeechSegments, Speec
 from avpipe.extractors.weights import WeightsMissingError
 from avpipe.pipeline.chunks import dense
 from avpipe.pipeline.entry import MemoryEntry
-from avpipe.pipeline.stage import StageResult, VideoRef
+from avpipe.pipeline.stage import StageResult
 
 from .test_audio import clip_inputs
 
