@@ -16,9 +16,17 @@ PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "merges.txt", "vocab.
 
 
 def _snapshot(repo: str, revision: str | None, local_only: bool) -> Path:
+    """The repo's configs, tokenizer files and safetensors; ``pytorch_model.bin`` only for a repo
+    that has no safetensors (transformers reads it with ``weights_only=True``)."""
     from huggingface_hub import snapshot_download
 
-    return Path(snapshot_download(repo, revision=revision, local_files_only=local_only, allow_patterns=PATTERNS))
+    d = Path(snapshot_download(repo, revision=revision, local_files_only=local_only, allow_patterns=PATTERNS))
+    if not any(d.glob("*.safetensors")):
+        d = Path(snapshot_download(repo, revision=revision, local_files_only=local_only,
+                                   allow_patterns=PATTERNS + ["pytorch_model.bin"]))
+        if not any(d.glob("*.safetensors")) and not (d / "pytorch_model.bin").exists():
+            raise FileNotFoundError(f"{repo}: no weights file (model.safetensors or pytorch_model.bin)")
+    return d
 
 
 def hub_spec(name: str, repo: str, description: str, *, revision: str | None = None) -> WeightSpec:
