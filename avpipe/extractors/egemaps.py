@@ -172,6 +172,7 @@ class Egemaps(Stage):
     requires = ("audio",)
     per_frame = True
     videos_per_task = 16
+    opt_in = True  # an optional extra with a non-commercial licence: only when asked for
     description = "per-frame openSMILE eGeMAPSv02/ComParE descriptors on logmel's windows ([egemaps] extra)"
 
     config: EgemapsConfig

@@ -142,6 +142,7 @@ class _Encoder:
 class _SpeechBase(Stage):
     per_frame = True
     videos_per_task = 4
+    opt_in = True  # a hub download and a transformer over the audio: only when asked for
 
     def model_dir(self) -> Path:
         return resolve_speech_model(self.config.model, weights_override(self.runtime, self.config.model))

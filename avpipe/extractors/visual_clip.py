@@ -62,6 +62,7 @@ class VisualClip(Stage):
     requires = ("faces",)
     per_frame = True
     videos_per_task = 4
+    opt_in = True  # a 3D CNN per frame (and a model download): only when asked for
     description = "3D-CNN clip embedding per frame (R(2+1)D-18 / I3D over the last clip_frames face crops)"
 
     config: VisualClipConfig
