@@ -79,3 +79,21 @@ def test_hub_backbones_offline_fail_with_the_way_to_fetch(tmp_path: Path, monkey
         for name, hint in (("hsemotion-enet-b0", "enet_b0_8_va_mtl.pt"), ("swin-base", "swin_base_patch4_window7_224")):
             with pytest.raises(WeightsMissingError, match=hint):
                 create_backbone(name).weights_id({})
+
+
+@pytest.mark.slow
+def test_swin_base_from_a_timm_style_safetensors_folder(tmp_path: Path) -> None:
+    """The hub folder's layout (model.safetensors with the 1000-class head): the head is ignored,
+    the pooled features equal timm's own model with the same weights."""
+    timm = pytest.importorskip("timm")
+    from safetensors.torch import save_file
+
+    torch.manual_seed(2)
+    ref = timm.create_model("swin_base_patch4_window7_224", pretrained=False, num_classes=1000).eval()
+    save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, str(tmp_path / "model.safetensors"))
+    bb = create_backbone("swin-base")
+    bb.load("cpu", {"swin-base-patch4-window7-224": str(tmp_path)})
+    x = to_tensor(CROPS[:2], 224, IMAGENET_MEAN, IMAGENET_STD, "cpu")
+    with torch.inference_mode():
+        want = ref.forward_head(ref.forward_features(x), pre_logits=True).numpy()
+    np.testing.assert_allclose(bb.embed(CROPS[:2]), want, atol=1e-4, rtol=1e-4)
