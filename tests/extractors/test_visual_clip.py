@@ -154,3 +154,19 @@ def test_every_clip_backbone_names_its_weights_and_licence() -> None:
 
     for name, cls in CLIP_BACKBONES.items():
         assert get_spec(cls.weights_name).name == cls.weights_name and cls.licence, name
+
+
+def test_a_legacy_format_state_dict_loads(tmp_path: Path) -> None:
+    """pytorch-i3d's rgb_imagenet.pt (2018) predates torch's zip format: a plain state_dict in the
+    legacy format must load (weights-only), as a modern one does."""
+    torch.manual_seed(4)
+    net = build_i3d()
+    p = tmp_path / "legacy.pt"
+    torch.save(net.state_dict(), p, _use_new_zipfile_serialization=False)
+    bb = create_clip_backbone("i3d-user")
+    bb.load("cpu", {"i3d-user": str(p)})
+    assert torch.equal(bb._model.state_dict()["Mixed_5c.b0.conv3d.weight"], net.state_dict()["Mixed_5c.b0.conv3d.weight"])
+    bad = tmp_path / "text.pt"
+    bad.write_text("not a checkpoint")
+    with pytest.raises(WeightsMissingError):
+        create_clip_backbone("i3d-user").load("cpu", {"i3d-user": str(bad)})

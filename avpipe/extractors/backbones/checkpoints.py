@@ -53,6 +53,8 @@ def read_state_dict(path: str | Path, *, what: str) -> dict[str, Any]:
     path = Path(path)
     try:
         names = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
+    except ValueError:  # the legacy (pre-1.6, non-zip) format: a plain weights-only load, no stand-ins
+        names = []
     except Exception as e:  # noqa: BLE001 - not a torch file at all
         raise WeightsMissingError(f"{path} is not a torch checkpoint ({type(e).__name__}: {e})") from None
     stubs = [(type(n.rpartition(".")[2] or n, (_Inert,), {}), n) for n in names]
