@@ -146,7 +146,9 @@ Extra stages: set AVPIPE_PLUGINS=my.module,other.module (modules that @register_
 @click.option("--videos", "videos_dir", required=True, type=click.Path(exists=True, path_type=Path),
               help="Folder searched recursively for videos (or one video file).")
 @_cache_option
-@click.option("--stages", "stages", default=None, help="Comma-separated stages (plus what they need). Default: all.")
+@click.option("--stages", "stages", default=None, help="Comma-separated stages (plus what they need). Default: every stage except the "
+                   "opt-in ones (visual_clip, egemaps, speech, speech_segments), or a preset's [features] "
+                   "stages (--config rja).")
 @click.option("--stage", "only", default=None, help="Run only this stage (and what it needs).")
 @click.option("--force", is_flag=True, help="With --stage: recompute it and its dependents for every video.")
 @click.option("--retry-failed", is_flag=True, help="Retry (stage, video) pairs that failed in earlier runs.")
@@ -269,7 +271,8 @@ config (--config); "unavailable" says why a stage cannot run (e.g. weights).""")
 @_cache_option
 @click.option("--videos", "videos_dir", type=click.Path(exists=True, path_type=Path), default=None,
               help="Count over the videos in this folder instead of all known videos.")
-@click.option("--stages", default=None, help="Comma-separated stages. Default: all.")
+@click.option("--stages", default=None, help="Comma-separated stages. Default: as extract (every stage "
+                                                 "except the opt-in ones, or the config's [features] stages).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status(cache_dir: Path | None, videos_dir: Path | None, stages: str | None,

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-CONFIG = "offline"  # the packaged preset: models that ship in PyPI packages (no download)
+CONFIG = "offline"  # the packaged preset: models from the package index (no model hub)
 # Small-data training settings, stated rather than hidden: the sample videos (~250 frames) are
 # shorter than the papers' 300-frame window, so with the paper defaults an epoch over 5 training
 # videos is ONE optimizer step and the per-epoch learning-rate decay ends training before any

@@ -7,6 +7,9 @@ crops/s (median of --repeats runs), the speed ratio and the largest absolute dif
 the two backbones' descriptors.
 
     .venv/bin/python benchmarks/bench_visual_backbones.py --n 256 --repeats 3 --threads 1
+
+``--backbones A,B`` times other registered backbones the same way (e.g.
+``dlib-torch,fer2013-mini-xception-emb``); the difference line is printed only for dlib vs dlib-torch.
 """
 from __future__ import annotations
 
@@ -23,7 +26,9 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=256, help="crops per run (the clip's crops, cycled)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--backbones", default="dlib,dlib-torch", help="comma-separated registered backbones")
     args = ap.parse_args()
+    names = [n.strip() for n in args.backbones.split(",") if n.strip()]
 
     import torch
 
@@ -42,7 +47,7 @@ def main() -> None:
     print(f"threads={args.threads} repeats={args.repeats} crops={len(crops)} "
           f"({len(valid)} distinct, {crops.shape[1]}x{crops.shape[2]} resized to 150x150)")
     out, rates = {}, {}
-    for name in ("dlib", "dlib-torch"):
+    for name in names:
         bb = create_backbone(name)
         bb.load("cpu", {})
         bb.embed(crops[:2])  # warm-up (first-call allocations, oneDNN kernel selection)
@@ -53,6 +58,11 @@ def main() -> None:
             times.append(time.perf_counter() - t)
         rates[name] = len(crops) / statistics.median(times)
         print(f"{name:11s} {rates[name]:8.1f} crops/s  ({1000 / rates[name]:.1f} ms/crop)")
+    if set(names) != {"dlib", "dlib-torch"}:
+        base = names[0]
+        for n in names[1:]:
+            print(f"ratio {n}/{base}: {rates[n] / rates[base]:.1f}x")
+        return
     diff = np.abs(out["dlib"] - out["dlib-torch"])
     print(f"ratio dlib-torch/dlib: {rates['dlib-torch'] / rates['dlib']:.1f}x; max |diff| = {diff.max():.2e} "
           f"(mean {diff.mean():.1e}; descriptor |max| {np.abs(out['dlib']).max():.2f})")

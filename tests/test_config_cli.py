@@ -24,7 +24,7 @@ def videos(tmp_path):
 @pytest.mark.parametrize("toml,expected", [
     ("[stages.faces]\nkey_interval = 0\n", "Error: [stages.faces] key_interval = 0: must be >= 1"),
     ('[stages.visual]\nbackbone = "resnet"\n',
-     'Error: [stages.visual] backbone = "resnet": unknown backbone; known: dlib, dlib-torch, facenet-vggface2, hog'),
+     'Error: [stages.visual] backbone = "resnet": unknown backbone; known: dlib, dlib-torch, facenet-vggface2, fer2013-mini-xception, fer2013-mini-xception-emb, fer2013-mini-xception-logits, hog, hsemotion-enet-b0, hsemotion-enet-b0-va, hsemotion-enet-b2, ir50, swin-base'),
     ('[stages.logmel]\nanchor = "forwrd"\n',
      "Error: [stages.logmel] anchor = \"forwrd\": must be one of 'forward', 'causal' or 'centered'"),
     ('[stages.logmel]\npool = "max"\n', "Error: [stages.logmel] pool = \"max\": must be one of 'mean', "

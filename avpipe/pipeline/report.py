@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from avpipe.pipeline.discover import identify, iter_video_files
-from avpipe.pipeline.plan import PlanError, fingerprints, select_stages
+from avpipe.pipeline.plan import PlanError, config_stages, fingerprints, select_stages
 from avpipe.pipeline.settings import PipelineConfig
 from avpipe.pipeline.sideeffects import read_only
 from avpipe.pipeline.stage import Runtime
@@ -29,7 +29,7 @@ def status(cache: Cache, videos_root: str | Path | None = None, config: Pipeline
     config = config or PipelineConfig()
     try:
         config.validate()
-        order, _ = select_stages(stages)
+        order, _ = select_stages(stages or config_stages(config))
     except (KeyError, ValueError) as e:
         raise PlanError(str(e)) from e
     if videos_root is not None:

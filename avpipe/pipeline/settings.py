@@ -15,7 +15,10 @@ the section, the key, the value and what is allowed). Stages without a section u
 semantic options belong here: they enter fingerprints. Jobs, device, batch size are CLI flags.
 
 Named presets ship inside the package (``avpipe/configs/<name>.toml``), so a pip-installed avpipe
-has them too: ``--config offline`` selects the models that need no download. A path that exists
+has them too: ``--config offline`` selects the models that need no download; ``--config jca``,
+``rja``, ``rjcma``, ``maven`` the inputs of those papers. A preset may also name the trainer's
+feature set (``[features]``: modality → stage), which ``avpipe train --fusion NAME`` uses by
+default when a preset of that name exists and the cache has its features; extraction ignores it. A path that exists
 always wins over a preset of the same name.
 """
 from __future__ import annotations
@@ -50,15 +53,20 @@ def resolve_config_path(path: str | Path) -> Path:
 @dataclass
 class PipelineConfig:
     stages: dict[str, dict[str, Any]] = field(default_factory=dict)
+    features: dict[str, str] = field(default_factory=dict)  # modality -> stage, for the trainer
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> "PipelineConfig":
         """The file's structure (``stages`` → tables); the options are checked by :meth:`validate`."""
         data = dict(data or {})
-        unknown = sorted(set(data) - {"stages"})
+        unknown = sorted(set(data) - {"stages", "features"})
         if unknown:
             raise ConfigError(f"unknown top-level key(s) {unknown} in pipeline config; expected 'stages' "
-                              "(e.g. [stages.logmel])")
+                              "(e.g. [stages.logmel]) or 'features'")
+        feats = data.get("features") or {}
+        if not isinstance(feats, dict) or not all(isinstance(v, str) for v in feats.values()):
+            raise ConfigError("pipeline config: 'features' must map modalities to stage names "
+                              '(e.g. [features] audio = "vggish")')
         stages = data.get("stages") or {}
         if not isinstance(stages, dict):
             raise ConfigError("pipeline config: 'stages' must map stage names to option tables")
@@ -66,7 +74,7 @@ class PipelineConfig:
                if not isinstance(v, dict)]
         if bad:
             raise ConfigError(bad)
-        return cls({str(k): dict(v) for k, v in stages.items()})
+        return cls({str(k): dict(v) for k, v in stages.items()}, {str(k): str(v) for k, v in feats.items()})
 
     @classmethod
     def load(cls, path: str | Path) -> "PipelineConfig":
@@ -77,7 +85,10 @@ class PipelineConfig:
             raise ConfigFileNotFoundError(f"{e}; or a preset name: {', '.join(preset_names())}") from None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"stages": {k: dict(v) for k, v in sorted(self.stages.items())}}
+        out: dict[str, Any] = {"stages": {k: dict(v) for k, v in sorted(self.stages.items())}}
+        if self.features:
+            out["features"] = dict(sorted(self.features.items()))
+        return out
 
     def save(self, path: str | Path) -> None:
         save_config_file(self.to_dict(), path)
@@ -91,6 +102,8 @@ class PipelineConfig:
         issues: list[ConfigIssue | str] = [
             ConfigIssue(f"stages.{n}", "", NO_VALUE, f"unknown stage; known stages: {', '.join(sorted(reg))}")
             for n in sorted(set(self.stages) - set(reg))]
+        issues += [ConfigIssue("features", m, st, f"unknown stage; known stages: {', '.join(sorted(reg))}")
+                   for m, st in sorted(self.features.items()) if st.partition("@")[0] not in reg]
         for name in sorted(set(self.stages) & set(reg)):
             try:
                 self.stage_config(name)
@@ -106,3 +119,10 @@ class PipelineConfig:
 
         cls = get_stage_class(name).config_cls
         return config_from_dict(cls, self.stages.get(name), section=f"stages.{name}")
+
+
+def paper_preset(name: str) -> "PipelineConfig | None":
+    """The shipped preset called ``name`` (e.g. a fusion model's paper: ``jca``), or None.
+    Only shipped presets count here: a file of that name in the working folder does not."""
+    p = PRESET_DIR / f"{name}.toml"
+    return PipelineConfig.from_dict(load_config_file(p)) if p.is_file() else None

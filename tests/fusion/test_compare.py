@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from avpipe.fusion.compare import RunInfo, config_differences
+from avpipe.fusion.compare import RunInfo, config_differences, summarize
 
 
 def _run(path: str, **config) -> RunInfo:
@@ -69,3 +69,19 @@ def test_a_copied_run_is_the_same_run(tmp_path):
     assert len(rows) == 1 and rows[0].seeds == [0, 1]
     notes = duplicate_notes(rows)
     assert len(notes) == 2 and all("(a copy): counted once" in n for n in notes)
+
+
+def test_two_fingerprints_of_one_stage_are_two_rows_labelled_by_fingerprint():
+    """Identity vs expression visual features: same model, same stage name, different entries."""
+    a = [_run(f"a{i}", seed=i) for i in range(2)]
+    b = [_run(f"b{i}", seed=i, resolved_features={"visual": {"stage": "visual", "fingerprint": "cd" * 32}})
+         for i in range(2)]
+    rows = summarize(a + b)
+    assert [(r.features, len(r.runs)) for r in rows] == [("visual=visual@abababab", 2), ("visual=visual@cdcdcdcd", 2)]
+    # one fingerprint per modality across the runs: labels stay plain (a run without that modality
+    # does not count as a second fingerprint)
+    c = _run("c", fusion="audio", resolved_features={"audio": {"stage": "logmel", "fingerprint": "ef" * 32}})
+    assert {r.features for r in summarize(a + [c])} == {"visual=visual", "audio=logmel"}
+    # two stages for one modality are told apart by their names already
+    d = _run("d", fusion="audio", resolved_features={"audio": {"stage": "egemaps", "fingerprint": "12" * 32}})
+    assert {r.features for r in summarize([c, d])} == {"audio=logmel", "audio=egemaps"}

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from avpipe.fusion.config import TrainConfig
-from avpipe.fusion.metrics import EvalResult, compute_loss, evaluate
+from avpipe.fusion.metrics import compute_loss, evaluate
 from avpipe.fusion.recipes import RECIPES, selection_score
 from avpipe.fusion.train import build_fit, make_schedule, steps_per_epoch
 from avpipe.fusion.windows import batches, clip_phase_windows, make_windows

@@ -7,7 +7,7 @@ import pickle
 
 import pytest
 
-from avpipe.pipeline.config import ConfigError, canonical_json, config_from_dict, load_config_file
+from avpipe.pipeline.config import ConfigError, canonical_json, load_config_file
 from avpipe.pipeline.fingerprint import stage_fingerprint
 from avpipe.pipeline.settings import PipelineConfig
 from avpipe.pipeline.stage import get_stage_class, topological_order

@@ -56,7 +56,7 @@ def test_pyproject_entry_points_name_every_builtin_stage():
         mod, _, attr = target.partition(":")
         cls = getattr(importlib.import_module(mod), attr)
         assert cls.name == name and stage.stage_registry()[name] is cls
-    assert set(eps) == {"probe", "faces", "visual", "audio", "logmel", "vggish", "asr", "text"}
+    assert set(eps) == {"probe", "faces", "visual", "visual_clip", "audio", "logmel", "egemaps", "vggish", "asr", "text", "speech", "speech_segments"}
 
 
 def test_stages_register_through_entry_points(tmp_path, monkeypatch):

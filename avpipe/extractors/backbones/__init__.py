@@ -10,7 +10,8 @@ from avpipe.extractors.backbones.base import (Backbone, BackboneUnavailable, bac
                                               create_backbone, get_backbone, register_backbone)
 
 # Built-in backbones register themselves on import (cheap: no heavy imports at module level).
-from avpipe.extractors.backbones import dlib_resnet, dlib_torch, facenet, hog  # noqa: E402,F401
+from avpipe.extractors.backbones import (dlib_resnet, dlib_torch, face_models, facenet,  # noqa: E402,F401
+                                          fer_xception, hog)
 
 __all__ = ["Backbone", "BackboneUnavailable", "backbone_names", "create_backbone", "get_backbone",
            "register_backbone"]

@@ -28,6 +28,8 @@ class Backbone(ABC):
     name: ClassVar[str]
     dim: ClassVar[int]
     description: ClassVar[str] = ""
+    weights_name: ClassVar[str | None] = None  # its entry in the weights registry (None: no weights)
+    licence: ClassVar[str] = ""
 
     def weights_id(self, weights: dict[str, str]) -> str | None:
         return None

@@ -40,6 +40,8 @@ class DlibResnet(Backbone):
     name = "dlib"
     dim = 128
     description = "dlib face-recognition ResNet v1, 128-d, on 150x150 resized aligned crops"
+    weights_name = "dlib-resnet"
+    licence = "CC0 (weights), Boost (dlib)"
 
     def __init__(self) -> None:
         self._model = None

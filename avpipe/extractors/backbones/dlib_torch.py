@@ -125,6 +125,8 @@ def build_module(net: DlibNet, path: Path | str = "dlib model") -> Any:
 @register_backbone
 class DlibTorch(Backbone):
     name = "dlib-torch"
+    weights_name = "dlib-resnet"
+    licence = "CC0 (weights)"
     dim = 128
     description = ("dlib face-recognition ResNet v1 run in torch from dlib's own weights file, 128-d, "
                    "on 150x150 resized aligned crops (same descriptors as 'dlib', faster)")

@@ -57,6 +57,8 @@ class FacenetVggface2(Backbone):
     name = "facenet-vggface2"
     dim = 512
     description = "FaceNet InceptionResnetV1 (VGGFace2), 512-d, 160x160 input"
+    weights_name = "facenet-vggface2"
+    licence = "MIT (facenet-pytorch)"
 
     def __init__(self, *, random_init_for_tests: bool = False) -> None:
         self.random_init_for_tests = random_init_for_tests

@@ -18,6 +18,7 @@ class HogBackbone(Backbone):
     name = "hog"
     dim = 13 * 13 * 36
     description = "HOG of the aligned 112x112 grey face (8px cells, 2x2-cell blocks, 9 bins, L2-Hys)"
+    licence = "no weights"
 
     def embed(self, crops: np.ndarray) -> np.ndarray:
         crops = resize_crops(np.asarray(crops, np.uint8), 112)
