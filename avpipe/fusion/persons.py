@@ -37,6 +37,19 @@ def person_side(label_name: str) -> str | None:
     return None
 
 
+def track_id_of(person: str | int | None) -> int | None:
+    """The face track id ``person`` names (an int, or digits as text), or None for a side name.
+
+    Why: a side (``left``/``right``) covers two people; a track id reaches any face track of a
+    video (``attrs["tracks"]`` lists them), e.g. the third person of a group scene."""
+    if isinstance(person, bool) or person is None:
+        return None
+    if isinstance(person, (int, np.integer)):
+        return int(person)
+    s = str(person).strip()
+    return int(s) if s.isdigit() else None
+
+
 def is_person_aware(attrs: Mapping[str, Any]) -> bool:
     """Whether an entry holds per-person tracks (its rows differ per person)."""
     return "sides" in attrs
@@ -55,7 +68,7 @@ def reads_faces(stage: str, provenance: Mapping[str, Any]) -> bool:
 
 
 def select_person(data: np.ndarray, mask: np.ndarray, attrs: Mapping[str, Any],
-                  extra: Callable[[str], np.ndarray], person: str, *, stage: str,
+                  extra: Callable[[str], np.ndarray], person: str | int, *, stage: str,
                   video: str, provenance: Mapping[str, Any] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The rows of ``person``'s track of a person-aware entry (``data``/``mask`` unchanged if the
     entry is not person-aware and not made from faces, e.g. audio). Raises
@@ -67,16 +80,23 @@ def select_person(data: np.ndarray, mask: np.ndarray, attrs: Mapping[str, Any],
                 f"one track per person, so its rows are the main face's); re-extract it: "
                 f"avpipe extract --stages {stage}")
         return data, mask
-    if person not in SIDES:
-        raise PersonTrackError(f"unknown person {person!r}; use one of {SIDES}")
     sides = dict(attrs.get("sides") or {})
     tracks = attrs.get("tracks") or []
+    ids = [int(i) for i in np.asarray(extra("track_ids")).reshape(-1)]
+    tid_asked = track_id_of(person)
+    if tid_asked is not None:  # a track id names one face track directly (any number of people)
+        if tid_asked not in ids:
+            raise PersonTrackError(f"video {video!r}: stage {stage!r} has no face track {tid_asked} "
+                                   f"(tracks {ids})")
+        r = ids.index(tid_asked)
+        return np.asarray(extra("track_data")[r]), np.asarray(extra("track_mask")[r], bool)
+    if person not in SIDES:
+        raise PersonTrackError(f"unknown person {person!r}; use one of {SIDES} or a track id")
     if person not in sides:
         raise PersonTrackError(
             f"video {video!r}: stage {stage!r} has no {person} person track (found {len(tracks)} face "
             f"track(s); a {person} side needs two people: the two longest tracks, ordered by median "
             f"box-centre x). Check the video, or drop the label")
-    ids = [int(i) for i in np.asarray(extra("track_ids")).reshape(-1)]
     tid = int(sides[person])
     if tid not in ids:
         raise PersonTrackError(f"video {video!r}: stage {stage!r} binds {person} to track {tid}, "

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from avpipe.fusion.config import TrainConfig
-from avpipe.fusion.data import ChunkedBanks, InMemoryBanks, Stats, TrackRef, compute_stats, make_provider
+from avpipe.fusion.data import ChunkedBanks, InMemoryBanks, Stats, TrackRef, compute_stats
 from avpipe.fusion.inference import (build_model_from_checkpoint, load_run, predict_provider,  # noqa: F401
                                      resolve_device, write_prediction)
 from avpipe.fusion.labels import LabelError, assign_splits, load_labels, match_videos
@@ -241,8 +241,10 @@ def load_data(cfg: TrainConfig, source: FeatureSource, device: torch.device, ban
     if shared is not None:
         tr, va, stats = shared
         return Data(prep, tr, va, stats, time.perf_counter() - t0)
-    tr, va = (make_provider(source, prep.fps, refs, device=device, dtype=cfg.feature_dtype,
-                            tolerance=cfg.label_tolerance, budget_bytes=budget) for refs in (prep.train, prep.val))
+    from avpipe.data import load_windows  # the public data API's loader: one data path
+
+    tr, va = (load_windows(source, prep.fps, refs, device=device, dtype=cfg.feature_dtype,
+                           tolerance=cfg.label_tolerance, budget_bytes=budget) for refs in (prep.train, prep.val))
     stats = compute_stats(tr.groups(0, None))
     for p in (tr, va):
         (p.bank.set_stats if isinstance(p, InMemoryBanks) else p.set_stats)(stats)
