@@ -105,8 +105,10 @@ def resolve_fingerprints(index: "Index", stages: list[str], config: Any = None) 
             f" (read by {', '.join(s for s in stages if s != name)})" if name not in stages else "")
         if not cands:
             have = f"; the cache has: {describe(rows)}" if rows else "; the cache has no fingerprint of it"
-            raise NotCached(f"no cached fingerprint of {wanted}{have}. Run `avpipe extract` with that "
+            err = NotCached(f"no cached fingerprint of {wanted}{have}. Run `avpipe extract` with that "
                             "config, or pass config= / fingerprint= to read another one")
+            err.wanted = wanted  # what was asked for, without the list (Cache.read's message lists once)
+            raise err
         raise AmbiguousRead(f"{len(cands)} cached fingerprints of {wanted} differ only by their weights "
                             f"and the weights here cannot tell which: {describe(cands)}; pass fingerprint=",
                             [(r["fingerprint"], json.loads(r["config_json"])) for r in cands])
