@@ -147,7 +147,7 @@ class FeatureStore:
         """``modality -> (stage, fingerprint)``: the one fingerprint of each feature that covers
         every video of ``videos`` (default: all). Resolve once, read many times."""
         vids = list(videos) if videos is not None else self.videos()
-        keys = [self._key(v) for v in vids]
+        keys = [self.key(v) for v in vids]
         out: dict[str, tuple[str, str]] = {}
         for m, spec in parse_features(features).items():
             ref = FeatureSet.parse({m: spec}).refs[m]
@@ -157,7 +157,7 @@ class FeatureStore:
                 raise DataError(f"feature {m}={spec}: {_one_line(e)}") from None
         return out
 
-    def _key(self, video: str) -> str:
+    def key(self, video: str) -> str:
         """The cached key of ``video`` (a key, a content id or a unique id prefix)."""
         known = dict(self.source.videos())
         if video in known:
@@ -180,7 +180,7 @@ class FeatureStore:
         :class:`LabelTrack` or an ``(n, 2)`` array, fitted to the frame count (padded with -5 /
         truncated within ``tolerance`` frames, else an error). ``resolved``: the result of
         :meth:`resolve`, to skip resolving per call."""
-        key = self._key(video)
+        key = self.key(video)
         fps = dict(resolved) if resolved is not None else self.resolve(features, [key])
         arrays = {}
         for m, (stage, fp) in fps.items():
