@@ -85,6 +85,29 @@ def _split_hint(cfg: TrainConfig, refs: list[TrackRef]) -> str:
     return how
 
 
+def feature_configs(source: FeatureSource, fps: Mapping[str, tuple[str, str]]) -> dict[str, dict[str, Any]]:
+    """stage -> {fingerprint, version, config} of each resolved feature and everything upstream of
+    it, from the cache index. Why: a run must name its inputs by what computes them, not only by
+    fingerprints that another cache does not have (docs/data.md#predictions)."""
+    cache = getattr(source, "cache", None)
+    if cache is None:  # an in-memory source: nothing recorded to extract with
+        return {}
+    rows = {f.fingerprint: f for f in cache.fingerprints()}
+    out: dict[str, dict[str, Any]] = {}
+
+    def add(fp: str) -> None:
+        info = rows.get(fp)
+        if info is None or info.stage in out:
+            return
+        out[info.stage] = {"fingerprint": fp, "version": str(info.version), "config": dict(info.config)}
+        for up in (info.upstream or {}).values():
+            add(up)
+
+    for _, fp in fps.values():
+        add(fp)
+    return out
+
+
 def prepare(cfg: TrainConfig, source: FeatureSource) -> Prepared:
     """Labels → splits → cached videos → one fingerprint per modality (recorded in ``cfg``)."""
     cls = get_model_class(cfg.fusion)
@@ -115,6 +138,7 @@ def prepare(cfg: TrainConfig, source: FeatureSource) -> Prepared:
                 f"--stages {ref.stage} --videos DIR --cache {cfg.cache}  [{e}]") from e
     cfg.features = fset.to_dict()
     cfg.resolved_features = {m: {"stage": s, "fingerprint": f} for m, (s, f) in fps.items()}
+    cfg.feature_configs = feature_configs(source, fps) or cfg.feature_configs
     return Prepared(train, val, fps, mods)
 
 
