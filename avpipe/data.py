@@ -27,7 +27,6 @@ never guesses. Every error of this module is a :class:`DataError` with a one-lin
 from __future__ import annotations
 
 import os
-from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -332,21 +331,21 @@ class WindowDataset(torch.utils.data.Dataset):
     ``stats``: ``{modality: (mean, std)}`` to normalise valid rows (padding and masked rows stay
     0); :meth:`compute_stats` computes them on a training split.
 
-    Works with a multi-worker DataLoader: the cache index and HDF5 files are opened lazily in
-    each worker process (nothing open is inherited across ``fork``), and each worker keeps the
-    last ``cache_tracks`` tracks it read, so consecutive windows of a track are one read.
+    Works with a multi-worker DataLoader: the cache index is opened lazily in each worker
+    process (nothing open is inherited across ``fork``, nothing open is pickled for ``spawn``),
+    and an item reads only its window's frames from the HDF5 shards (a person's frames of the
+    person's track), so memory stays one batch whatever the split's size.
     """
 
     def __init__(self, cache: str | Path, labels: str | Path | Sequence[LabelledTrack], features: Features, *,
                  split: str | Sequence[str] | None = "train", window: int = 300, hop: int = 200,
                  clip_len: int = 1, config: Any = None, split_file: str | Path | None = None,
                  val_fraction: float = 0.15, seed: int = 0, tolerance: int = DEFAULT_TOLERANCE,
-                 require_labels: bool = True, stats: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
-                 cache_tracks: int = 4) -> None:
+                 require_labels: bool = True,
+                 stats: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None) -> None:
         _check_window(window, hop, clip_len)
         self.cache, self.config = Path(cache), config
         self.window, self.hop, self.clip_len, self.tolerance = int(window), int(hop), int(clip_len), int(tolerance)
-        self.cache_tracks = max(1, int(cache_tracks))
         with FeatureStore(cache, config) as store:
             self.tracks = (list(labels) if not isinstance(labels, (str, Path)) else
                            labelled_tracks(store, labels, split=split, split_file=split_file,
@@ -361,6 +360,9 @@ class WindowDataset(torch.utils.data.Dataset):
             except (FeatureError, KeyError) as e:
                 raise DataError(_one_line(e)) from None
         self.lengths = lengths
+        with FeatureStore(cache, config) as store:  # feature dims: from the first track's rows
+            first = store.read(self.tracks[0].video, {}, person=self.tracks[0].person, resolved=self.fingerprints)
+        self.dims = {m: int(a.shape[1]) for m, a in first.x.items()}
         self.labels = [t.labels.aligned(n, tolerance) if n else np.zeros((0, 2), np.float32)
                        for t, n in zip(self.tracks, lengths)]
         for y in self.labels:
@@ -370,19 +372,19 @@ class WindowDataset(torch.utils.data.Dataset):
         self.stats = {m: (np.asarray(a, np.float32), np.asarray(b, np.float32)) for m, (a, b) in (stats or {}).items()}
         self._store: FeatureStore | None = None
         self._pid: int | None = None
-        self._recent: OrderedDict[int, VideoFeatures] = OrderedDict()
+        self._entries: dict[tuple[str, int], Any] = {}
 
     # -- per-process state: never inherited across fork, never pickled to spawned workers ---
     def __getstate__(self) -> dict[str, Any]:
         d = dict(self.__dict__)
-        d["_store"], d["_pid"], d["_recent"] = None, None, OrderedDict()
+        d["_store"], d["_pid"], d["_entries"] = None, None, {}
         return d
 
     def _open(self) -> FeatureStore:
         if self._store is None or self._pid != os.getpid():
             self._store = FeatureStore(self.cache, self.config)  # a forked parent's handle is never reused
             self._pid = os.getpid()
-            self._recent = OrderedDict()
+            self._entries = {}
         return self._store
 
     def __len__(self) -> int:
@@ -390,37 +392,63 @@ class WindowDataset(torch.utils.data.Dataset):
 
     def track(self, i: int) -> VideoFeatures:
         """All frames of track ``i`` (``self.tracks[i]``), aligned, with its labels."""
-        if i in self._recent and self._pid == os.getpid():
-            self._recent.move_to_end(i)
-            return self._recent[i]
         t = self.tracks[i]
-        v = self._open().read(t.video, {}, person=t.person, labels=self.labels[i], tolerance=self.tolerance,
-                              resolved=self.fingerprints)
-        self._recent[i] = v
-        while len(self._recent) > self.cache_tracks:
-            self._recent.popitem(last=False)
-        return v
+        return self._open().read(t.video, {}, person=t.person, labels=self.labels[i], tolerance=self.tolerance,
+                                 resolved=self.fingerprints)
+
+    def _rows(self, m: str, ti: int, s: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Frames ``s:s+n`` of modality ``m`` of track ``ti`` (fewer where the entry is shorter),
+        read from the shard without reading the rest."""
+        from avpipe.fusion.persons import PersonTrackError, person_row
+
+        store = self._open()
+        t = self.tracks[ti]
+        stage, fp = self.fingerprints[m]
+        e = self._entries.get((m, ti))
+        if e is None:
+            try:
+                e = store.source.cache.read(stage, t.video, fingerprint=fp)
+            except KeyError as ex:
+                raise DataError(f"{t.video}: {m}={stage}@{fp[:12]}: {_one_line(ex)}") from None
+            self._entries[(m, ti)] = e
+        if not e.present:
+            return np.zeros((0, 0), np.float32), np.zeros(0, bool)
+        r = None
+        if t.person is not None:
+            try:
+                r = person_row(e.attrs, e.extra, t.person, stage=stage, video=t.video,
+                               provenance=getattr(e, "provenance", None))
+            except PersonTrackError as ex:
+                raise DataError(f"label {t.name!r}: {_one_line(ex)}") from None
+        if r is None:
+            d, mk = e.read_rows(s, s + n), e.mask[s:s + n]
+        else:
+            d = e.extra_rows("track_data", s, s + n, (r,))
+            mk = e.extra_rows("track_mask", s, s + n, (r,)).astype(bool)
+        d = np.asarray(d)
+        return (d.reshape(len(d), -1) if d.ndim != 2 else d), np.asarray(mk, bool)
 
     def __getitem__(self, idx: int) -> dict[str, Any]:
         if not 0 <= idx < len(self):
             raise IndexError(f"window {idx} out of range ({len(self)} windows)")
         ti, s, n = int(self.windows.track[idx]), int(self.windows.start[idx]), int(self.windows.length[idx])
-        v = self.track(ti)
         T = self.window
         x, m = {}, {}
-        for k in v.x:
-            a = np.zeros((T, v.x[k].shape[1]), np.float32)
-            a[:n] = v.x[k][s:s + n]
+        for k in self.fingerprints:
+            d, mk_rows = self._rows(k, ti, s, n)
+            k_n = min(len(d), len(mk_rows))
+            a = np.zeros((T, self.dims[k]), np.float32)
             mk = np.zeros(T, bool)
-            mk[:n] = v.mask[k][s:s + n]
+            if k_n and d.shape[1] == self.dims[k]:
+                a[:k_n], mk[:k_n] = d[:k_n], mk_rows[:k_n]
             if k in self.stats:
                 mu, sd = self.stats[k]
                 a = (a - mu) / sd * mk[:, None]
             x[k], m[k] = torch.from_numpy(a.astype(np.float32, copy=False)), torch.from_numpy(mk)
         y = np.full((T, 2), UNLABELLED, np.float32)
-        y[:n] = v.labels[s:s + n]
+        y[:n] = self.labels[ti][s:s + n]
         ym = np.zeros(T, bool)
-        ym[:n] = v.label_mask[s:s + n]
+        ym[:n] = np.all(y[:n] != UNLABELLED, axis=1)
         return _item(x, m, torch.from_numpy(y), torch.from_numpy(ym), ti, s, n, self.clip_len)
 
     def compute_stats(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -500,12 +528,27 @@ class InMemoryWindowDataset(torch.utils.data.Dataset):
         ti, s, n = int(self.windows.track[idx]), int(self.windows.start[idx]), int(self.windows.length[idx])
         g0 = int(self.bank.offsets[ti]) + s
         T = self.window
-        pad = self.bank.y.shape[0] - 1  # the bank's all-zero, invalid sentinel row
-        rows = torch.full((T,), pad, dtype=torch.long)
-        rows[:n] = torch.arange(g0, g0 + n)
-        x = {k: t.index_select(0, rows).float() for k, t in self.bank.x.items()}
-        m = {k: t[rows] for k, t in self.bank.valid.items()}
-        return _item(x, m, self.bank.y[rows], self.bank.y_valid[rows], ti, s, n, self.clip_len)
+        # a window is a contiguous slice of the bank: one converting copy per array, no gather
+        x = {k: _padded(t[g0:g0 + n], T, torch.float32) for k, t in self.bank.x.items()}
+        m = {k: _padded(t[g0:g0 + n], T) for k, t in self.bank.valid.items()}
+        y = _padded(self.bank.y[g0:g0 + n], T, fill=UNLABELLED)
+        return _item(x, m, y, _padded(self.bank.y_valid[g0:g0 + n], T), ti, s, n, self.clip_len)
+
+
+def _padded(t: torch.Tensor, T: int, dtype: torch.dtype | None = None, fill: float = 0) -> torch.Tensor:
+    """``t`` (n, ...) copied into a new (T, ...) tensor padded with ``fill`` (zeros / False).
+
+    Built in NumPy on a CPU bank: per small tensor, torch's CPU ops (fill, a float16 copy) cost
+    milliseconds each through the intra-op thread pool on a busy machine, NumPy microseconds."""
+    if t.device.type != "cpu":
+        out = torch.full((T, *t.shape[1:]), fill, dtype=dtype or t.dtype, device=t.device)
+        out[:t.shape[0]] = t
+        return out
+    a = t.numpy()
+    dt = torch.empty(0, dtype=dtype).numpy().dtype if dtype is not None else a.dtype
+    out = np.full((T, *a.shape[1:]), fill, dtype=dt)
+    out[:a.shape[0]] = a
+    return torch.from_numpy(out)
 
 
 def _stats_pairs(stats: Any) -> dict[str, tuple[np.ndarray, np.ndarray]]:

@@ -158,7 +158,7 @@ def test_dataset_opens_the_cache_per_process(corpus):
     ds[0]  # the parent opens the index and keeps tracks
     assert ds._pid == os.getpid() and ds._store is not None
     state = pickle.loads(pickle.dumps(ds))  # spawned workers get no open handle
-    assert state._store is None and not state._recent
+    assert state._store is None and not state._entries
     ds._pid = -1  # as a forked child sees it: the parent's handle is not reused
     old = ds._store
     ds[1]
@@ -221,3 +221,25 @@ def test_every_public_name_is_documented_and_public():
         assert inspect.getdoc(obj), name
         assert getattr(obj, "__module__", "avpipe.data") == "avpipe.data", f"{name} comes from a private module"
         assert re.search(rf"\b{name}\b", doc), f"{name} is not in docs/data.md"
+
+
+def test_window_datasets_bind_persons_and_read_only_the_window(two_person):
+    from avpipe.data import LabelledTrack
+    from avpipe.fusion.labels import LabelTrack
+
+    y = np.tile(np.array([[0.1, -0.2]], np.float32), (20, 1))
+    tracks = [LabelledTrack(f"two_{p}", "two.mp4", "train", p, LabelTrack(f"two_{p}", "two", y, "train"))
+              for p in ("left", "right")]
+    lazy = WindowDataset(two_person, tracks, FEATS, window=8, hop=8)
+    mem = InMemoryWindowDataset(two_person, tracks, FEATS, window=8, hop=8)
+    assert len(lazy) == len(mem) == 6  # 3 windows per person (0, 8, 12: the last aligned to the end)
+    for i in range(len(lazy)):
+        a, b = lazy[i], mem[i]
+        for k in FEATS:
+            assert torch.equal(a["x"][k], b["x"][k]) and torch.equal(a["mask"][k], b["mask"][k])
+    first_left = lazy[0]
+    assert not first_left["mask"]["visual"][:4].any() and first_left["mask"]["visual"][4:].all()
+    assert torch.all(first_left["x"]["visual"][4:] == 2.0) and torch.all(lazy[3]["x"]["visual"] == 1.0)
+    bad = [LabelledTrack("two_x", "two.mp4", "train", 7, tracks[0].labels)]
+    with pytest.raises(DataError, match="label 'two_x'.*no face track 7"):
+        WindowDataset(two_person, bad, FEATS, window=8, hop=8)

@@ -73,13 +73,24 @@ def select_person(data: np.ndarray, mask: np.ndarray, attrs: Mapping[str, Any],
     """The rows of ``person``'s track of a person-aware entry (``data``/``mask`` unchanged if the
     entry is not person-aware and not made from faces, e.g. audio). Raises
     :class:`PersonTrackError` when there is no such track, or when a face entry predates tracks."""
+    r = person_row(attrs, extra, person, stage=stage, video=video, provenance=provenance)
+    if r is None:
+        return data, mask
+    return np.asarray(extra("track_data")[r]), np.asarray(extra("track_mask")[r], bool)
+
+
+def person_row(attrs: Mapping[str, Any], extra: Callable[[str], np.ndarray], person: str | int, *, stage: str,
+               video: str, provenance: Mapping[str, Any] | None = None) -> int | None:
+    """Which row of ``track_data``/``track_mask`` is ``person``'s (None: the entry is shared by
+    every person, e.g. audio). Why apart from :func:`select_person`: a reader of one window
+    reads only that window's frames of the track (``Entry.extra_rows``)."""
     if not is_person_aware(attrs):
         if reads_faces(stage, provenance or {}):
             raise PersonTrackError(
                 f"video {video!r}: the {stage!r} entry has no person tracks (computed before avpipe kept "
                 f"one track per person, so its rows are the main face's); re-extract it: "
                 f"avpipe extract --stages {stage}")
-        return data, mask
+        return None
     sides = dict(attrs.get("sides") or {})
     tracks = attrs.get("tracks") or []
     ids = [int(i) for i in np.asarray(extra("track_ids")).reshape(-1)]
@@ -88,8 +99,7 @@ def select_person(data: np.ndarray, mask: np.ndarray, attrs: Mapping[str, Any],
         if tid_asked not in ids:
             raise PersonTrackError(f"video {video!r}: stage {stage!r} has no face track {tid_asked} "
                                    f"(tracks {ids})")
-        r = ids.index(tid_asked)
-        return np.asarray(extra("track_data")[r]), np.asarray(extra("track_mask")[r], bool)
+        return ids.index(tid_asked)
     if person not in SIDES:
         raise PersonTrackError(f"unknown person {person!r}; use one of {SIDES} or a track id")
     if person not in sides:
@@ -101,8 +111,7 @@ def select_person(data: np.ndarray, mask: np.ndarray, attrs: Mapping[str, Any],
     if tid not in ids:
         raise PersonTrackError(f"video {video!r}: stage {stage!r} binds {person} to track {tid}, "
                                f"which is not stored (tracks {ids})")
-    r = ids.index(tid)
-    return np.asarray(extra("track_data")[r]), np.asarray(extra("track_mask")[r], bool)
+    return ids.index(tid)
 
 
 def main_face_people(data: np.ndarray, mask: np.ndarray, attrs: Mapping[str, Any],
