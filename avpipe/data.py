@@ -122,7 +122,7 @@ class FeatureStore:
 
     def __init__(self, cache: str | Path, config: Any = None) -> None:
         try:
-            self.source = CacheSource(cache, _load_config(config))
+            self.source = CacheSource(cache, _load_config(config), exact=True)
         except (FileNotFoundError, ValueError) as e:
             raise DataError(_one_line(e)) from None
         self.root = Path(self.source.root)

@@ -243,3 +243,56 @@ def test_window_datasets_bind_persons_and_read_only_the_window(two_person):
     bad = [LabelledTrack("two_x", "two.mp4", "train", 7, tracks[0].labels)]
     with pytest.raises(DataError, match="label 'two_x'.*no face track 7"):
         WindowDataset(two_person, bad, FEATS, window=8, hop=8)
+
+
+def test_a_config_file_means_that_configs_fingerprint(tmp_path):
+    """Exact reads: a stage name means its default config, a config file another one; with both
+    cached, neither read guesses the other."""
+    from avpipe.pipeline.runner import run_extract
+    from avpipe.pipeline.settings import PipelineConfig
+    from tests.media import make_clip
+    from tests.pipeline import toy_stages as ts
+
+    ts.register()
+    try:
+        videos = tmp_path / "videos"
+        make_clip(videos / "a.mp4", seed=1)
+        cache = tmp_path / "cache"
+        for cfg in (None, PipelineConfig({"toy_a": {"scale": 2.0}})):
+            assert run_extract(cache, videos, cfg, stages=["toy_a"], progress=False).exit_code == 0
+        toml = tmp_path / "x2.toml"
+        toml.write_text("[stages.toy_a]\nscale = 2.0\n")
+        plain = FeatureStore(cache).read("a.mp4", ["toy_a"])
+        scaled = FeatureStore(cache, toml).read("a.mp4", ["toy_a"])
+        np.testing.assert_allclose(scaled.x["toy_a"][:, 0], 2 * plain.x["toy_a"][:, 0])
+        np.testing.assert_allclose(plain.x["toy_a"][:, 0], plain.timestamps, atol=1e-6)  # one time per row
+        assert plain.fingerprints["toy_a"] != scaled.fingerprints["toy_a"]
+        # only another config cached: the stage name does not fall back to it (the trainer's
+        # CacheSource does, for compatibility); one line names it and how to pin it
+        only = tmp_path / "only_scaled"
+        assert run_extract(only, videos, PipelineConfig({"toy_a": {"scale": 2.0}}), stages=["toy_a"],
+                           progress=False).exit_code == 0
+        with pytest.raises(DataError) as e:
+            FeatureStore(only).read("a.mp4", ["toy_a"])
+        fp = scaled.fingerprints["toy_a"].partition("@")[2]
+        assert fp[:16] in str(e.value) and "toy_a@FINGERPRINT" in str(e.value) and "\n" not in str(e.value)
+        np.testing.assert_array_equal(FeatureStore(only).read("a.mp4", [f"toy_a@{fp[:10]}"]).x["toy_a"],
+                                      scaled.x["toy_a"])
+    finally:
+        ts.unregister()
+
+
+def test_labelled_tracks_and_the_trainers_loader(corpus):
+    from avpipe.data import load_windows
+    from avpipe.fusion.data import InMemoryBanks, TrackRef
+
+    store = FeatureStore(corpus["cache"])
+    tracks = data_api.labelled_tracks(store, corpus["labels"])
+    assert {t.split for t in tracks} == {"train", "val"} and all(t.person is None for t in tracks)
+    assert [t.name for t in data_api.labelled_tracks(store, corpus["labels"], split="val")] == \
+        [t.name for t in tracks if t.split == "val"]
+    fps = store.resolve(FEATS)
+    prov = load_windows(store.source, fps, [TrackRef(t.name, t.video, t.labels) for t in tracks[:2]])
+    assert isinstance(prov, InMemoryBanks) and prov.bank.names == [t.name for t in tracks[:2]]
+    v = store.read(tracks[0].video, {}, resolved=fps)
+    np.testing.assert_array_equal(prov.bank.valid["visual"][:v.n_frames].numpy(), v.present()["visual"])
