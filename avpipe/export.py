@@ -98,17 +98,18 @@ def items_for(store: FeatureStore, sel: Selection) -> list[Item]:
                                  val_fraction=sel.val_fraction, seed=sel.seed)
         return [Item(t.name, t.video, t.person, t.split, t.labels) for t in tracks]
     vids = sel.videos or store.videos()
-    return [Item(v if sel.person is None else f"{v}#{sel.person}", v, sel.person) for v in vids]
+    return [Item(v if sel.person is None else f"{v}#{sel.person}", v, sel.person) for v in vids]  # name#person
 
 
-def _file_name(item: Item) -> str:
-    """A relative file stem for a track, from its label name or video key (normalised: a name
-    never escapes the output folder, see avpipe.pipeline.discover.output_path_for)."""
+def _file_name(item: Item, suffix: str) -> str:
+    """A track's relative file name, normalised (never escapes the output folder, see
+    avpipe.pipeline.discover.output_path_for): the video key with ``_<person>`` when a person was
+    asked for, or the label name (every dot kept: label names have no extension)."""
     from avpipe.pipeline.discover import output_path_for
 
-    name = item.name.replace("#", "_person")
-    p = output_path_for("", name, "")
-    return p.as_posix()
+    if item.labels is None:
+        return output_path_for("", item.video, ("" if item.person is None else f"_{item.person}") + suffix).as_posix()
+    return output_path_for("", item.name + suffix, suffix).as_posix()
 
 
 def export(cache: str | Path, sel: Selection, out: str | Path, fmt: str, *, overwrite: bool = False,
@@ -191,7 +192,7 @@ def _write_npz(tmp: Path, reads, fps, store, items, log) -> tuple[list[dict], li
         if v is None:
             failed.append(it.name)
             continue
-        rel = _file_name(it) + ".npz"
+        rel = _file_name(it, ".npz")
         path = tmp / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         arrays = {f"x_{m}": a for m, a in v.x.items()} | {f"mask_{m}": a for m, a in v.mask.items()}

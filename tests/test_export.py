@@ -139,3 +139,24 @@ def test_failures_are_clear_and_the_rest_is_exported(corpus, tmp_path, monkeypat
     r = _run("--cache", corpus["cache"], "--features", "visual=", "--format", "npz", "--out", tmp_path / "y", ok=(2,))
     assert "--features" in r.output
     assert not list(tmp_path.glob(".*tmp-*"))  # nothing half-written left behind
+
+
+def test_export_reads_the_person_asked_for(tmp_path):
+    from avpipe.pipeline.ingest import write_precomputed
+    from avpipe.pipeline.types import StageResult
+
+    cache, n, cid = tmp_path / "cache", 12, "ef" * 20
+    tdata = np.stack([np.full((n, 2), 1.0, np.float32), np.full((n, 2), 2.0, np.float32)])
+    vis = StageResult(np.zeros((n, 2), np.float32), np.ones(n, bool), attrs={"sides": {"left": 8, "right": 5},
+                                                                             "tracks": [{}, {}]},
+                      extras={"track_ids": np.array([5, 8]), "track_data": tdata, "track_mask": np.ones((2, n), bool)})
+    write_precomputed(cache, "visual", None, {cid: vis}, {cid: "g/two.mp4"}, {"t": 1})
+    for person, value in (("left", 2.0), ("5", 1.0)):
+        out = tmp_path / f"o{person}"
+        _run("--cache", cache, "--features", "visual", "--person", person, "--format", "npz", "--out", out)
+        man = json.loads((out / "avpipe_export.json").read_text())
+        assert man["tracks"][0]["person"] == person and man["tracks"][0]["file"] == f"g/two_{person}.npz"
+        assert np.all(np.load(out / man["tracks"][0]["file"])["x_visual"] == value)
+    r = _run("--cache", cache, "--features", "visual", "--person", "middle", "--format", "npz",
+             "--out", tmp_path / "bad", ok=(1,))
+    assert "unknown person 'middle'" in r.output and not (tmp_path / "bad").exists()
