@@ -42,10 +42,11 @@ OLD_FINGERPRINTS = {
     "vggish": "9b7f6fa77032248828e9dc06d3224a48177f0b9e0908ad26333eb5a306a9e67e",
     "visual": "a364b4741b5a55075f37a518e9311186aa09892683f1ccbeb78b35d12488323a",  # v2: per-track rows
 }
-# window/hop/patience/clip_len default to the model's own (published models by name)
+# window/hop/patience/clip_len default to the model's own (published models by name);
+# feature_configs (#22): the stage configs behind resolved_features, written by the trainer
 OLD_TRAIN_CANONICAL = (
     '{"amp":"auto","aux_losses":null,"batch_size":null,"cache":"cache","clip_labels":false,"clip_len":nul'
-    'l,"device":"auto","epochs":null,"eval_hop":null,"feature_dtype":"auto","features":{},"fusion":"jca",'
+    'l,"device":"auto","epochs":null,"eval_hop":null,"feature_configs":{},"feature_dtype":"auto","features":{},"fusion":"jca",'
     '"grad_clip":1.0,"hop":null,"label_tolerance":10,"labels":"","loss":"ccc","lr":null,"memory_budget_gb'
     '":null,"min_lr":1e-08,"model":{},"num_threads":null,"optimizer":null,"out":"","patience":null,"plate'
     'au_factor":0.1,"plateau_patience":5,"plot_videos":3,"resolved_features":{},"schedule":null,"seed":0,'
