@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from avpipe.fusion.data import TrackRef, _fit_rows, _track_rows, make_provider
+from avpipe.fusion.data import TrackRef, _fit_rows, _modality_info, _track_rows, make_provider
 from avpipe.fusion.labels import DEFAULT_TOLERANCE, UNLABELLED, LabelError, LabelTrack
 from avpipe.fusion.source import CacheSource, FeatureError, FeatureSet, FeatureSource
 from avpipe.fusion.windows import pool_clips, window_starts
@@ -187,17 +187,36 @@ class FeatureStore:
                 arrays[m] = self.source.load(stage, fp, key, person=person)
             except (FeatureError, KeyError, ValueError) as e:
                 raise DataError(f"{key}: {m}={stage}@{fp[:12]}: {_one_line(e)}") from None
-        return assemble(key, person, fps, arrays, labels, tolerance)
+        dims = {m: self._dim(*fps[m]) for m, a in arrays.items() if not (a.data.ndim == 2 and a.data.shape[1])}
+        return assemble(key, person, fps, arrays, labels, tolerance, dims)
+
+    def _dim(self, stage: str, fp: str) -> int:
+        """The feature width of a fingerprint, from its first entry with rows. Why: a video
+        without that stream (no audio) stores no rows, and its zeros must have the width the
+        other videos' rows have, or arrays of two videos do not stack."""
+        if not hasattr(self, "_dims"):
+            self._dims: dict[str, int] = {}
+        if fp not in self._dims:
+            self._dims[fp] = 0
+            for e in self.source.cache.list(stage=stage):
+                if e.fingerprint == fp and e.n_rows:
+                    row = self.source.cache.read(stage, e.content_id, fingerprint=fp).read_rows(0, 1)
+                    if np.ndim(row) == 2 and np.shape(row)[1]:
+                        self._dims[fp] = int(np.shape(row)[1])
+                        break
+        return self._dims[fp]
 
 
 def assemble(key: str, person: Person, fps: Mapping[str, tuple[str, str]], arrays: Mapping[str, Any],
-             labels: LabelTrack | np.ndarray | None, tolerance: int) -> VideoFeatures:
-    """Fit every modality to the reference's rows (the trainer's rule: padding rows are masked)."""
+             labels: LabelTrack | np.ndarray | None, tolerance: int,
+             dims: Mapping[str, int] | None = None) -> VideoFeatures:
+    """Fit every modality to the reference's rows (the trainer's rule: padding rows are masked);
+    ``dims`` gives the width of modalities stored without rows."""
     ref = next(iter(fps))
     n = int(arrays[ref].data.shape[0]) if arrays[ref].data.ndim else 0
     x, mask = {}, {}
     for m, a in arrays.items():
-        dim = int(a.data.shape[1]) if a.data.ndim == 2 else 0
+        dim = int(a.data.shape[1]) if a.data.ndim == 2 and a.data.shape[1] else int((dims or {}).get(m, 0))
         dt = a.data.dtype if a.data.dtype.kind == "f" else np.dtype(np.float32)
         x[m], mask[m] = _fit_rows(a, n, dim, dt)
     ts = arrays[ref].timestamps
@@ -357,12 +376,13 @@ class WindowDataset(torch.utils.data.Dataset):
             refs = _refs(self.tracks)
             try:
                 lengths = [_track_rows(store.source, ref, r) for r in refs]
+                # each modality's dim as the trainer's bank finds it: the first video with rows
+                videos = list(dict.fromkeys(t.video for t in self.tracks))
+                self.dims = {m: _modality_info(store.source, fp, videos, None, "auto")[0]
+                             for m, fp in self.fingerprints.items()}
             except (FeatureError, KeyError) as e:
                 raise DataError(_one_line(e)) from None
         self.lengths = lengths
-        with FeatureStore(cache, config) as store:  # feature dims: from the first track's rows
-            first = store.read(self.tracks[0].video, {}, person=self.tracks[0].person, resolved=self.fingerprints)
-        self.dims = {m: int(a.shape[1]) for m, a in first.x.items()}
         self.labels = [t.labels.aligned(n, tolerance) if n else np.zeros((0, 2), np.float32)
                        for t, n in zip(self.tracks, lengths)]
         for y in self.labels:

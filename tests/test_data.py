@@ -44,8 +44,14 @@ def two_person(tmp_path_factory):
     vis = StageResult(main, np.ones(n, bool), attrs={"sides": {"left": 8, "right": 5}, "tracks": [{}, {}]},
                       extras={"track_ids": np.array([5, 8]), "track_data": tdata, "track_mask": tmask})
     aud = StageResult(np.arange(n * 2, dtype=np.float32).reshape(n, 2), np.ones(n, bool))
-    write_precomputed(root, "visual", None, {cid: vis}, {cid: key}, {"t": 1})
-    write_precomputed(root, "logmel", None, {cid: aud}, {cid: key}, {"t": 1})
+    quiet_cid = "ef" * 20  # a second video whose audio stream is absent: no rows stored
+    quiet_vis = StageResult(main.copy(), np.ones(n, bool), attrs={"sides": {}, "tracks": []},
+                            extras={"track_ids": np.zeros(0, int), "track_data": np.zeros((0, n, 3), np.float32),
+                                    "track_mask": np.zeros((0, n), bool)})
+    quiet_aud = StageResult(np.zeros((0, 2), np.float32), np.zeros(0, bool), attrs={"present": False})
+    keys = {cid: key, quiet_cid: "quiet.mp4"}
+    write_precomputed(root, "visual", None, {cid: vis, quiet_cid: quiet_vis}, keys, {"t": 1})
+    write_precomputed(root, "logmel", None, {cid: aud, quiet_cid: quiet_aud}, keys, {"t": 1})
     return root
 
 
@@ -110,6 +116,11 @@ def test_person_reads_bind_the_right_track(two_person):
         s.read("two.mp4", FEATS, person=7)
     with pytest.raises(DataError, match="unknown person 'middle'"):
         s.read("two.mp4", FEATS, person="middle")
+    # an absent stream: zeros of the stage's width, all masked (arrays of two videos stack)
+    q = s.read("quiet.mp4", FEATS)
+    assert q.x["audio"].shape == (20, 2) and not q.mask["audio"].any() and not q.present()["audio"].any()
+    with pytest.raises(DataError, match="no left person track"):
+        s.read("quiet.mp4", FEATS, person="left")
 
 
 def test_window_datasets_match_the_trainers_bank(corpus):

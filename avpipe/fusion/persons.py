@@ -79,6 +79,14 @@ def select_person(data: np.ndarray, mask: np.ndarray, attrs: Mapping[str, Any],
     return np.asarray(extra("track_data")[r]), np.asarray(extra("track_mask")[r], bool)
 
 
+def _track_ids(extra: Callable[[str], np.ndarray]) -> list[int]:
+    """Stored face track ids ([] when the entry stores no tracks: a video without faces)."""
+    try:
+        return [int(i) for i in np.asarray(extra("track_ids")).reshape(-1)]
+    except KeyError:
+        return []
+
+
 def person_row(attrs: Mapping[str, Any], extra: Callable[[str], np.ndarray], person: str | int, *, stage: str,
                video: str, provenance: Mapping[str, Any] | None = None) -> int | None:
     """Which row of ``track_data``/``track_mask`` is ``person``'s (None: the entry is shared by
@@ -93,9 +101,9 @@ def person_row(attrs: Mapping[str, Any], extra: Callable[[str], np.ndarray], per
         return None
     sides = dict(attrs.get("sides") or {})
     tracks = attrs.get("tracks") or []
-    ids = [int(i) for i in np.asarray(extra("track_ids")).reshape(-1)]
     tid_asked = track_id_of(person)
     if tid_asked is not None:  # a track id names one face track directly (any number of people)
+        ids = _track_ids(extra)
         if tid_asked not in ids:
             raise PersonTrackError(f"video {video!r}: stage {stage!r} has no face track {tid_asked} "
                                    f"(tracks {ids})")
@@ -108,6 +116,7 @@ def person_row(attrs: Mapping[str, Any], extra: Callable[[str], np.ndarray], per
             f"track(s); a {person} side needs two people: the two longest tracks, ordered by median "
             f"box-centre x). Check the video, or drop the label")
     tid = int(sides[person])
+    ids = _track_ids(extra)
     if tid not in ids:
         raise PersonTrackError(f"video {video!r}: stage {stage!r} binds {person} to track {tid}, "
                                f"which is not stored (tracks {ids})")
