@@ -61,6 +61,12 @@ def test_npz_per_track_round_trip(corpus, tmp_path):
             np.testing.assert_array_equal(z[f"mask_{m}"], v.mask[m])
         np.testing.assert_array_equal(z["labels"], v.labels)
         assert t["split"] in ("train", "val")
+    from avpipe.pipeline.store import Cache
+
+    with Cache(corpus["cache"]) as c:  # and straight from the shard, by the recorded content id
+        t = man["tracks"][0]
+        e = c.read("logmel", t["content_id"], fingerprint=man["features"]["audio"]["fingerprint"])
+        np.testing.assert_array_equal(np.load(out / t["file"])["x_audio"], e.data)
 
 
 def test_memmap_with_index_round_trip_and_split(corpus, tmp_path):
