@@ -37,6 +37,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "compare": "avpipe.fusion.experiments_cli:compare_cmd",
     "render": "avpipe.render:render_cmd",
     "ingest-crops": "avpipe.extractors.crops_cli:ingest_crops",
+    "export": "avpipe.export_cli:export_cmd",
 }
 
 

@@ -44,6 +44,7 @@ RUNTIME_ERRORS = (
     "avpipe.fusion.models.base:MissingModalityError",
     "avpipe.fusion.run:CheckpointError",
     "avpipe.fusion.predict:PredictionErrors",
+    "avpipe.fusion.predict:PredictSetupError",
     "avpipe.extractors.weights:WeightsMissingError",
     "avpipe.pipeline.types:CacheError",  # read-only or damaged cache, full disk
 )

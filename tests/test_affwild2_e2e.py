@@ -133,7 +133,10 @@ def test_evaluate_and_predict_with_submission(corpus, tmp_path):
     r = CliRunner().invoke(main, ["predict", "--run", str(run), "--videos", str(tree.videos), "--out", str(out),
                                   "--format", "affwild2", "--device", "cpu", "--submission", str(tree.sample)])
     assert r.exit_code == 0, r.output
-    assert (out / "batch2" / "video30_2.txt").is_file()
+    # a two-person video: one file per person, each from that person's face (raw values)
+    assert not (out / "batch2" / "video30_2.txt").exists()
+    per_person = {p: np.loadtxt(out / "batch2" / f"video30_2_{p}.txt", delimiter=",", skiprows=1)
+                  for p in ("left", "right")}
     lines = (out / "submission.txt").read_text().splitlines()
     assert lines[0] == "image_location,valence,arousal" and len(lines) == 1 + 2 * N_FRAMES
     listed = [row.split(",")[0] for row in tree.sample.read_text().splitlines()[1:]]
@@ -142,6 +145,7 @@ def test_evaluate_and_predict_with_submission(corpus, tmp_path):
     want = np.clip(predict("video30_2_right"), -1, 1)
     got = np.array([[float(x) for x in ln.split(",")[1:]] for ln in lines[1 + N_FRAMES:]])
     np.testing.assert_allclose(got, want, atol=1e-6)
+    np.testing.assert_allclose(np.clip(per_person["right"], -1, 1), want, atol=2e-6)
     left = np.array([[float(x) for x in ln.split(",")[1:]] for ln in lines[1:1 + N_FRAMES]])
     assert np.abs(left - got).mean() > 0.05  # the two people's rows differ
 

@@ -57,6 +57,10 @@ def test_extract_status_inspect_cache(setup):
     bad = json.loads(_run("inspect", "broken.mp4", "--cache", c, "--json").output)
     assert bad["entries"] == [] and bad["failures"][0]["stage"] == "probe"
     assert "toy_b" in _run("inspect", "a.mp4", "--cache", c).output
+    # a stem or a bare file name: exit 2, one line naming the cached key to use
+    for miss in ("b", "b.mp4", "other/b.mp4"):
+        r = _run("inspect", miss, "--cache", c, ok=(2,))
+        assert "did you mean 'sub/b.mp4'?" in r.output and "Traceback" not in r.output
     assert "toy_a" in _run("cache", "ls", "--cache", c).output
     assert "total" in _run("cache", "du", "--cache", c).output
     assert "all good" in _run("cache", "verify", "--cache", c).output

@@ -169,7 +169,9 @@ def test_run_traces_are_the_runs_predictions_and_labels(cache, tmp_path):
     attach_run(cv, run, cache_dir)
     f = predict_videos(run, videos, tmp_path / "pred", source=CacheSource(cache_dir), keys=["two_faces_tone.mp4"],
                        extract=False, device="cpu", log=lambda m: None)[0]
-    expect = np.loadtxt(f, delimiter=",", skiprows=1)[:, 1:]
+    import csv
+
+    expect = np.array([[float(r["valence"]), float(r["arousal"])] for r in csv.DictReader(f.open())])
     assert cv.va_pred.shape == (50, 2) and np.allclose(cv.va_pred, expect, atol=1e-5)
     assert np.allclose(cv.va_label[:, 0], [0.5 * np.sin(i / 7) for i in range(50)], atol=1e-3)
     r = CliRunner().invoke(main, ["render", "two_faces_tone.mp4", "--cache", str(cache_dir), "--videos", str(videos),

@@ -246,6 +246,12 @@ class ASR(Stage):
     videos_per_task = 8
     description = "Whisper transcript: segments and words with times, language, confidences"
 
+    @classmethod
+    def row_times(cls, entry: Any, frame_times: Any) -> np.ndarray:
+        """A row is a word: its start time in seconds (``data[:, 0]``)."""
+        d = np.asarray(entry.data, dtype=np.float64)
+        return d[:, 0].copy() if d.ndim == 2 and d.shape[0] else np.zeros(0)
+
     @property
     def spec_name(self) -> str:
         return f"whisper-{self.config.model}"

@@ -106,6 +106,13 @@ class Audio(Stage):
     videos_per_task = 16
     description = "audio track decoded once (PyAV) to 16 kHz mono float32, sample 0 = video time 0"
 
+    @classmethod
+    def row_times(cls, entry: Any, frame_times: Any) -> np.ndarray:
+        """Sample ``i`` is at ``i / sample_rate`` seconds (sample 0 = video time 0)."""
+        sr = float(entry.attrs.get("sample_rate") or SAMPLE_RATE)
+        n = int(entry.attrs.get("n_samples", np.shape(entry.data)[0] if np.ndim(entry.data) else 0))
+        return np.arange(n, dtype=np.float64) / sr
+
     def compute(self, video: VideoRef, inputs: Mapping[str, Any]) -> StageResult:
         y, info = decode_audio(video.path, self.config.stream)
         if y is None:

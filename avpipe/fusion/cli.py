@@ -62,9 +62,15 @@ PREDICT_EPILOG = """Examples:
   avpipe predict --run runs/jca --videos test/ --out sub/ --format affwild2 --jobs 4
 
 \b
-Missing features are extracted first with the run's stage configs (--jobs workers; 0 or -1 =
-one per CPU core). One output file per video, at the video's path under --out. Exit status: 0
-all written, 1 some video could not be predicted (the others are written), 2 usage error."""
+Missing features are extracted first with the stage configs recorded in the run (any cache,
+any machine: exactly the inputs the model was trained on; --jobs workers, 0 or -1 = one per CPU
+core); a missing model or a changed stage version is refused with what to do. One output file
+per video at the video's path under --out, or one per person (X_left.csv, X_right.csv) when the
+run's face features bind a left and a right person. Values are the model's raw outputs (--clip:
+clipped to [-1, 1]); csv files have frame, time, valence, arousal and one <modality>_present
+column (1/0) per modality; --out/summary.csv has per file the frames, mean valence/arousal and
+each modality's coverage. Exit status: 0 all written, 1 some video could not be predicted (the
+others are written), 2 usage error."""
 
 
 def _parse_features(s: str | None) -> dict[str, str]:
@@ -273,19 +279,20 @@ def evaluate_cmd(run: Path, cache: str | None, checkpoint: str, device: str, per
 @click.option("--cache", default=None, type=click.Path(file_okay=False),
               help="Cache root (default: the one recorded in the run).")
 @click.option("--format", "fmt", type=click.Choice(["csv", "affwild2"]), default="csv", show_default=True,
-              help="csv: frame,valence,arousal; affwild2: valence,arousal per line (.txt).")
+              help="csv: frame,time,valence,arousal,<modality>_present...; affwild2: valence,arousal per line (.txt).")
 @click.option("--device", type=DEVICE, default="auto", show_default=True)
 @click.option("--jobs", "-j", type=click.IntRange(min=-1), default=1, show_default=True,
               help="Extraction worker processes (1 = in this process; 0 or -1 = one per CPU core).")
 @click.option("--submission", type=click.Path(exists=True, dir_okay=False), default=None,
               help="ABAW sample file (image_location,valence,arousal): also write OUT/submission.txt "
                    "with one row per listed frame; X_left/X_right rows use that person's face.")
+@click.option("--clip", is_flag=True, help="Clip values to [-1, 1] (default: the model's raw outputs).")
 @click.option("--extract/--no-extract", "do_extract", default=True,
               help="Extract missing features first (--no-extract: use only what is cached, e.g. crops "
                    "ingested with 'avpipe ingest-crops').")
 @_threads_option
 def predict_cmd(run_path: str, videos: str, out: Path, cache: str | None, fmt: str, device: str, jobs: int,
-                submission: str | None, do_extract: bool, num_threads: int | None) -> None:
+                submission: str | None, clip: bool, do_extract: bool, num_threads: int | None) -> None:
     """Per-frame valence/arousal for a folder of videos (extracting missing features first).
 
     A video that cannot be predicted is reported and the others are still written; the exit
@@ -302,7 +309,7 @@ def predict_cmd(run_path: str, videos: str, out: Path, cache: str | None, fmt: s
         raise UsageFailure(f"--out {safe_name(str(out))} is a file; give a folder")
     try:
         files = predict_videos(run_path, videos, out, cache=cache, fmt=fmt, device=device, jobs=resolve_jobs(jobs),
-                               extract=do_extract, log=lambda m: click.echo(m, err=True))
+                               extract=do_extract, clip=clip, log=lambda m: click.echo(m, err=True))
     except PredictionErrors as e:
         click.echo(f"wrote {len(e.written)} file(s) under {safe_name(str(out))}", err=True)
         raise

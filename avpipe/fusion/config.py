@@ -60,6 +60,10 @@ class TrainConfig:
     resolved_features: Annotated[dict[str, dict[str, str]], Field(
         description="modality -> {stage, fingerprint} the run resolved to (written by the trainer)")] = \
         field(default_factory=dict)
+    feature_configs: Annotated[dict[str, dict[str, Any]], Field(
+        description="stage -> {fingerprint, version, config} of every stage the resolved features were "
+                    "computed from, upstream included (written by the trainer): predict extracts exactly "
+                    "these on any cache")] = field(default_factory=dict)
     model: Annotated[dict[str, Any], Field(description="model constructor options")] = field(default_factory=dict)
     # data
     split_file: Annotated[str | None, Field(description="file naming the train/validation split (unset = "

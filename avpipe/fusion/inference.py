@@ -69,16 +69,29 @@ def predict_provider(model: torch.nn.Module, provider: InMemoryBanks | ChunkedBa
     return preds, labels, valid
 
 
-def write_prediction(path: str | Path, pred: np.ndarray, fmt: str = "csv") -> Path:
-    """One video's (n, 2) predictions, clipped to [-1, 1]."""
+def write_prediction(path: str | Path, pred: np.ndarray, fmt: str = "csv", *, clip: bool = False,
+                     present: Mapping[str, np.ndarray] | None = None, times: np.ndarray | None = None) -> Path:
+    """One video's (n, 2) predictions: the model's raw outputs, or clipped to [-1, 1] with ``clip``.
+
+    Why raw by default: clipping silently hid how far a model overshoots (a real clip had 91 %
+    of its valence at ±1) and made the file disagree with ``render``, which shows raw values.
+    ``csv`` adds ``time`` (seconds, when known) and one ``<modality>_present`` column (1/0) per
+    modality: whether the model had a face / audio / words at that frame (``present``)."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; use {FORMATS}")
-    p = np.clip(np.asarray(pred, dtype=np.float64), -1, 1)
+    p = np.asarray(pred, dtype=np.float64)
+    if clip:
+        p = np.clip(p, -1, 1)
     s = io.StringIO()
     w = csv.writer(s, lineterminator="\n")
     if fmt == "csv":
-        w.writerow(["frame", "valence", "arousal"])
-        w.writerows((i, f"{v:.6f}", f"{a:.6f}") for i, (v, a) in enumerate(p))
+        mods = sorted(present or {})
+        t = times if times is not None and len(times) >= len(p) else None
+        w.writerow(["frame"] + (["time"] if t is not None else []) + ["valence", "arousal"]
+                   + [f"{m}_present" for m in mods])
+        for i, (v, a) in enumerate(p):
+            w.writerow([i] + ([f"{t[i]:.6f}"] if t is not None else []) + [f"{v:.6f}", f"{a:.6f}"]
+                       + [int(bool(present[m][i])) for m in mods])
     else:
         w.writerow(["valence", "arousal"])
         w.writerows((f"{v:.6f}", f"{a:.6f}") for v, a in p)

@@ -37,6 +37,19 @@ def person_side(label_name: str) -> str | None:
     return None
 
 
+def track_id_of(person: str | int | None) -> int | None:
+    """The face track id ``person`` names (an int, or digits as text), or None for a side name.
+
+    Why: a side (``left``/``right``) covers two people; a track id reaches any face track of a
+    video (``attrs["tracks"]`` lists them), e.g. the third person of a group scene."""
+    if isinstance(person, bool) or person is None:
+        return None
+    if isinstance(person, (int, np.integer)):
+        return int(person)
+    s = str(person).strip()
+    return int(s) if s.isdigit() else None
+
+
 def is_person_aware(attrs: Mapping[str, Any]) -> bool:
     """Whether an entry holds per-person tracks (its rows differ per person)."""
     return "sides" in attrs
@@ -55,34 +68,59 @@ def reads_faces(stage: str, provenance: Mapping[str, Any]) -> bool:
 
 
 def select_person(data: np.ndarray, mask: np.ndarray, attrs: Mapping[str, Any],
-                  extra: Callable[[str], np.ndarray], person: str, *, stage: str,
+                  extra: Callable[[str], np.ndarray], person: str | int, *, stage: str,
                   video: str, provenance: Mapping[str, Any] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The rows of ``person``'s track of a person-aware entry (``data``/``mask`` unchanged if the
     entry is not person-aware and not made from faces, e.g. audio). Raises
     :class:`PersonTrackError` when there is no such track, or when a face entry predates tracks."""
+    r = person_row(attrs, extra, person, stage=stage, video=video, provenance=provenance)
+    if r is None:
+        return data, mask
+    return np.asarray(extra("track_data")[r]), np.asarray(extra("track_mask")[r], bool)
+
+
+def _track_ids(extra: Callable[[str], np.ndarray]) -> list[int]:
+    """Stored face track ids ([] when the entry stores no tracks: a video without faces)."""
+    try:
+        return [int(i) for i in np.asarray(extra("track_ids")).reshape(-1)]
+    except KeyError:
+        return []
+
+
+def person_row(attrs: Mapping[str, Any], extra: Callable[[str], np.ndarray], person: str | int, *, stage: str,
+               video: str, provenance: Mapping[str, Any] | None = None) -> int | None:
+    """Which row of ``track_data``/``track_mask`` is ``person``'s (None: the entry is shared by
+    every person, e.g. audio). Why apart from :func:`select_person`: a reader of one window
+    reads only that window's frames of the track (``Entry.extra_rows``)."""
     if not is_person_aware(attrs):
         if reads_faces(stage, provenance or {}):
             raise PersonTrackError(
                 f"video {video!r}: the {stage!r} entry has no person tracks (computed before avpipe kept "
                 f"one track per person, so its rows are the main face's); re-extract it: "
                 f"avpipe extract --stages {stage}")
-        return data, mask
-    if person not in SIDES:
-        raise PersonTrackError(f"unknown person {person!r}; use one of {SIDES}")
+        return None
     sides = dict(attrs.get("sides") or {})
     tracks = attrs.get("tracks") or []
+    tid_asked = track_id_of(person)
+    if tid_asked is not None:  # a track id names one face track directly (any number of people)
+        ids = _track_ids(extra)
+        if tid_asked not in ids:
+            raise PersonTrackError(f"video {video!r}: stage {stage!r} has no face track {tid_asked} "
+                                   f"(tracks {ids})")
+        return ids.index(tid_asked)
+    if person not in SIDES:
+        raise PersonTrackError(f"unknown person {person!r}; use one of {SIDES} or a track id")
     if person not in sides:
         raise PersonTrackError(
             f"video {video!r}: stage {stage!r} has no {person} person track (found {len(tracks)} face "
             f"track(s); a {person} side needs two people: the two longest tracks, ordered by median "
             f"box-centre x). Check the video, or drop the label")
-    ids = [int(i) for i in np.asarray(extra("track_ids")).reshape(-1)]
     tid = int(sides[person])
+    ids = _track_ids(extra)
     if tid not in ids:
         raise PersonTrackError(f"video {video!r}: stage {stage!r} binds {person} to track {tid}, "
                                f"which is not stored (tracks {ids})")
-    r = ids.index(tid)
-    return np.asarray(extra("track_data")[r]), np.asarray(extra("track_mask")[r], bool)
+    return ids.index(tid)
 
 
 def main_face_people(data: np.ndarray, mask: np.ndarray, attrs: Mapping[str, Any],

@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from avpipe.display import safe_name
@@ -28,7 +29,8 @@ from avpipe.fusion.source import FeatureError, FeatureSource
 from avpipe.fusion.train import open_source, prepare
 from avpipe.pipeline.atomic import atomic_write_text
 
-__all__ = ["FORMATS", "PredictionErrors", "evaluate_run", "predict_videos", "write_prediction"]
+__all__ = ["FORMATS", "PredictSetupError", "PredictionErrors", "evaluate_run", "persons_of", "predict_videos",
+           "write_prediction", "write_summary"]
 
 
 def _model_and_stats(run_path: str | Path, device: torch.device, which: str = "best"):
@@ -67,26 +69,59 @@ def evaluate_run(run_path: str | Path, *, cache: str | None = None, source: Feat
     return ev
 
 
-def _pipeline_config(cache_root: str, fps: Mapping[str, tuple[str, str]]) -> tuple[Any, list[str]]:
-    """The stage configs that produced the run's fingerprints (from the cache index)."""
+def _pipeline_config(cfg: Any, cache_root: str, fps: Mapping[str, tuple[str, str]]) -> tuple[Any, list[str]]:
+    """The stage configs that compute the run's features, and the feature stages to extract.
+
+    From the run itself (``feature_configs``, recorded at training), so that any cache on any
+    machine gets exactly the inputs the model was trained on; for runs trained before avpipe
+    recorded them, from the index of the cache that has the run's fingerprints. Refuses (a
+    :class:`PredictSetupError`) rather than extract some other config: a stage whose code version
+    changed, or a run whose configs are known nowhere."""
     from avpipe.pipeline.settings import PipelineConfig
+    from avpipe.pipeline.stage import stage_registry
     from avpipe.pipeline.store import Cache
 
-    stages: dict[str, dict[str, Any]] = {}
-    with Cache(cache_root) as c:
-        rows = {f.fingerprint: f for f in c.fingerprints()}
+    recorded = dict(getattr(cfg, "feature_configs", None) or {})
+    if not recorded:
+        try:
+            with Cache(cache_root) as c:
+                rows = {f.fingerprint: f for f in c.fingerprints()}
+        except FileNotFoundError:
+            rows = {}
 
         def add(fp: str) -> None:
             info = rows.get(fp)
-            if info is None:
-                return
-            stages.setdefault(info.stage, dict(info.config))
-            for up in (info.upstream or {}).values():
-                add(up)
+            if info is not None and info.stage not in recorded:
+                recorded[info.stage] = {"fingerprint": fp, "version": str(info.version), "config": dict(info.config)}
+                for up in (info.upstream or {}).values():
+                    add(up)
 
         for _, fp in fps.values():
             add(fp)
-    return PipelineConfig(stages), sorted({s for s, _ in fps.values()})
+        lost = [f"{s}@{fp[:12]}" for s, fp in fps.values() if fp not in rows]
+        if lost:
+            raise PredictSetupError(
+                f"the run records no stage configs (trained before avpipe recorded them) and {cache_root} "
+                f"does not have its features {', '.join(lost)}: pass --cache with the cache it was trained "
+                f"on, or retrain")
+    reg = stage_registry()
+    stages: dict[str, dict[str, Any]] = {}
+    for st, d in recorded.items():
+        ver = str(d.get("version", ""))
+        if st not in reg or ver == "precomputed":
+            continue  # ingested features: nothing here can compute them (the per-video check says so)
+        if ver != str(reg[st].version):
+            raise PredictSetupError(
+                f"the run's {st!r} features were computed by stage version {ver}, this avpipe has version "
+                f"{reg[st].version}: extraction would give other inputs than training; predict on the "
+                f"cache the run was trained on (--cache) or retrain")
+        stages[st] = dict(d.get("config") or {})
+    names = sorted({s for s, _ in fps.values() if s in stages})
+    return PipelineConfig(stages), names
+
+
+class PredictSetupError(RuntimeError):
+    """``predict`` cannot reproduce the run's inputs (a stage version changed, configs unknown)."""
 
 
 class PredictionErrors(RuntimeError):
@@ -98,11 +133,57 @@ class PredictionErrors(RuntimeError):
         self.failed, self.written = failed, written
 
 
+def persons_of(source: FeatureSource, fps: Mapping[str, tuple[str, str]], key: str) -> list[str | None]:
+    """Whose predictions a video gets: ``["left", "right"]`` (those bound) when a person-aware
+    feature of the run has sides for it, else ``[None]`` (the main face, one output)."""
+    cache = getattr(source, "cache", None)
+    if cache is None:
+        return [None]
+    for stage, fp in fps.values():
+        try:
+            sides = dict(cache.read(stage, key, fingerprint=fp).attrs.get("sides") or {})
+        except Exception:  # noqa: BLE001 - a missing entry is reported by the feature check
+            continue
+        if sides:
+            return sorted(sides)
+    return [None]
+
+
+def _times(source: FeatureSource, ref: tuple[str, str], key: str, n: int) -> np.ndarray | None:
+    cache = getattr(source, "cache", None)
+    if cache is None:
+        return None
+    try:
+        ts = cache.read(ref[0], key, fingerprint=ref[1]).timestamps
+    except Exception:  # noqa: BLE001 - no time base: the column is left out
+        return None
+    return None if ts is None or len(ts) < n else np.asarray(ts, np.float64)[:n]
+
+
+def write_summary(path: Path, rows: list[dict[str, Any]]) -> Path:
+    """``summary.csv``: per output, frames, mean valence/arousal and the fraction of frames
+    each modality was present (a no-face video shows visual coverage 0 beside its values)."""
+    cols = ["video", "person", "file", "frames", "valence_mean", "arousal_mean"]
+    cols += sorted({k for r in rows for k in r} - set(cols))
+    s = io.StringIO()
+    w = csv.DictWriter(s, fieldnames=cols, lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, s.getvalue())
+    return path
+
+
 def predict_videos(run_path: str | Path, videos: str | Path, out: str | Path, *, cache: str | None = None,
                    fmt: str = "csv", device: str = "auto", extract: bool = True, jobs: int = 1,
-                   source: FeatureSource | None = None, keys: list[str] | None = None,
+                   source: FeatureSource | None = None, keys: list[str] | None = None, clip: bool = False,
                    log: Callable[[str], None] = print) -> list[Path]:
-    """Predict every video under ``videos``; returns the files written under ``out``."""
+    """Predict every video under ``videos``; returns the files written under ``out``.
+
+    One file per video at its path under ``out``; a video whose person-aware features bind a
+    left and a right person gets one per person (``X_left.csv``, ``X_right.csv``), as Aff-Wild2
+    labels them. Values are the model's raw outputs (``clip``: clipped to [-1, 1]). ``csv``
+    files carry ``<modality>_present`` columns; ``out/summary.csv`` has one line per file."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; use {FORMATS}")
     dev = resolve_device(device)
@@ -118,37 +199,56 @@ def predict_videos(run_path: str | Path, videos: str | Path, out: str | Path, *,
     if extract and source is None:
         from avpipe.pipeline.runner import run_extract
 
-        config, stage_names = _pipeline_config(cache_root, fps)
-        log(f"extracting {', '.join(stage_names)} for {len(keys)} video(s) into {cache_root} (cached entries reused)")
-        summary = run_extract(cache_root, videos, config, stages=stage_names, jobs=jobs)
-        if not summary.ok:
-            log(summary.render())
+        config, stage_names = _pipeline_config(cfg, cache_root, fps)
+        if stage_names:
+            log(f"extracting {', '.join(stage_names)} for {len(keys)} video(s) into {cache_root} with the run's "
+                f"stage configs (cached entries reused)")
+            summary = run_extract(cache_root, videos, config, stages=stage_names, jobs=jobs)
+            if not summary.ok:
+                log(summary.render())
     if source is None:
         from avpipe.fusion.source import CacheSource
 
         source = CacheSource(cache_root)
     from avpipe.pipeline.discover import output_path_for
 
-    written = []
+    written: list[Path] = []
     failed: list[str] = []
+    summary_rows: list[dict[str, Any]] = []
+    ref = next(iter(fps.values()))
+    suffix = ".txt" if fmt == "affwild2" else ".csv"
     for key in keys:
         # One video's problem (no features, a bad key) is reported and the batch goes on.
         try:
-            target = output_path_for(out, key, ".txt" if fmt == "affwild2" else ".csv")
+            output_path_for(out, key, suffix)  # a key that cannot name a file fails here, before any work
             missing = [m for m, (s, f) in fps.items() if not source.has(s, f, key)]
             if missing:
                 raise FeatureError(
                     f"{safe_name(key)}: no cached features for {missing} with the run's fingerprints "
                     f"({', '.join(f'{m}={fps[m][0]}@{fps[m][1][:12]}' for m in missing)}); the "
                     f"extraction failed, or the stage config, code version or weights differ from training")
-            bank = load_bank(source, fps, [TrackRef(key, key, None)], device=dev, dtype=cfg.feature_dtype)
-            bank.set_stats(stats)
-            preds, _, _ = predict_provider(model, InMemoryBanks(bank), ck["window"],
-                                           int(cfg.eval_hop or cfg.hop), int(cfg.batch_size or 32) * 2)
-            written.append(write_prediction(target, preds[key], fmt))
+            for person in persons_of(source, fps, key):
+                target = output_path_for(out, key, suffix if person is None else f"_{person}{suffix}")
+                name = key if person is None else f"{key}#{person}"
+                bank = load_bank(source, fps, [TrackRef(name, key, None, person=person)], device=dev,
+                                 dtype=cfg.feature_dtype)
+                present = {m: v[:-1].cpu().numpy() for m, v in bank.valid.items()}  # minus the sentinel row
+                bank.set_stats(stats)
+                preds, _, _ = predict_provider(model, InMemoryBanks(bank), ck["window"],
+                                               int(cfg.eval_hop or cfg.hop), int(cfg.batch_size or 32) * 2)
+                p = preds[name]
+                written.append(write_prediction(target, p, fmt, clip=clip, present=present,
+                                                 times=_times(source, ref, key, len(p))))
+                shown = np.clip(p, -1, 1) if clip else p
+                summary_rows.append({"video": key, "person": person or "", "file": target.relative_to(out).as_posix(),
+                                     "frames": len(p), "valence_mean": f"{float(np.mean(shown[:, 0])):.6f}",
+                                     "arousal_mean": f"{float(np.mean(shown[:, 1])):.6f}",
+                                     **{f"{m}_coverage": f"{float(np.mean(v)):.4f}" for m, v in present.items()}})
         except (FeatureError, ValueError) as e:
             failed.append(key)
             log(f"error: {e}")
+    if summary_rows:
+        write_summary(Path(out) / "summary.csv", summary_rows)
     if failed:
         raise PredictionErrors(failed, written)
     return written

@@ -168,9 +168,12 @@ class CacheSource:
     feature definitions silently. Reads then pin the resolved fingerprint.
     """
 
-    def __init__(self, root: str | Path, config: Any = None) -> None:
+    def __init__(self, root: str | Path, config: Any = None, *, exact: bool = False) -> None:
         from avpipe.pipeline.store import Cache
 
+        # exact: a stage name never means another config of a stage avpipe computes; only features
+        # ingested without a config (version "precomputed") stand in for the config (avpipe.data)
+        self.exact = exact
         self.root = Path(root)
         self.cache = Cache(self.root)
         self.config = config
@@ -223,6 +226,9 @@ class CacheSource:
                 best = ""
             if best not in fps:  # no entries of that config: only an unambiguous other one will do
                 full = [f for f, d in fps.items() if set(cids) <= d["cids"]]
+                if self.exact:
+                    versions = {r.fingerprint: str(r.version) for r in self.cache.fingerprints(ref.stage)}
+                    full = [f for f in full if versions.get(f) == "precomputed"]
                 if len(full) != 1:
                     raise FeatureError(self._choose_msg(ref.stage, sorted(full or fps)))
                 best = full[0]
@@ -237,7 +243,8 @@ class CacheSource:
         listed = "; ".join(f"{stage}@{f[:16]} config={rows[f].config if f in rows else '?'}" for f in fps)
         return (f"stage {stage!r}: the cache has no entries of its default config and "
                 f"{len(fps)} other fingerprint(s) could be meant: {listed}. Pin one with "
-                f"--features MODALITY={stage}@FINGERPRINT (a stage name never means 'the newest')")
+                f"--features MODALITY={stage}@FINGERPRINT (in Python: '{stage}@FINGERPRINT'; a stage name never "
+                f"means 'the newest')")
 
     def n_rows(self, stage: str, fingerprint: str, video: str) -> int | None:
         """Row count from the index (EntryInfo.n_rows) without opening the shard."""

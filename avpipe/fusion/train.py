@@ -36,7 +36,7 @@ import torch
 
 from avpipe.fusion.guards import check_epoch
 from avpipe.fusion.config import TrainConfig
-from avpipe.fusion.data import ChunkedBanks, InMemoryBanks, Stats, TrackRef, compute_stats, make_provider
+from avpipe.fusion.data import ChunkedBanks, InMemoryBanks, Stats, TrackRef, compute_stats
 from avpipe.fusion.inference import (build_model_from_checkpoint, load_run, predict_provider,  # noqa: F401
                                      resolve_device, write_prediction)
 from avpipe.fusion.labels import LabelError, assign_splits, load_labels, match_videos
@@ -89,6 +89,29 @@ def _split_hint(cfg: TrainConfig, refs: list[TrackRef]) -> str:
     return how
 
 
+def feature_configs(source: FeatureSource, fps: Mapping[str, tuple[str, str]]) -> dict[str, dict[str, Any]]:
+    """stage -> {fingerprint, version, config} of each resolved feature and everything upstream of
+    it, from the cache index. Why: a run must name its inputs by what computes them, not only by
+    fingerprints that another cache does not have (docs/data.md#predictions)."""
+    cache = getattr(source, "cache", None)
+    if cache is None:  # an in-memory source: nothing recorded to extract with
+        return {}
+    rows = {f.fingerprint: f for f in cache.fingerprints()}
+    out: dict[str, dict[str, Any]] = {}
+
+    def add(fp: str) -> None:
+        info = rows.get(fp)
+        if info is None or info.stage in out:
+            return
+        out[info.stage] = {"fingerprint": fp, "version": str(info.version), "config": dict(info.config)}
+        for up in (info.upstream or {}).values():
+            add(up)
+
+    for _, fp in fps.values():
+        add(fp)
+    return out
+
+
 def prepare(cfg: TrainConfig, source: FeatureSource) -> Prepared:
     """Labels → splits → cached videos → one fingerprint per modality (recorded in ``cfg``)."""
     cls = get_model_class(cfg.fusion)
@@ -122,6 +145,7 @@ def prepare(cfg: TrainConfig, source: FeatureSource) -> Prepared:
                 f"--stages {ref.stage} --videos DIR --cache {cfg.cache}  [{e}]") from e
     cfg.features = fset.to_dict()
     cfg.resolved_features = {m: {"stage": s, "fingerprint": f} for m, (s, f) in fps.items()}
+    cfg.feature_configs = feature_configs(source, fps) or cfg.feature_configs
     return Prepared(train, val, fps, mods)
 
 
@@ -256,8 +280,10 @@ def load_data(cfg: TrainConfig, source: FeatureSource, device: torch.device, ban
     if shared is not None:
         tr, va, stats = shared
         return Data(prep, tr, va, stats, time.perf_counter() - t0)
-    tr, va = (make_provider(source, prep.fps, refs, device=device, dtype=cfg.feature_dtype,
-                            tolerance=cfg.label_tolerance, budget_bytes=budget) for refs in (prep.train, prep.val))
+    from avpipe.data import load_windows  # the public data API's loader: one data path
+
+    tr, va = (load_windows(source, prep.fps, refs, device=device, dtype=cfg.feature_dtype,
+                           tolerance=cfg.label_tolerance, budget_bytes=budget) for refs in (prep.train, prep.val))
     stats = recipe_stats(cfg.input_norm or "zscore", compute_stats(tr.groups(0, None)))
     for p in (tr, va):
         (p.bank.set_stats if isinstance(p, InMemoryBanks) else p.set_stats)(stats)

@@ -23,7 +23,10 @@ class Entry:
     * ``mask`` — ``(len(data),)`` bool, all True when the stage stored none;
     * ``attrs`` — the stage's JSON attrs (window convention, ``present`` ...);
     * ``extras`` / ``extra(name)`` — further arrays;
-    * ``timestamps`` — seconds of each video frame (the probe's time base), when known;
+    * ``timestamps`` — seconds of video time of each *row* of ``data``, when known: the frame
+      times for per-frame stages, ``i / sample_rate`` for ``audio``, each word's start for
+      ``asr`` (the stage's ``row_times``); ``frame_times`` — the video's frame times (the
+      probe's time base) the entry was read with;
     * ``read_rows(start, stop)`` — a slice of ``data`` without reading the rest (HDF5 chunks);
     * ``extra_rows(name, start, stop, lead)`` — frames ``start:stop`` of an extra (under the
       leading index ``lead``, e.g. one track of ``track_crops``), likewise; ``extra_shape`` and
@@ -70,7 +73,22 @@ class Entry:
         reader sizes its reads so that a range never re-decompresses the same chunk."""
         return None
 
-    timestamps: np.ndarray | None = None
+    frame_times: np.ndarray | None = None
+
+    @property
+    def timestamps(self) -> np.ndarray | None:
+        """One time (seconds) per row of ``data``; computed on access (an hour of audio samples
+        is 460 MB of float64, never built unless asked for)."""
+        if self.frame_times is None and self.stage != "probe":
+            return None
+        from avpipe.pipeline.stage import get_stage_class
+
+        try:
+            cls = get_stage_class(self.stage)
+        except KeyError:  # a stage not registered in this process: per-frame if the rows say so
+            n = np.shape(self.data)[0] if np.ndim(self.data) else 0
+            return self.frame_times if self.frame_times is not None and n == len(self.frame_times) else None
+        return cls.row_times(self, self.frame_times)
 
     @property
     def present(self) -> bool:
@@ -87,7 +105,7 @@ class MemoryEntry(Entry):
                  timestamps: np.ndarray | None = None) -> None:
         self._r = result
         self.stage, self.fingerprint, self.content_id, self.key = stage, fingerprint, content_id, key
-        self.timestamps = timestamps
+        self.frame_times = timestamps
 
     @property
     def data(self) -> np.ndarray:
@@ -121,7 +139,7 @@ class ShardEntry(Entry):
                  key: str | None = None, timestamps: np.ndarray | None = None) -> None:
         self.shard = Path(shard)
         self.stage, self.fingerprint, self.content_id, self.key = stage, fingerprint, content_id, key
-        self.timestamps = timestamps
+        self.frame_times = timestamps
 
     def _open(self) -> Any:
         import h5py

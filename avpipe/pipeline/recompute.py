@@ -131,7 +131,7 @@ def recompute_entry(cache: Cache, row: dict[str, Any], runtime: Runtime) -> Reco
         if PROBE in inputs:
             ts = np.asarray(inputs[PROBE].data, dtype=np.float64)
             for e in inputs.values():
-                e.timestamps = ts
+                e.frame_times = ts
         stage = loaded_stage(cls, config, runtime, fp)
         res = dense(stage.compute(VideoRef(key, cid, path), inputs))
     except Exception as e:  # noqa: BLE001 - reported per entry; the sample goes on

@@ -45,6 +45,16 @@ def as_pipeline_config(stage: str, config: Any) -> "PipelineConfig":
                     f"not {type(config).__name__}")
 
 
+def _not_cached(message: str, wanted: str) -> NotCached:
+    """NotCached carrying ``wanted`` (what was asked for, without the list of what the cache has:
+    Cache.read's ambiguity message lists the candidates once). Built here rather than in a local
+    of the raising frame: an exception held by a local of the frame its traceback references is a
+    cycle that keeps every caller's arrays alive until the next garbage collection."""
+    err = NotCached(message)
+    err.wanted = wanted
+    return err
+
+
 def describe(rows: list[dict[str, Any]]) -> str:
     """``3fa2c1d0e5b7a9f1 v2 {"backbone": "dlib"}`` per candidate, for error messages."""
     return "; ".join(f"{r['fingerprint'][:16]} v{r['version']} {r['config_json']}"
@@ -105,8 +115,8 @@ def resolve_fingerprints(index: "Index", stages: list[str], config: Any = None) 
             f" (read by {', '.join(s for s in stages if s != name)})" if name not in stages else "")
         if not cands:
             have = f"; the cache has: {describe(rows)}" if rows else "; the cache has no fingerprint of it"
-            raise NotCached(f"no cached fingerprint of {wanted}{have}. Run `avpipe extract` with that "
-                            "config, or pass config= / fingerprint= to read another one")
+            raise _not_cached(f"no cached fingerprint of {wanted}{have}. Run `avpipe extract` with that "
+                              "config, or pass config= / fingerprint= to read another one", wanted)
         raise AmbiguousRead(f"{len(cands)} cached fingerprints of {wanted} differ only by their weights "
                             f"and the weights here cannot tell which: {describe(cands)}; pass fingerprint=",
                             [(r["fingerprint"], json.loads(r["config_json"])) for r in cands])

@@ -193,7 +193,7 @@ def _run_task(task: Task) -> TaskResult:
                 ts = np.asarray(inputs[PROBE].data, dtype=np.float64)
                 n_frames = int(ts.shape[0])
                 for e in inputs.values():
-                    e.timestamps = ts
+                    e.frame_times = ts
             apply_torch_threads(task.runtime.num_threads)
             res = stage.compute(video, inputs)
             if stage.name == PROBE:

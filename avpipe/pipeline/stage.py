@@ -87,6 +87,15 @@ class Stage(ABC):
             self.load()
             self._loaded = True
 
+    @classmethod
+    def row_times(cls, entry: "Entry", frame_times: Any) -> Any:
+        """Seconds of video time of each row of ``entry.data`` (``Entry.timestamps``), or None.
+
+        Why a hook: timestamps must mean one thing, one value per stored row, for every stage.
+        Per-frame stages store one row per probe frame, so their rows' times are the video's
+        ``frame_times``; a stage with other rows (audio samples, words) overrides this."""
+        return frame_times if cls.per_frame else None
+
     @abstractmethod
     def compute(self, video: VideoRef, inputs: Mapping[str, "Entry"]) -> StageResult:
         """Compute this stage for one video. ``inputs`` holds ``probe`` and every required stage."""

@@ -61,6 +61,17 @@ def shard_dir(root: str | Path, stage: str, fingerprint: str) -> Path:
     return Path(root) / SHARDS_DIR / check_stage_name(stage) / fingerprint[:16]
 
 
+def similar_keys(video: str, keys: Sequence[str]) -> list[str]:
+    """Cached keys a user probably meant by ``video``: same file name, or same stem (``a`` or
+    ``a.mp4`` for ``clips/a.mp4``). Why: keys are paths relative to ``--videos``, and a bare
+    stem (as label files name videos) is the most common miss."""
+    from pathlib import PurePosixPath
+
+    want = PurePosixPath(video.replace("\\", "/"))
+    by_name = [k for k in keys if PurePosixPath(k).name == want.name]
+    return sorted(by_name or [k for k in keys if PurePosixPath(k).stem == want.stem])
+
+
 def file_blake2(path: str | Path) -> str:
     h = hashlib.blake2b(digest_size=20)
     with open(path, "rb") as fh:
@@ -189,7 +200,11 @@ class Cache:
             if len(found) > 1:
                 raise NotCached(f"content id prefix {key_or_id!r} is ambiguous: {found[:5]}")
         known = [k for k, _ in self.index.videos()]
-        hint = f"; known keys include {known[:5]}" if known else "; the cache knows no videos yet"
+        near = similar_keys(key_or_id, known)
+        if near:
+            hint = f"; did you mean {' or '.join(map(repr, near[:5]))}? (a key is the path under --videos)"
+        else:
+            hint = f"; known keys include {known[:5]}" if known else "; the cache knows no videos yet"
         raise NotCached(f"unknown video {key_or_id!r} (neither a known key nor a content id){hint}")
 
     # -- fingerprints -----------------------------------------------------------------------
@@ -259,14 +274,15 @@ class Cache:
             except NotCached as e:
                 others = self._other_configs(stage, cid, None)
                 if others:
-                    raise self._ambiguous(stage, video, others, str(e)) from e
+                    wanted = getattr(e, "wanted", None) or f"{stage} under the requested config"
+                    raise self._ambiguous(stage, video, others, f"no fingerprint of {wanted} is cached") from e
                 raise NotCached(f"{self._missing_message(stage, video, cid, None)} ({e})") from e
         hit = self.index.entry(fp, cid)
         if hit is None:
             others = [] if token is not None else self._other_configs(stage, cid, fp)
             if others:
                 raise self._ambiguous(stage, video, others,
-                                      f"the requested config (fingerprint {fp[:16]}) has no entry for it")
+                                      f"the requested config's fingerprint {fp[:16]} has no entry for it")
             raise NotCached(self._missing_message(stage, video, cid, fp))
         shard = self._existing_shard(hit[0], stage, video)
         return ShardEntry(shard, stage=stage, fingerprint=fp, content_id=cid,
@@ -280,10 +296,12 @@ class Cache:
     def _ambiguous(self, stage: str, video: str, rows: list[dict[str, Any]], why: str) -> AmbiguousRead:
         from avpipe.pipeline.resolve import describe
 
+        """One message, each fact once: what was asked (``why``), which configs could be meant,
+        how to pick one."""
+        pick = f"fingerprint={rows[0]['fingerprint'][:16]!r}" if len(rows) == 1 else "fingerprint=<one of them>"
         return AmbiguousRead(
-            f"no {stage!r} entry of the requested config for video {video!r} ({why}), but other "
-            f"configs of {stage!r} have one: {describe(rows)}. Choose one with "
-            "fingerprint=… (or config=…); a stage name never silently means another config",
+            f"video {video!r}: {why}; other configs of {stage!r} have one: {describe(rows)}. "
+            f"Pick one with {pick} (or config= its options); a stage name never silently means another config",
             [(r["fingerprint"], json.loads(r["config_json"])) for r in rows])
 
     def _timestamps(self, stage: str, fp: str, cid: str, shard: str, video: str) -> Any:

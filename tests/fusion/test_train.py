@@ -62,7 +62,7 @@ def test_run_folder_contents(jca_run):
 
 def test_evaluate_and_predict_formats(corpus, jca_run, tmp_path):
     from avpipe.fusion.predict import evaluate_run, predict_videos
-    from avpipe.fusion.source import CacheSource
+    from avpipe.fusion.source import CacheSource, StageRef
 
     out, s = jca_run
     ev = evaluate_run(out, device="cpu")
@@ -74,14 +74,26 @@ def test_evaluate_and_predict_formats(corpus, jca_run, tmp_path):
                            log=lambda m: None)
     n = src.n_rows("visual", json.load(open(out / "config.json"))["resolved_features"]["visual"]["fingerprint"], keys[0])
     lines = files[0].read_text().splitlines()
-    assert lines[0] == "frame,valence,arousal" and len(lines) == n + 1 and lines[1].startswith("0,")
+    mods = sorted(json.load(open(out / "config.json"))["resolved_features"])
+    assert lines[0] == "frame,valence,arousal," + ",".join(f"{m}_present" for m in mods)
+    assert len(lines) == n + 1 and lines[1].startswith("0,")
+    # presence columns are the cached masks; the summary says the same coverage
+    vis = src.load("visual", src.resolve(StageRef("visual"), keys[:1]), keys[0])
+    col = lines[0].split(",").index("visual_present")
+    assert [int(ln.split(",")[col]) for ln in lines[1:]] == vis.mask.astype(int).tolist()
+    summ = list(csv.DictReader((tmp_path / "csv" / "summary.csv").open()))
+    assert [r["file"] for r in summ] == ["vid0000.csv", "vid0007.csv"]
+    assert float(summ[0]["visual_coverage"]) == pytest.approx(vis.mask.mean(), abs=1e-4)
+    raw = np.loadtxt(files[0], delimiter=",", skiprows=1)[:, 1:3]
+    assert float(summ[0]["valence_mean"]) == pytest.approx(raw[:, 0].mean(), abs=1e-5)
     files = predict_videos(out, tmp_path, tmp_path / "aw", fmt="affwild2", source=src, keys=keys, extract=False,
-                           device="cpu", log=lambda m: None)
+                           device="cpu", clip=True, log=lambda m: None)
     assert files[1].name == "vid0007.txt"
     lines = files[0].read_text().splitlines()
     assert lines[0] == "valence,arousal" and len(lines) == n + 1
     vals = np.array([[float(x) for x in ln.split(",")] for ln in lines[1:]])
     assert vals.shape == (n, 2) and np.all(np.abs(vals) <= 1)
+    np.testing.assert_allclose(vals, np.clip(raw, -1, 1), atol=2e-6)  # clip is the only difference
 
 
 def test_predict_reports_a_bad_video_and_writes_the_others(corpus, jca_run, tmp_path):

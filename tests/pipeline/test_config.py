@@ -42,19 +42,21 @@ OLD_FINGERPRINTS = {
     "vggish": "9b7f6fa77032248828e9dc06d3224a48177f0b9e0908ad26333eb5a306a9e67e",
     "visual": "a364b4741b5a55075f37a518e9311186aa09892683f1ccbeb78b35d12488323a",  # v2: per-track rows
 }
-# window/hop/patience/clip_len default to the model's own (published models by name)
+# window/hop/patience/clip_len default to the model's own (published models by name);
+# feature_configs (#22): the stage configs behind resolved_features, written by the trainer
 # The trainer's defaults since the published names train with their authors' recipes: the new keys
 # (recipe, windows, shuffle, drop_last, step_peak_lr, selection, input_norm, init) and grad_clip/loss
 # unset (filled in from the recipe).
 OLD_TRAIN_CANONICAL = (
     '{"amp":"auto","aux_losses":null,"batch_size":null,"cache":"cache","clip_labels":false,"clip_len":nul'
-    'l,"device":"auto","drop_last":null,"epochs":null,"eval_hop":null,"feature_dtype":"auto","features":{'
-    '},"fusion":"jca","grad_clip":null,"hop":null,"init":null,"input_norm":null,"label_tolerance":10,"lab'
-    'els":"","loss":null,"lr":null,"memory_budget_gb":null,"min_lr":1e-08,"model":{},"num_threads":null,"'
-    'optimizer":null,"out":"","patience":null,"plateau_factor":0.1,"plateau_patience":5,"plot_videos":3,"'
-    'recipe":null,"resolved_features":{},"schedule":null,"seed":0,"selection":null,"shuffle":null,"smooth'
-    'ing":[20,50],"split_file":null,"step_every":2,"step_gamma":0.8,"step_peak_lr":null,"step_start":5,"v'
-    'al_fraction":0.15,"warmup_epochs":null,"weight_decay":null,"window":null,"windows":null}'
+    'l,"device":"auto","drop_last":null,"epochs":null,"eval_hop":null,"feature_configs":{},"feature_dtype'
+    '":"auto","features":{},"fusion":"jca","grad_clip":null,"hop":null,"init":null,"input_norm":null,"lab'
+    'el_tolerance":10,"labels":"","loss":null,"lr":null,"memory_budget_gb":null,"min_lr":1e-08,"model":{}'
+    ',"num_threads":null,"optimizer":null,"out":"","patience":null,"plateau_factor":0.1,"plateau_patience'
+    '":5,"plot_videos":3,"recipe":null,"resolved_features":{},"schedule":null,"seed":0,"selection":null,"'
+    'shuffle":null,"smoothing":[20,50],"split_file":null,"step_every":2,"step_gamma":0.8,"step_peak_lr":n'
+    'ull,"step_start":5,"val_fraction":0.15,"warmup_epochs":null,"weight_decay":null,"window":null,"windo'
+    'ws":null}'
 )
 
 

@@ -50,6 +50,9 @@ def test_default_config_missing_but_other_present_is_ambiguous(tmp_path, videos)
         msg = str(ei.value)
         fp = c.resolve("toy_a", {"scale": 2.0})
         assert fp[:16] in msg and '"scale":2.0' in msg.replace(" ", "") and "fingerprint=" in msg
+        # said once: the candidate listed once, what was asked once, one line, how to pick it
+        assert msg.replace(" ", "").count('"scale":2.0') == 1 and msg.count("toy_a v1 config") == 1
+        assert "\n" not in msg and f"Pick one with fingerprint={fp[:16]!r}" in msg
         assert ei.value.candidates == [(fp, {"scale": 2.0})]
         assert isinstance(ei.value, KeyError)  # old `except KeyError` callers still catch it
         with pytest.raises(NotCached, match="no cached fingerprint of toy_a"):
@@ -86,3 +89,21 @@ def test_nothing_cached_for_stage_says_what_is(tmp_path, videos):
             c.read("toy_a", "a.mp4", config={}, fingerprint="ab" * 8)
         with pytest.raises(NotCached, match="belongs to stage 'probe'"):
             c.read("toy_a", "a.mp4", fingerprint=c.resolve("probe"))
+
+
+def test_timestamps_are_one_time_per_row_for_every_stage():
+    """Entry.timestamps: frame times for per-frame stages, sample times for audio, word starts
+    for asr (it used to be the video's frame times whatever the rows were)."""
+    from avpipe.pipeline.entry import MemoryEntry
+    from avpipe.pipeline.types import StageResult
+
+    frames = np.arange(5) / 25.0
+    audio = MemoryEntry(StageResult(np.zeros(8000, np.float32), attrs={"sample_rate": 16000, "n_samples": 8000}),
+                        stage="audio", timestamps=frames)
+    assert len(audio.timestamps) == 8000 and audio.timestamps[1] == 1 / 16000 and audio.timestamps[-1] < 0.5
+    words = np.array([[0.2, 0.5], [0.7, 1.1], [1.3, 1.4]])
+    asr = MemoryEntry(StageResult(words, attrs={}), stage="asr", timestamps=frames)
+    np.testing.assert_array_equal(asr.timestamps, [0.2, 0.7, 1.3])
+    vis = MemoryEntry(StageResult(np.zeros((5, 3), np.float32)), stage="visual", timestamps=frames)
+    np.testing.assert_array_equal(vis.timestamps, frames)
+    assert MemoryEntry(StageResult(np.zeros((5, 3))), stage="visual").timestamps is None
