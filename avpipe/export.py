@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from avpipe.data import DataError, FeatureStore, VideoFeatures, labelled_tracks, parse_features
+from avpipe.data import DataError, FeatureStore, VideoFeatures, labelled_tracks
 
 FORMATS = ("npz", "memmap", "parquet", "hf")
 MANIFEST = "avpipe_export.json"
