@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 import time
 import traceback
 from typing import Any
@@ -108,11 +107,13 @@ class TrainBench:
         return self.loaded(model)
 
     def windows(self, bank: Any, cfg: Any) -> Any:
-        from avpipe.fusion.windows import make_windows
+        """The training windows as the run's recipe enumerates them (every clip phase for jca, rja
+        and dca; every hop frames otherwise)."""
+        from avpipe.fusion.train import bank_windows
 
-        key = (int(cfg.window), int(cfg.hop), tuple(bank.x))
+        key = (int(cfg.window), int(cfg.hop), int(cfg.clip_len), str(cfg.windows), tuple(bank.x))
         if key not in self._windows:
-            self._windows[key] = make_windows(bank.offsets, cfg.window, cfg.hop, bank.y_valid, require_labels=True)
+            self._windows[key] = bank_windows(cfg, bank.offsets, bank.y_valid)
         return self._windows[key]
 
 
@@ -122,8 +123,7 @@ def timed_steps(tb: TrainBench, model: str, precision: str, cap_s: float) -> tup
     import torch
 
     from avpipe.fusion.data import InMemoryBanks
-    from avpipe.fusion.schedule import LRSchedule
-    from avpipe.fusion.train import build_fit, seed_everything, train_epoch
+    from avpipe.fusion.train import build_fit, make_schedule, seed_everything, steps_per_epoch, train_epoch
 
     sizes, dev = tb.sizes, tb.device
     cfg = train_config(tb.a, sizes, model, precision)
@@ -135,7 +135,7 @@ def timed_steps(tb: TrainBench, model: str, precision: str, cap_s: float) -> tup
     resident = int(torch.cuda.memory_allocated(dev)) if dev.type == "cuda" else None
     seed_everything(0)
     fit = build_fit(cfg, tiled.dims, dev, 1)
-    lrs = LRSchedule(cfg, fit.opt, math.ceil(n_win / B))
+    lrs = make_schedule(cfg, fit.opt, steps_per_epoch(cfg, n_win, 1))
     order = torch.randperm(n_win, generator=torch.Generator().manual_seed(0)).to(w.start.device)
 
     def take(first_batch: int, n_batches: int) -> Any:
@@ -185,8 +185,7 @@ def full_epoch(tb: TrainBench, model: str, precision: str) -> dict[str, Any]:
     import torch
 
     from avpipe.fusion.data import InMemoryBanks
-    from avpipe.fusion.schedule import LRSchedule
-    from avpipe.fusion.train import build_fit, seed_everything, train_epoch
+    from avpipe.fusion.train import build_fit, make_schedule, seed_everything, steps_per_epoch, train_epoch
 
     dev = tb.device
     cfg = train_config(tb.a, tb.sizes, model, precision)
@@ -195,7 +194,7 @@ def full_epoch(tb: TrainBench, model: str, precision: str) -> dict[str, Any]:
     reset_peak(dev)
     seed_everything(0)
     fit = build_fit(cfg, tiled.dims, dev, 1)
-    lrs = LRSchedule(cfg, fit.opt, math.ceil(len(w) / int(cfg.batch_size)))
+    lrs = make_schedule(cfg, fit.opt, steps_per_epoch(cfg, len(w), 1))
     t = time.perf_counter()
     loss, nb, _ = train_epoch(cfg, fit, InMemoryBanks(tiled), w, lrs, 0, dev, 0, 1)
     sync(dev)
@@ -240,6 +239,8 @@ def first_losses(tb: TrainBench, model: str) -> dict[str, Any]:
     out: dict[str, list[float]] = {}
     for name, dev in (("device", tb.device), ("cpu", torch.device("cpu"))):
         bank = val if dev == tb.device else bank_to(val, dev)
+        # hop windows: a numerics check of the first losses, on validation videos that may be
+        # shorter than a window (the clip-phase enumeration keeps none of those)
         w = make_windows(bank.offsets, cfg.window, cfg.hop, bank.y_valid, require_labels=True)
         fit = build_fit(cfg, bank.dims, dev, 1)
         without_dropout(fit.model)
