@@ -69,7 +69,8 @@ def log_final(tb: Any, run_path: str | Path, step: int) -> None:
 
 
 #: Config keys that say where or how a run ran, not what it trained: never hyper-parameters.
-_NOT_HPARAMS = ("out", "cache", "labels", "split_file", "device", "num_threads", "plot_videos", "resolved_features")
+_NOT_HPARAMS = ("out", "cache", "labels", "split_file", "device", "num_threads", "plot_videos", "resolved_features",
+                "distributed")
 
 
 def hparams_of(config: Mapping[str, Any]) -> dict[str, Any]:
