@@ -4,7 +4,7 @@ Real processes: a ``dask scheduler`` and a ``dask worker`` started as subprocess
 the scheduler SIGKILLed while a task runs. Short on purpose (2-core CI)."""
 from __future__ import annotations
 
-import json
+import contextlib
 import os
 import subprocess
 import sys
@@ -28,25 +28,56 @@ def _start(args: list[str], env: dict[str, str]) -> subprocess.Popen:
                             stderr=subprocess.DEVNULL)
 
 
-@pytest.fixture()
-def cluster_procs(tmp_path):
-    """A scheduler and one single-threaded worker, separate processes; yields (sched_file, procs)."""
+@contextlib.contextmanager
+def _cluster(tmp_path: Path, workers: int = 1, **env_extra: str):
+    """A scheduler and ``workers`` single-threaded workers (each under its nanny), separate
+    processes; yields (scheduler file, [scheduler, worker processes])."""
     sf = tmp_path / "scheduler.json"
-    env = toy_env(AVPIPE_TOY_SLEEP="0.6", AVPIPE_TOY_LOG=str(tmp_path / "toy.log"))
-    sched = _start(["distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", "0",
-                    "--no-dashboard", "--scheduler-file", str(sf)], env)
-    procs = [sched]
+    env = toy_env(**env_extra)
+    procs = [_start(["distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", "0",
+                     "--no-dashboard", "--scheduler-file", str(sf)], env)]
     try:
         deadline = time.monotonic() + 60
         while not sf.exists() and time.monotonic() < deadline:
             time.sleep(0.1)
-        procs.append(_start(["distributed.cli.dask_worker", "--scheduler-file", str(sf), "--nworkers", "1",
-                             "--nthreads", "1", "--no-dashboard"], env))
+        for _ in range(workers):
+            procs.append(_start(["distributed.cli.dask_worker", "--scheduler-file", str(sf), "--nworkers", "1",
+                                 "--nthreads", "1", "--no-dashboard"], env))
         yield sf, procs
     finally:
         for p in procs:
             p.kill()
             p.wait()
+
+
+@pytest.fixture()
+def cluster_procs(tmp_path):
+    with _cluster(tmp_path, AVPIPE_TOY_SLEEP="0.6", AVPIPE_TOY_LOG=str(tmp_path / "toy.log")) as c:
+        yield c
+
+
+def _snapshot(cache: Path) -> dict:
+    with Cache(cache) as c:
+        out = {}
+        for e in c.list():
+            ent = c.read(e.stage, e.content_id, fingerprint=e.fingerprint)
+            out[(e.stage, e.content_id)] = (ent.data.tobytes(), None if ent.mask is None else ent.mask.tobytes())
+        return out
+
+
+def test_a_killed_dask_worker_is_absorbed_with_identical_results(tmp_path, videos):
+    """A worker SIGKILLed mid-task: Dask re-runs its task elsewhere, the run ends 0, same bytes."""
+    s = run_extract(tmp_path / "serial", videos, stages=["toy_slow"], progress=False)
+    assert s.exit_code == 0
+    marker = tmp_path / "killed-once"
+    with _cluster(tmp_path, workers=2, AVPIPE_TOY_KILL="b.mp4", AVPIPE_TOY_KILL_ONCE=str(marker)) as (sf, _):
+        with distributed.Client(scheduler_file=str(sf)) as c:
+            c.wait_for_workers(2, timeout=60)
+        s = run_extract(tmp_path / "dask", videos, stages=["toy_slow"], backend="dask",
+                        scheduler_file=str(sf), progress=False)
+    assert marker.exists(), "no worker was killed"
+    assert s.exit_code == 0, s.render()
+    assert _snapshot(tmp_path / "dask") == _snapshot(tmp_path / "serial")
 
 
 def test_scheduler_loss_is_transient_and_retried_without_retry_failed(tmp_path, videos, cluster_procs,
