@@ -60,8 +60,8 @@ def is_worker_death(exc: BaseException) -> bool:
 
 # What distributed raises when the scheduler (or the connection to it) is gone. Matched by name so
 # this module never imports distributed (a local run does not have to have it).
-_CLUSTER_FAULT_TYPES = ("FutureCancelledError", "CancelledError", "CommClosedError", "StreamClosedError",
-                        "TimeoutError")
+_CLUSTER_FAULT_TYPES = ("FutureCancelledError", "FuturesCancelledError", "CancelledError", "CommClosedError",
+                        "StreamClosedError", "TimeoutError", "ClosedClientError", "RPCClosed")
 _CLUSTER_FAULT_WORDS = ("scheduler-connection-lost", "timed out trying to connect", "commclosederror",
                         "scheduler is closing", "connection to the scheduler", "stream is closed",
                         "client is closing", "cannot connect", "connection refused")

@@ -119,6 +119,10 @@ def test_cluster_fault_classification():
     assert is_cluster_fault(FutureCancelledError("k", reason="scheduler-connection-lost"))
     assert is_cluster_fault(CommClosedError("in <TCP>: Stream is closed"))
     assert is_cluster_fault(OSError("Timed out trying to connect to tcp://10.0.0.5:8786 after 30 s"))
+    from distributed.client import ClosedClientError
+
+    assert is_cluster_fault(ClosedClientError("the client was closed"))
+    assert not is_cluster_fault(distributed.KilledWorker("t", "tcp://127.0.0.1:1", 3))  # a task that kills workers: worker death
     assert not is_cluster_fault(RuntimeError("toy failure for a.mp4"))
     assert not is_cluster_fault(ValueError("per-frame stage returned 9 rows"))
 
