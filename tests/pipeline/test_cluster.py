@@ -122,7 +122,10 @@ def test_cluster_fault_classification():
     from distributed.client import ClosedClientError
 
     assert is_cluster_fault(ClosedClientError("the client was closed"))
-    assert not is_cluster_fault(distributed.KilledWorker("t", "tcp://127.0.0.1:1", 3))  # a task that kills workers: worker death
+    from types import SimpleNamespace
+
+    killed = distributed.KilledWorker("t", SimpleNamespace(address="tcp://127.0.0.1:1"), 3)
+    assert not is_cluster_fault(killed)  # a task that kills its workers: a worker death, isolated
     assert not is_cluster_fault(RuntimeError("toy failure for a.mp4"))
     assert not is_cluster_fault(ValueError("per-frame stage returned 9 rows"))
 
