@@ -153,3 +153,19 @@ def _split(corpus, tmp_path: Path) -> Path:
     f = tmp_path / "split.json"  # the dry run only needs the file to exist
     f.write_text(json.dumps({"train": [], "val": []}))
     return f
+
+
+def test_sweep_cells_as_dask_tasks_match_a_local_sweep(corpus, tmp_path):
+    distributed = pytest.importorskip("distributed")
+    from avpipe.fusion.sweep import run_sweep
+
+    local = run_sweep(_spec(corpus, tmp_path / "local", seeds=(0, 1), epochs=1), log=lambda m: None)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster:
+        res = run_sweep(_spec(corpus, tmp_path / "dask", seeds=(0, 1), epochs=1), log=lambda m: None,
+                        backend="dask", scheduler=cluster.scheduler_address)
+    assert [r["status"] for r in res.results] == ["done", "done"]
+    for a, b in zip(local.results, res.results):
+        assert a["name"] == b["name"]
+        assert b["best"]["val_ccc_mean"] == pytest.approx(a["best"]["val_ccc_mean"], abs=1e-6)
+    assert all((tmp_path / "dask" / r["name"] / "completed.json").is_file() for r in res.results)
