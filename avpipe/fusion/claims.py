@@ -67,8 +67,12 @@ def claim(run_dir: Path) -> Claim | None:
             return None
     info = json.dumps({"holder": holder_text(), "host": socket.gethostname(), "pid": os.getpid(),
                        "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}) + "\n"
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, info.encode(), 0)
+    try:  # who holds it, for the other sweeps' messages (best effort: the lock is what counts)
+        os.ftruncate(fd, 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, info.encode())
+    except OSError:
+        pass
     return Claim(path, fd)
 
 
