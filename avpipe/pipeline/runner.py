@@ -8,10 +8,15 @@
   (:class:`~avpipe.pipeline.shard_writer.ShardWriter`) and drops it, so a task never holds more
   than one video's result; stages that return :class:`~avpipe.pipeline.chunks.RowChunks` never
   hold even that whole.
-* joblib is the one parallel API: ``jobs=1`` runs tasks in this process (no pool); otherwise a
-  loky process pool, or — ``backend="dask"`` — a Dask cluster through joblib's Dask backend. The
-  same :func:`run_task` runs everywhere and returns what it wrote; only this driver touches the
-  index, one transaction per task as each result arrives, so a crash loses only in-flight work.
+* ``jobs=1`` runs tasks in this process (no pool); otherwise a joblib/loky process pool, or —
+  ``backend="dask"`` — a Dask cluster through the ``distributed`` client, with tasks sized from
+  the cluster's worker threads (asked at each stage) and torch threads from each worker's own
+  cores. The same :func:`run_task` runs everywhere and returns what it wrote; only this driver
+  touches the index, one transaction per task as each result arrives, so a crash loses only
+  in-flight work.
+* A cluster that goes away (scheduler lost, connection timed out or closed, futures cancelled)
+  is the cluster's fault, not the videos': the unfinished videos are recorded as transient
+  ``ClusterLost`` failures, the run stops and says so in one line.
 * Any exception from a stage for one video is recorded (type, message, traceback) and that video
   is skipped by the stage's dependents (counted as *skipped*, not as their own failure); the rest
   of the batch completes. A per-frame stage whose row count differs from probe's ``n_frames``
