@@ -155,3 +155,17 @@ def test_single_thread_cluster_runs_tasks_on_the_worker_not_the_driver(tmp_path,
     assert s.exit_code == 0, s.render()
     pids = {v for k, v in (ln.split() for ln in log.read_text().splitlines()) if k == "toy_load.load"}
     assert pids and str(os.getpid()) not in pids
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["--scheduler-file", "s.json"], "need --backend dask"),
+    (["--backend", "dask", "--scheduler", "tcp://h:1", "--scheduler-file", "s.json"], "either --scheduler"),
+])
+def test_extract_scheduler_flags_are_checked(tmp_path, videos, args, msg):
+    from click.testing import CliRunner
+
+    from avpipe.cli import main
+
+    r = CliRunner().invoke(main, ["extract", "--videos", str(videos), "--cache", str(tmp_path / "c"), *args])
+    assert r.exit_code == 2 and msg in r.output, r.output
+    assert not (tmp_path / "c").exists()
