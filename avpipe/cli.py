@@ -160,20 +160,25 @@ Extra stages: set AVPIPE_PLUGINS=my.module,other.module (modules that @register_
 @click.option("--backend", type=click.Choice(["loky", "dask"]), default="loky", show_default=True,
               help="joblib backend: local process pool, or a Dask cluster.")
 @click.option("--scheduler", default=None, help="Dask scheduler address (with --backend dask). "
-              "Without it a local in-process Dask cluster is started.")
+              "Without it (and --scheduler-file) a local in-process Dask cluster is started. Tasks "
+              "are sized from the cluster's worker threads, asked at each stage.")
+@click.option("--scheduler-file", default=None, type=click.Path(dir_okay=False),
+              help="Dask scheduler file (dask scheduler --scheduler-file, dask-jobqueue, SLURM).")
 @click.option("--device", type=DEVICE, default="auto", show_default=True,
-              help="auto | cpu | cuda | cuda:N (never part of a fingerprint).")
+              help="auto | cpu | cuda | cuda:N (never part of a fingerprint). On Dask it is read on each "
+                   "worker: with one worker per GPU (dask-cuda) cuda means that worker's GPU.")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1),
               help="Frames per model call where a stage batches (never part of a fingerprint).")
 @click.option("--num-threads", type=click.IntRange(min=1), default=None,
-              help="Threads per worker (torch, BLAS). Default: the free cores divided by --jobs, at least 1.")
+              help="Threads per worker (torch, BLAS). Default: the free cores divided by --jobs, at least 1; "
+                   "on Dask, the free cores of the worker's machine divided by its threads.")
 @click.option("--weights", "weights", multiple=True, metavar="NAME=PATH",
               help="Use this file for weights NAME (repeatable).")
 @click.option("--progress/--no-progress", default=True, help="Progress bars on stderr.")
 @click.option("--verbose", "-v", is_flag=True, help="List the paths discovery skipped (dangling links, loops ...).")
 def extract(videos_dir: Path, cache_dir: Path | None, stages: str | None, only: str | None, force: bool,
             retry_failed: bool, config_path: Path | None, jobs: int, backend: str, scheduler: str | None,
-            device: str, batch_size: int, num_threads: int | None, weights: tuple[str, ...],
+            scheduler_file: str | None, device: str, batch_size: int, num_threads: int | None, weights: tuple[str, ...],
             progress: bool, verbose: bool) -> None:
     """Compute missing cache entries for every video under --videos."""
     from avpipe.pipeline.plan import PlanError
@@ -185,8 +190,10 @@ def extract(videos_dir: Path, cache_dir: Path | None, stages: str | None, only: 
         raise click.UsageError("--force needs --stage NAME")
     if only and stages:
         raise click.UsageError("use either --stage or --stages")
-    if scheduler and backend != "dask":
-        raise click.UsageError("--scheduler needs --backend dask")
+    if (scheduler or scheduler_file) and backend != "dask":
+        raise click.UsageError("--scheduler and --scheduler-file need --backend dask")
+    if scheduler and scheduler_file:
+        raise click.UsageError("use either --scheduler or --scheduler-file")
     wmap = parse_weights(weights)
     jobs = resolve_jobs(jobs)
     config = _load_config(config_path)
@@ -198,7 +205,8 @@ def extract(videos_dir: Path, cache_dir: Path | None, stages: str | None, only: 
     try:
         summary = run_extract(_cache_root(cache_dir), videos_dir, config, stages=_split_list(stages),
                               only=only, force=force, retry_failed=retry_failed, jobs=jobs,
-                              backend=backend, scheduler=scheduler, runtime=runtime, progress=progress)
+                              backend=backend, scheduler=scheduler, runtime=runtime, progress=progress,
+                              scheduler_file=scheduler_file, auto_threads=num_threads is None)
     except MissingWeightsError as e:
         _fail(str(e), 2)
     except PlanError as e:

@@ -237,8 +237,14 @@ def train_cmd(fusion: str, labels: Path | None, cache: Path | None, features: st
 
     from avpipe.fusion.runlog import RunLog, set_console_level
 
+    from avpipe.fusion.train import dist_info
+
     set_console_level(quiet=quiet, verbose=verbose)
-    s = train(cfg, resume=resume, overwrite=overwrite, log=RunLog(lambda m: click.echo(m, err=True)))
+    rank0 = dist_info()[0] == 0  # under torchrun only rank 0 speaks; every rank writes nothing else
+    s = train(cfg, resume=resume, overwrite=overwrite,
+              log=RunLog((lambda m: click.echo(m, err=True)) if rank0 else None))
+    if not rank0:
+        return
     b = s["best"]
     click.echo(f"best epoch {b['epoch']}: val CCC V {b.get('val_ccc_valence', float('nan')):.4f} "
                f"A {b.get('val_ccc_arousal', float('nan')):.4f} mean {b.get('val_ccc_mean', float('nan')):.4f} "

@@ -28,7 +28,8 @@ from avpipe.pipeline.atomic import atomic_write_text
 
 #: Config keys that never make two runs different experiments. ``cache`` is only where the
 #: features were read: what was read is ``resolved_features`` (exact fingerprints), which counts.
-IGNORED = ("out", "cache", "device", "num_threads", "plot_videos", "feature_configs")  # configs: fp.* says it
+IGNORED = ("out", "cache", "device", "num_threads", "plot_videos", "feature_configs",  # configs: fp.* says it
+           "distributed")  # distributed: the launch, not the experiment
 METRICS = (("valence", "val_ccc_valence"), ("arousal", "val_ccc_arousal"), ("mean", "val_ccc_mean"),
            ("smoothed", "val_ccc_mean_smoothed"))
 

@@ -176,7 +176,7 @@ class TrainConfig:
         """A run's recorded config. A run recorded before recipes existed (no ``recipe`` key)
         trained with what is now recipe ``avpipe`` and is marked so: resuming or evaluating it
         keeps its own recipe, never the authors' one its plain name now defaults to."""
-        d = load_config_file(path)
+        d = without_distributed(load_config_file(path))
         if "recipe" not in d:
             d = {**d, "recipe": "avpipe"}
         return cls.from_dict(d)
@@ -194,7 +194,27 @@ class TrainConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> "TrainConfig":
-        return cls.from_dict(load_config_file(path))
+        return cls.from_dict(without_distributed(load_config_file(path)))
 
     def dumps(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+#: Key of a run's ``config.json`` that records how it was spread over ranks (world size, global
+#: and per-rank batch). Not a TrainConfig field: it describes the launch, and a config read back
+#: (resume, ``--config run/config.json``) drops it.
+DISTRIBUTED = "distributed"
+
+
+def without_distributed(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if k != DISTRIBUTED}
+
+
+def saved_distributed(run_dir: Any) -> dict[str, Any] | None:
+    """The ``distributed`` block of a run's ``config.json`` (None for a new run or an old one)."""
+    try:
+        d = load_config_file(Path(getattr(run_dir, "config", run_dir)))
+    except (OSError, ValueError):
+        return None
+    v = d.get(DISTRIBUTED)
+    return dict(v) if isinstance(v, dict) else None

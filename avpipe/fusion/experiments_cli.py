@@ -32,6 +32,8 @@ def _csv_values(s: str) -> list[Any]:
                --set lr=1e-3,3e-4 --set window=64 --epochs 20 --out runs/grid
   avpipe sweep --config sweep.toml --jobs 2          # two worker processes
   avpipe sweep --config sweep.toml --dry-run         # list the cells
+  avpipe sweep --config sweep.toml --backend dask --scheduler-file sched.json
+  avpipe sweep --config sweep.toml --shard 3/8       # SLURM array task 3 of 8
 
 \b
 sweep.toml:
@@ -49,8 +51,15 @@ sweep.toml:
   "model.hidden" = [64, 128]
 
 \b
+Relative paths in a sweep file (labels, cache, split_file, out) are relative to the file.
+A --set with one value is a base option (not part of the folder names).
+
+\b
 Rerunning the same command continues a killed sweep: finished cells (completed.json in
-their folder) are skipped, interrupted ones resume from their last epoch.
+their folder) are skipped, interrupted ones resume from their last epoch. Several sweeps
+(processes, machines, array tasks) may share one --out: each cell is claimed (a lock on
+<cell>/.claim) before it trains, so it is trained once; a cell whose claimant died is
+claimed again and resumed.
 Exit status: 0 all cells finished, 1 some cell failed, 2 usage error.""")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
               help="Sweep file (TOML/JSON) with [sweep], [base], [grid]; flags extend/override it.")
@@ -65,12 +74,37 @@ Exit status: 0 all cells finished, 1 some cell failed, 2 usage error.""")
 @click.option("--epochs", type=int, default=None, help="Epochs per cell (base option).")
 @click.option("--device", type=DEVICE, default=None, help="auto | cpu | cuda | cuda:N (base option).")
 @click.option("--out", default=None, help="Sweep folder (one run folder per cell inside).")
+@click.option("--split-file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="name,split lines or JSON {train: [...], val: [...]} (base option, as for train).")
+@click.option("--num-threads", type=click.IntRange(min=1), default=None,
+              help="torch threads per cell (default: the free cores shared among the workers; on Dask, "
+                   "the worker's machine's). Not part of a cell's hash.")
 @click.option("--jobs", "-j", type=click.IntRange(min=1), default=1, show_default=True,
               help="Worker processes (joblib/loky); each keeps its loaded bank between cells.")
+@click.option("--backend", type=click.Choice(["loky", "dask"]), default="loky", show_default=True,
+              help="loky: processes on this machine (--jobs); dask: each cell a task on a Dask cluster.")
+@click.option("--scheduler", default=None, help="Dask scheduler address (with --backend dask).")
+@click.option("--scheduler-file", default=None, type=click.Path(dir_okay=False),
+              help="Dask scheduler file (with --backend dask), as dask-jobqueue or `dask scheduler` write it.")
+@click.option("--shard", default=None, metavar="K/N",
+              help="Train only shard K of N of the grid (cells K, K+N, ...): one SLURM array task each.")
 @click.option("--dry-run", is_flag=True, help="List the cells and whether they are finished; train nothing.")
-def sweep_cmd(config_file, fusion, features, seeds, sets, labels, cache, epochs, device, out, jobs, dry_run) -> None:
+def sweep_cmd(config_file, fusion, features, seeds, sets, labels, cache, epochs, device, out, split_file,
+              num_threads, jobs, backend, scheduler, scheduler_file, shard, dry_run) -> None:
     """Train a grid of runs (models x features x seeds x options), resumably."""
-    from avpipe.fusion.sweep import SweepError, SweepSpec, expand, is_finished, run_sweep
+    from avpipe.fusion.sweep import (SweepError, SweepSpec, expand, is_finished, parse_shard, run_sweep,
+                                     shard_cells)
+
+    if (scheduler or scheduler_file) and backend != "dask":
+        _usage("--scheduler and --scheduler-file need --backend dask")
+    if backend == "dask" and not (scheduler or scheduler_file):
+        _usage("--backend dask needs --scheduler ADDR or --scheduler-file FILE")
+    if scheduler and scheduler_file:
+        _usage("use either --scheduler or --scheduler-file")
+    try:
+        shard_kn = parse_shard(shard) if shard else None
+    except SweepError as e:
+        _usage(str(e))
 
     try:
         spec = SweepSpec.load(config_file) if config_file else SweepSpec()
@@ -89,10 +123,17 @@ def sweep_cmd(config_file, fusion, features, seeds, sets, labels, cache, epochs,
         k, eq, v = kv.partition("=")
         if not eq or not k.strip() or not v.strip():
             _usage(f"--set {kv!r}: expected KEY=V1,V2,...")
-        spec.grid[k.strip()] = _csv_values(v)
-    for k, v in (("labels", labels), ("cache", cache), ("epochs", epochs), ("device", device)):
+        values = _csv_values(v)
+        if len(values) == 1:  # one value is not a grid axis: a base option, not in folder names
+            spec.grid.pop(k.strip(), None)
+            spec.base[k.strip()] = values[0]
+        else:
+            spec.grid[k.strip()] = values
+    for k, v in (("labels", labels), ("cache", cache), ("epochs", epochs), ("device", device),
+                 ("split_file", split_file), ("num_threads", num_threads)):
         if v is not None:
             spec.base[k] = v
+            spec.relative_to.pop(k, None)  # a flag's path is relative to here, not to the file
     if "cache" not in spec.base:
         from avpipe.pipeline.runner import default_cache_root
 
@@ -107,10 +148,11 @@ def sweep_cmd(config_file, fusion, features, seeds, sets, labels, cache, epochs,
         _usage(str(e))
     if not cells:
         _usage("the sweep has no cells")
+    cells = shard_cells(cells, shard_kn)
     if not dry_run:
-        for what in ("labels", "cache"):
-            if not Path(str(spec.base[what])).exists():
-                _usage(f"{what} {spec.base[what]!r} does not exist")
+        for what in ("labels", "cache", "split_file"):
+            if spec.base.get(what) and not Path(str(spec.resolve(what, spec.base[what]))).exists():
+                _usage(f"{what} {spec.resolve(what, spec.base[what])!r} does not exist")
     if dry_run:
         for c in cells:
             state = "finished" if is_finished(Path(spec.out) / c.name, c) else "todo"
@@ -118,7 +160,8 @@ def sweep_cmd(config_file, fusion, features, seeds, sets, labels, cache, epochs,
         click.echo(f"{len(cells)} cells")
         return
     try:
-        res = run_sweep(spec, jobs=jobs, log=lambda m: click.echo(m, err=True))
+        res = run_sweep(spec, jobs=jobs, log=lambda m: click.echo(m, err=True), backend=backend,
+                        scheduler=scheduler, scheduler_file=scheduler_file, shard=shard_kn)
     except KeyboardInterrupt:
         click.echo(f"\ninterrupted: finished cells are kept; rerun the same command to continue "
                    f"({spec.out})", err=True)

@@ -44,6 +44,8 @@ MARKER = "completed.json"
 MANIFEST = "sweep.json"
 #: Config fields that say where/how a run executes, not what it computes: not in a cell's hash.
 RUNTIME_FIELDS = ("out", "device", "num_threads")
+#: Options that name files or folders: relative values in a sweep file mean relative to the file.
+PATH_FIELDS = ("labels", "cache", "split_file")
 #: Grid keys whose values appear first (in this order) in a cell's folder name.
 NAME_ORDER = ("fusion", "features")
 
@@ -60,6 +62,10 @@ class SweepSpec:
     base: dict[str, Any] = field(default_factory=dict)
     grid: dict[str, list[Any]] = field(default_factory=dict)
     out: str = "runs/sweep"
+    #: base path option -> the folder its relative value is resolved against (the sweep file's).
+    #: The value as written stays in the cell's config and hash, so a sweep's folder names do not
+    #: depend on where it was started from.
+    relative_to: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: str | Path) -> "SweepSpec":
@@ -77,7 +83,20 @@ class SweepSpec:
         grid = {}
         for k, v in dict(d.get("grid", {})).items():
             grid[k] = list(v) if isinstance(v, list) else [v]
-        return cls(base=dict(d.get("base", {})), grid=grid, out=str(d.get("sweep", {}).get("out", "runs/sweep")))
+        here = Path(path).expanduser().absolute().parent
+        base = dict(d.get("base", {}))
+        rel = {k: str(here) for k in PATH_FIELDS
+               if isinstance(base.get(k), str) and base[k] and not Path(base[k]).expanduser().is_absolute()}
+        out = Path(str(d.get("sweep", {}).get("out", "runs/sweep"))).expanduser()
+        return cls(base=base, grid=grid, out=str(out if out.is_absolute() else here / out), relative_to=rel)
+
+    def resolve(self, key: str, value: Any) -> Any:
+        """``value`` of base option ``key`` as a path usable from here (relative to the sweep file
+        when it came from one), other values as they are."""
+        if key in self.relative_to and isinstance(value, str) and value:
+            return str(Path(self.relative_to[key]) / value)
+        return value
+
 
 
 @dataclass(frozen=True)
@@ -89,11 +108,12 @@ class Cell:
     config: dict[str, Any]
     values: tuple[tuple[str, Any], ...]
     hash: str
+    paths: tuple[tuple[str, str], ...] = ()  # path options resolved against the sweep file
 
     def train_config(self, out: str | Path) -> Any:
         from avpipe.fusion.config import TrainConfig
 
-        return TrainConfig.from_dict({**self.config, "out": str(out)})
+        return TrainConfig.from_dict({**self.config, **dict(self.paths), "out": str(out)})
 
 
 def _set_key(d: dict[str, Any], key: str, value: Any) -> None:
@@ -176,7 +196,9 @@ def expand(spec: SweepSpec) -> list[Cell]:
             continue
         seen.add(h)
         name = "-".join([_slug(k, v) for k, v in zip(keys, combo)] + [h])
-        cells.append(Cell(name, cfg, tuple(zip(keys, combo)), h))
+        paths = tuple((k, spec.resolve(k, cfg[k])) for k in PATH_FIELDS
+                      if k in spec.relative_to and k in cfg and spec.resolve(k, cfg[k]) != cfg[k])
+        cells.append(Cell(name, cfg, tuple(zip(keys, combo)), h, paths))
     return cells
 
 
@@ -329,18 +351,38 @@ def run_cell(cell: Cell, root: Path, *, banks: BankCache | None = None,
              log: Callable[[str], None] = print, source: Any = None) -> dict[str, Any]:
     """Train one cell (resuming its checkpoint if any) and write its completion marker.
 
-    Returns ``{"name", "status": "done"|"skipped"|"failed", "seconds", "best"?, "error"?}``;
-    a failure is returned, not raised, so that one bad cell does not stop the sweep."""
+    Returns ``{"name", "status": "done"|"skipped"|"elsewhere"|"failed", "seconds", "best"?,
+    "error"?, "holder"?}``; a failure is returned, not raised, so that one bad cell does not stop
+    the sweep. The cell is claimed first (:mod:`avpipe.fusion.claims`): a cell another sweep holds
+    now is ``elsewhere`` (not trained here), one whose claimant died is claimed and resumed."""
+    from avpipe.fusion.claims import claim, claimed_by
+
+    run_dir = root / cell.name
+    if is_finished(run_dir, cell):
+        return _finished(cell, run_dir)
+    mine = claim(run_dir)
+    if mine is None:  # another sweep (process or machine) is training it now
+        return {"name": cell.name, "status": "elsewhere", "seconds": 0.0, "holder": claimed_by(run_dir)}
+    with mine:
+        if is_finished(run_dir, cell):  # finished by another sweep between our check and our claim
+            return _finished(cell, run_dir)
+        return _train_cell(cell, run_dir, banks=banks, log=log, source=source)
+
+
+def _finished(cell: Cell, run_dir: Path) -> dict[str, Any]:
+    return {"name": cell.name, "status": "skipped", "seconds": 0.0,
+            "best": json.loads((run_dir / MARKER).read_text()).get("best", {})}
+
+
+def _train_cell(cell: Cell, run_dir: Path, *, banks: BankCache | None, log: Callable[[str], None],
+                source: Any) -> dict[str, Any]:
+    """Train a claimed cell and write its marker (see :func:`run_cell`)."""
     import warnings
 
     from avpipe.fusion.run import RunDir
     from avpipe.fusion.train import train
     from avpipe.pipeline.atomic import atomic_write_text
 
-    run_dir = root / cell.name
-    if is_finished(run_dir, cell):
-        return {"name": cell.name, "status": "skipped", "seconds": 0.0,
-                "best": json.loads((run_dir / MARKER).read_text()).get("best", {})}
     t0 = time.perf_counter()
     cfg = cell.train_config(run_dir)
     try:
@@ -377,6 +419,10 @@ def _worker(cell: Cell, root: str, unions: dict[str, dict[str, tuple[str, str]]]
         _BANKS = BankCache()
     for k, v in unions.items():
         _BANKS.add_union(k, v)
+    if threads is None:  # on a Dask worker: that machine's cores, not the driver's
+        from avpipe.pipeline.runner import dask_worker_threads
+
+        threads = dask_worker_threads()
     if threads and not cell.config.get("num_threads"):
         torch.set_num_threads(threads)
     loads = _BANKS.loads
@@ -413,9 +459,13 @@ class SweepResult:
                          f"{f('val_ccc_mean')} {fmt_duration(r['seconds']):>7}")
             if r["status"] == "failed":
                 lines.append(f"    error: {r['error']}")
-        n = {s: sum(r["status"] == s for r in self.results) for s in ("done", "skipped", "failed")}
+        n = {s: sum(r["status"] == s for r in self.results) for s in ("done", "skipped", "elsewhere", "failed")}
+        for r in self.results:
+            if r["status"] == "elsewhere":
+                lines.append(f"    {r['name']}: being trained by {r.get('holder', 'another process')}")
         lines.append(f"{len(self.results)} cells: {n['done']} trained, {n['skipped']} already finished, "
-                     f"{n['failed']} failed; bank loads {self.bank_loads}; {fmt_duration(self.seconds)} "
+                     + (f"{n['elsewhere']} running elsewhere, " if n["elsewhere"] else "")
+                     + f"{n['failed']} failed; bank loads {self.bank_loads}; {fmt_duration(self.seconds)} "
                      f"-> {self.out}")
         return "\n".join(lines)
 
@@ -429,15 +479,48 @@ def _write_manifest(spec: SweepSpec, cells: Sequence[Cell], out: Path) -> None:
     atomic_write_text(out / MANIFEST, json.dumps(m, indent=2, sort_keys=True, default=str) + "\n")
 
 
+def parse_shard(text: str) -> tuple[int, int]:
+    """``K/N`` (1 <= K <= N) -> ``(K, N)``; a SweepError for anything else."""
+    k, slash, n = text.partition("/")
+    try:
+        kk, nn = int(k), int(n)
+    except ValueError:
+        kk = nn = 0
+    if not slash or nn < 1 or not 1 <= kk <= nn:
+        raise SweepError(f"--shard {text!r}: expected K/N with 1 <= K <= N, e.g. 3/8 "
+                         "(SLURM: --shard $((SLURM_ARRAY_TASK_ID+1))/$SLURM_ARRAY_TASK_COUNT)")
+    return kk, nn
+
+
+def shard_cells(cells: Sequence[Cell], shard: tuple[int, int] | None) -> list[Cell]:
+    """Cells K, K+N, K+2N, … (1-based, in grid order) of ``cells``: shard K of N. Grid order is
+    fixed, so N jobs given 1/N … N/N cover every cell exactly once without talking to each other."""
+    if shard is None:
+        return list(cells)
+    k, n = shard
+    return [c for i, c in enumerate(cells) if i % n == k - 1]
+
+
 def run_sweep(spec: SweepSpec, *, jobs: int = 1, log: Callable[[str], None] = print,
-              banks: BankCache | None = None) -> SweepResult:
-    """Train every unfinished cell of ``spec`` (see the module docstring)."""
+              banks: BankCache | None = None, backend: str = "loky", scheduler: str | None = None,
+              scheduler_file: str | None = None, shard: tuple[int, int] | None = None) -> SweepResult:
+    """Train every unfinished cell of ``spec`` (see the module docstring).
+
+    ``backend="dask"``: cells are tasks on the Dask cluster at ``scheduler``/``scheduler_file``
+    (each worker process keeps its bank between cells). ``shard=(K, N)``: only shard K of N of
+    the grid (:func:`shard_cells`). Either way each cell is claimed before it trains, so sweeps
+    sharing ``spec.out`` never train one cell twice."""
     t0 = time.perf_counter()
-    cells = expand(spec)
-    if not cells:
+    all_cells = expand(spec)
+    if not all_cells:
         raise SweepError("the sweep has no cells")
+    if backend not in ("loky", "dask"):
+        raise SweepError(f"unknown backend {backend!r}: use loky or dask")
+    if backend == "dask" and not (scheduler or scheduler_file):
+        raise SweepError("--backend dask needs --scheduler ADDR or --scheduler-file FILE")
+    cells = shard_cells(all_cells, shard)
     out = Path(spec.out)
-    _write_manifest(spec, cells, out)
+    _write_manifest(spec, all_cells, out)
     todo = [c for c in cells if not is_finished(out / c.name, c)]
     prog = SweepProgress(total=len(cells), jobs=max(1, jobs))
     results: dict[str, dict[str, Any]] = {}
@@ -446,7 +529,10 @@ def run_sweep(spec: SweepSpec, *, jobs: int = 1, log: Callable[[str], None] = pr
             results[c.name] = run_cell(c, out)  # reads the marker only
             prog.skipped += 1
             prog.finished(True, trained=False)
-    log(prog.line(f"{len(todo)} to train in {out}" + (f" on {jobs} processes" if jobs > 1 else "")))
+    where = (f" on the Dask cluster {scheduler or scheduler_file}" if backend == "dask"
+             else f" on {jobs} processes" if jobs > 1 else "")
+    log(prog.line(f"{len(todo)} to train in {out}" + where
+                  + (f" (shard {shard[0]}/{shard[1]} of {len(all_cells)} cells)" if shard else "")))
     unions, keys = plan_unions(todo, out) if todo else ({}, {})
     todo.sort(key=lambda c: keys.get(c.name, ""))  # cells of one bank together (stable: grid order inside)
     loads = 0
@@ -455,10 +541,18 @@ def run_sweep(spec: SweepSpec, *, jobs: int = 1, log: Callable[[str], None] = pr
     def note(r: dict[str, Any]) -> str:
         b = r.get("best") or {}
         what = (f"mean {b['val_ccc_mean']:.4f}" if r["status"] == "done" and "val_ccc_mean" in b
+                else f"being trained by {r.get('holder')}" if r["status"] == "elsewhere"
                 else f"FAILED {r.get('error', '')}")
         return f"{r['name']}: {what} ({fmt_duration(r['seconds'])})"
 
-    if jobs <= 1:
+    if backend == "dask" and todo:
+        for r in _dask_cells(todo, out, unions, scheduler, scheduler_file,
+                             {c.name: f"[{index[c.name]}/{len(cells)} {c.name[:24]}]" for c in todo}):
+            results[r["name"]] = r
+            loads += int(r.get("bank_loads", 0))
+            prog.finished(r["status"] != "failed", trained=r["status"] == "done")
+            log(prog.line(note(r)))
+    elif jobs <= 1:
         bc = banks if banks is not None else BankCache(unions)
         for k, v in unions.items():
             bc.add_union(k, v)
@@ -468,7 +562,7 @@ def run_sweep(spec: SweepSpec, *, jobs: int = 1, log: Callable[[str], None] = pr
             prefix = f"[{index[c.name]}/{len(cells)}]"
             r = run_cell(c, out, banks=bc, log=lambda m, p=prefix: log(fit_line(f"{p} {m}")))
             prog.running = 0
-            prog.finished(r["status"] != "failed")
+            prog.finished(r["status"] != "failed", trained=r["status"] == "done")
             results[c.name] = r
             log(prog.line(note(r)))
         loads = bc.loads
@@ -485,8 +579,33 @@ def run_sweep(spec: SweepSpec, *, jobs: int = 1, log: Callable[[str], None] = pr
         for r in gen:
             results[r["name"]] = r
             loads += int(r.get("bank_loads", 0))
-            prog.finished(r["status"] != "failed")
+            prog.finished(r["status"] != "failed", trained=r["status"] == "done")
             prog.running = min(jobs, prog.remaining)
             log(prog.line(note(r)))
     ordered = [results[c.name] for c in cells]
     return SweepResult(out, ordered, loads, time.perf_counter() - t0)
+
+
+def _dask_cells(todo: Sequence[Cell], out: Path, unions: dict[str, dict[str, tuple[str, str]]],
+                scheduler: str | None, scheduler_file: str | None,
+                prefixes: Mapping[str, str]) -> Any:
+    """Each cell as one Dask task (results as they finish). A cell whose task was lost with the
+    cluster comes back as failed with that reason; its claim died with its worker, so the next
+    sweep resumes it."""
+    import uuid
+
+    from distributed import Client, as_completed
+
+    client = Client(scheduler_file=scheduler_file) if scheduler_file else Client(scheduler)
+    run = uuid.uuid4().hex[:8]
+    try:
+        futures = {client.submit(_worker, c, str(out), unions, None, prefixes[c.name], pure=False,
+                                 key=f"avpipe-sweep-{run}-{i}"): c for i, c in enumerate(todo)}
+        for fut in as_completed(futures):
+            try:
+                yield fut.result()
+            except Exception as e:  # noqa: BLE001 - the cluster's failure, reported per cell
+                yield {"name": futures[fut].name, "status": "failed", "seconds": 0.0,
+                       "error": f"the Dask task was lost ({type(e).__name__}: {e}); rerun the sweep to resume it"}
+    finally:
+        client.close()

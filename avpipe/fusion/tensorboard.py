@@ -70,7 +70,7 @@ def log_final(tb: Any, run_path: str | Path, step: int) -> None:
 
 #: Config keys that say where or how a run ran, not what it trained: never hyper-parameters.
 _NOT_HPARAMS = ("out", "cache", "labels", "split_file", "device", "num_threads", "plot_videos", "resolved_features",
-                "feature_configs")
+                "feature_configs", "distributed")
 
 
 def hparams_of(config: Mapping[str, Any]) -> dict[str, Any]:

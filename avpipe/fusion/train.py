@@ -11,9 +11,13 @@ or explicitly overwritten (:meth:`avpipe.fusion.run.RunDir.claim`), and the run 
 cache and label paths so ``evaluate``/``predict`` work from any directory.
 
 Multi-GPU: launched with ``torchrun`` (env ``WORLD_SIZE``/``RANK``/``LOCAL_RANK``) the model is
-wrapped in DDP (NCCL on CUDA, gloo on CPU); every rank holds the bank and takes an interleaved slice
-of each epoch's window permutation; every rank evaluates the full validation set on identical
-weights (no communication, identical early-stopping decisions); only rank 0 writes the run folder.
+wrapped in DDP (NCCL on CUDA, gloo on CPU); every rank holds the bank. ``batch_size`` is the
+*global* batch: each step's batch is the one-process run's, split evenly across the ranks
+(:func:`avpipe.fusion.windows.batches`), and the learning rate is not scaled — the same experiment
+at any world size. ``config.json`` records ``distributed`` (world size, global and per-rank batch);
+a resume at another world size keeps the global batch (refused when it cannot be split evenly).
+Every rank evaluates the full validation set on identical weights (no communication, identical
+early-stopping decisions); only rank 0 writes the run folder and prints.
 """
 from __future__ import annotations
 
@@ -35,7 +39,7 @@ import numpy as np
 import torch
 
 from avpipe.fusion.guards import check_epoch
-from avpipe.fusion.config import TrainConfig
+from avpipe.fusion.config import DISTRIBUTED, TrainConfig, saved_distributed
 from avpipe.fusion.data import ChunkedBanks, InMemoryBanks, Stats, TrackRef, compute_stats
 from avpipe.fusion.inference import (build_model_from_checkpoint, load_run, predict_provider,  # noqa: F401
                                      resolve_device, write_prediction)
@@ -49,6 +53,7 @@ from avpipe.fusion.run import RUN_RECORD, RunConflictError, RunDir
 from avpipe.fusion.runlog import RunLog
 from avpipe.fusion.schedule import LRSchedule
 from avpipe.fusion.source import FeatureError, FeatureSet, FeatureSource
+from avpipe.pipeline.config import save_config_file
 from avpipe.fusion.windows import Windows, batches, clip_phase_windows, make_windows
 
 Provider = InMemoryBanks | ChunkedBanks
@@ -322,10 +327,30 @@ def training_windows(cfg: TrainConfig, tr: Provider) -> tuple[Windows | None, in
 
 
 def steps_per_epoch(cfg: TrainConfig, n_windows: int, world: int) -> int:
-    """Optimiser steps per epoch and rank (the warm-up schedules count them)."""
-    if cfg.drop_last:
-        return (n_windows // world) // int(cfg.batch_size)
-    return math.ceil(n_windows / world / cfg.batch_size)
+    """Optimiser steps per epoch (the warm-up schedules count them): one per global batch, the
+    same on every rank and — but for a last batch smaller than the world size — at any world size."""
+    from avpipe.fusion.windows import n_batches
+
+    return n_batches(n_windows, int(cfg.batch_size), world, bool(cfg.drop_last))
+
+
+def distributed_record(cfg: TrainConfig, world: int) -> dict[str, int]:
+    """What ``config.json`` records under ``distributed``: ``--batch-size`` is the global batch,
+    split evenly across the ranks; the learning rate is not scaled (the same experiment at any
+    world size)."""
+    return {"world_size": int(world), "batch_size_global": int(cfg.batch_size),
+            "batch_size_per_rank": int(cfg.batch_size) // max(1, int(world))}
+
+
+def check_world(cfg: TrainConfig, world: int, saved: Mapping[str, Any] | None = None) -> None:
+    """Refuse a global batch the ranks cannot share evenly (a usage error, before any data is
+    loaded). ``saved``: the run's recorded ``distributed`` block when resuming — another world
+    size is accepted because the global batch, and so the experiment, stays the same."""
+    if world > 1 and int(cfg.batch_size) % world:
+        what = (f"the run's global batch {cfg.batch_size} (recorded at world size "
+                f"{saved.get('world_size')})" if saved else f"--batch-size {cfg.batch_size} (the global batch)")
+        raise RunConflictError(f"{what} cannot be split evenly across {world} ranks; use a multiple of {world}"
+                               + (" or resume with a world size that divides it" if saved else ""))
 
 
 def make_schedule(cfg: TrainConfig, opt: torch.optim.Optimizer, steps: int) -> LRSchedule | RecipeSchedule:
@@ -380,6 +405,10 @@ def train_epoch(cfg: TrainConfig, fit: Fit, tr: Provider, windows: Windows | Non
             lrs.after_batch()
             tot += float(loss.detach())
             nb += 1
+    if world > 1 and torch.distributed.is_initialized():  # the epoch's loss over all ranks' windows
+        t = torch.tensor([tot], dtype=torch.float64, device=device if device.type == "cuda" else "cpu")
+        torch.distributed.all_reduce(t)
+        tot = float(t.item()) / world
     return tot, nb, lr
 
 
@@ -490,10 +519,12 @@ def _train(cfg: TrainConfig, *, source: FeatureSource | None, resume: bool, over
     loaded and normalised banks (a sweep's runs share one load per process); None or a miss: load
     here as usual.
     """
-    rank0 = dist_info()[0] == 0
+    rank0, world0 = dist_info()[0] == 0, dist_info()[1]
     cfg = claim_run(cfg, resume=resume, overwrite=overwrite, check=rank0)
     run = RunDir(cfg.out)
     cfg = absolute_paths(cfg.resolved())
+    saved_dist = saved_distributed(run) if resume else None
+    check_world(cfg, world0, saved_dist)
     device = resolve_device(cfg.device)
     rank, world = init_distributed(device)
     main_proc = rank == 0
@@ -506,7 +537,10 @@ def _train(cfg: TrainConfig, *, source: FeatureSource | None, resume: bool, over
         if overwrite and not resume:
             run.clear()  # only now: a run that fails to start (bad labels, no features) loses nothing
         run.create()
-        cfg.save(run.config)
+        save_config_file({**cfg.to_dict(), DISTRIBUTED: distributed_record(cfg, world)}, run.config)
+        if saved_dist and int(saved_dist.get("world_size", world)) != world:
+            log(f"resuming at world size {world} (was {saved_dist.get('world_size')}): the same global batch "
+                f"{cfg.batch_size}, {int(cfg.batch_size) // world} per rank")
         record_environment(run, cfg, device, log)
         log(f"[{cfg.fusion}] {len(data.prep.train)} train / {len(data.prep.val)} val tracks; features "
             + ", ".join(f"{m}={s}@{f[:12]}" for m, (s, f) in data.prep.fps.items())

@@ -156,9 +156,15 @@ def batches(n: int, batch_size: int, *, seed: int | None, epoch: int = 0, rank: 
     resumed run sees the same order as an uninterrupted one); ``once`` — one permutation drawn from
     the seed, the same batches in the same order every epoch (RJCMA's code shuffles its window list
     once per fold); ``none`` — enumeration order (the RJA/DCA code, ``shuffle: false``).
-    ``drop_last`` drops a final batch smaller than ``batch_size`` (the JCA code). Ranks take
-    interleaved slices (same count on every rank, the ``n % world`` leftover dropped, as
-    DistributedSampler(drop_last=True) does).
+    ``drop_last`` drops a final batch smaller than ``batch_size`` (the JCA code).
+
+    Several ranks (DDP): ``batch_size`` is the *global* batch. The global batches are exactly the
+    one-process ones; rank ``r`` takes ``batch[r::world]`` of each, so the ranks together see the
+    same windows per step as one process does and DDP's averaged gradient is the one-process
+    gradient (for a loss that is a mean over windows). A batch is first cut to a multiple of
+    ``world`` (every rank gets the same count); one smaller than ``world`` is skipped, on every
+    rank alike. Why: with an interleaved per-rank slice, ``--batch-size`` silently meant a
+    per-rank batch and 2 ranks trained another experiment (issue 23).
     """
     if shuffle not in SHUFFLES:
         raise ValueError(f"unknown shuffle policy {shuffle!r}; use one of {', '.join(SHUFFLES)}")
@@ -167,12 +173,24 @@ def batches(n: int, batch_size: int, *, seed: int | None, epoch: int = 0, rank: 
     else:
         g = torch.Generator().manual_seed(int(seed) * 1_000_003 + (int(epoch) if shuffle == "epoch" else 0))
         order = torch.randperm(n, generator=g)
-    if world > 1:
-        order = order[: n - n % world][rank::world]
     order = order.to(device)
     end = len(order) - len(order) % batch_size if drop_last else len(order)
     for i in range(0, end, batch_size):
-        yield order[i: i + batch_size]
+        b = order[i: i + batch_size]
+        if world > 1:
+            b = b[: len(b) - len(b) % world]
+            if len(b) == 0:
+                continue
+            b = b[rank::world]
+        yield b
+
+
+def n_batches(n: int, batch_size: int, world: int = 1, drop_last: bool = False) -> int:
+    """How many batches :func:`batches` yields per rank (the same on every rank)."""
+    full, rest = divmod(int(n), int(batch_size))
+    if drop_last or rest == 0:
+        return full
+    return full + (1 if rest >= max(1, int(world)) else 0)
 
 
 # ----------------------------------------------------------------------------- clip tokens

@@ -32,6 +32,9 @@ DISK_FULL = "DiskFull"
 CACHE_WRITE = "CacheWriteFailed"
 #: error_type of a result discarded because its video file changed while it was read: transient.
 SOURCE_CHANGED = "SourceChanged"
+#: error_type of a result not computed because the Dask cluster went away (scheduler lost, a
+#: connection timed out, its future was cancelled): transient, the cluster's fault, not the video's.
+CLUSTER_LOST = "ClusterLost"
 #: Below this many MB free on the cache's disk, an HDF5 error while writing is taken for a full
 #: disk: HDF5 reports ENOSPC as "Can't destroy cache", "can't write data" and the like.
 LOW_SPACE_MB = 64.0
@@ -53,6 +56,35 @@ _DISK_FULL_WORDS = ("no space left on device", "errno = 28", "disk quota exceede
 def is_worker_death(exc: BaseException) -> bool:
     """True for the errors a process pool raises when one of its processes died."""
     return any(t.__name__ in _WORKER_DEATH_TYPES for t in type(exc).__mro__)
+
+
+# What distributed raises when the scheduler (or the connection to it) is gone. Matched by name so
+# this module never imports distributed (a local run does not have to have it).
+_CLUSTER_FAULT_TYPES = ("FutureCancelledError", "FuturesCancelledError", "CancelledError", "CommClosedError",
+                        "StreamClosedError", "TimeoutError", "ClosedClientError", "RPCClosed")
+_CLUSTER_FAULT_WORDS = ("scheduler-connection-lost", "timed out trying to connect", "commclosederror",
+                        "scheduler is closing", "connection to the scheduler", "stream is closed",
+                        "client is closing", "cannot connect", "connection refused")
+
+
+def is_cluster_fault(exc: BaseException) -> bool:
+    """True when an executor error says the cluster went away rather than a task failing: the
+    scheduler died, the connection to it timed out or closed, or its futures were cancelled.
+
+    Why: these used to be recorded as each video's own (permanent) failure, so one lost scheduler
+    made every video of the batch wait for ``--retry-failed``. Only errors the executor raised
+    are classified here; a stage's own exception never reaches this test."""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if any(t.__name__ in _CLUSTER_FAULT_TYPES for t in type(e).__mro__):
+            return True
+        text = f"{type(e).__name__}: {e}".lower()
+        if any(w in text for w in _CLUSTER_FAULT_WORDS):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
 
 
 def is_disk_full(exc: BaseException) -> bool:

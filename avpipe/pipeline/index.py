@@ -3,7 +3,8 @@
 A shard on disk proves nothing; an entry exists when, and only when, its row is here. The driver
 is the only writer (workers return what they wrote and the driver commits it, one transaction per
 task), so SQLite's single-writer model fits, and WAL mode lets readers (the trainer, ``status``)
-read while an ``extract`` runs.
+read while an ``extract`` runs. On a network filesystem (NFS, Lustre, ...) WAL is unsafe, and the
+index uses the rollback journal instead (:mod:`avpipe.pipeline.netfs`).
 
 Tables::
 
@@ -149,7 +150,11 @@ class Index:
             self.db = sqlite3.connect(str(self.path), timeout=60, isolation_level=None)
             try:
                 self.db.execute("PRAGMA busy_timeout=60000")
-                self.db.execute("PRAGMA journal_mode=WAL")
+                from avpipe.pipeline.netfs import index_journal_mode
+
+                # WAL needs shared memory between the processes: not on a network filesystem
+                self.journal_mode = index_journal_mode(self.path.parent)
+                self.db.execute(f"PRAGMA journal_mode={self.journal_mode}")
                 self.db.execute("PRAGMA synchronous=NORMAL")
                 had_schema = has_tables(self.db)
                 self.db.executescript(_SCHEMA)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import errno
 import os
+import socket
 import sys
 import threading
 import time
@@ -140,7 +141,8 @@ class CacheLock:
             lock.release()
             self._lock = None
             raise
-        self._write_holder(f"pid {os.getpid()} ({self.purpose})\n")
+        # the host too: on a shared filesystem the holder may be a process on another machine
+        self._write_holder(f"pid {os.getpid()} on {socket.gethostname()} ({self.purpose})\n")
 
     def _lock_folder(self) -> None:
         """The lock that survives ``rm .lock``: an flock on the cache folder's own descriptor

@@ -8,10 +8,15 @@
   (:class:`~avpipe.pipeline.shard_writer.ShardWriter`) and drops it, so a task never holds more
   than one video's result; stages that return :class:`~avpipe.pipeline.chunks.RowChunks` never
   hold even that whole.
-* joblib is the one parallel API: ``jobs=1`` runs tasks in this process (no pool); otherwise a
-  loky process pool, or — ``backend="dask"`` — a Dask cluster through joblib's Dask backend. The
-  same :func:`run_task` runs everywhere and returns what it wrote; only this driver touches the
-  index, one transaction per task as each result arrives, so a crash loses only in-flight work.
+* ``jobs=1`` runs tasks in this process (no pool); otherwise a joblib/loky process pool, or —
+  ``backend="dask"`` — a Dask cluster through the ``distributed`` client, with tasks sized from
+  the cluster's worker threads (asked at each stage) and torch threads from each worker's own
+  cores. The same :func:`run_task` runs everywhere and returns what it wrote; only this driver
+  touches the index, one transaction per task as each result arrives, so a crash loses only
+  in-flight work.
+* A cluster that goes away (scheduler lost, connection timed out or closed, futures cancelled)
+  is the cluster's fault, not the videos': the unfinished videos are recorded as transient
+  ``ClusterLost`` failures, the run stops and says so in one line.
 * Any exception from a stage for one video is recorded (type, message, traceback) and that video
   is skipped by the stage's dependents (counted as *skipped*, not as their own failure); the rest
   of the batch completes. A per-frame stage whose row count differs from probe's ``n_frames``
@@ -27,6 +32,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import sys
@@ -44,7 +50,7 @@ from avpipe.display import safe_name, safe_text
 from avpipe.pipeline.chunks import n_rows
 from avpipe.pipeline.entry import ShardEntry
 from avpipe.pipeline.discover import source_changed
-from avpipe.pipeline.faults import (CACHE_WRITE, DISK_FULL, SOURCE_CHANGED, WORKER_DIED, die_with_parent,
+from avpipe.pipeline.faults import (CACHE_WRITE, CLUSTER_LOST, DISK_FULL, is_cluster_fault, SOURCE_CHANGED, WORKER_DIED, die_with_parent,
                                     disk_full_message, is_disk_full, is_worker_death, oom_kill_count,
                                     storage_fault, worker_death_cause)
 from avpipe.pipeline.fingerprint import Fingerprint, upstream_names
@@ -74,6 +80,7 @@ class Task:
     videos: list[tuple[VideoRef, dict[str, ShardEntry]]]
     driver_pid: int | None = None  # set for local pool workers: they exit when the driver dies
     stderr_path: str | None = None  # isolation runs: the worker's stderr goes here (cause of death)
+    auto_threads: bool = False  # Dask: threads from the worker's own cores, not the driver's
 
 
 @dataclass
@@ -135,6 +142,10 @@ def run_task(task: Task) -> TaskResult:
     per-video problem: failures come back as records for the driver to commit."""
     if task.driver_pid is not None:
         die_with_parent(task.driver_pid)
+    if task.auto_threads:
+        n = dask_worker_threads()
+        if n is not None:
+            task = dataclasses.replace(task, runtime=dataclasses.replace(task.runtime, num_threads=n))
     with _stderr_to(task.stderr_path):
         return _run_task(task)
 
@@ -262,10 +273,11 @@ class RunSummary:
     dropped_entries: int = 0
     failures: list[FailureRecord] = field(default_factory=list)
     skipped: list[tuple[str, str, str]] = field(default_factory=list)  # (stage, key, reason)
+    cluster_lost: str | None = None  # why the Dask cluster went away mid-run (later stages not run)
 
     @property
     def ok(self) -> bool:
-        return all(s.failed == 0 and s.failed_before == 0 and s.skipped == 0 and s.unavailable is None
+        return self.cluster_lost is None and all(s.failed == 0 and s.failed_before == 0 and s.skipped == 0 and s.unavailable is None
                    for s in self.stages)
 
     @property
@@ -288,14 +300,19 @@ class RunSummary:
             if s.unavailable:
                 lines.append(f"    {s.name} cannot run: {s.unavailable}")
         full = [f for f in self.failures if f.error_type == DISK_FULL]
+        lost = [f for f in self.failures if f.error_type == CLUSTER_LOST]
         for f in self.failures:
-            if f.error_type == DISK_FULL:
+            if f.error_type in (DISK_FULL, CLUSTER_LOST):
                 continue
             msg = f.message.splitlines()[0] if f.message else ""
             lines.append(f"  FAILED {f.stage} {safe_name(f.key)}: {f.error_type}: {safe_text(msg)}")
         if full:  # one line, not one per video: the disk is the problem, not the videos
             lines.append(f"  DISK FULL: {len(full)} (stage, video) results could not be stored "
                          f"({safe_text(full[-1].message)}); free some space: the next run retries them")
+        if self.cluster_lost is not None:  # one line: the cluster is the problem, not the videos
+            lines.append(f"  CLUSTER LOST: the Dask cluster went away ({safe_text(self.cluster_lost)}); "
+                         f"{len(lost)} (stage, video) results were not computed and later stages did "
+                         "not run; the next run retries them (no --retry-failed needed)")
         if self.skipped:
             lines.append(f"  {len(self.skipped)} (stage, video) skipped because an upstream stage failed "
                          "or is missing for that video")
@@ -319,50 +336,87 @@ def task_size(n_videos: int, jobs: int, videos_per_task: int) -> int:
     """Videos per task: enough tasks that each of ``jobs`` workers gets about
     ``TASKS_PER_WORKER`` of them, never more than the stage's ``videos_per_task``. Why: sizing
     by ``videos_per_task`` alone made a batch of <= 8 videos one task, and ``--jobs 2`` used one
-    core. With ``jobs <= 1`` (one process, or a Dask cluster of unknown size) tasks stay at
-    ``videos_per_task``: fewer, larger shards."""
+    core. ``jobs`` is the executor's :meth:`Executor.slots`: the pool size locally, the cluster's
+    worker threads now with Dask. With one slot tasks stay at ``videos_per_task``: fewer, larger
+    shards."""
     cap = max(1, int(videos_per_task))
     if jobs <= 1 or n_videos <= 0:
         return cap
     return max(1, min(cap, math.ceil(n_videos / (jobs * TASKS_PER_WORKER))))
 
 
-class Executor:
-    """Runs tasks through joblib; ``jobs=1`` in-process. Results come back unordered."""
+def dask_worker_threads() -> int | None:
+    """Torch threads for a task running on a Dask worker: *that* machine's free cores shared
+    among the worker's task threads; None outside a Dask worker. Why: the driver's cores and load
+    say nothing about a worker on another node."""
+    try:
+        from distributed import get_worker
 
-    def __init__(self, jobs: int = 1, backend: str = "loky", scheduler: str | None = None) -> None:
+        w = get_worker()
+    except (ImportError, ValueError):
+        return None
+    return default_num_threads(int(getattr(w.state, "nthreads", None) or getattr(w, "nthreads", 1) or 1))
+
+
+class Executor:
+    """Runs tasks locally (``jobs=1`` in-process, else a loky pool) or on a Dask cluster.
+    Results come back unordered.
+
+    Dask tasks go straight to the ``distributed`` client (not through joblib's Dask backend): that
+    backend runs everything *in the driver* when the cluster has one worker thread, hides the
+    cluster's size, and wraps a lost scheduler in errors that look like a task's."""
+
+    def __init__(self, jobs: int = 1, backend: str = "loky", scheduler: str | None = None,
+                 scheduler_file: str | None = None) -> None:
         if backend not in ("loky", "dask"):
             raise ValueError(f"unknown backend {backend!r}: use loky or dask")
-        self.jobs, self.backend, self.scheduler = jobs, backend, scheduler
+        self.jobs, self.backend, self.scheduler, self.scheduler_file = jobs, backend, scheduler, scheduler_file
         self._client: Any = None
+        self.auto_threads = False  # Dask: each task takes its worker's threads (no --num-threads given)
 
     @property
     def local_pool(self) -> bool:
         """Tasks run in worker processes this driver started (and must not outlive it)."""
         return self.backend == "loky" and self.jobs != 1
 
+    def slots(self) -> int:
+        """How many tasks can run at once: ``jobs`` locally; with Dask the cluster's worker threads
+        now (asked each stage, so workers that joined since count), or ``jobs`` if larger."""
+        if self.backend != "dask" or self._client is None:
+            return self.jobs
+        try:
+            workers = self._client.scheduler_info(n_workers=-1).get("workers", {})
+        except TypeError:  # older distributed: no n_workers argument
+            workers = self._client.scheduler_info().get("workers", {})
+        except Exception:  # the scheduler is unreachable: the tasks will say so
+            return max(1, self.jobs)
+        return max(self.jobs, sum(int(w.get("nthreads", 1)) for w in workers.values()), 1)
+
     def __enter__(self) -> "Executor":
         if self.backend == "dask":
             from dask.distributed import Client
 
-            self._client = Client(self.scheduler) if self.scheduler else Client(processes=False)
+            if self.scheduler_file:
+                self._client = Client(scheduler_file=self.scheduler_file)
+            elif self.scheduler:
+                self._client = Client(self.scheduler)
+            else:
+                self._client = Client(processes=False)
         return self
 
     def __exit__(self, *exc: Any) -> None:
         if self._client is not None:
-            self._client.close()
+            with contextlib.suppress(Exception):  # a lost scheduler must not hide the summary
+                self._client.close(timeout=5)
             self._client = None
 
     def map(self, tasks: list[Task]) -> Iterator[TaskResult]:
         if not tasks:
             return iter(())
-        from joblib import Parallel, delayed, parallel_config
-
         if self.backend == "dask":
-            def gen() -> Iterator[TaskResult]:
-                with parallel_config(backend="dask", n_jobs=self.jobs if self.jobs > 1 else -1):
-                    yield from Parallel(return_as="generator_unordered")(delayed(run_task)(t) for t in tasks)
-            return gen()
+            return self._map_dask(tasks)
+        from joblib import Parallel, delayed
+
         if self.jobs == 1:
             return (run_task(t) for t in tasks)
         import warnings
@@ -373,6 +427,26 @@ class Executor:
                                 category=UserWarning)
         return iter(Parallel(n_jobs=self.jobs, backend="loky", return_as="generator_unordered")(
             delayed(run_task)(t) for t in tasks))
+
+    def _map_dask(self, tasks: list[Task]) -> Iterator[TaskResult]:
+        import uuid
+
+        from distributed import as_completed
+
+        assert self._client is not None, "use the Executor as a context manager"
+        run = uuid.uuid4().hex[:8]
+        futures = [self._client.submit(run_task, t, pure=False,
+                                       key=f"avpipe-{t.fingerprint.stage}-{run}-{t.task_id}") for t in tasks]
+
+        def gen() -> Iterator[TaskResult]:
+            try:
+                for fut in as_completed(futures):
+                    yield fut.result()  # run_task never raises for a video: an error here is the cluster's
+            finally:
+                for fut in futures:
+                    with contextlib.suppress(Exception):
+                        fut.release()
+        return gen()
 
 
 class _NoBar:
@@ -441,7 +515,7 @@ def _make_tasks(state: _RunState, name: str, ready: list[str], executor: "Execut
     sp = state.plan.stages[name]
     ups = upstream_names(sp.stage)
     tasks: list[Task] = []
-    size = task_size(len(ready), executor.jobs, sp.stage.videos_per_task)
+    size = task_size(len(ready), executor.slots(), sp.stage.videos_per_task)
     for i, chunk in enumerate(_chunks(ready, size)):
         vids = []
         for cid in chunk:
@@ -452,7 +526,8 @@ def _make_tasks(state: _RunState, name: str, ready: list[str], executor: "Execut
             vids.append((VideoRef(v.key, cid, v.path, v.identity), inputs))
         tasks.append(Task(i, type(sp.stage), sp.stage.config, sp.stage.runtime, sp.fingerprint,  # type: ignore[arg-type]
                           str(state.cache.root), vids,
-                          driver_pid=os.getpid() if executor.local_pool else None))
+                          driver_pid=os.getpid() if executor.local_pool else None,
+                          auto_threads=executor.backend == "dask" and executor.auto_threads))
     return tasks
 
 
@@ -530,7 +605,7 @@ def _run_isolated(task: Task, video: tuple[VideoRef, dict[str, ShardEntry]], exe
     with tempfile.TemporaryDirectory(prefix="avpipe-isolate-") as tmp:
         err_path = os.path.join(tmp, "stderr") if executor.local_pool else None
         one = Task(task.task_id, task.stage_cls, task.config, task.runtime, task.fingerprint, task.root,
-                   [video], driver_pid=task.driver_pid, stderr_path=err_path)
+                   [video], driver_pid=task.driver_pid, stderr_path=err_path, auto_threads=task.auto_threads)
         oom_before = oom_kill_count()
         left, exc = _run_round([one], executor, commit)
         err = ""
@@ -539,7 +614,7 @@ def _run_isolated(task: Task, video: tuple[VideoRef, dict[str, ShardEntry]], exe
                 err = fh.read()
             if err:
                 sys.stderr.write(err)  # the worker's own words reach the user as before
-    if not left or exc is None:
+    if not left or exc is None or _cluster_lost(left, exc, commit):
         return
     tb = "".join(traceback.format_exception(exc)) + ("\n-- worker stderr --\n" + err[-4000:] if err else "")
     if is_worker_death(exc):
@@ -548,6 +623,27 @@ def _run_isolated(task: Task, video: tuple[VideoRef, dict[str, ShardEntry]], exe
                                   transient=True)])
     else:
         commit.failures([_failure(one, video[0], exc, tb)])
+
+
+def _cluster_lost(left: list[Task], exc: BaseException | None, commit: _StageCommitter) -> bool:
+    """If the round ended because the cluster went away (or had already), record the videos it
+    did not finish as transient ``ClusterLost`` failures and note why in the summary. True then.
+
+    Why: a lost scheduler says nothing about the videos; stored as their own failure they waited
+    for ``--retry-failed``. The run stops here (later stages would only wait for the same dead
+    scheduler) and exits non-zero with one line saying the cluster went away."""
+    summary = commit.state.summary
+    if not left or (summary.cluster_lost is None and (exc is None or not is_cluster_fault(exc))):
+        return False
+    if summary.cluster_lost is None:
+        summary.cluster_lost = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
+    why = summary.cluster_lost
+    tb = "".join(traceback.format_exception(exc)) if exc is not None else why
+    commit.failures([_failure(t, v, RuntimeError(why), tb, error_type=CLUSTER_LOST,
+                              message=f"the Dask cluster went away ({why}); retried by the next run",
+                              transient=True)
+                     for t in left for v, _ in t.videos])
+    return True
 
 
 def _run_stage_tasks(tasks: list[Task], executor: "Executor", commit: _StageCommitter) -> None:
@@ -559,15 +655,23 @@ def _run_stage_tasks(tasks: list[Task], executor: "Executor", commit: _StageComm
     time is recorded alone with the real cause, and the others complete.
     """
     left, exc = _run_round(tasks, executor, commit)
+    if _cluster_lost(left, exc, commit):
+        return
     if left and exc is not None and is_worker_death(exc):
         n = sum(len(t.videos) for t in left)
         _say(f"{commit.name}: {worker_death_cause(exc)}; retrying the {n} videos of its unfinished tasks")
         left, exc = _run_round(left, executor, commit)
+        if _cluster_lost(left, exc, commit):
+            return
         if left and exc is not None and is_worker_death(exc):
             n = sum(len(t.videos) for t in left)
             _say(f"{commit.name}: a worker died again; running those {n} videos one at a time")
             for t in left:
-                for video in t.videos:
+                for i, video in enumerate(t.videos):
+                    if commit.state.summary.cluster_lost is not None:  # no cluster to isolate on
+                        _cluster_lost([Task(t.task_id, t.stage_cls, t.config, t.runtime, t.fingerprint,
+                                            t.root, t.videos[i:])], None, commit)
+                        break
                     _run_isolated(t, video, executor, commit)
             return
     if left and exc is not None:  # not a worker death (e.g. the task could not be pickled)
@@ -586,6 +690,8 @@ def execute(cache: Cache, plan: Plan, executor: Executor, *, progress: bool = Tr
         sp = plan.stages[name]
         if sp.unavailable or sp.fingerprint is None:
             continue
+        if summary.cluster_lost is not None:  # nothing can run without the cluster: stop here
+            break
         t0 = time.perf_counter()
         ready = _ready_videos(state, name, ss)
         bar = _progress(len(ready), name, progress)
@@ -604,13 +710,17 @@ def run_extract(cache_root: str | Path, videos_root: str | Path, config: Pipelin
                 stages: list[str] | None = None, only: str | None = None, force: bool = False,
                 retry_failed: bool = False, jobs: int = 1, backend: str = "loky",
                 scheduler: str | None = None, runtime: Runtime | None = None,
-                progress: bool = True, say: Any = None) -> RunSummary:
+                progress: bool = True, say: Any = None, scheduler_file: str | None = None,
+                auto_threads: bool | None = None) -> RunSummary:
     """The whole ``extract`` command as a function: lock, plan, execute, summarise.
 
     Raises :class:`avpipe.pipeline.plan.PlanError` for usage errors (unknown stage, bad config).
+    ``auto_threads`` (default: no ``runtime`` given): on Dask, each task's torch threads follow
+    the cores of the worker that runs it.
     """
     t0 = time.perf_counter()
-    executor = Executor(jobs, backend, scheduler)
+    executor = Executor(jobs, backend, scheduler, scheduler_file)
+    executor.auto_threads = runtime is None if auto_threads is None else auto_threads
     if runtime is None:  # threads follow the free cores shared among the workers
         runtime = Runtime(num_threads=default_num_threads(jobs))
     root = Path(cache_root).expanduser().absolute()
