@@ -16,12 +16,15 @@ positions are known (the source photo's landmarks, found once by MTCNN on the 51
 carried by the generator's own transform), so each method's landmark error to them is printed
 too (``truth``).
 
-    .venv/bin/python benchmarks/bench_faces.py --repeats 3 --threads 1
+    .venv/bin/python benchmarks/bench_faces.py --repeats 3 --threads 1 [--old REV]
+
+``--old REV`` adds the stage as it was at a git revision (its defaults), timed in the same loop.
 """
 from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -59,6 +62,29 @@ def truth_landmarks(mtcnn, n: int, size: tuple[int, int], fps: float = 25.0) -> 
     return np.stack(out)
 
 
+def old_faces(rev: str, root: Path, tmp: Path):
+    """The ``Faces`` stage of ``avpipe/extractors/faces.py`` at git revision ``rev`` (its default
+    config), imported beside today's without registering it."""
+    import importlib.util
+    import subprocess
+
+    import avpipe.pipeline.stage as stage_mod
+
+    path = tmp / f"faces_{rev}.py"
+    path.write_bytes(subprocess.check_output(["git", "-C", str(root), "show", f"{rev}:avpipe/extractors/faces.py"]))
+    saved = dict(stage_mod._REGISTRY)
+    stage_mod._REGISTRY.pop("faces", None)
+    try:
+        spec = importlib.util.spec_from_file_location(f"faces_{rev}", path)
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = mod  # dataclasses look their module up while the class is made
+        spec.loader.exec_module(mod)
+    finally:
+        stage_mod._REGISTRY.clear()
+        stage_mod._REGISTRY.update(saved)
+    return mod.Faces(mod.FacesConfig())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeats", type=int, default=3)
@@ -66,6 +92,8 @@ def main() -> None:
     ap.add_argument("--long-seconds", type=float, default=20.0, help="generated 640x360 clip length")
     ap.add_argument("--short-seconds", type=float, default=3.0, help="generated 576x768 clip length")
     ap.add_argument("--onet-inputs", type=int, default=3, help="track_onet_inputs of the onet method")
+    ap.add_argument("--old", default=None, metavar="REV",
+                    help="also time the faces stage of this git revision (its defaults) as method 'old'")
     args = ap.parse_args()
 
     import torch
@@ -86,6 +114,8 @@ def main() -> None:
     mt = MTCNN(device="cpu")
     stages = {"window": Faces(FacesConfig()),
               "onet": Faces(FacesConfig(track_onet_inputs=args.onet_inputs))}
+    if args.old:
+        stages = {"old": old_faces(args.old, root, tmp), **stages}
     for st in stages.values():
         st.ensure_loaded()
     torch.set_num_threads(args.threads)
@@ -93,7 +123,7 @@ def main() -> None:
     for name, path, size in clips:
         frames = list(iter_frames(path))
         n = len(frames)
-        times: dict[str, list[float]] = {"naive": [], "window": [], "onet": [], "onet+decode": []}
+        times: dict[str, list[float]] = {"naive": [], "onet+decode": [], **{k: [] for k in stages}}
         res = {}
         for _ in range(args.repeats):
             t = time.perf_counter(); nb, nl = naive(frames, mt); times["naive"].append(time.perf_counter() - t)
