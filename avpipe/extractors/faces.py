@@ -27,11 +27,12 @@ cascade's face box to the previous frame's; the window cascade runs instead (and
 anchor) when O-net's probability is below ``track_onet_min_prob`` or its face does not continue
 the track. Feeding O-net its *inputs* rather than the previous *output* box matters: O-net's box
 is not a fixed point of O-net (re-regressing the previous box shrank it ~5 % and agreement with
-per-frame MTCNN fell to 60–80 %). With the inputs there is no drift, and the stage runs ~2.5×
+per-frame MTCNN fell to 60–80 %). With the inputs there is no drift or bias, and the stage runs 2–3×
 faster (``benchmarks/bench_faces.py``), but it no longer reproduces per-frame MTCNN's own
 frame-to-frame jitter (its box against its own box on the next frame: IoU >= 0.9 on only
-91–97 % of frames on the test clips): agreement with per-frame MTCNN (IoU >= 0.9) is 77–92 %,
-landmarks ~1 % of the face width from per-frame MTCNN's. The window cascade keeps the P-net
+91–97 % of frames on the test clips): agreement with per-frame MTCNN (IoU >= 0.9) is 80–83 %,
+landmarks ~1 % of the face width from per-frame MTCNN's (and as far from the true positions as
+per-frame MTCNN's, within 6 %). The window cascade keeps the P-net
 proposals that make MTCNN's own boxes, which is why it stays the default (and why O-net tracking
 is off in the fingerprint when off: the output is version 4's).
 
