@@ -32,6 +32,14 @@ from pathlib import Path
 import numpy as np
 
 
+def timed(into: list[float], f, *args):
+    """``f(*args)``, its wall seconds appended to ``into``."""
+    t = time.perf_counter()
+    out = f(*args)
+    into.append(time.perf_counter() - t)
+    return out
+
+
 def naive(frames, mtcnn):
     boxes, lms = [], []
     for f in frames:
@@ -126,18 +134,17 @@ def main() -> None:
         times: dict[str, list[float]] = {"naive": [], "onet+decode": [], **{k: [] for k in stages}}
         res = {}
         for _ in range(args.repeats):
-            t = time.perf_counter(); nb, nl = naive(frames, mt); times["naive"].append(time.perf_counter() - t)
+            nb, nl = timed(times["naive"], naive, frames, mt)
             for k, st in stages.items():
-                t = time.perf_counter(); res[k] = st.process(iter(frames), n); times[k].append(time.perf_counter() - t)
-            t = time.perf_counter(); stages["onet"].process(iter_frames(path), n)
-            times["onet+decode"].append(time.perf_counter() - t)
+                res[k] = timed(times[k], st.process, iter(frames), n)
+            timed(times["onet+decode"], stages["onet"].process, iter_frames(path), n)
         med = {k: statistics.median(v) for k, v in times.items()}
         self_iou = np.array([iou(a, b[None])[0] for a, b in zip(nb, nb[1:]) if a is not None and b is not None])
         truth = truth_landmarks(mt, n, size) if size is not None else None
         print(f"\n{name}: {n} frames; naive {n / med['naive']:.1f} f/s; naive self (t vs t+1) IoU>=0.9 "
               f"{(self_iou >= 0.9).mean():.3f}, median {np.median(self_iou):.3f}")
         if truth is not None:
-            ok = [i for i, l in enumerate(nl) if l is not None]
+            ok = [i for i, lm in enumerate(nl) if lm is not None]
             e = np.linalg.norm(np.stack([nl[i] for i in ok]) - truth[ok], axis=2).mean()
             print(f"  naive landmark error to truth: {e:.2f} px")
         print(f"  {'method':8s} {'f/s':>7s} {'x naive':>7s} {'IoU>=.9':>7s} {'min IoU':>7s} {'lm px':>6s} "

@@ -20,6 +20,14 @@ import time
 from pathlib import Path
 
 
+def timed(into: list[float], f, *args):
+    """``f(*args)``, its wall seconds appended to ``into``."""
+    t = time.perf_counter()
+    out = f(*args)
+    into.append(time.perf_counter() - t)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=20.0)
@@ -46,11 +54,11 @@ def main() -> None:
 
     dec, stage = [], []
     for _ in range(args.repeats):
-        t = time.perf_counter(); sum(1 for _ in iter_frames(path)); dec.append(time.perf_counter() - t)
-        t = time.perf_counter(); st.process(iter(frames), n); stage.append(time.perf_counter() - t)
+        timed(dec, lambda: sum(1 for _ in iter_frames(path)))
+        timed(stage, lambda: st.process(iter(frames), n))
     total = statistics.median(stage)
     pr = cProfile.Profile()
-    pr.enable(); st.process(iter(frames), n); pr.disable()
+    pr.runcall(st.process, iter(frames), n)
     stats = pstats.Stats(pr).stats
     prof_total = sum(v[2] for v in stats.values())  # tottime sum
 
@@ -92,7 +100,7 @@ def main() -> None:
                 flops = fc.get_total_flops()
             ts = []
             for _ in range(20):
-                t = time.perf_counter(); net(x); ts.append(time.perf_counter() - t)
+                timed(ts, net, x)
         ms = 1000 * statistics.median(ts)
         print(f"| {name} | {tuple(shape)} | {flops / 1e9:.4f} | {ms:.2f} | {flops / 1e9 / (ms / 1000):.1f} |")
 

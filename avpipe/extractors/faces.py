@@ -279,8 +279,6 @@ class MtcnnEngine:
         ``roi_rnet_top_k`` / ``roi_onet_top_k`` best candidates go on to R-net / O-net.
         Returns boxes (N, 5) and landmarks (N, 5, 2) in frame pixels.
         """
-        import torch
-
         c = self.roi_cascade(frame, box)
         return c.boxes[c.picks], c.points[c.picks]
 
