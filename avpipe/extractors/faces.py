@@ -71,7 +71,6 @@ a secondary person lost between key frames does not trigger a full cascade (the 
 """
 from __future__ import annotations
 
-import functools
 import hashlib
 import queue
 import threading
@@ -287,7 +286,7 @@ class MtcnnEngine:
         :meth:`onet_track` needs to follow the face on the next frames)."""
         import torch
 
-        src = _FloatFrame(torch.from_numpy(np.ascontiguousarray(frame)).to(self.device))
+        src = torch.from_numpy(np.ascontiguousarray(frame)).to(self.device)  # (H, W, 3) uint8
         with torch.inference_mode():
             boxes = self._roi_pnet(src, box)
             boxes = self._rnet_step(src, boxes) if boxes is not None else None
@@ -303,7 +302,7 @@ class MtcnnEngine:
         same kind of box — without P-net and R-net."""
         import torch
 
-        src = _FloatFrame(torch.from_numpy(np.ascontiguousarray(frame)).to(self.device))
+        src = torch.from_numpy(np.ascontiguousarray(frame)).to(self.device)
         ib = torch.from_numpy(np.asarray(inputs, np.float32).reshape(-1, 4)).to(self.device)
         with torch.inference_mode():
             got = self._onet_step(src, torch.cat([ib, torch.zeros(len(ib), 1, device=self.device)], 1))
@@ -335,9 +334,6 @@ class MtcnnEngine:
         half = 0.5 * cfg.roi_scale * side
         cx, cy = 0.5 * (x0 + x1), 0.5 * (y0 + y1)
         rx0, ry0, rx1, ry1 = cx - half, cy - half, cx + half, cy + half
-        # one float copy for P-net's windows and the R/O-net crops (these reach ~1/4 further)
-        src.reserve(int(cy - 1.25 * half) - 2, int(cy + 1.25 * half) + 3,
-                    int(cx - 1.25 * half) - 2, int(cx + 1.25 * half) + 3)
         cands = []
         for scale in self._roi_levels(H, W, side):
             hs, ws = int(H * scale + 1), int(W * scale + 1)
@@ -351,7 +347,7 @@ class MtcnnEngine:
             my, ya, yb = _area_matrix(H, hs, r0, r1)
             mx, xa, xb = _area_matrix(W, ws, c0, c1)
             my, mx = torch.from_numpy(my).to(dev), torch.from_numpy(mx).to(dev)
-            level = torch.matmul(torch.matmul(my, src.crop(ya, yb, xa, xb)), mx.t())
+            level = torch.matmul(torch.matmul(my, _nchw(src, ya, yb, xa, xb)), mx.t())
             reg, probs = self.pnet((level - 127.5) * 0.0078125)
             cands.append(_proposals(reg, probs[:, 1], scale, cfg.thresholds[0], c0 // 2, r0 // 2,
                                     batched_nms))
@@ -382,10 +378,7 @@ class MtcnnEngine:
         keep = [k for k in range(len(y)) if ey[k] > y[k] - 1 and ex[k] > x[k] - 1]
         if not keep:
             return None
-        # views of one float copy of the region all crops lie in (not a conversion per candidate)
-        src.reserve(min(int(y[k]) - 1 for k in keep), max(int(ey[k]) for k in keep),
-                    min(int(x[k]) - 1 for k in keep), max(int(ex[k]) for k in keep))
-        data = torch.cat([imresample(src.crop(y[k] - 1, ey[k], x[k] - 1, ex[k]), (side, side))
+        data = torch.cat([imresample(_nchw(src, y[k] - 1, ey[k], x[k] - 1, ex[k]), (side, side))
                           for k in keep])
         return boxes[keep], (data - 127.5) * 0.0078125
 
@@ -466,37 +459,6 @@ class Cascade:
                    np.asarray(k.cpu().numpy() if hasattr(k, "cpu") else k, np.int64).reshape(-1))
 
 
-class _FloatFrame:
-    """An (H, W, 3) uint8 frame tensor whose crops are handed out as (1, 3, h, w) float views of
-    one NCHW copy of a region (grown when a crop reaches outside it). Why: the window cascade
-    asks for ~10 crops per frame (P-net windows, R/O-net candidates); converting each one
-    separately cost more than P-net itself. The values are those of :func:`_nchw`."""
-
-    def __init__(self, src: Any) -> None:
-        self.src = src
-        self.shape = tuple(src.shape)
-        self.box: tuple[int, int, int, int] | None = None  # ya, yb, xa, xb of ``data``
-        self.data: Any = None
-
-    def reserve(self, ya: int, yb: int, xa: int, xb: int) -> None:
-        """Make sure the copy covers rows ``ya:yb`` and columns ``xa:xb`` (clipped to the frame)."""
-        H, W = self.shape[0], self.shape[1]
-        ya, yb, xa, xb = max(0, ya), min(H, yb), max(0, xa), min(W, xb)
-        if self.box is not None:
-            a, b, c, d = self.box
-            if ya >= a and yb <= b and xa >= c and xb <= d:
-                return
-            ya, yb, xa, xb = min(ya, a), max(yb, b), min(xa, c), max(xb, d)
-        self.box, self.data = (ya, yb, xa, xb), _nchw(self.src, ya, yb, xa, xb)
-
-    def crop(self, ya: int, yb: int, xa: int, xb: int) -> Any:
-        """Rows ``ya:yb``, columns ``xa:xb`` (inside the frame) as a float view."""
-        ya, yb, xa, xb = int(ya), int(yb), int(xa), int(xb)
-        self.reserve(ya, yb, xa, xb)
-        a, _, c, _ = self.box  # type: ignore[misc]
-        return self.data[:, :, ya - a:yb - a, xa - c:xb - c]
-
-
 def _nchw(src: Any, ya: int, yb: int, xa: int, xb: int) -> Any:
     """(1, 3, h, w) float crop of an (H, W, 3) uint8 frame tensor, NCHW-contiguous (area pooling
     of an NHWC-strided view takes a ~1.5x slower kernel; same values)."""
@@ -525,7 +487,6 @@ def _optimized(net: Any, side: int, fallback: Any) -> Any:
     return fallback
 
 
-@functools.lru_cache(maxsize=256)  # a still face asks for the same windows frame after frame
 def _area_matrix(n_in: int, n_out: int, o0: int, o1: int) -> tuple[np.ndarray, int, int]:
     """Rows ``o0:o1`` of the area-resize (``F.interpolate(mode="area")`` = adaptive average
     pooling) from ``n_in`` to ``n_out`` samples as a matrix over the input span they cover.
