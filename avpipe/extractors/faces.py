@@ -27,7 +27,7 @@ cascade's face box to the previous frame's; the window cascade runs instead (and
 anchor) when O-net's probability is below ``track_onet_min_prob`` or its face does not continue
 the track. Feeding O-net its *inputs* rather than the previous *output* box matters: O-net's box
 is not a fixed point of O-net (re-regressing the previous box shrank it ~5 % and agreement with
-per-frame MTCNN fell to 60–80 %). With the inputs there is no drift or bias, and the stage runs 2–3×
+per-frame MTCNN fell to 60–80 %). With the inputs there is no drift or bias, and the stage runs ~3×
 faster (``benchmarks/bench_faces.py``), but it no longer reproduces per-frame MTCNN's own
 frame-to-frame jitter (its box against its own box on the next frame: IoU >= 0.9 on only
 91–97 % of frames on the test clips): agreement with per-frame MTCNN (IoU >= 0.9) is 80–83 %,
