@@ -51,11 +51,13 @@ def make_clips(folder: Path, n: int, seconds: float) -> list[Path]:
 
 
 def run_extract(code: Path, videos: Path, cache: Path, stages: str, jobs: int,
-                threads: int | None) -> tuple[float, str]:
-    """Wall seconds of one ``extract`` process and its output (it must succeed)."""
+                threads: int | None, config: Path | None = None) -> tuple[float, str]:
+    """Wall seconds of one ``extract`` process and its output (it must succeed); ``config``
+    replaces the revision's own ``configs/offline.toml``."""
     env = dict(os.environ, PYTHONPATH=str(code), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    config = config or code / "configs" / "offline.toml"
     cmd = [sys.executable, "-m", "avpipe", "extract", "--videos", str(videos), "--cache", str(cache),
-           "--config", str(code / "configs" / "offline.toml"), "--stages", stages, "--jobs", str(jobs),
+           "--config", str(config), "--stages", stages, "--jobs", str(jobs),
            "--device", "cpu", "--no-progress"]
     if threads is not None:
         cmd += ["--num-threads", str(threads)]
@@ -90,6 +92,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--media", type=Path, default=ROOT / "benchmarks" / "out" / "extract_media")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--extra", action="append", default=[], metavar="NAME=TOML",
+                    help="also run today's code with these TOML lines added to its offline config, "
+                         "as variant NAME (e.g. 'onet=[stages.faces]\\ntrack_onet_inputs = 3'); repeatable")
     args = ap.parse_args()
 
     clips = make_clips(args.media / f"{args.clips}x{args.seconds:g}s", args.clips, args.seconds)
@@ -99,18 +104,25 @@ def main() -> None:
     codes = {"new": ROOT}
     if args.old != "none":
         codes = {"old": export_revision(args.old, work / "old"), "new": ROOT}
+    configs: dict[str, Path | None] = {n: None for n in codes}
+    for spec in args.extra:
+        name, _, lines = spec.partition("=")
+        cfg = work / f"offline-{name}.toml"
+        cfg.write_text((ROOT / "configs" / "offline.toml").read_text() + "\n"
+                       + lines.replace("\\n", "\n") + "\n")
+        codes[name], configs[name] = ROOT, cfg
     walls: dict[str, list[float]] = {n: [] for n in codes}
     tails: dict[str, str] = {}
     try:
         for name, code in codes.items():
             run_extract(code, warm[0].parent, work / f"warm-{name}", args.stages, args.jobs,
-                        args.num_threads if name == "new" else None)
+                        args.num_threads if name != "old" else None, configs[name])
         for rep in range(args.repeats):
             order = list(codes) if rep % 2 == 0 else list(reversed(codes))
             for name in order:
                 cache = work / f"cache-{name}-{rep}"
                 wall, out = run_extract(codes[name], clips[0].parent, cache, args.stages, args.jobs,
-                                        args.num_threads if name == "new" else None)
+                                        args.num_threads if name != "old" else None, configs[name])
                 walls[name].append(wall)
                 tails[name] = out
                 print(f"rep {rep} {name:>3}: {wall:7.1f} s  ({secs / wall:.2f}x real time)", file=sys.stderr)
@@ -128,6 +140,9 @@ def main() -> None:
               f"{', '.join(f'{w:.1f}' for w in walls[name])} | {secs / m:.2f} |")
     if "old" in codes:
         print(f"\nspeed-up new/old: {statistics.median(walls['old']) / statistics.median(walls['new']):.2f}x")
+    for name in configs:
+        if configs[name] is not None:
+            print(f"speed-up {name}/new: {statistics.median(walls['new']) / statistics.median(walls[name]):.2f}x")
     for name, out in tails.items():
         lines = [ln for ln in out.splitlines() if re.search(r"\S", ln)]
         print(f"\n{name} run summary (last repeat):\n" + "\n".join("    " + ln for ln in lines[-12:]))

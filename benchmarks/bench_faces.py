@@ -1,16 +1,30 @@
-"""Faces stage speed: per-frame MTCNN (naive) vs the stage's key-frame + window-cascade tracker.
+"""Faces stage speed and agreement: per-frame MTCNN (naive) vs the stage's two trackers.
 
-Both run in this one process, same threads, on the same decoded frames (decode time excluded
-for both, then the stage's own streaming decode is timed separately). Prints frames/s
-(median of --repeats runs), the speed ratio and the agreement: the share of frames whose fast
-box has IoU >= 0.9 with the naive box.
+* ``naive``: facenet-pytorch ``MTCNN.detect`` on every full-resolution frame;
+* ``window``: the stage's defaults (``track_onet_inputs`` 0, version 4's output): the full
+  cascade on key frames, the cascade in a window around the face in between;
+* ``onet``: the same with O-net tracking on (``track_onet_inputs`` N): O-net alone on the last
+  cascade's O-net inputs, moved with the face, on tracked frames.
 
-    .venv/bin/python benchmarks/bench_faces.py --repeats 3 --threads 1
+All run in this one process, same threads, on the same decoded frames (decode excluded; the
+stage's own streaming decode is timed once more for ``onet``), interleaved repeat by repeat, and
+the median of ``--repeats`` is reported. Agreement: the share of frames whose box has IoU >= 0.9
+with naive's; landmark distance: the mean over frames of the mean distance of the 5 landmarks to
+naive's (px and % of naive's box width). ``naive self``: naive's own box against its box on the
+next frame (how much per-frame MTCNN jitters). On the generated clips the true landmark
+positions are known (the source photo's landmarks, found once by MTCNN on the 512x512 original,
+carried by the generator's own transform), so each method's landmark error to them is printed
+too (``truth``).
+
+    .venv/bin/python benchmarks/bench_faces.py --repeats 3 --threads 1 [--old REV]
+
+``--old REV`` adds the stage as it was at a git revision (its defaults), timed in the same loop.
 """
 from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -18,20 +32,76 @@ from pathlib import Path
 import numpy as np
 
 
+def timed(into: list[float], f, *args):
+    """``f(*args)``, its wall seconds appended to ``into``."""
+    t = time.perf_counter()
+    out = f(*args)
+    into.append(time.perf_counter() - t)
+    return out
+
+
 def naive(frames, mtcnn):
-    boxes = []
+    boxes, lms = [], []
     for f in frames:
-        b, _p, _l = mtcnn.detect(f, landmarks=True)
-        boxes.append(None if b is None else b[0])  # MTCNN's own order: largest first
-    return boxes
+        b, _p, lm = mtcnn.detect(f, landmarks=True)
+        boxes.append(None if b is None else np.asarray(b[0], np.float64))  # largest first
+        lms.append(None if lm is None else np.asarray(lm[0], np.float64))
+    return boxes, lms
+
+
+def truth_landmarks(mtcnn, n: int, size: tuple[int, int], fps: float = 25.0) -> np.ndarray:
+    """(n, 5, 2) landmarks of the one-face clip ``face_frames(n, size)`` makes: the source photo's
+    (MTCNN on the original) under the per-frame scale and shift of
+    :func:`avpipe.sample.media.face_frames` (same formula, written out here)."""
+    from avpipe.sample.media import ASTRONAUT_FACE_BOX, astronaut
+
+    _b, _p, lm = mtcnn.detect(astronaut(), landmarks=True)
+    l0 = np.asarray(lm[0], np.float64)
+    w, h = size
+    fx = (ASTRONAUT_FACE_BOX[0] + ASTRONAUT_FACE_BOX[2]) / 2
+    fy = (ASTRONAUT_FACE_BOX[1] + ASTRONAUT_FACE_BOX[3]) / 2
+    out = []
+    for i in range(n):
+        t = i / fps
+        s = (h / 512.0) * 1.25 * (1.0 + 0.04 * np.sin(2 * np.pi * t / 5.0))
+        tx = 0.5 * w - s * fx + 6.0 * np.sin(2 * np.pi * t / 4.0)
+        ty = 0.45 * h - s * fy + 4.0 * np.cos(2 * np.pi * t / 6.0)
+        out.append(l0 * s + np.array([tx, ty]))
+    return np.stack(out)
+
+
+def old_faces(rev: str, root: Path, tmp: Path):
+    """The ``Faces`` stage of ``avpipe/extractors/faces.py`` at git revision ``rev`` (its default
+    config), imported beside today's without registering it."""
+    import importlib.util
+    import subprocess
+
+    import avpipe.pipeline.stage as stage_mod
+
+    path = tmp / f"faces_{rev}.py"
+    path.write_bytes(subprocess.check_output(["git", "-C", str(root), "show", f"{rev}:avpipe/extractors/faces.py"]))
+    saved = dict(stage_mod._REGISTRY)
+    stage_mod._REGISTRY.pop("faces", None)
+    try:
+        spec = importlib.util.spec_from_file_location(f"faces_{rev}", path)
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = mod  # dataclasses look their module up while the class is made
+        spec.loader.exec_module(mod)
+    finally:
+        stage_mod._REGISTRY.clear()
+        stage_mod._REGISTRY.update(saved)
+    return mod.Faces(mod.FacesConfig())
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--long-seconds", type=float, default=20.0)
-    ap.add_argument("--key-interval", type=int, default=None)
+    ap.add_argument("--long-seconds", type=float, default=20.0, help="generated 640x360 clip length")
+    ap.add_argument("--short-seconds", type=float, default=3.0, help="generated 576x768 clip length")
+    ap.add_argument("--onet-inputs", type=int, default=3, help="track_onet_inputs of the onet method")
+    ap.add_argument("--old", default=None, metavar="REV",
+                    help="also time the faces stage of this git revision (its defaults) as method 'old'")
     args = ap.parse_args()
 
     import torch
@@ -44,32 +114,54 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     root = Path(__file__).resolve().parents[1]
     tmp = Path(tempfile.mkdtemp())
-    long = tmp / "long_640x480.mp4"
-    n_long = int(args.long_seconds * 25)
-    write_clip(long, face_frames(n_long, size=(640, 480)), fps=25.0)
-    clips = [("talking_head 480x360", root / "tests/fixtures/media/talking_head.mp4"),
-             (f"generated {args.long_seconds:g}s 640x480", long)]
-    cfg = FacesConfig() if args.key_interval is None else FacesConfig(key_interval=args.key_interval)
-    print(f"threads={args.threads} repeats={args.repeats} fast config: {cfg}")
+    clips = [("talking head 480x360", root / "tests/fixtures/media/talking_head.mp4", None)]
+    for secs, size in ((args.long_seconds, (640, 360)), (args.short_seconds, (576, 768))):
+        path = tmp / f"gen_{size[0]}x{size[1]}_{secs:g}s.mp4"
+        write_clip(path, face_frames(int(secs * 25), size=size), fps=25.0)
+        clips.append((f"generated {secs:g}s {size[0]}x{size[1]}", path, size))
     mt = MTCNN(device="cpu")
-    stage = Faces(cfg)
-    stage.ensure_loaded()
+    stages = {"window": Faces(FacesConfig()),
+              "onet": Faces(FacesConfig(track_onet_inputs=args.onet_inputs))}
+    if args.old:
+        stages = {"old": old_faces(args.old, root, tmp), **stages}
+    for st in stages.values():
+        st.ensure_loaded()
     torch.set_num_threads(args.threads)
-    print(f"{'clip':28s} {'frames':>6s} {'naive f/s':>10s} {'fast f/s':>9s} {'ratio':>6s} "
-          f"{'IoU>=.9':>8s} {'min IoU':>8s} {'full det':>8s} {'fast+decode f/s':>15s}")
-    for name, path in clips:
+    print(f"threads={args.threads} repeats={args.repeats} onet: track_onet_inputs={args.onet_inputs}")
+    for name, path, size in clips:
         frames = list(iter_frames(path))
         n = len(frames)
-        tn, tf, td = [], [], []
+        times: dict[str, list[float]] = {"naive": [], "onet+decode": [], **{k: [] for k in stages}}
+        res = {}
         for _ in range(args.repeats):
-            t = time.perf_counter(); nb = naive(frames, mt); tn.append(time.perf_counter() - t)
-            t = time.perf_counter(); r = stage.process(iter(frames), n); tf.append(time.perf_counter() - t)
-            t = time.perf_counter(); stage.process(iter_frames(path), n); td.append(time.perf_counter() - t)
-        ious = np.array([iou(b, r.data[i, None, :4])[0] if b is not None and r.mask[i] else
-                         (1.0 if b is None and not r.mask[i] else 0.0) for i, b in enumerate(nb)])
-        mn, mf, md = statistics.median(tn), statistics.median(tf), statistics.median(td)
-        print(f"{name:28s} {n:6d} {n / mn:10.1f} {n / mf:9.1f} {mn / mf:6.2f} "
-              f"{(ious >= 0.9).mean():8.3f} {ious.min():8.3f} {r.attrs['full_detections']:8d} {n / md:15.1f}")
+            nb, nl = timed(times["naive"], naive, frames, mt)
+            for k, st in stages.items():
+                res[k] = timed(times[k], st.process, iter(frames), n)
+            timed(times["onet+decode"], stages["onet"].process, iter_frames(path), n)
+        med = {k: statistics.median(v) for k, v in times.items()}
+        self_iou = np.array([iou(a, b[None])[0] for a, b in zip(nb, nb[1:]) if a is not None and b is not None])
+        truth = truth_landmarks(mt, n, size) if size is not None else None
+        print(f"\n{name}: {n} frames; naive {n / med['naive']:.1f} f/s; naive self (t vs t+1) IoU>=0.9 "
+              f"{(self_iou >= 0.9).mean():.3f}, median {np.median(self_iou):.3f}")
+        if truth is not None:
+            ok = [i for i, lm in enumerate(nl) if lm is not None]
+            e = np.linalg.norm(np.stack([nl[i] for i in ok]) - truth[ok], axis=2).mean()
+            print(f"  naive landmark error to truth: {e:.2f} px")
+        print(f"  {'method':8s} {'f/s':>7s} {'x naive':>7s} {'IoU>=.9':>7s} {'min IoU':>7s} {'lm px':>6s} "
+              f"{'lm %box':>7s} {'truth px':>8s} {'full det':>8s}")
+        for k, r in res.items():
+            ious = np.array([iou(b, r.data[i, None, :4])[0] if b is not None and r.mask[i] else
+                             (1.0 if b is None and not r.mask[i] else 0.0) for i, b in enumerate(nb)])
+            both = [i for i, b in enumerate(nb) if b is not None and r.mask[i]]
+            lm = r.data[both, 4:14].reshape(-1, 5, 2).astype(np.float64)
+            d = np.linalg.norm(lm - np.stack([nl[i] for i in both]), axis=2).mean(1)
+            width = np.array([nb[i][2] - nb[i][0] for i in both])
+            tr = f"{np.linalg.norm(lm - truth[both], axis=2).mean():8.2f}" if truth is not None else f"{'-':>8s}"
+            print(f"  {k:8s} {n / med[k]:7.1f} {med['naive'] / med[k]:7.2f} {(ious >= 0.9).mean():7.3f} "
+                  f"{ious.min():7.3f} {d.mean():6.2f} {100 * (d / width).mean():6.2f}% {tr} "
+                  f"{r.attrs['full_detections']:8d}")
+        print(f"  onet with its streaming decode: {n / med['onet+decode']:.1f} f/s "
+              f"({med['naive'] / med['onet+decode']:.2f}x naive)")
 
 
 if __name__ == "__main__":

@@ -20,9 +20,21 @@ Why not one MTCNN call per frame: the P-net image pyramid dominates the cost (~5
 * the kept face of a down-scaled key frame is re-detected the same way at full resolution, so
   down-scaling costs no box or landmark precision.
 
-Why not track with O-net alone (re-regressing the previous box): tried; its boxes come out ~5 %
-smaller and ~1 px lower than the cascade's, and agreement with per-frame MTCNN (IoU >= 0.9) fell
-to ~60–80 % of frames. The window cascade keeps the proposals that produce MTCNN's own boxes.
+O-net tracking (``track_onet_inputs`` > 0, off by default): on a tracked frame O-net alone runs
+on the O-net inputs of the last cascade that found this face (the square boxes R-net made for
+it, best ``track_onet_inputs`` first), each moved by the scale and shift that take that
+cascade's face box to the previous frame's; the window cascade runs instead (and becomes the new
+anchor) when O-net's probability is below ``track_onet_min_prob`` or its face does not continue
+the track. Feeding O-net its *inputs* rather than the previous *output* box matters: O-net's box
+is not a fixed point of O-net (re-regressing the previous box shrank it ~5 % and agreement with
+per-frame MTCNN fell to 60–80 %). With the inputs there is no drift or bias, and the stage runs ~3×
+faster (``benchmarks/bench_faces.py``), but it no longer reproduces per-frame MTCNN's own
+frame-to-frame jitter (its box against its own box on the next frame: IoU >= 0.9 on only
+91–97 % of frames on the test clips): agreement with per-frame MTCNN (IoU >= 0.9) is 80–83 %,
+landmarks ~1 % of the face width from per-frame MTCNN's (and as far from the true positions as
+per-frame MTCNN's, within 6 %). The window cascade keeps the P-net
+proposals that make MTCNN's own boxes, which is why it stays the default (and why O-net tracking
+is off in the fingerprint when off: the output is version 4's).
 
 ``key_interval=1, detect_max_side=None`` is the plain per-frame MTCNN.
 
@@ -165,6 +177,11 @@ class FacesConfig:
                                                              "not stored")] = 10
     max_tracks: Annotated[Int, Field(ge=1, description="person tracks: at most this many stored (longest "
                                                        "first)")] = 4
+    track_onet_inputs: Annotated[Int, Field(ge=0, description="tracked frames: O-net alone on this many of the "
+                                                              "last cascade's O-net inputs, moved with the face "
+                                                              "(0 = window cascade on every tracked frame)")] = 0
+    track_onet_min_prob: Annotated[Probability, Field(description="tracked frames: below this O-net probability "
+                                                                  "the window cascade runs instead")] = 0.9
 
     @model_validator(mode="after")
     def _roi_range(self) -> "FacesConfig":
@@ -261,19 +278,35 @@ class MtcnnEngine:
         ``roi_rnet_top_k`` / ``roi_onet_top_k`` best candidates go on to R-net / O-net.
         Returns boxes (N, 5) and landmarks (N, 5, 2) in frame pixels.
         """
+        c = self.roi_cascade(frame, box)
+        return c.boxes[c.picks], c.points[c.picks]
+
+    def roi_cascade(self, frame: np.ndarray, box: np.ndarray) -> "Cascade":
+        """:meth:`detect_roi` with O-net's inputs and every candidate that passed O-net (what
+        :meth:`onet_track` needs to follow the face on the next frames)."""
         import torch
 
-        empty = (np.zeros((0, 5)), np.zeros((0, 5, 2)))
         src = torch.from_numpy(np.ascontiguousarray(frame)).to(self.device)  # (H, W, 3) uint8
         with torch.inference_mode():
             boxes = self._roi_pnet(src, box)
             boxes = self._rnet_step(src, boxes) if boxes is not None else None
             got = self._onet_step(src, boxes) if boxes is not None else None
-        if got is None:
-            return empty
-        boxes, pts = got
-        return (boxes.cpu().numpy().astype(np.float64).reshape(-1, 5),
-                pts.cpu().numpy().astype(np.float64).reshape(-1, 5, 2))
+        return Cascade.of(got)
+
+    def onet_track(self, frame: np.ndarray, inputs: np.ndarray) -> "Cascade":
+        """O-net alone on given square input boxes (N, 4) in frame pixels: score, threshold,
+        landmarks, regression and NMS exactly as the cascade's last step. Why this can stand in
+        for the cascade on a tracked frame: the cascade's answer *is* O-net's output on the boxes
+        R-net hands it; fed boxes placed on the face as R-net placed them on an earlier frame
+        (see :meth:`FaceTracker.follow`), O-net sees the same kind of input and returns the
+        same kind of box — without P-net and R-net."""
+        import torch
+
+        src = torch.from_numpy(np.ascontiguousarray(frame)).to(self.device)
+        ib = torch.from_numpy(np.asarray(inputs, np.float32).reshape(-1, 4)).to(self.device)
+        with torch.inference_mode():
+            got = self._onet_step(src, torch.cat([ib, torch.zeros(len(ib), 1, device=self.device)], 1))
+        return Cascade.of(got)
 
     def _roi_levels(self, H: int, W: int, side: float) -> list[float]:
         """The pyramid scales whose 12-px P-net cell is ``roi_min_face``..``roi_max_face`` x ``side``."""
@@ -372,8 +405,10 @@ class MtcnnEngine:
             pick = pick[:self.config.roi_onet_top_k]
         return rerec(bbreg(boxes[pick], mv[pick]))
 
-    def _onet_step(self, src: Any, boxes: Any) -> tuple[Any, Any] | None:
-        """O-net: score, threshold, landmarks, regression, NMS 0.7 ("Min"): (boxes, points)."""
+    def _onet_step(self, src: Any, boxes: Any) -> tuple[Any, Any, Any, Any] | None:
+        """O-net: score, threshold, landmarks, regression, NMS 0.7 ("Min"): (boxes, points,
+        inputs, picks) — every candidate above the threshold, its O-net input box and the
+        indices NMS keeps (MTCNN's answer is ``boxes[picks]``), or None."""
         import torch
         from facenet_pytorch.models.utils.detect_face import (
             batched_nms_numpy, bbreg, fixed_batch_process)
@@ -385,6 +420,7 @@ class MtcnnEngine:
         out = fixed_batch_process(data, self.onet)
         score = out[2][:, 1]
         ok = score > self.config.thresholds[2]
+        inputs = boxes[ok, :4]
         pts = out[1][ok].permute(1, 0)
         boxes = torch.cat((boxes[ok, :4], score[ok].unsqueeze(1)), 1)
         mv = out[0][ok]
@@ -398,7 +434,29 @@ class MtcnnEngine:
         boxes = bbreg(boxes, mv)
         zeros = torch.zeros(len(boxes), dtype=torch.long, device=self.device)
         pick = batched_nms_numpy(boxes[:, :4], boxes[:, 4], zeros, 0.7, "Min")
-        return boxes[pick], pts[pick]
+        return boxes, pts, inputs, pick
+
+
+@dataclass
+class Cascade:
+    """O-net's candidates on one frame, in frame pixels: ``boxes`` (N, 5: x0,y0,x1,y1,prob),
+    ``points`` (N, 5, 2), the square O-net ``inputs`` (N, 4) they came from, and ``picks``, the
+    indices MTCNN's final NMS keeps (its answer, best first)."""
+
+    boxes: np.ndarray
+    points: np.ndarray
+    inputs: np.ndarray
+    picks: np.ndarray
+
+    @classmethod
+    def of(cls, got: tuple[Any, Any, Any, Any] | None) -> "Cascade":
+        if got is None:
+            return cls(np.zeros((0, 5)), np.zeros((0, 5, 2)), np.zeros((0, 4)), np.zeros(0, np.int64))
+        b, p, i, k = got
+        return cls(b.cpu().numpy().astype(np.float64).reshape(-1, 5),
+                   p.cpu().numpy().astype(np.float64).reshape(-1, 5, 2),
+                   i.cpu().numpy().astype(np.float64).reshape(-1, 4),
+                   np.asarray(k.cpu().numpy() if hasattr(k, "cpu") else k, np.int64).reshape(-1))
 
 
 def _nchw(src: Any, ya: int, yb: int, xa: int, xb: int) -> Any:
@@ -466,6 +524,30 @@ def _proposals(reg: Any, probs: Any, scale: float, thresh: float, off_x: int, of
     return boxes[batched_nms(boxes[:, :4], boxes[:, 4], zeros, 0.5)]
 
 
+def _anchor(c: Cascade, k: int, n: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """What O-net tracking keeps of a cascade whose answer is candidate ``k``: that box and the
+    O-net inputs of the (at most ``n``, best first) candidates that landed on the same face —
+    the inputs R-net made for it, which :func:`_move` carries along with the face."""
+    if n <= 0:
+        return None
+    box = c.boxes[k, :4]
+    same = np.flatnonzero(iou(box, c.boxes[:, :4]) >= 0.5)
+    same = same[np.argsort(-c.boxes[same, 4], kind="stable")][:n]
+    return box.copy(), c.inputs[same].copy()
+
+
+def _move(inputs: np.ndarray, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """``inputs`` (N, 4) moved by the similarity (scale, shift) that takes box ``src`` to ``dst``:
+    they keep the place relative to the face that R-net gave them."""
+    s = ((dst[2] - dst[0]) + (dst[3] - dst[1])) / max(1e-6, (src[2] - src[0]) + (src[3] - src[1]))
+    cs = np.array([(src[0] + src[2]) / 2, (src[1] + src[3]) / 2])
+    cd = np.array([(dst[0] + dst[2]) / 2, (dst[1] + dst[3]) / 2])
+    out = np.empty_like(inputs)
+    out[:, :2] = cd + s * (inputs[:, :2] - cs)
+    out[:, 2:] = cd + s * (inputs[:, 2:] - cs)
+    return out
+
+
 def iter_frames(path: str | Path, prefetch: int = 8) -> Iterator[np.ndarray]:
     """RGB frames (H, W, 3) uint8 in presentation order, decoded by streaming.
 
@@ -520,6 +602,8 @@ class _Track:
     last: int  # that frame's index
     rows: dict[int, np.ndarray] = field(default_factory=dict)  # frame -> data row (len(COLUMNS),)
     lms: dict[int, np.ndarray] = field(default_factory=dict)  # frame -> (5, 2) float64 landmarks of the crop
+    # last cascade that found this face: its box there and the O-net inputs that produced it
+    anchor: tuple[np.ndarray, np.ndarray] | None = None
 
 
 class FaceTracker:
@@ -629,12 +713,46 @@ class FaceTracker:
         refine = self.eng.scale_for(frame) != 1.0
         for k in order:
             box, lm, prob = b[k, :4], p[k], float(b[k, 4])
+            self.tracks[ids[k]].anchor = None  # the batched full cascade keeps no O-net inputs
             if refine:  # found on a down-scaled copy: redo at full resolution
-                rb, rp_ = self.eng.detect_roi(frame, box)
-                if len(rb):
-                    m = int(np.argmax(iou(box, rb[:, :4])))
-                    box, lm, prob = rb[m, :4], rp_[m], float(rb[m, 4])
+                got = self._window(frame, ids[k], box, 0.0)
+                if got is not None:
+                    box, lm, prob, _ = got
             self._record(i, frame, ids[k], box, lm, prob, len(b), True)
+
+    # -- one face on one frame -----------------------------------------------------------------
+    def _window(self, frame: np.ndarray, tid: int, box: np.ndarray,
+                min_iou: float) -> tuple[np.ndarray, np.ndarray, float, float] | None:
+        """Window cascade around ``box``: the found face overlapping it most (box, landmarks,
+        prob, IoU), if that IoU >= ``min_iou``; the track's O-net anchor is set from it."""
+        c = self.eng.roi_cascade(frame, box)
+        if not len(c.picks):
+            return None
+        ov = iou(box, c.boxes[c.picks, :4])
+        m = int(np.argmax(ov))
+        if ov[m] < min_iou:
+            return None
+        k = int(c.picks[m])
+        self.tracks[tid].anchor = _anchor(c, k, self.cfg.track_onet_inputs)
+        return c.boxes[k, :4], c.points[k], float(c.boxes[k, 4]), float(ov[m])
+
+    def _onet(self, frame: np.ndarray, tid: int) -> tuple[np.ndarray, np.ndarray, float, float] | None:
+        """O-net alone on the track's anchor inputs, moved with the face (see :meth:`follow`);
+        None when it has no anchor or O-net is unsure (prob < ``track_onet_min_prob``) or the
+        face it returns does not continue the track."""
+        t = self.tracks[tid]
+        if t.anchor is None or not self.cfg.track_onet_inputs:
+            return None
+        a_box, a_inputs = t.anchor
+        c = self.eng.onet_track(frame, _move(a_inputs, a_box, t.box))
+        if not len(c.picks):
+            return None
+        ov = iou(t.box, c.boxes[c.picks, :4])
+        m = int(np.argmax(ov))
+        k = int(c.picks[m])
+        if ov[m] < self.cfg.track_min_iou or c.boxes[k, 4] < self.cfg.track_onet_min_prob:
+            return None
+        return c.boxes[k, :4], c.points[k], float(c.boxes[k, 4]), float(ov[m])
 
     # -- tracked frames ----------------------------------------------------------------------
     def follow(self, i: int, frame: np.ndarray) -> bool:
@@ -643,12 +761,11 @@ class FaceTracker:
         cfg = self.cfg
         found: dict[int, tuple[np.ndarray, np.ndarray, float, float]] = {}
         for tid in self.active:
-            box = self.tracks[tid].box
-            rb, rp_ = self.eng.detect_roi(frame, box)
-            ov = iou(box, rb[:, :4]) if len(rb) else np.zeros(0)
-            if len(rb) and ov.max() >= cfg.track_min_iou:
-                k = int(np.argmax(ov))
-                found[tid] = (rb[k, :4], rp_[k], float(rb[k, 4]), float(ov[k]))
+            got = self._onet(frame, tid)
+            if got is None:
+                got = self._window(frame, tid, self.tracks[tid].box, cfg.track_min_iou)
+            if got is not None:
+                found[tid] = got
         # two tracks landed on one face (people crossing): the better-overlapping one keeps it
         for a in list(found):
             for c in list(found):
@@ -714,6 +831,8 @@ class Faces(Stage):
     def semantic_config(self) -> dict[str, Any]:
         d = super().semantic_config()
         d["thresholds"] = [float(x) for x in d["thresholds"]]
+        if not d["track_onet_inputs"]:  # O-net tracking off: the output is version 4's, so is the key
+            del d["track_onet_inputs"], d["track_onet_min_prob"]
         return d
 
     def weights_id(self) -> str | None:
