@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,6 +48,14 @@ def make_clips(folder: Path, n: int, seconds: float) -> list[Path]:
         if not p.exists():
             make_video(p, seconds / 60.0, faces=True, offset=37 * i + 5)
         out.append(p)
+    return out
+
+
+def merged(base: dict, extra: dict) -> dict:
+    """``base`` with ``extra``'s keys set, tables merged key by key."""
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
 
 
@@ -94,7 +103,8 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--extra", action="append", default=[], metavar="NAME=TOML",
                     help="also run today's code with these TOML lines added to its offline config, "
-                         "as variant NAME (e.g. 'onet=[stages.faces]\\ntrack_onet_inputs = 3'); repeatable")
+                         "as variant NAME, merged table by table (e.g. 'onet=[stages.faces]\\ntrack_onet_inputs = 3' or "
+                         "'dlib=[stages.visual]\\nbackbone = \"dlib-torch\"'); repeatable")
     args = ap.parse_args()
 
     clips = make_clips(args.media / f"{args.clips}x{args.seconds:g}s", args.clips, args.seconds)
@@ -107,9 +117,9 @@ def main() -> None:
     configs: dict[str, Path | None] = {n: None for n in codes}
     for spec in args.extra:
         name, _, lines = spec.partition("=")
-        cfg = work / f"offline-{name}.toml"
-        cfg.write_text((ROOT / "configs" / "offline.toml").read_text() + "\n"
-                       + lines.replace("\\n", "\n") + "\n")
+        cfg = work / f"offline-{name}.json"  # merged, so a variant may change a table the preset has
+        base = tomllib.loads((ROOT / "configs" / "offline.toml").read_text())
+        cfg.write_text(json.dumps(merged(base, tomllib.loads(lines.replace("\\n", "\n"))), indent=1))
         codes[name], configs[name] = ROOT, cfg
     walls: dict[str, list[float]] = {n: [] for n in codes}
     tails: dict[str, str] = {}
