@@ -335,6 +335,19 @@ def _item(x: Mapping[str, torch.Tensor], m: Mapping[str, torch.Tensor], y: torch
             "length": length}
 
 
+def _split_tracks(store: FeatureStore, labels: str | Path | Sequence[LabelledTrack], features: Features, *,
+                  split: str | Sequence[str] | None, split_file: str | Path | None, val_fraction: float,
+                  seed: int) -> tuple[list[LabelledTrack], dict[str, tuple[str, str]]]:
+    """The labelled tracks of ``split`` (or the tracks given) and the exact fingerprints of
+    ``features`` over their videos: what both window datasets are built from."""
+    tracks = (list(labels) if not isinstance(labels, (str, Path)) else
+              labelled_tracks(store, labels, split=split, split_file=split_file, val_fraction=val_fraction,
+                              seed=seed))
+    if not tracks:
+        raise DataError(f"no labelled track of split {split!r} matches a video in {store.root}")
+    return tracks, store.resolve(features, sorted({t.video for t in tracks}))
+
+
 class WindowDataset(torch.utils.data.Dataset):
     """Labelled windows read lazily from the cache: a ``torch.utils.data.Dataset``.
 
@@ -366,12 +379,9 @@ class WindowDataset(torch.utils.data.Dataset):
         self.cache, self.config = Path(cache), config
         self.window, self.hop, self.clip_len, self.tolerance = int(window), int(hop), int(clip_len), int(tolerance)
         with FeatureStore(cache, config) as store:
-            self.tracks = (list(labels) if not isinstance(labels, (str, Path)) else
-                           labelled_tracks(store, labels, split=split, split_file=split_file,
-                                           val_fraction=val_fraction, seed=seed))
-            if not self.tracks:
-                raise DataError(f"no labelled track of split {split!r} matches a video in {self.cache}")
-            self.fingerprints = store.resolve(features, sorted({t.video for t in self.tracks}))
+            self.tracks, self.fingerprints = _split_tracks(store, labels, features, split=split,
+                                                           split_file=split_file, val_fraction=val_fraction,
+                                                           seed=seed)
             ref = next(iter(self.fingerprints.values()))
             refs = _refs(self.tracks)
             try:
@@ -513,12 +523,9 @@ class InMemoryWindowDataset(torch.utils.data.Dataset):
         _check_window(window, hop, clip_len)
         self.window, self.hop, self.clip_len = int(window), int(hop), int(clip_len)
         with FeatureStore(cache, config) as store:
-            self.tracks = (list(labels) if not isinstance(labels, (str, Path)) else
-                           labelled_tracks(store, labels, split=split, split_file=split_file,
-                                           val_fraction=val_fraction, seed=seed))
-            if not self.tracks:
-                raise DataError(f"no labelled track of split {split!r} matches a video in {cache}")
-            self.fingerprints = store.resolve(features, sorted({t.video for t in self.tracks}))
+            self.tracks, self.fingerprints = _split_tracks(store, labels, features, split=split,
+                                                           split_file=split_file, val_fraction=val_fraction,
+                                                           seed=seed)
             try:
                 self.bank = load_bank(store.source, self.fingerprints, _refs(self.tracks), dtype=dtype,
                                       tolerance=tolerance)

@@ -59,22 +59,29 @@ _dir_guard = threading.Lock()
 _dir_locks: dict[str, list[int]] = {}  # folder -> [descriptor, holders in this process]
 
 
+def _try_flock(path: str | Path) -> tuple[int | None, bool]:
+    """Open ``path`` and take an exclusive non-blocking ``flock``: (the new descriptor now holding
+    it, or None; whether another descriptor holds it). Neither where flock is unavailable or the
+    file cannot be opened."""
+    if fcntl is None:
+        return None, False
+    try:
+        fd = os.open(str(path), os.O_RDONLY)
+    except OSError:
+        return None, False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        os.close(fd)
+        return None, isinstance(e, BlockingIOError)
+    return fd, False
+
+
 def hold_file(path: str | Path) -> int | None:
     """Take an exclusive ``flock`` on ``path`` through a new descriptor and return it (None where
     flock is unavailable). The kernel drops it when the process dies: a held file has a live
     owner. Release with :func:`release_file`."""
-    if fcntl is None:
-        return None
-    try:
-        fd = os.open(str(path), os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
-        return None
-    return fd
+    return _try_flock(path)[0]
 
 
 def release_file(fd: int | None) -> None:
@@ -88,21 +95,9 @@ def release_file(fd: int | None) -> None:
 def is_held(path: str | Path) -> bool:
     """Whether a live process holds ``path`` with :func:`hold_file` (False where flock is
     unavailable or the file vanished)."""
-    if fcntl is None:
-        return False
-    try:
-        fd = os.open(str(path), os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
-    return False
+    fd, held = _try_flock(path)
+    release_file(fd)
+    return held
 
 
 class CacheLock:
