@@ -102,13 +102,11 @@ def strip_prefixes(sd: dict[str, Any], wanted: set[str]) -> dict[str, Any]:
     return out
 
 
-def load_state(module: Any, path: Path, *, what: str, ignore: tuple[str, ...] = ()) -> None:
-    """Load a weights-only checkpoint into ``module`` (every non-ignored key required)."""
+def load_exact(module: Any, sd: dict[str, Any], path: Path, what: str, ignore: tuple[str, ...] = ()) -> None:
+    """Load ``sd`` into ``module``: every key not under ``ignore`` required (after stripping the
+    wrapper prefixes releases add), with its shape; a clear error naming the file otherwise."""
     import torch
 
-    from avpipe.extractors.backbones.checkpoints import read_state_dict
-
-    sd = read_state_dict(path, what=f"a {what} checkpoint")
     own = module.state_dict()
     wanted = {k for k in own if not k.startswith(ignore)}
     got = strip_prefixes({k: v for k, v in sd.items() if isinstance(v, torch.Tensor)}, wanted)
@@ -121,6 +119,13 @@ def load_state(module: Any, path: Path, *, what: str, ignore: tuple[str, ...] = 
         raise WeightsMissingError(f"{path}: shapes differ from {what}'s for {bad[:3]} "
                                   f"(e.g. {tuple(got[bad[0]].shape)} vs {tuple(own[bad[0]].shape)})")
     module.load_state_dict(got, strict=False)
+
+
+def load_state(module: Any, path: Path, *, what: str, ignore: tuple[str, ...] = ()) -> None:
+    """Load a weights-only checkpoint into ``module`` (every non-ignored key required)."""
+    from avpipe.extractors.backbones.checkpoints import read_state_dict
+
+    load_exact(module, read_state_dict(path, what=f"a {what} checkpoint"), path, what, ignore)
 
 
 class ClipBackbone(ABC):

@@ -27,7 +27,7 @@ import numpy as np
 
 from avpipe.extractors.backbones.base import Backbone, BackboneUnavailable, register_backbone, resize_crops
 from avpipe.extractors.backbones.checkpoints import read_state_dict
-from avpipe.extractors.backbones.clips import strip_prefixes
+from avpipe.extractors.backbones.clips import load_exact
 from avpipe.extractors.hub import hub_spec
 from avpipe.extractors.weights import (WeightSpec, WeightsMissingError, file_checksum, register_weights,
                                        resolve_weights, torch_hub_checkpoints)
@@ -130,20 +130,6 @@ class _Torch(Backbone):
                 x = to_tensor(crops[s:s + CHUNK], self._size, self.mean, self.std, self._device)
                 out[s:s + CHUNK] = self.forward(x).float().cpu().numpy()
         return out
-
-
-def load_exact(model: Any, sd: dict[str, Any], path: Path, what: str, ignore: tuple[str, ...] = ()) -> None:
-    own = model.state_dict()
-    wanted = {k for k in own if not k.startswith(ignore)}
-    got = strip_prefixes(sd, wanted)
-    missing = sorted(wanted - set(got))
-    if missing:
-        raise WeightsMissingError(f"{path} is not a {what} checkpoint: {len(missing)} of {len(wanted)} weights "
-                                  f"missing (e.g. {missing[:3]})")
-    bad = [k for k in got if tuple(got[k].shape) != tuple(own[k].shape)]
-    if bad:
-        raise WeightsMissingError(f"{path}: shapes differ from {what}'s for {bad[:3]}")
-    model.load_state_dict(got, strict=False)
 
 
 def build_ir50(side: int = 7) -> Any:
