@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -437,13 +437,6 @@ def render_panel(frame: np.ndarray, cv: CachedVideo, i: int, width: int) -> tupl
 
 
 # ----------------------------------------------------------------------------- outputs
-def iter_frames(path: Path) -> Iterator[np.ndarray]:
-    """Decoded RGB frames in presentation order: row i of a per-frame stage = the i-th frame."""
-    from avpipe.extractors.faces import iter_frames as faces_frames
-
-    yield from faces_frames(path)
-
-
 def _sheet_frames(cv: CachedVideo, k: int) -> list[int]:
     """``k`` frames spread over the video, always including the first masked and the first face
     frame, so a contact sheet shows both states when the video has both."""
@@ -474,6 +467,7 @@ def render(cv: CachedVideo, out: str | Path, *, sheet_frames: int = 8, sheet_col
            max_frames: int | None = None) -> dict[str, Path]:
     """Write ``<stem>.mp4`` (every frame, or the first ``max_frames``), ``<stem>_sheet.png`` and
     ``<stem>_sheet.json`` under ``out``; returns their paths."""
+    from avpipe.extractors.media import iter_frames  # the stages' decoder: row i = the i-th frame
     from avpipe.pipeline.atomic import atomic_write_text, commit_file, temp_path_for
     from avpipe.pipeline.discover import output_path_for
 

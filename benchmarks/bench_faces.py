@@ -79,7 +79,11 @@ def old_faces(rev: str, root: Path, tmp: Path):
     import avpipe.pipeline.stage as stage_mod
 
     path = tmp / f"faces_{rev}.py"
-    path.write_bytes(subprocess.check_output(["git", "-C", str(root), "show", f"{rev}:avpipe/extractors/faces.py"]))
+    src = subprocess.check_output(["git", "-C", str(root), "show", f"{rev}:avpipe/extractors/faces.py"])
+    if b"avpipe.extractors.mtcnn" in src:  # split into modules: they would be today's, not rev's
+        raise SystemExit(f"--old {rev}: faces.py there imports its detector and tracker from other modules; "
+                         "only a revision where faces.py stands alone can be timed beside today's")
+    path.write_bytes(src)
     saved = dict(stage_mod._REGISTRY)
     stage_mod._REGISTRY.pop("faces", None)
     try:
@@ -107,7 +111,8 @@ def main() -> None:
     import torch
     from facenet_pytorch import MTCNN
 
-    from avpipe.extractors.faces import Faces, FacesConfig, iter_frames
+    from avpipe.extractors.faces import Faces, FacesConfig
+    from avpipe.extractors.media import iter_frames
     from avpipe.extractors.tracking import iou
     from avpipe.sample.media import face_frames, write_clip
 

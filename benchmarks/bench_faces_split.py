@@ -39,7 +39,8 @@ def main() -> None:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from avpipe.extractors.faces import Faces, FacesConfig, iter_frames
+    from avpipe.extractors.faces import Faces, FacesConfig
+    from avpipe.extractors.media import iter_frames
     from avpipe.sample.media import face_frames, write_clip
 
     torch.set_num_threads(1)

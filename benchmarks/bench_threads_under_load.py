@@ -24,7 +24,8 @@ def _spin(stop) -> None:  # a process that keeps one core busy until told to sto
 
 
 def _time_faces(path: Path, frames: int, threads: int) -> float:
-    from avpipe.extractors.faces import Faces, FacesConfig, iter_frames
+    from avpipe.extractors.faces import Faces, FacesConfig
+    from avpipe.extractors.media import iter_frames
     from avpipe.pipeline.stage import Runtime
 
     def limited():

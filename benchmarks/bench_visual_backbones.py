@@ -33,7 +33,8 @@ def main() -> None:
     import torch
 
     from avpipe.extractors.backbones import create_backbone
-    from avpipe.extractors.faces import Faces, iter_frames
+    from avpipe.extractors.faces import Faces
+    from avpipe.extractors.media import iter_frames
 
     torch.set_num_threads(args.threads)
     clip = Path(__file__).resolve().parents[1] / "tests/fixtures/media/talking_head.mp4"

@@ -20,7 +20,7 @@ def make_clip(path: Path, n: int, size: tuple[int, int], fps: float = 25.0) -> P
     import cv2
     import numpy as np
 
-    from avpipe.extractors.faces import iter_frames
+    from avpipe.extractors.media import iter_frames
     from avpipe.sample.media import write_clip
 
     src = list(iter_frames(ROOT / "tests/fixtures/media/talking_head.mp4"))
@@ -53,7 +53,8 @@ def part_extract(a: argparse.Namespace, sizes: Sizes, rep: Report, budget: Budge
     import torch
 
     from avpipe.extractors.backbones.facenet import FacenetVggface2
-    from avpipe.extractors.faces import Faces, FacesConfig, iter_frames
+    from avpipe.extractors.faces import Faces, FacesConfig
+    from avpipe.extractors.media import iter_frames
     from avpipe.pipeline.types import Runtime
 
     res = rep.part("extract")

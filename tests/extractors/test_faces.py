@@ -70,7 +70,7 @@ def test_crops_are_aligned_to_the_template(th_faces):
 
 def test_fast_mode_agrees_with_per_frame_mtcnn(talking_head):
     """The default key-frame + window-cascade tracker gives MTCNN's own boxes (IoU >= 0.9)."""
-    from avpipe.extractors.faces import iter_frames
+    from avpipe.extractors.media import iter_frames
     from avpipe.extractors.tracking import iou
 
     frames = [f for _, f in zip(range(40), iter_frames(talking_head.path))]
@@ -111,7 +111,7 @@ def test_short_clip_and_vfr_rows_equal_probe_frames(short_silent, vfr_clip):
 
 
 def test_fewer_decoded_frames_are_masked_more_are_dropped(talking_head):
-    from avpipe.extractors.faces import iter_frames
+    from avpipe.extractors.media import iter_frames
 
     frames = [f for _, f in zip(range(6), iter_frames(talking_head.path))]
     st = Faces(FacesConfig(key_interval=3))

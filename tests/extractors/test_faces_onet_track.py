@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from avpipe.extractors.faces import Cascade, Faces, FacesConfig, MtcnnEngine, _move, iter_frames
+from avpipe.extractors.faces import Faces, FacesConfig
+from avpipe.extractors.media import iter_frames
+from avpipe.extractors.mtcnn import Cascade, MtcnnEngine
 from avpipe.extractors.tracking import iou
 
 
@@ -24,20 +26,6 @@ def test_off_by_default_and_then_absent_from_the_key():
     assert Faces(FacesConfig(track_onet_inputs=3, track_onet_min_prob=0.5)).semantic_config() != on
     with pytest.raises(ValueError):
         FacesConfig(track_onet_inputs=-1)
-
-
-def test_move_keeps_the_inputs_place_relative_to_the_face():
-    src = np.array([100.0, 100.0, 200.0, 220.0])
-    inputs = np.array([[90.0, 105.0, 210.0, 225.0], [100.0, 100.0, 200.0, 200.0]])
-    same = _move(inputs, src, src)
-    np.testing.assert_allclose(same, inputs)
-    dst = np.array([110.0, 90.0, 310.0, 330.0])  # shifted, twice the size
-    moved = _move(inputs, src, dst)
-    np.testing.assert_allclose(moved[:, 2] - moved[:, 0], 2 * (inputs[:, 2] - inputs[:, 0]))
-    np.testing.assert_allclose(moved[:, 3] - moved[:, 1], 2 * (inputs[:, 3] - inputs[:, 1]))  # still square
-    # the face-centre-relative offset doubles with the size
-    c_src, c_dst = np.array([150.0, 160.0]), np.array([210.0, 210.0])
-    np.testing.assert_allclose(moved[:, :2] - c_dst, 2 * (inputs[:, :2] - c_src))
 
 
 def test_tracks_the_face_close_to_per_frame_mtcnn_with_few_cascades(th_frames, monkeypatch):
@@ -82,7 +70,7 @@ def test_unsure_onet_falls_back_to_the_window_cascade(th_frames, monkeypatch):
 
 
 def test_two_people_keep_their_tracks_and_sides(two_faces_tone):
-    from avpipe.extractors.faces import iter_frames as frames
+    from avpipe.extractors.media import iter_frames as frames
 
     n = two_faces_tone.truth["n_frames"]
     ref = Faces(FacesConfig()).process(frames(two_faces_tone.path), n)

@@ -50,7 +50,8 @@ def test_faces_keeps_a_persons_identity_across_a_short_absence(tmp_path):
     A person (re)appearing between key frames is picked up at the next key frame (row 30 here,
     ``key_interval`` 30), so the left track has no rows 12-29 and one identity before and after.
     """
-    from avpipe.extractors.faces import Faces, iter_frames
+    from avpipe.extractors.faces import Faces
+    from avpipe.extractors.media import iter_frames
     from avpipe.sample.media import write_clip
     from tests.affwild2_fixture import FPS, N_FRAMES, frames
 
