@@ -49,7 +49,7 @@ def test_fusion_bogus_fails_fast_without_torch_and_lists_models():
 
 
 def test_fusion_choices_are_the_registry():
-    from avpipe.cli_params import fusion_model_names
+    from avpipe.cli.params import fusion_model_names
     from avpipe.fusion.models import model_registry
 
     assert set(fusion_model_names()) == set(model_registry())
@@ -85,7 +85,7 @@ def test_resume_and_overwrite_together_is_a_usage_error(tmp_path):
 
 
 def _boom_group():
-    from avpipe.cli_errors import ErrorHandlingGroup, debug_option
+    from avpipe.cli.errors import ErrorHandlingGroup, debug_option
 
     @click.group(cls=ErrorHandlingGroup)
     @debug_option
@@ -126,7 +126,7 @@ def test_main_group_has_debug_flag(monkeypatch):
 
 
 def test_error_classes_named_by_the_error_layer_exist():
-    from avpipe.cli_errors import RUNTIME_ERRORS, USAGE_ERRORS, import_error_class
+    from avpipe.cli.errors import RUNTIME_ERRORS, USAGE_ERRORS, import_error_class
 
     for spec in USAGE_ERRORS + RUNTIME_ERRORS:
         if spec == "avpipe.pipeline.config:ConfigError":
