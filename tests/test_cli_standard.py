@@ -298,3 +298,34 @@ def test_device_flag_and_train_config_share_one_rule():
             DEVICE.convert(name, None, None)
         with pytest.raises(ValueError):
             TrainConfig(device=name)
+
+
+@pytest.mark.parametrize("args, target", [
+    (["extract", "--videos", "{videos}", "--no-progress"], "avpipe.pipeline.runner:run_extract"),
+    (["status"], "avpipe.pipeline.report:status"),
+    (["cache", "verify"], "avpipe.pipeline.maintenance:verify"),
+    (["cache", "gc"], "avpipe.pipeline.maintenance:gc"),
+    (["cache", "rebuild-index"], "avpipe.pipeline.rebuild:rebuild_index"),
+    (["cache", "ls"], "avpipe.pipeline.store:Cache"),  # opening the cache itself
+])
+def test_cache_errors_are_one_line_exit_1(tmp_path, monkeypatch, args, target):
+    """A cache that cannot be read or written (read-only, full disk, damaged index) is one
+    ``Error:`` line and exit 1 on every cache command: the error group classifies it, no command
+    re-maps it by hand."""
+    import importlib
+
+    from avpipe.pipeline.store import Cache
+    from avpipe.pipeline.types import CacheReadOnly
+
+    def broken(*a, **k):
+        raise CacheReadOnly(f"cache index {tmp_path / 'c'} is read-only; ask its owner")
+
+    Cache(tmp_path / "c", create=True).close()
+    mod, _, attr = target.partition(":")
+    monkeypatch.setattr(importlib.import_module(mod), attr, broken)
+    (tmp_path / "v").mkdir()
+    (tmp_path / "v" / "a.mp4").write_bytes(b"")
+    argv = [a.format(videos=tmp_path / "v") for a in args] + ["--cache", str(tmp_path / "c")]
+    r = CliRunner().invoke(main, argv)
+    assert r.exit_code == 1, r.output
+    assert r.output.strip() == f"Error: cache index {tmp_path / 'c'} is read-only; ask its owner"

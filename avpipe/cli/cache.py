@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from avpipe.cli.common import cache_option, cache_root, echo_json, open_cache
-from avpipe.cli.errors import UsageFailure, fail
+from avpipe.cli.errors import UsageFailure
 from avpipe.cli.params import DEVICE
 
 
@@ -89,7 +89,6 @@ def cache_verify(cache_dir: Path | None, recompute: int | None = None, stage: st
                  seed: int | None = None, device: str = "cpu") -> None:
     """Re-hash every shard and open every entry; drop entries of bad shards (exit 1 if any)."""
     from avpipe.pipeline.maintenance import verify
-    from avpipe.pipeline.types import CacheError
 
     if (stage is not None or seed is not None) and recompute is None:
         raise UsageFailure("--stage and --seed go with --recompute N", usage=True)
@@ -98,10 +97,7 @@ def cache_verify(cache_dir: Path | None, recompute: int | None = None, stage: st
         return
 
     with open_cache(cache_dir) as c:
-        try:
-            rep = verify(c)  # takes the cache lock
-        except CacheError as e:
-            fail(str(e))
+        rep = verify(c)  # takes the cache lock
     for rp, why in rep.bad:
         click.echo(f"BAD {rp}: {why}")
     click.echo(f"checked {rep.checked_shards} shards, {rep.checked_entries} entries: "
@@ -132,13 +128,9 @@ def _verify_recompute(cache_dir: Path | None, n: int, stage: str | None, seed: i
 def cache_gc(cache_dir: Path | None, dry_run: bool) -> None:
     """Delete shard and temporary files the index no longer references."""
     from avpipe.pipeline.maintenance import gc, human_bytes
-    from avpipe.pipeline.types import CacheError
 
     with open_cache(cache_dir) as c:
-        try:
-            rep = gc(c, dry_run=dry_run)  # takes the cache lock
-        except CacheError as e:
-            fail(str(e))
+        rep = gc(c, dry_run=dry_run)  # takes the cache lock
     for rp in rep.files:
         click.echo(("would delete " if dry_run else "deleted ") + rp)
     for rp in rep.kept_live:
@@ -161,15 +153,12 @@ def cache_rebuild_index(cache_dir: Path | None) -> None:
     file names and failures are copied from it when it can still be read (otherwise the next
     extract rediscovers the names). Shards that cannot be read are listed and left alone."""
     from avpipe.pipeline.rebuild import rebuild_index
-    from avpipe.pipeline.types import CacheError
 
     root = cache_root(cache_dir)
     try:
         rep = rebuild_index(root)
     except FileNotFoundError as e:
         raise UsageFailure(str(e), usage=True) from e
-    except CacheError as e:
-        fail(str(e))
     for rp, why in rep.skipped:
         click.echo(f"SKIPPED {rp}: {why}")
     click.echo(f"rebuilt {root / 'index.sqlite'}: {rep.entries} entries of {rep.fingerprints} fingerprints "

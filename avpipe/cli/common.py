@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from avpipe.cli.errors import UsageFailure, fail
+from avpipe.cli.errors import UsageFailure
 
 
 def cache_option(f: Any) -> Any:
@@ -31,16 +31,14 @@ def cache_root(cache_dir: Path | None) -> Path:
 
 def open_cache(cache_dir: Path | None) -> Any:
     """The cache, opened read-only (commands that change it lock it and write through
-    ``Cache.lock``); a damaged or unreadable index is one line and exit 1."""
+    ``Cache.lock``). A damaged or unreadable index (``CacheError``) is one line and exit 1, by
+    the error group like every ``CacheError`` of the cache commands."""
     from avpipe.pipeline.store import Cache
-    from avpipe.pipeline.types import CacheError
 
     try:
         return Cache(cache_root(cache_dir))
-    except FileNotFoundError as e:
+    except FileNotFoundError as e:  # no cache there: the --cache flag is wrong
         raise UsageFailure(str(e), usage=True) from e
-    except CacheError as e:
-        fail(str(e))
 
 
 def split_list(value: str | None) -> list[str] | None:

@@ -71,7 +71,7 @@ def extract(videos_dir: Path, cache_dir: Path | None, stages: str | None, only: 
     from avpipe.pipeline.plan import PlanError
     from avpipe.pipeline.runner import run_extract
     from avpipe.pipeline.stage import Runtime
-    from avpipe.pipeline.types import CacheError, MissingWeightsError
+    from avpipe.pipeline.types import MissingWeightsError
 
     if force and not only:
         raise UsageFailure("--force needs --stage NAME", usage=True)
@@ -100,8 +100,6 @@ def extract(videos_dir: Path, cache_dir: Path | None, stages: str | None, only: 
         raise UsageFailure(str(e), usage=True) from e
     except FileNotFoundError as e:
         raise UsageFailure(str(e), usage=True) from e
-    except CacheError as e:  # read-only cache, lock file on a full disk
-        fail(str(e))
     click.echo(summary.render())
     collisions = _report_skipped(videos_dir, verbose)
     sys.exit(max(summary.exit_code, 1 if collisions else 0))

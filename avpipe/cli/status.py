@@ -40,15 +40,12 @@ def status(cache_dir: Path | None, videos_dir: Path | None, stages: str | None,
     """Per stage: how many videos are done, failed, missing."""
     from avpipe.pipeline.plan import PlanError
     from avpipe.pipeline.report import status as status_report
-    from avpipe.pipeline.types import CacheError
 
     with open_cache(cache_dir) as cache:
         try:  # status only looks: no weights fetched or converted, nothing written
             rep = status_report(cache, videos_dir, load_pipeline_config(config_path), split_list(stages))
         except PlanError as e:
             raise UsageFailure(str(e), usage=True) from e
-        except CacheError as e:
-            fail(str(e))
         except sqlite3.DatabaseError as e:
             fail(f"cannot read the cache index of {cache.root}: {e}")
     if as_json:
