@@ -68,6 +68,3 @@ class LazyGroup(ErrorHandlingGroup):
 def main() -> None:
     """avpipe: content-addressed audio-visual feature cache and fusion trainer."""
 
-
-if __name__ == "__main__":  # pragma: no cover
-    main()

@@ -1,4 +1,6 @@
-"""``avpipe train | evaluate | predict`` — click commands the core CLI adds lazily.
+"""``avpipe train | evaluate | predict``: a run's life — train it, score it, predict with it.
+
+Multi-GPU training runs the same command under torchrun: ``torchrun ... -m avpipe train ...``.
 
 Heavy imports (torch, h5py, the models) happen inside the command bodies so that ``avpipe --help``
 stays fast and a bad flag (``--fusion bogus``) is refused before torch loads. Errors follow the
