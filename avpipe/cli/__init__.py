@@ -67,4 +67,3 @@ class LazyGroup(ErrorHandlingGroup):
 @debug_option
 def main() -> None:
     """avpipe: content-addressed audio-visual feature cache and fusion trainer."""
-
