@@ -49,7 +49,7 @@ def test_fusion_bogus_fails_fast_without_torch_and_lists_models():
 
 
 def test_fusion_choices_are_the_registry():
-    from avpipe.cli_params import fusion_model_names
+    from avpipe.cli.params import fusion_model_names
     from avpipe.fusion.models import model_registry
 
     assert set(fusion_model_names()) == set(model_registry())
@@ -85,7 +85,7 @@ def test_resume_and_overwrite_together_is_a_usage_error(tmp_path):
 
 
 def _boom_group():
-    from avpipe.cli_errors import ErrorHandlingGroup, debug_option
+    from avpipe.cli.errors import ErrorHandlingGroup, debug_option
 
     @click.group(cls=ErrorHandlingGroup)
     @debug_option
@@ -126,7 +126,7 @@ def test_main_group_has_debug_flag(monkeypatch):
 
 
 def test_error_classes_named_by_the_error_layer_exist():
-    from avpipe.cli_errors import RUNTIME_ERRORS, USAGE_ERRORS, import_error_class
+    from avpipe.cli.errors import RUNTIME_ERRORS, USAGE_ERRORS, import_error_class
 
     for spec in USAGE_ERRORS + RUNTIME_ERRORS:
         if spec == "avpipe.pipeline.config:ConfigError":
@@ -222,3 +222,110 @@ def test_unknown_feature_stage_is_a_usage_error_naming_the_stages(tmp_path):
 def test_misspelt_fusion_model_suggests_the_near_one(tmp_path):
     r = CliRunner().invoke(main, ["train", "--fusion", "jac", "--labels", str(tmp_path)])
     assert r.exit_code == 2 and "did you mean 'jca'" in r.output, r.output
+
+
+def test_one_usage_error_type():
+    """avpipe has one usage-error class, click's own kind; nothing in avpipe raises click's directly
+    or defines another ClickException (runtime failures aside)."""
+    import ast
+
+    from avpipe.cli.errors import RuntimeFailure, UsageFailure
+
+    assert issubclass(UsageFailure, click.UsageError) and UsageFailure.exit_code == 2
+    classes, raised = [], []
+    for f in (ROOT / "avpipe").rglob("*.py"):
+        for node in ast.walk(ast.parse(f.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ClassDef) and any("Exception" in ast.unparse(b) or "Error" in ast.unparse(b)
+                                                      for b in node.bases if "click" in ast.unparse(b)):
+                classes.append(node.name)
+            if isinstance(node, ast.Raise) and node.exc is not None and \
+                    ast.unparse(node.exc).startswith(("click.UsageError(", "click.ClickException(")):
+                raised.append(f"{f.relative_to(ROOT)}:{node.lineno}")
+    assert sorted(classes) == sorted([UsageFailure.__name__, RuntimeFailure.__name__])
+    assert raised == []
+
+
+def test_usage_errors_keep_their_two_forms(tmp_path):
+    """A wrong flag combination shows click's usage banner; a bad value is one line per problem."""
+    (tmp_path / "v.mp4").write_bytes(b"")
+    r = CliRunner().invoke(main, ["extract", "--videos", str(tmp_path), "--force"], prog_name="avpipe")
+    assert r.exit_code == 2
+    assert r.output.splitlines() == ["Usage: avpipe extract [OPTIONS]", "Try 'avpipe extract --help' for help.", "",
+                                     "Error: --force needs --stage NAME"]
+    r = CliRunner().invoke(main, ["train", "--fusion", "jca", "--labels", str(tmp_path), "--resume", "--overwrite"])
+    assert r.exit_code == 2
+    assert r.output.splitlines() == ["Error: use either --resume (continue the run) or --overwrite (replace it), "
+                                     "not both"]
+    cfg = tmp_path / "two.toml"
+    cfg.write_text("nosuchkey = 1\notherkey = 2\n")
+    r = CliRunner().invoke(main, ["config", "show", "--train", "--config", str(cfg)])
+    lines = r.output.splitlines()
+    assert r.exit_code == 2 and len(lines) == 2, r.output
+    assert all(ln.startswith("Error: ") for ln in lines) and "nosuchkey" in r.output and "otherkey" in r.output
+
+
+@pytest.mark.parametrize("exc, expected", [
+    ("cache", "Error: cannot write the cache"),
+    ("bug", "Error: unexpected RuntimeError: boom (run with --debug or AVPIPE_DEBUG=1 for the traceback)"),
+])
+def test_ingest_crops_errors_are_classified_by_the_group(tmp_path, monkeypatch, exc, expected):
+    """ingest-crops has no handler of its own: the error group turns a library error into one line."""
+    from avpipe.extractors import crop_tree
+    from avpipe.pipeline.types import CacheError
+
+    def broken(*a, **k):
+        raise CacheError("cannot write the cache") if exc == "cache" else RuntimeError("boom")
+
+    monkeypatch.delenv("AVPIPE_DEBUG", raising=False)
+    monkeypatch.setattr(crop_tree, "ingest_crop_tree", broken)
+    (tmp_path / "crops").mkdir()
+    (tmp_path / "videos").mkdir()
+    r = CliRunner().invoke(main, ["ingest-crops", "--crops", str(tmp_path / "crops"), "--videos",
+                                  str(tmp_path / "videos"), "--cache", str(tmp_path / "c"), "--backbone", "none"])
+    assert r.exit_code == 1 and r.output.strip() == expected, r.output
+
+
+def test_device_flag_and_train_config_share_one_rule():
+    """``--device`` delegates to the train config's check: what one accepts the other does."""
+    from avpipe.cli.params import DEVICE
+    from avpipe.fusion.config import TrainConfig
+
+    for name in ("auto", "cpu", "cuda", "cuda:3", "mps"):
+        assert DEVICE.convert(f" {name.upper()} ", None, None) == name
+        assert TrainConfig(device=name).device == name
+    for name in ("tpu", "cuda:", "cuda:x", "gpu"):
+        with pytest.raises(click.BadParameter, match="use auto, cpu, cuda, cuda:N or mps"):
+            DEVICE.convert(name, None, None)
+        with pytest.raises(ValueError):
+            TrainConfig(device=name)
+
+
+@pytest.mark.parametrize("args, target", [
+    (["extract", "--videos", "{videos}", "--no-progress"], "avpipe.pipeline.runner:run_extract"),
+    (["status"], "avpipe.pipeline.report:status"),
+    (["cache", "verify"], "avpipe.pipeline.maintenance:verify"),
+    (["cache", "gc"], "avpipe.pipeline.maintenance:gc"),
+    (["cache", "rebuild-index"], "avpipe.pipeline.rebuild:rebuild_index"),
+    (["cache", "ls"], "avpipe.pipeline.store:Cache"),  # opening the cache itself
+])
+def test_cache_errors_are_one_line_exit_1(tmp_path, monkeypatch, args, target):
+    """A cache that cannot be read or written (read-only, full disk, damaged index) is one
+    ``Error:`` line and exit 1 on every cache command: the error group classifies it, no command
+    re-maps it by hand."""
+    import importlib
+
+    from avpipe.pipeline.store import Cache
+    from avpipe.pipeline.types import CacheReadOnly
+
+    def broken(*a, **k):
+        raise CacheReadOnly(f"cache index {tmp_path / 'c'} is read-only; ask its owner")
+
+    Cache(tmp_path / "c", create=True).close()
+    mod, _, attr = target.partition(":")
+    monkeypatch.setattr(importlib.import_module(mod), attr, broken)
+    (tmp_path / "v").mkdir()
+    (tmp_path / "v" / "a.mp4").write_bytes(b"")
+    argv = [a.format(videos=tmp_path / "v") for a in args] + ["--cache", str(tmp_path / "c")]
+    r = CliRunner().invoke(main, argv)
+    assert r.exit_code == 1, r.output
+    assert r.output.strip() == f"Error: cache index {tmp_path / 'c'} is read-only; ask its owner"

@@ -30,13 +30,14 @@ GENERIC_DEFAULTS: dict[str, Any] = {"step_peak_lr": 1e-3, "optimizer": "adam", "
                                     "window": 300, "hop": 200, "clip_len": 1, "patience": 10}
 
 
-def _device(name: str) -> str:
+def check_device(name: str) -> str:
+    """A device name as avpipe accepts it everywhere (config files and ``--device`` flags alike)."""
     if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", name):
         raise ValueError("must be auto, cpu, cuda, cuda:N or mps")
     return name
 
 
-Device = Annotated[str, AfterValidator(_device)]
+Device = Annotated[str, AfterValidator(check_device)]
 PosInt = Annotated[Int, Field(ge=1)]
 #: Frames of a training/evaluation window or hop: an hour of 25 fps video is 90 000 frames; more
 #: than this is a typo that would only fail (out of memory) deep inside the run.

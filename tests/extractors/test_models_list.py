@@ -7,7 +7,7 @@ from click.testing import CliRunner
 
 from avpipe.extractors.backbones import backbone_names, create_backbone
 from avpipe.extractors.backbones.clips import CLIP_BACKBONES
-from avpipe.extractors.models_cli import models
+from avpipe.cli.models import models
 
 
 def test_every_backbone_is_listed_with_dim_weights_licence_and_offline() -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from avpipe.extractors.models_cli import models
+from avpipe.cli.models import models
 from avpipe.extractors.weights import (WeightsMissingError, download_file, fetch_weights, get_spec,
                                        resolve_weights, weight_specs)
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from click.testing import CliRunner
 
-from avpipe.fusion.cli import train_cmd
+from avpipe.cli.train import train_cmd
 from avpipe.fusion.models import get_model_class, model_listing, model_registry
 
 PUBLISHED = ("jca", "rja", "rjcma", "dca", "maven")

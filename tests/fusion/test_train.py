@@ -122,7 +122,7 @@ def test_missing_modality_names_the_stage(corpus, tmp_path):
 
 def _cli_train(corpus, out: Path, cfg_file: Path, *extra: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([PY, "-m", "avpipe.fusion.cli", "train", "--fusion", "rja", "--config", str(cfg_file),
+    return subprocess.Popen([PY, "-m", "avpipe", "train", "--fusion", "rja", "--config", str(cfg_file),
                              "--out", str(out), *extra], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
@@ -166,7 +166,7 @@ def test_ddp_two_processes_gloo(corpus, tmp_path):
     cfg.save(cfg_file)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     p = subprocess.run([str(Path(PY).parent / "torchrun"), "--standalone", "--nproc_per_node", "2", "-m",
-                        "avpipe.fusion.cli", "train", "--fusion", "concat", "--config", str(cfg_file)],
+                        "avpipe", "train", "--fusion", "concat", "--config", str(cfg_file)],
                        env=env, capture_output=True, text=True, timeout=240)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
     rows = list(csv.DictReader(open(tmp_path / "ddp" / "metrics.csv")))
@@ -187,7 +187,7 @@ def test_ddp_keeps_the_experiment_global_batch_and_resume_at_another_world_size(
     small_config(corpus, "concat", tmp_path / "ddp", **kw).save(cfg_file)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     p = subprocess.run([str(Path(PY).parent / "torchrun"), "--standalone", "--nproc_per_node", "2", "-m",
-                        "avpipe.fusion.cli", "train", "--fusion", "concat", "--config", str(cfg_file)],
+                        "avpipe", "train", "--fusion", "concat", "--config", str(cfg_file)],
                        env=env, capture_output=True, text=True, timeout=240)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
     saved = json.loads((tmp_path / "ddp" / "config.json").read_text())

@@ -1,6 +1,7 @@
 """``avpipe ingest-crops``: the organisers' ``cropped_aligned`` tree as the faces source.
 
-Kept out of ``avpipe/cli.py`` (registered there as a lazy command) so the core CLI stays small.
+Reading and embedding the crops is :func:`avpipe.extractors.crop_tree.ingest_crop_tree`; this
+module parses and checks the flags and prints the report.
 """
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ from pathlib import Path
 
 import click
 
-from avpipe.cli_errors import handle
-from avpipe.cli_params import parse_weights
+from avpipe.cli.errors import UsageFailure
+from avpipe.cli.params import parse_weights
 
 
 @click.command("ingest-crops", epilog="""Examples:
@@ -50,18 +51,15 @@ def ingest_crops(crops_dir: Path, videos_dir: Path, cache_dir: Path | None, back
     from avpipe.pipeline.stage import Runtime
 
     if not crops_dir.is_dir():
-        raise click.UsageError(f"--crops {crops_dir}: not a folder")
+        raise UsageFailure(f"--crops {crops_dir}: not a folder", usage=True)
     name = None if backbone.lower() == "none" else backbone
     if name is not None and name not in backbone_names():
-        raise click.UsageError(f"--backbone {backbone!r}: known: {', '.join(backbone_names())}, none")
+        raise UsageFailure(f"--backbone {backbone!r}: known: {', '.join(backbone_names())}, none", usage=True)
     wmap = parse_weights(weights)
     root = (cache_dir or default_cache_root()).expanduser().absolute()
-    try:
-        rep = ingest_crop_tree(crops_dir, videos_dir, root, backbone=name, crop_size=crop_size,
-                               runtime=Runtime(device=device, batch_size=batch_size, weights=wmap),
-                               log=lambda m: click.echo(m, err=True))
-    except Exception as e:  # noqa: BLE001 - weights missing, unreadable cache: one clear line
-        raise handle(e) from e
+    rep = ingest_crop_tree(crops_dir, videos_dir, root, backbone=name, crop_size=crop_size,
+                           runtime=Runtime(device=device, batch_size=batch_size, weights=wmap),
+                           log=lambda m: click.echo(m, err=True))
     for key, why in rep.failed:
         click.echo(f"FAILED {key}: {why}", err=True)
     if rep.unused_folders:

@@ -50,16 +50,46 @@ RUNTIME_ERRORS = (
 )
 
 
-class UsageFailure(click.ClickException):
-    """A usage error reported as one line (no usage banner), exit 2."""
+class UsageFailure(click.UsageError):
+    """The one usage error of avpipe (exit 2): a bad flag, flag combination or config value.
+
+    A subclass of click's own, so click's parse errors and ours exit and print alike and
+    ``except click.UsageError`` catches both. Two forms, chosen by what helps the reader:
+
+    * default: one ``Error: ...`` line per problem (``lines``: a config error lists each bad
+      key), no usage banner — for a bad value, where the usage line would bury the message;
+    * ``usage=True``: click's form (the command's usage line, the ``--help`` hint, then
+      ``Error: ...``) — for a wrong flag or flag combination, where the usage line is the help.
+
+    ``message`` may be an exception with a ``lines`` attribute (:class:`~avpipe.pipeline.config.ConfigError`).
+    """
 
     exit_code = 2
+
+    def __init__(self, message: str | Exception, ctx: click.Context | None = None, *, usage: bool = False) -> None:
+        lines = getattr(message, "lines", None) or [str(message)]
+        super().__init__("\n".join(lines), ctx)
+        self.lines: list[str] = list(lines)
+        self.usage = usage
+
+    def show(self, file: Any = None) -> None:
+        if self.usage:
+            super().show(file)
+            return
+        for line in self.lines:
+            click.echo(f"Error: {line}", file=file, err=True)
 
 
 class RuntimeFailure(click.ClickException):
     """A runtime failure reported as one line, exit 1."""
 
     exit_code = 1
+
+
+def fail(message: str, code: int = 1) -> Any:
+    """Raise one ``Error:`` line on stderr with the exit status (1 runtime failure, 2 usage), the
+    same format as every other error."""
+    raise (UsageFailure if code == 2 else RuntimeFailure)(message)
 
 
 _debug_flag = False  # set by --debug for the current invocation

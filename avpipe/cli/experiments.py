@@ -11,12 +11,11 @@ from typing import Any
 
 import click
 
-from avpipe.cli_params import DEVICE, parse_cli_value
+from avpipe.cli.errors import UsageFailure
+from avpipe.cli.params import DEVICE, parse_cli_value
 
 
 def _usage(msg: str) -> None:
-    from avpipe.cli_errors import UsageFailure
-
     raise UsageFailure(msg)
 
 

@@ -1,6 +1,6 @@
 """Click glue for the model names: ``avpipe train --list`` and the model list in ``train --help``.
 
-Kept apart from :mod:`avpipe.fusion.cli` so that the command module stays about options; the
+Kept apart from :mod:`avpipe.cli.train` so that the command module stays about options; the
 listing itself is :func:`avpipe.fusion.models.model_listing` (one source for both). The models
 (and torch) are imported only when the list is shown, so ``avpipe --help`` stays fast.
 """

@@ -9,13 +9,12 @@ from __future__ import annotations
 import ast
 import functools
 import importlib.util
-import re
 from pathlib import Path
 from typing import Any
 
 import click
 
-_DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+from avpipe.cli.errors import UsageFailure
 
 
 class DeviceType(click.ParamType):
@@ -27,10 +26,15 @@ class DeviceType(click.ParamType):
         return "[auto|cpu|cuda|cuda:N|mps]"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        """Case and spaces forgiven; the check itself is the train config's (one rule for a flag
+        and a config file), imported here rather than at the top so ``--help`` stays cheap."""
+        from avpipe.fusion.config import check_device
+
         v = str(value).strip().lower()
-        if not _DEVICE_RE.match(v):
+        try:
+            return check_device(v)
+        except ValueError:
             self.fail(f"{value!r}: use auto, cpu, cuda, cuda:N or mps", param, ctx)
-        return v
 
 
 DEVICE = DeviceType()
@@ -145,7 +149,7 @@ def parse_weights(items: tuple[str, ...] | list[str]) -> dict[str, str]:
     for item in items:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
-            raise click.UsageError(f"--weights {item!r}: expected NAME=PATH")
+            raise UsageFailure(f"--weights {item!r}: expected NAME=PATH", usage=True)
         out[name] = path
     if out:
         from avpipe.extractors.weights import weight_specs
@@ -155,6 +159,6 @@ def parse_weights(items: tuple[str, ...] | list[str]) -> dict[str, str]:
         known = weight_specs()
         unknown = sorted(set(out) - set(known))
         if unknown:
-            raise click.UsageError(f"--weights: unknown weights name(s) {', '.join(map(repr, unknown))}; "
-                                   f"known: {', '.join(sorted(known))} (see `avpipe models list`)")
+            raise UsageFailure(f"--weights: unknown weights name(s) {', '.join(map(repr, unknown))}; "
+                               f"known: {', '.join(sorted(known))} (see `avpipe models list`)", usage=True)
     return out

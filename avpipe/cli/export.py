@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from avpipe.cli_errors import RuntimeFailure, UsageFailure
+from avpipe.cli.errors import RuntimeFailure, UsageFailure
 from avpipe.display import safe_text
 
 EPILOG = """Examples:

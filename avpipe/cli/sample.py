@@ -5,6 +5,8 @@ from pathlib import Path
 
 import click
 
+from avpipe.cli.errors import RuntimeFailure
+
 
 @click.command("sample", epilog="""\b
 Examples:
@@ -29,7 +31,7 @@ def sample(out: Path, n_videos: int, seed: int) -> None:
     try:
         from avpipe.sample.corpus import make_corpus
     except ImportError as e:  # pragma: no cover
-        raise click.ClickException(f"{e}. Install the sample extra: pip install 'avpipe[sample]'") from e
+        raise RuntimeFailure(f"{e}. Install the sample extra: pip install 'avpipe[sample]'") from e
     vids = make_corpus(out, n_videos, seed=seed)
     n_train = sum(v.split == "Train_Set" for v in vids)
     click.echo(f"wrote {len(vids)} videos ({n_train} train, {len(vids) - n_train} validation) "

@@ -1,8 +1,10 @@
-"""``avpipe train | evaluate | predict`` — click commands the core CLI adds lazily.
+"""``avpipe train | evaluate | predict``: a run's life — train it, score it, predict with it.
+
+Multi-GPU training runs the same command under torchrun: ``torchrun ... -m avpipe train ...``.
 
 Heavy imports (torch, h5py, the models) happen inside the command bodies so that ``avpipe --help``
 stays fast and a bad flag (``--fusion bogus``) is refused before torch loads. Errors follow the
-one standard of :mod:`avpipe.cli_errors` (0 ok, 1 runtime failure, 2 usage error, no traceback
+one standard of :mod:`avpipe.cli.errors` (0 ok, 1 runtime failure, 2 usage error, no traceback
 unless ``--debug``).
 """
 from __future__ import annotations
@@ -12,10 +14,10 @@ from typing import Any
 
 import click
 
-from avpipe.cli_errors import ErrorHandlingGroup, UsageFailure, debug_option
-from avpipe.cli_params import DEVICE, FusionChoice, parse_cli_value, resolve_jobs
+from avpipe.cli.errors import RuntimeFailure, UsageFailure
+from avpipe.cli.params import DEVICE, FusionChoice, did_you_mean, parse_cli_value, resolve_jobs
+from avpipe.cli.train_list import TrainCommand, list_option
 from avpipe.display import safe_name, safe_text
-from avpipe.fusion.cli_models import TrainCommand, list_option
 
 TRAIN_EPILOG = """Examples:
 
@@ -86,7 +88,6 @@ def _check_feature_stages(features: dict[str, str], cache: str) -> None:
     """``--features visual=visuals``: a usage error naming the known stages, before any loading.
 
     Known: every registered stage and every stage the cache holds (ingested or plugin stages)."""
-    from avpipe.cli_params import did_you_mean
     from avpipe.pipeline.stage import stage_registry
 
     known = set(stage_registry())
@@ -121,14 +122,12 @@ def _load_train_config(path: Path | None) -> Any:
     from avpipe.fusion.config import TrainConfig
     from avpipe.pipeline.config import ConfigError, load_config_file
 
-    from avpipe.config_cli import ConfigUsageError
-
     if path is None:
         return TrainConfig()
     try:
         return TrainConfig.from_dict(load_config_file(path))
     except ConfigError as e:  # one line per bad key/value, exit 2
-        raise ConfigUsageError(e) from None
+        raise UsageFailure(e) from None
     except (ValueError, TypeError, OSError) as e:  # bad TOML/JSON (ValueError subclasses), unknown keys, types
         raise UsageFailure(f"--config {safe_name(str(path))}: {safe_text(e)}") from e
 
@@ -193,7 +192,6 @@ def train_cmd(fusion: str, labels: Path | None, cache: Path | None, features: st
 
     Numeric flags are checked by the TrainConfig (one line naming the flag, exit 2), exactly like
     the same keys in a --config file."""
-    from avpipe.config_cli import ConfigUsageError
     from avpipe.pipeline.config import ConfigError
 
     if resume and overwrite:
@@ -223,7 +221,7 @@ def train_cmd(fusion: str, labels: Path | None, cache: Path | None, features: st
             try:
                 setattr(cfg, k, v)  # checked like a file value; the message names the flag
             except ConfigError as e:
-                raise ConfigUsageError(e.from_flags({k: "--" + k.replace("_", "-")})) from None
+                raise UsageFailure(e.from_flags({k: "--" + k.replace("_", "-")})) from None
     if cfg.features:
         _check_feature_stages(dict(cfg.features), cfg.cache)
     cfg.model.update(_parse_model_options(model_options))
@@ -327,7 +325,6 @@ def predict_cmd(run_path: str, videos: str, out: Path, cache: str | None, fmt: s
 def _write_submission(run_path: str, videos: str, out: Path, cache: str | None, device: str, sample: str) -> None:
     """``predict --submission``: the ABAW test-set file from the cached features (exit 1 if any
     listed frame cannot be predicted; nothing is written then)."""
-    from avpipe.cli_errors import RuntimeFailure
     from avpipe.fusion.submission import SubmissionError, run_predictor, write_submission
     from avpipe.pipeline.discover import iter_video_files
 
@@ -339,18 +336,3 @@ def _write_submission(run_path: str, videos: str, out: Path, cache: str | None, 
         raise RuntimeFailure(safe_text(e)) from None
     click.echo(f"wrote {safe_name(str(path))}")
 
-
-COMMANDS = (train_cmd, evaluate_cmd, predict_cmd)
-
-
-@click.group(cls=ErrorHandlingGroup)
-@debug_option
-def fusion_group() -> None:
-    """Fusion trainer commands (also added to the main avpipe CLI)."""
-
-
-for _c in COMMANDS:
-    fusion_group.add_command(_c)
-
-if __name__ == "__main__":  # pragma: no cover
-    fusion_group()

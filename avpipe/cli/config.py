@@ -1,9 +1,9 @@
-"""``avpipe config show``, the stage list in ``extract --help``, and config errors as usage errors.
+"""``avpipe config show``, the stage list in ``extract --help``, and loading a checked pipeline config.
 
 Why a module of its own: printing the effective config and turning a :class:`ConfigError` into
-a one-line usage error (exit 2) are needed by several commands (``extract``, ``status``,
-``train``, ``config``); keeping them here keeps ``avpipe/cli.py`` to one-line hooks. Importing
-this module is cheap (click only): config classes and the stage registry load inside functions.
+a usage error (exit 2, one line per problem) are needed by several commands (``extract``,
+``status``, ``train``, ``config``). Importing this module is cheap (click only): config classes
+and the stage registry load inside functions.
 """
 from __future__ import annotations
 
@@ -14,26 +14,13 @@ from typing import Any
 
 import click
 
-
-class ConfigUsageError(click.ClickException):
-    """A config error shown as ``Error: <problem>`` (one line per problem) with exit status 2."""
-
-    exit_code = 2
-
-    def __init__(self, error: Exception | str) -> None:
-        lines = getattr(error, "lines", None) or [str(error)]
-        super().__init__("\n".join(lines))
-        self.lines: list[str] = list(lines)
-
-    def show(self, file: Any = None) -> None:
-        for line in self.lines:
-            click.echo(f"Error: {line}", err=True)
+from avpipe.cli.errors import UsageFailure
 
 
 def load_pipeline_config(path: Path | None) -> Any:
     """The pipeline config of ``--config PATH`` (or the defaults), fully checked.
 
-    Raises :class:`ConfigUsageError` for an unreadable file, an unknown stage or option, or a bad
+    Raises :class:`~avpipe.cli.errors.UsageFailure` (one line per problem) for an unreadable file, an unknown stage or option, or a bad
     value — before any cache is opened or any video is looked at.
     """
     from avpipe.pipeline.config import ConfigError
@@ -43,7 +30,7 @@ def load_pipeline_config(path: Path | None) -> Any:
         config = PipelineConfig.load(path) if path is not None else PipelineConfig()
         config.validate()
     except ConfigError as e:
-        raise ConfigUsageError(e) from None
+        raise UsageFailure(e) from None
     return config
 
 
@@ -134,7 +121,7 @@ def _show_train(config_path: Path | None, as_json: bool) -> None:
     try:
         cfg = TrainConfig.load(config_path) if config_path else TrainConfig()
     except ConfigError as e:
-        raise ConfigUsageError(e) from None
+        raise UsageFailure(e) from None
     if as_json:
         click.echo(cfg.dumps())
         return
@@ -174,7 +161,7 @@ Exit status: 0 ok, 2 bad config file or value (one line per problem).""")
 def show(stages: tuple[str, ...], train: bool, config_path: Path | None, as_json: bool) -> None:
     """Print the effective config as TOML, each option with its help text and allowed values."""
     if train and stages:
-        raise click.UsageError("use either --train or --stage")
+        raise UsageFailure("use either --train or --stage", usage=True)
     if train:
         _show_train(config_path, as_json)
     else:

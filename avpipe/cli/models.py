@@ -1,6 +1,6 @@
 """``avpipe models list|path|fetch|verify``: the weights registry on the command line.
 
-The core CLI adds this group with ``main.add_command(models)``. Every registered spec (Whisper,
+Listed in :data:`avpipe.cli.COMMANDS` (loaded when used). Every registered spec (Whisper,
 MiniLM, VGGish here; MTCNN and face backbones from the vision modules) shows where its file lives,
 how it is obtained (package, download, conversion), its checksum and whether it is present.
 """
@@ -11,7 +11,7 @@ import sys
 
 import click
 
-from avpipe.cli_errors import UsageFailure
+from avpipe.cli.errors import UsageFailure
 
 
 @click.group("models", epilog="""Examples:
@@ -132,7 +132,7 @@ def fetch_cmd(names: tuple[str, ...], all_: bool) -> None:
 
     todo = sorted(weight_specs()) if all_ else list(names)
     if not todo:
-        raise click.UsageError("name at least one model, or --all")
+        raise UsageFailure("name at least one model, or --all", usage=True)
     _check_names(todo)
     failed = 0
     for n in todo:

@@ -1,0 +1,95 @@
+"""The import rules of the package layout, checked on the source (no module is imported).
+
+Why: the library (``pipeline/``, ``extractors/``, ``fusion/``, ...) must be usable from Python
+without the command line, and the command line must be the only place that knows about exit
+codes and click. The rule is cheap to break by one function-level import, so it is enforced here
+by reading every module's syntax tree, function bodies included.
+"""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PKG = ROOT / "avpipe"
+
+#: Modules outside ``avpipe/cli/`` allowed to import it: ``python -m avpipe`` is the command.
+CLI_IMPORTERS = {"avpipe/__main__.py"}
+#: Top-level packages only the command line may import.
+CLI_ONLY = ("avpipe.cli", "click")
+
+
+def imported_modules(source: str, module: str, is_package: bool = False) -> set[str]:
+    """Every module ``source`` imports, anywhere (top level, functions, ``if`` blocks), with
+    relative imports resolved against ``module``. ``from a import b`` yields ``a`` and ``a.b``
+    (``b`` may be a submodule)."""
+    package = module if is_package else module.rpartition(".")[0]
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - (node.level - 1)]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            out.add(target)
+            out.update(f"{target}.{a.name}" for a in node.names)
+    return out
+
+
+def _matches(name: str, prefixes: tuple[str, ...]) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+def violations(root: Path = ROOT) -> list[str]:
+    """``file: imported`` for every library module that imports the command line or click."""
+    bad = []
+    for f in sorted((root / "avpipe").rglob("*.py")):
+        rel = f.relative_to(root).as_posix()
+        if rel.startswith("avpipe/cli/") or rel in CLI_IMPORTERS:
+            continue
+        mod = ".".join(f.relative_to(root).with_suffix("").parts)
+        names = imported_modules(f.read_text(encoding="utf-8"), mod, is_package=f.name == "__init__.py")
+        bad += [f"{rel}: {n}" for n in sorted(names) if _matches(n, CLI_ONLY)]
+    return bad
+
+
+def test_library_never_imports_the_command_line_or_click():
+    assert violations() == []
+
+
+def test_the_command_line_is_one_package():
+    """Every module that imports click lives in ``avpipe/cli/`` (no ``*_cli.py`` elsewhere)."""
+    assert (PKG / "cli" / "__init__.py").is_file()
+    assert not (PKG / "cli.py").exists()
+    strays = [p.relative_to(ROOT).as_posix() for p in PKG.rglob("*cli*.py") if "cli" not in p.parent.parts]
+    assert strays == []
+
+
+@pytest.mark.parametrize("source, found", [
+    ("import click", "click"),
+    ("def f():\n    from avpipe.cli.errors import UsageFailure\n", "avpipe.cli.errors"),
+    ("if True:\n    import avpipe.cli\n", "avpipe.cli"),
+    ("from .. import cli\n", "avpipe.cli"),
+    ("from ..cli import params\n", "avpipe.cli.params"),
+    ("class A:\n    def m(self):\n        from click import echo\n", "click"),
+])
+def test_the_rule_sees_every_kind_of_import(source, found):
+    names = imported_modules(source, "avpipe.fusion.somemodule")
+    assert any(_matches(n, (found,)) for n in names), names
+    assert any(_matches(n, CLI_ONLY) for n in names)
+
+
+def test_the_rule_reports_a_library_module_that_imports_the_cli(tmp_path):
+    (tmp_path / "avpipe" / "fusion").mkdir(parents=True)
+    (tmp_path / "avpipe" / "cli").mkdir()
+    (tmp_path / "avpipe" / "fusion" / "ok.py").write_text("import json\n")
+    (tmp_path / "avpipe" / "fusion" / "bad.py").write_text("def f():\n    from ..cli.errors import fail\n")
+    (tmp_path / "avpipe" / "cli" / "cmd.py").write_text("import click\n")
+    assert violations(tmp_path) == ["avpipe/fusion/bad.py: avpipe.cli.errors",
+                                    "avpipe/fusion/bad.py: avpipe.cli.errors.fail"]
