@@ -6,11 +6,7 @@ torch (``--fusion bogus`` is refused in well under a second, before any model co
 """
 from __future__ import annotations
 
-import ast
-import functools
-import importlib.util
 import re
-from pathlib import Path
 from typing import Any
 
 import click
@@ -36,47 +32,13 @@ class DeviceType(click.ParamType):
 DEVICE = DeviceType()
 
 
-@functools.lru_cache(maxsize=1)
 def fusion_model_names() -> tuple[str, ...]:
-    """Names of the registered fusion models, read from the model modules' source.
+    """Names of the fusion models, from the model registry's table of built-ins and whatever is
+    registered in-process (:func:`avpipe.fusion.models.model_names`), without importing torch or
+    any model module; every name listed here is one the registry can build."""
+    from avpipe.fusion.models import model_names
 
-    The registry itself (:func:`avpipe.fusion.models.model_registry`) imports torch; the CLI only
-    needs the names, so it reads the ``name = "..."`` of every class decorated with
-    ``@register_model`` in ``avpipe/fusion/models/*.py`` (a test keeps both lists equal).
-    """
-    spec = importlib.util.find_spec("avpipe.fusion.models")
-    names: set[str] = set()
-    for folder in (spec.submodule_search_locations or []) if spec else []:
-        for f in sorted(Path(folder).glob("*.py")):
-            try:
-                tree = ast.parse(f.read_text(encoding="utf-8"))
-            except (OSError, SyntaxError, UnicodeDecodeError):
-                continue
-            for node in ast.walk(tree):
-                if isinstance(node, ast.ClassDef) and any(_decorator_name(d) == "register_model"
-                                                          for d in node.decorator_list):
-                    n = _class_name_attr(node)
-                    if n:
-                        names.add(n)
-    return tuple(sorted(names))
-
-
-def _decorator_name(d: ast.expr) -> str:
-    if isinstance(d, ast.Call):
-        d = d.func
-    if isinstance(d, ast.Attribute):
-        return d.attr
-    return d.id if isinstance(d, ast.Name) else ""
-
-
-def _class_name_attr(node: ast.ClassDef) -> str | None:
-    for st in node.body:
-        targets = st.targets if isinstance(st, ast.Assign) else [st.target] if isinstance(st, ast.AnnAssign) else []
-        value = getattr(st, "value", None)
-        if any(isinstance(t, ast.Name) and t.id == "name" for t in targets) and \
-                isinstance(value, ast.Constant) and isinstance(value.value, str):
-            return value.value
-    return None
+    return tuple(model_names())
 
 
 class FusionChoice(click.Choice):
