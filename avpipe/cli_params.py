@@ -47,6 +47,15 @@ class FusionChoice(click.Choice):
     def __init__(self) -> None:
         super().__init__(fusion_model_names())
 
+    @property  # type: ignore[override]
+    def choices(self) -> tuple[str, ...]:
+        """The registry's names when asked, so models registered after the command was built count."""
+        return fusion_model_names()
+
+    @choices.setter
+    def choices(self, value: Any) -> None:
+        """click.Choice assigns its choices; the registry stays their one source."""
+
     def convert(self, value: Any, param: Any, ctx: Any) -> Any:
         """A near miss (``jac``, ``JCA``, ``maven_paper``) names the model it probably meant."""
         if isinstance(value, str) and value not in self.choices:

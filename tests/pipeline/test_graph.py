@@ -57,15 +57,15 @@ def test_every_builtin_stage_is_in_the_table_and_the_table_loads_it():
 
     import avpipe.extractors
 
-    modules = ["avpipe.pipeline.probe"] + [m.name for m in pkgutil.iter_modules(avpipe.extractors.__path__,
-                                                                               "avpipe.extractors.")]
+    modules = ["avpipe.pipeline.probe"] + [m.name for m in pkgutil.walk_packages(avpipe.extractors.__path__,
+                                                                                "avpipe.extractors.")]
     defined = {}
     for name in modules:
         for _, obj in inspect.getmembers(importlib.import_module(name), inspect.isclass):
-            if issubclass(obj, stage.Stage) and obj.__module__ == name and "name" in vars(obj):
-                defined[obj.name] = f"{obj.__module__}:{obj.__qualname__}"
-    assert defined == stage.BUILTIN_STAGES
+            if issubclass(obj, stage.Stage) and obj.__module__ == name and vars(obj).get("name"):
+                defined[obj.name] = obj
     reg = stage.stage_registry()
+    assert defined == {n: reg[n] for n in stage.BUILTIN_STAGES}
     for name, target in stage.BUILTIN_STAGES.items():
         mod, _, attr = target.partition(":")
         assert reg[name] is getattr(importlib.import_module(mod), attr)

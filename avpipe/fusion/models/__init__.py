@@ -129,12 +129,12 @@ def model_listing(verbose: bool = False) -> list[str]:
     """
     from avpipe.fusion.recipes import default_recipe
 
-    reg = model_registry()
-    names = [n for n in LIST_ORDER if n in reg] + sorted(set(reg) - set(LIST_ORDER))
+    entries = {e.name: e for e in MODELS.list()}
+    names = [n for n in LIST_ORDER if n in entries] + sorted(set(entries) - set(LIST_ORDER))
     lines = []
     for n in names:
-        cls, d = reg[n], model_defaults(n)
-        info = cls.info
+        cls, d = entries[n].obj, model_defaults(n)
+        info = entries[n].metadata.get("info", cls.info)
         clip = int(d.get("clip_len") or 1)
         tok = f"{d['window']}f/{clip}={d['window'] // clip} tokens" if clip > 1 else f"{d['window']}f per-frame"
         lines.append(f"{n:13s} {'+'.join(m[0] for m in cls.modalities):5s} window {tok}, batch {d['batch_size']}, "
