@@ -4,8 +4,9 @@ A stage is a class registered by name (like timm's model registry, :mod:`avpipe.
 built-in stages in the lazy table :data:`BUILTIN_STAGES` (plain "module:Class" strings, so this
 package imports no extractor until a stage is looked up); a third-party package's under the
 ``avpipe.stages`` entry-point group of its ``pyproject.toml``; scripts and tests with
-:func:`register_stage` or ``$AVPIPE_PLUGINS``. The plain types it exchanges (:class:`StageResult`, :class:`VideoRef`,
-:class:`Runtime`) live in :mod:`avpipe.pipeline.types`. It declares:
+:func:`register_stage` or ``$AVPIPE_PLUGINS`` (docs/extending.md). The plain types it exchanges
+(:class:`StageResult`, :class:`VideoRef`, :class:`Runtime`) live in :mod:`avpipe.pipeline.types`.
+It declares:
 
 * ``name`` and ``version`` — bump ``version`` whenever the code's *output* changes; it enters the
   fingerprint, so old cache entries stop matching instead of being silently reused;
@@ -27,14 +28,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from avpipe.pipeline import graph
-from avpipe.registry import Registry
 from avpipe.pipeline.types import PROBE, Runtime, StageError, StageResult, VideoRef
+from avpipe.registry import Registry
 
 if TYPE_CHECKING:  # pragma: no cover
     from avpipe.pipeline.entry import Entry
 
-__all__ = ["BUILTIN_STAGES", "PROBE", "STAGES", "NoConfig", "Runtime", "Stage", "StageError", "StageResult", "VideoRef",
-           "dependents", "get_stage_class", "load_plugins", "register_stage", "stage_graph",
+__all__ = ["BUILTIN_STAGES", "PROBE", "STAGES", "NoConfig", "Runtime", "Stage", "StageError", "StageResult",
+           "VideoRef", "dependents", "get_stage_class", "load_plugins", "register_stage", "stage_graph",
            "stage_registry", "topological_order"]
 
 
@@ -176,8 +177,8 @@ def load_entry_points() -> list[str]:
     """Register every third-party stage declared under the ``avpipe.stages`` entry-point group.
 
     Why entry points: an installed package's stages are found without ``$AVPIPE_PLUGINS``. The
-    built-ins come from :data:`BUILTIN_STAGES`; entry points that an installed ``avpipe`` itself
-    declares (older installs did) are ignored, so stale install metadata never matters. Loaded
+    built-ins come from :data:`BUILTIN_STAGES`; entry points declared by an installed ``avpipe``
+    distribution are ignored (the table is authoritative; install metadata can be stale). Loaded
     once per process; an entry point that cannot be loaded is an error naming it.
     """
     global _ENTRY_POINTS_LOADED
