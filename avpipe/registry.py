@@ -120,12 +120,12 @@ class Registry(Generic[T]):
         """
         if not name or not isinstance(name, str):
             raise ValueError(f"{self.kind} name must be a non-empty string, not {name!r}")
+        if not isinstance(obj, str) and self._check is not None:
+            self._check(name, obj)  # outside the lock: a check may import (never hold it while importing)
         with self._lock:
             if isinstance(obj, str):
                 self._register_lazy(name, obj)
             else:
-                if self._check is not None:
-                    self._check(name, obj)
                 existing = self._objects.get(name)
                 if existing is not None and not (existing is obj or existing == obj):
                     raise DuplicateNameError(f"{self.kind} {name!r} registered twice ({existing!r} and {obj!r})")
@@ -224,19 +224,18 @@ class Registry(Generic[T]):
     def _load(self, name: str) -> T:
         """Import a lazy entry's module; registers the named attribute if the module did not
         register it itself (a module may, or may not, use the decorator)."""
-        with self._lock:
-            module, _, attr = self._lazy[name].partition(":")
+        module, _, attr = self._lazy[name].partition(":")
+        try:  # Python's import lock serialises imports; this registry's lock is never held here
+            mod = importlib.import_module(module)
+        except ImportError as e:
+            raise ImportError(f"{self.kind} {name!r}: module {module} cannot be imported: {e}") from e
+        if name not in self._objects:
             try:
-                mod = importlib.import_module(module)
-            except ImportError as e:
-                raise ImportError(f"{self.kind} {name!r}: module {module} cannot be imported: {e}") from e
-            if name not in self._objects:
-                try:
-                    obj = getattr(mod, attr)
-                except AttributeError:
-                    raise ImportError(f"{self.kind} {name!r}: {module} has no {attr!r}") from None
-                self.register(name, obj)
-            return self._objects[name]
+                obj = getattr(mod, attr)
+            except AttributeError:
+                raise ImportError(f"{self.kind} {name!r}: {module} has no {attr!r}") from None
+            self.register(name, obj)
+        return self._objects[name]
 
     def __repr__(self) -> str:
         return f"Registry({self.kind!r}, {len(self._objects)} loaded, {len(self._lazy)} built-in)"

@@ -86,6 +86,29 @@ def test_a_module_that_registers_itself_fulfils_its_lazy_entry(tmp_path, monkeyp
     assert reg.get("w").__module__ == "reg_self_mod" and reg.metadata("w") == {"dim": 3}
 
 
+def test_concurrent_first_lookups_get_the_one_object(tmp_path, monkeypatch):
+    """Threads (a threaded cluster worker) looking a lazy name up at once import it once and all
+    get the same object; registering inside the import never deadlocks."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    reg: Registry[type] = Registry("widget", {"c": "reg_conc_mod:C"})
+    monkeypatch.setattr(sys.modules[__name__], "REG", reg, raising=False)
+    _module(tmp_path, monkeypatch, "reg_conc_mod", f"""
+        import time
+        from {__name__} import REG
+
+        time.sleep(0.05)
+
+        class C:
+            name = "c"
+
+        REG.register("c", C)
+    """)
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(lambda _: reg.get("c"), range(16), timeout=30))
+    assert len({id(c) for c in got}) == 1 and got[0] is sys.modules["reg_conc_mod"].C
+
+
 def test_bad_lazy_targets_say_which_entry(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="'module:attr'"):
         Registry("widget", {"w": "no_colon"})
