@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from avpipe.pipeline.stage import StageError
 from avpipe.registry import Registry
+
+if TYPE_CHECKING:  # pragma: no cover - numpy is imported where crops are handled, not to list names
+    import numpy as np
 
 
 class BackboneUnavailable(StageError):
@@ -95,6 +96,7 @@ def create_backbone(name: str, **kwargs: Any) -> Backbone:
 def resize_crops(crops: np.ndarray, size: int) -> np.ndarray:
     """Resize (N, S, S, 3) uint8 crops to ``size`` (area when shrinking, cubic when growing)."""
     import cv2
+    import numpy as np
 
     if crops.shape[1] == size:
         return crops
