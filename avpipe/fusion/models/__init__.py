@@ -1,4 +1,7 @@
-"""Fusion model registry (timm-style): every model module registers its class by name.
+"""Fusion model registry (timm-style, :mod:`avpipe.registry`): every model module registers its
+class by name, and each built-in name has its line in :data:`BUILTIN_MODELS`, so names are listed
+and ``--fusion`` is checked without importing torch (docs/extending.md). Importing this package
+imports no model module and no torch; the base types load on first use.
 
 One signature for all models::
 
