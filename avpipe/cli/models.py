@@ -38,13 +38,13 @@ def _rows(checksum: bool) -> list[dict[str, object]]:
 def backbone_rows() -> list[dict[str, object]]:
     """One row per registered backbone, timm-style: stage, name, dim, weights, source, licence,
     and whether it works without a model hub."""
-    from avpipe.extractors.backbones import backbone_names, get_backbone
-    from avpipe.extractors.backbones.clips import CLIP_BACKBONES
+    from avpipe.extractors.backbones import BACKBONES
+    from avpipe.extractors.backbones.clips import CLIPS
     from avpipe.extractors.weights import find_weights, get_spec
 
     rows: list[dict[str, object]] = []
-    classes = [("visual", n, get_backbone(n)) for n in backbone_names()]
-    classes += [("visual_clip", n, c) for n, c in sorted(CLIP_BACKBONES.items())]
+    classes = [("visual", e.name, e.obj) for e in BACKBONES.list()]
+    classes += [("visual_clip", e.name, e.obj) for e in CLIPS.list()]
     for stage, name, cls in classes:
         wname = getattr(cls, "weights_name", None)
         spec = get_spec(wname) if wname else None

@@ -6,10 +6,6 @@ torch (``--fusion bogus`` is refused in well under a second, before any model co
 """
 from __future__ import annotations
 
-import ast
-import functools
-import importlib.util
-from pathlib import Path
 from typing import Any
 
 import click
@@ -40,47 +36,13 @@ class DeviceType(click.ParamType):
 DEVICE = DeviceType()
 
 
-@functools.lru_cache(maxsize=1)
 def fusion_model_names() -> tuple[str, ...]:
-    """Names of the registered fusion models, read from the model modules' source.
+    """Names of the fusion models, from the model registry's table of built-ins and whatever is
+    registered in-process (:func:`avpipe.fusion.models.model_names`), without importing torch or
+    any model module; every name listed here is one the registry can build."""
+    from avpipe.fusion.models import model_names
 
-    The registry itself (:func:`avpipe.fusion.models.model_registry`) imports torch; the CLI only
-    needs the names, so it reads the ``name = "..."`` of every class decorated with
-    ``@register_model`` in ``avpipe/fusion/models/*.py`` (a test keeps both lists equal).
-    """
-    spec = importlib.util.find_spec("avpipe.fusion.models")
-    names: set[str] = set()
-    for folder in (spec.submodule_search_locations or []) if spec else []:
-        for f in sorted(Path(folder).glob("*.py")):
-            try:
-                tree = ast.parse(f.read_text(encoding="utf-8"))
-            except (OSError, SyntaxError, UnicodeDecodeError):
-                continue
-            for node in ast.walk(tree):
-                if isinstance(node, ast.ClassDef) and any(_decorator_name(d) == "register_model"
-                                                          for d in node.decorator_list):
-                    n = _class_name_attr(node)
-                    if n:
-                        names.add(n)
-    return tuple(sorted(names))
-
-
-def _decorator_name(d: ast.expr) -> str:
-    if isinstance(d, ast.Call):
-        d = d.func
-    if isinstance(d, ast.Attribute):
-        return d.attr
-    return d.id if isinstance(d, ast.Name) else ""
-
-
-def _class_name_attr(node: ast.ClassDef) -> str | None:
-    for st in node.body:
-        targets = st.targets if isinstance(st, ast.Assign) else [st.target] if isinstance(st, ast.AnnAssign) else []
-        value = getattr(st, "value", None)
-        if any(isinstance(t, ast.Name) and t.id == "name" for t in targets) and \
-                isinstance(value, ast.Constant) and isinstance(value.value, str):
-            return value.value
-    return None
+    return tuple(model_names())
 
 
 class FusionChoice(click.Choice):
@@ -88,6 +50,15 @@ class FusionChoice(click.Choice):
 
     def __init__(self) -> None:
         super().__init__(fusion_model_names())
+
+    @property  # type: ignore[override]
+    def choices(self) -> tuple[str, ...]:
+        """The registry's names when asked, so models registered after the command was built count."""
+        return fusion_model_names()
+
+    @choices.setter
+    def choices(self, value: Any) -> None:
+        """click.Choice assigns its choices; the registry stays their one source."""
 
     def convert(self, value: Any, param: Any, ctx: Any) -> Any:
         """A near miss (``jac``, ``JCA``, ``maven_paper``) names the model it probably meant."""

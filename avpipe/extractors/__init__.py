@@ -11,27 +11,10 @@ The stage graph (docs/stages.md#stage-graph)::
                         └── asr ──┬── text
                                   └── speech_segments (+ audio)
 
-Each module declares its own ``requires``; this list is the one place that says which modules
-make up the built-in graph. Modules import their heavy or optional dependencies (torch, dlib,
-whisper, transformers) lazily, so importing them is cheap and never fails for a missing extra.
+Each module declares its own ``requires``; the table of built-in stages
+(:data:`avpipe.pipeline.stage.BUILTIN_STAGES`, one line per stage) says which modules make up the
+built-in graph, and the stage registry imports a module when its stage is first looked up.
+Importing this package imports none of them. Modules import their heavy or optional dependencies
+(torch, dlib, whisper, transformers) lazily, so importing them is cheap and never fails for a
+missing extra. How to add one: docs/extending.md.
 """
-from __future__ import annotations
-
-import importlib
-
-BUILTIN_STAGE_MODULES = (
-    "avpipe.pipeline.probe",
-    "avpipe.extractors.faces",
-    "avpipe.extractors.visual",
-    "avpipe.extractors.visual_clip",
-    "avpipe.extractors.audio",
-    "avpipe.extractors.logmel",
-    "avpipe.extractors.egemaps",
-    "avpipe.extractors.vggish",
-    "avpipe.extractors.asr",
-    "avpipe.extractors.text",
-    "avpipe.extractors.speech",
-)
-
-for _m in BUILTIN_STAGE_MODULES:
-    importlib.import_module(_m)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from avpipe.pipeline.sideeffects import writes_allowed
 from avpipe.pipeline.types import WeightsUnavailable
+from avpipe.registry import Registry
 
 
 class WeightsMissingError(WeightsUnavailable):
@@ -66,25 +67,39 @@ class WeightSpec:
         return avpipe_home() / "weights" / self.filename
 
 
-_SPECS: dict[str, WeightSpec] = {}
+WEIGHTS: Registry[WeightSpec] = Registry("weights", plural="weights")
+#: The registered specs (the registry's live mapping; kept under its old name for tests).
+_SPECS: dict[str, WeightSpec] = WEIGHTS.objects
 
 
 def register_weights(spec: WeightSpec) -> WeightSpec:
-    _SPECS[spec.name] = spec
+    """Make ``spec`` known by its name. The registry's one duplicate policy: an equal spec again
+    (a module imported twice) is a no-op; a different spec under a taken name raises
+    :class:`~avpipe.registry.DuplicateNameError` instead of silently replacing the first, whose
+    checksum may already be in fingerprints."""
+    WEIGHTS.register(spec.name, spec, source=spec.source, description=spec.description)
     return spec
 
 
-def weight_specs() -> dict[str, WeightSpec]:
-    import avpipe.extractors  # noqa: F401  (modules register their specs on import)
+def _load_builtin_modules() -> None:
+    """Import every built-in stage and visual backbone module: they register their specs on import."""
+    from avpipe.extractors.backbones.base import BACKBONES
+    from avpipe.pipeline.stage import STAGES
 
+    STAGES.load_all()
+    BACKBONES.load_all()
+
+
+def weight_specs() -> dict[str, WeightSpec]:
+    _load_builtin_modules()
     return dict(_SPECS)
 
 
 def get_spec(name: str) -> WeightSpec:
-    specs = weight_specs()
-    if name not in specs:
-        raise KeyError(f"unknown weights {name!r}; known: {', '.join(sorted(specs))}")
-    return specs[name]
+    """The spec of ``name``; unknown: :class:`~avpipe.registry.UnknownNameError` (a KeyError)."""
+    if name not in WEIGHTS:
+        _load_builtin_modules()
+    return WEIGHTS.get(name)
 
 
 def find_weights(name: str, override: str | os.PathLike[str] | None = None) -> Path | None:

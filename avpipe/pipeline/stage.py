@@ -1,10 +1,12 @@
 """The stage interface: what one extraction step declares and computes.
 
-A stage is a class registered by name (like timm's model registry): declared as an entry point
-of the ``avpipe.stages`` group in its package's ``pyproject.toml`` — the built-in stages too, so
-this package imports no extractor — or, for scripts and tests, with :func:`register_stage` or
-``$AVPIPE_PLUGINS``. The plain types it exchanges (:class:`StageResult`, :class:`VideoRef`,
-:class:`Runtime`) live in :mod:`avpipe.pipeline.types`. It declares:
+A stage is a class registered by name (like timm's model registry, :mod:`avpipe.registry`): the
+built-in stages in the lazy table :data:`BUILTIN_STAGES` (plain "module:Class" strings, so this
+package imports no extractor until a stage is looked up); a third-party package's under the
+``avpipe.stages`` entry-point group of its ``pyproject.toml``; scripts and tests with
+:func:`register_stage` or ``$AVPIPE_PLUGINS`` (docs/extending.md). The plain types it exchanges
+(:class:`StageResult`, :class:`VideoRef`, :class:`Runtime`) live in :mod:`avpipe.pipeline.types`.
+It declares:
 
 * ``name`` and ``version`` — bump ``version`` whenever the code's *output* changes; it enters the
   fingerprint, so old cache entries stop matching instead of being silently reused;
@@ -27,12 +29,13 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from avpipe.pipeline import graph
 from avpipe.pipeline.types import PROBE, Runtime, StageError, StageResult, VideoRef
+from avpipe.registry import Registry
 
 if TYPE_CHECKING:  # pragma: no cover
     from avpipe.pipeline.entry import Entry
 
-__all__ = ["PROBE", "NoConfig", "Runtime", "Stage", "StageError", "StageResult", "VideoRef",
-           "dependents", "get_stage_class", "load_plugins", "register_stage", "stage_graph",
+__all__ = ["BUILTIN_STAGES", "PROBE", "STAGES", "NoConfig", "Runtime", "Stage", "StageError", "StageResult",
+           "VideoRef", "dependents", "get_stage_class", "load_plugins", "register_stage", "stage_graph",
            "stage_registry", "topological_order"]
 
 
@@ -101,16 +104,41 @@ class Stage(ABC):
         """Compute this stage for one video. ``inputs`` holds ``probe`` and every required stage."""
 
 
-_REGISTRY: dict[str, type[Stage]] = {}
+#: The built-in stages: name -> "module:Class". Adding a stage is its module plus one line here
+#: (docs/extending.md); the table is plain data, so ``pipeline/`` imports no extractor until a
+#: stage is looked up, and no install metadata (entry points, a reinstall) is involved.
+BUILTIN_STAGES: dict[str, str] = {
+    "probe": "avpipe.pipeline.probe:Probe",
+    "faces": "avpipe.extractors.faces:Faces",
+    "visual": "avpipe.extractors.visual:Visual",
+    "visual_clip": "avpipe.extractors.visual_clip:VisualClip",
+    "audio": "avpipe.extractors.audio:Audio",
+    "logmel": "avpipe.extractors.logmel:LogMel",
+    "egemaps": "avpipe.extractors.egemaps:Egemaps",
+    "vggish": "avpipe.extractors.vggish:VGGishStage",
+    "asr": "avpipe.extractors.asr:ASR",
+    "text": "avpipe.extractors.text:Text",
+    "speech": "avpipe.extractors.speech:Speech",
+    "speech_segments": "avpipe.extractors.speech:SpeechSegments",
+}
+
+
+def _check_stage(name: str, cls: Any) -> None:
+    if not (isinstance(cls, type) and issubclass(cls, Stage)):
+        raise TypeError(f"stage {name!r}: {cls!r} is not a Stage class")
+    if getattr(cls, "name", None) != name:
+        raise ValueError(f"stage {name!r} loads stage named {getattr(cls, 'name', None)!r}")
+
+
+STAGES: Registry[type[Stage]] = Registry("stage", BUILTIN_STAGES, check=_check_stage)
+#: The loaded stages (the registry's live mapping; kept under its old name for scripts and tests).
+_REGISTRY: dict[str, type[Stage]] = STAGES.objects
 
 
 def register_stage(cls: type[Stage]) -> type[Stage]:
-    """Class decorator: make a stage available by name."""
-    name = cls.name
-    if name in _REGISTRY and _REGISTRY[name] is not cls:
-        raise ValueError(f"stage {name!r} registered twice ({_REGISTRY[name]} and {cls})")
-    _REGISTRY[name] = cls
-    return cls
+    """Class decorator: make a stage available by name (the same class twice is a no-op; another
+    class under a taken name raises)."""
+    return STAGES.register(cls.name, cls, description=cls.description, opt_in=cls.opt_in)
 
 
 _PLUGINS_LOADED: set[str] = set()
@@ -142,42 +170,21 @@ def load_plugins(spec: str | None = None) -> list[str]:
 
 
 ENTRY_POINT_GROUP = "avpipe.stages"
-#: Imported only when no installed distribution named ``avpipe`` declares entry points in
-#: :data:`ENTRY_POINT_GROUP` (a checkout used through PYTHONPATH, or stale install metadata).
-_BUILTIN_FALLBACK = "avpipe.extractors"
 _ENTRY_POINTS_LOADED = False
 
 
 def load_entry_points() -> list[str]:
-    """Register every stage declared under the ``avpipe.stages`` entry-point group.
+    """Register every third-party stage declared under the ``avpipe.stages`` entry-point group.
 
-    Why entry points: built-in stages are registered exactly like a third-party package's (its
-    ``pyproject.toml`` names ``name = "module:Class"``), so ``pipeline/`` never imports an
-    extractor. Loaded once per process; an entry point that cannot be loaded is an error naming it.
+    Why entry points: an installed package's stages are found without ``$AVPIPE_PLUGINS``. The
+    built-ins come from :data:`BUILTIN_STAGES`; entry points declared by an installed ``avpipe``
+    distribution are ignored (the table is authoritative; install metadata can be stale). Loaded
+    once per process; an entry point that cannot be loaded is an error naming it.
     """
     global _ENTRY_POINTS_LOADED
     if _ENTRY_POINTS_LOADED:
         return []
-    import importlib
-    from importlib.metadata import entry_points
-
-    names, own = [], False
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            cls = ep.load()
-        except Exception as e:
-            raise ImportError(f"stage entry point {ep.name} = {ep.value!r} cannot be loaded: {e}") from e
-        if not (isinstance(cls, type) and issubclass(cls, Stage)):
-            raise TypeError(f"stage entry point {ep.name} = {ep.value!r} is not a Stage class")
-        if getattr(cls, "name", None) != ep.name:
-            raise ValueError(f"stage entry point {ep.name!r} loads stage named {getattr(cls, 'name', None)!r}")
-        if _REGISTRY.get(cls.name) is not cls:
-            register_stage(cls)
-        names.append(ep.name)
-        dist = getattr(ep, "dist", None)
-        own = own or (dist is not None and dist.name == "avpipe")
-    if not own:
-        importlib.import_module(_BUILTIN_FALLBACK)
+    names = STAGES.load_entry_points(ENTRY_POINT_GROUP, skip_dist="avpipe")
     _ENTRY_POINTS_LOADED = True
     return names
 
@@ -185,6 +192,7 @@ def load_entry_points() -> list[str]:
 def stage_registry() -> dict[str, type[Stage]]:
     """All registered stages: those declared as ``avpipe.stages`` entry points (the built-ins
     among them), the modules named in ``$AVPIPE_PLUGINS``, and any registered in-process."""
+    STAGES.load_all()
     load_entry_points()
     load_plugins()
     return dict(_REGISTRY)
@@ -196,10 +204,10 @@ def stage_graph() -> dict[str, tuple[str, ...]]:
 
 
 def get_stage_class(name: str) -> type[Stage]:
-    reg = stage_registry()
-    if name not in reg:
-        raise KeyError(f"unknown stage {name!r}; known stages: {', '.join(sorted(reg))}")
-    return reg[name]
+    """The stage class of ``name``; unknown: :class:`~avpipe.registry.UnknownNameError` (a
+    KeyError) naming the closest known stage."""
+    stage_registry()
+    return STAGES.get(name)
 
 
 def default_stage_names() -> list[str]:

@@ -33,6 +33,7 @@ import numpy as np
 from avpipe.extractors.backbones.base import BackboneUnavailable
 from avpipe.extractors.weights import (WeightSpec, WeightsMissingError, file_checksum, register_weights,
                                        resolve_weights, torch_hub_checkpoints)
+from avpipe.registry import Registry
 
 R2P1D_FILE = "r2plus1d_18-91a641e6.pth"
 R2P1D_URL = "https://download.pytorch.org/models/" + R2P1D_FILE
@@ -348,14 +349,19 @@ class I3DUser(I3D):
     licence = "as its authors distribute it"
 
 
-CLIP_BACKBONES: dict[str, type[ClipBackbone]] = {c.name: c for c in (R2Plus1D18, R2Plus1D18Tsav, I3D, I3DUser)}
+#: The ``visual_clip`` stage's backbones (all defined in this module, so registered here; a plugin
+#: adds its own with ``CLIPS.register(name, cls)``).
+CLIPS: Registry[type[ClipBackbone]] = Registry("clip backbone")
+for _cls in (R2Plus1D18, R2Plus1D18Tsav, I3D, I3DUser):
+    CLIPS.register(_cls.name, _cls, channels=_cls.channels, weights=_cls.weights_name, licence=_cls.licence)
+#: The registry's live mapping, under its old name.
+CLIP_BACKBONES: dict[str, type[ClipBackbone]] = CLIPS.objects
 
 
 def clip_backbone_names() -> list[str]:
-    return sorted(CLIP_BACKBONES)
+    return CLIPS.names()
 
 
 def create_clip_backbone(name: str) -> ClipBackbone:
-    if name not in CLIP_BACKBONES:
-        raise KeyError(f"unknown clip backbone {name!r}; known: {', '.join(clip_backbone_names())}")
-    return CLIP_BACKBONES[name]()
+    """A clip backbone by name; unknown: :class:`~avpipe.registry.UnknownNameError` (a KeyError)."""
+    return CLIPS.get(name)()

@@ -1,4 +1,7 @@
-"""Fusion model registry (timm-style): every model module registers its class by name.
+"""Fusion model registry (timm-style, :mod:`avpipe.registry`): every model module registers its
+class by name, and each built-in name has its line in :data:`BUILTIN_MODELS`, so names are listed
+and ``--fusion`` is checked without importing torch (docs/extending.md). Importing this package
+imports no model module and no torch; the base types load on first use.
 
 One signature for all models::
 
@@ -22,43 +25,68 @@ values are the ``train_defaults`` declared here (gradient clipping at 1.0, early
 """
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from avpipe.fusion.models.base import FusionModel, MissingModalityError, ModelInfo
-from avpipe.fusion.source import DEFAULT_STAGES
+from avpipe.registry import Registry
 
-_REGISTRY: dict[str, type[FusionModel]] = {}
-_MODULES = ("jca", "rja", "rjcma", "iaca", "maven", "baselines", "ca")
+if TYPE_CHECKING:  # pragma: no cover
+    from avpipe.fusion.models.base import FusionModel
+
+#: The built-in models: name -> "module:Class". Adding a model is its module plus one line here
+#: (docs/extending.md). ``--fusion`` takes its choices from this table (through the registry)
+#: without importing torch, so a name it accepts is always one :func:`get_model_class` finds.
+BUILTIN_MODELS: dict[str, str] = {
+    "jca": "avpipe.fusion.models.jca:JCA",
+    "rja": "avpipe.fusion.models.rja:RJA",
+    "rja-shared": "avpipe.fusion.models.rja:RJAShared",
+    "rjcma": "avpipe.fusion.models.rjcma:RJCMA",
+    "rjcma-shared": "avpipe.fusion.models.rjcma:RJCMAShared",
+    "iaca": "avpipe.fusion.models.iaca:IACA",
+    "dca": "avpipe.fusion.models.iaca:DCA",
+    "maven": "avpipe.fusion.models.maven:MAVEN",
+    "maven-paper": "avpipe.fusion.models.maven:MAVENPaper",
+    "ca": "avpipe.fusion.models.ca:CrossAttention",
+    "concat": "avpipe.fusion.models.baselines:Concat",
+    "audio": "avpipe.fusion.models.baselines:AudioOnly",
+    "visual": "avpipe.fusion.models.baselines:VisualOnly",
+    "text": "avpipe.fusion.models.baselines:TextOnly",
+}
+
+
+def _check_model(name: str, cls: Any) -> None:
+    from avpipe.fusion.models.base import FusionModel
+
+    if not (isinstance(cls, type) and issubclass(cls, FusionModel)) or getattr(cls, "name", None) != name:
+        raise TypeError(f"fusion model {name!r}: {cls!r} is not a FusionModel class named {name!r}")
+
+
+MODELS: Registry[type[FusionModel]] = Registry("fusion model", BUILTIN_MODELS, check=_check_model)
 #: the order of ``avpipe train --list``: published models first, then variants, then baselines
 LIST_ORDER = ("jca", "rja", "rjcma", "dca", "maven", "rja-shared", "rjcma-shared", "iaca", "maven-paper",
               "ca", "concat", "audio", "visual", "text")
 
 
 def register_model(cls: type[FusionModel]) -> type[FusionModel]:
-    """Class decorator: make a model available by ``cls.name``."""
-    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
-        raise ValueError(f"model {cls.name!r} registered twice")
-    _REGISTRY[cls.name] = cls
-    return cls
+    """Class decorator: make a model available by ``cls.name`` (same class again: no-op; another
+    class under a taken name raises)."""
+    return MODELS.register(cls.name, cls, info=cls.info, modalities=tuple(cls.modalities))
 
 
-def _load_builtin() -> None:
-    for m in _MODULES:
-        importlib.import_module(f"avpipe.fusion.models.{m}")
+def model_names() -> list[str]:
+    """Every model name (built-in or registered), without importing torch or any model module."""
+    return MODELS.names()
 
 
 def model_registry() -> dict[str, type[FusionModel]]:
-    _load_builtin()
-    return dict(_REGISTRY)
+    """Every model class by name (imports the model modules, hence torch)."""
+    return MODELS.load_all()
 
 
 def get_model_class(name: str) -> type[FusionModel]:
-    reg = model_registry()
-    if name not in reg:
-        raise KeyError(f"unknown fusion model {name!r}; known: {', '.join(sorted(reg))}")
-    return reg[name]
+    """The class of ``name``; unknown: :class:`~avpipe.registry.UnknownNameError` (a KeyError)
+    naming the closest known model."""
+    return MODELS.get(name)
 
 
 def create_model(name: str, dims: Mapping[str, int], window: int, **options: Any) -> FusionModel:
@@ -72,6 +100,9 @@ def check_modalities(name: str, available: Mapping[str, str], options: Mapping[s
 
     ``available`` maps modality -> stage name of the feature set.
     """
+    from avpipe.fusion.models.base import MissingModalityError
+    from avpipe.fusion.source import DEFAULT_STAGES
+
     cls = get_model_class(name)
     need = cls.required_modalities(dict(options or {}))
     for m in need:
@@ -101,12 +132,12 @@ def model_listing(verbose: bool = False) -> list[str]:
     """
     from avpipe.fusion.recipes import default_recipe
 
-    reg = model_registry()
-    names = [n for n in LIST_ORDER if n in reg] + sorted(set(reg) - set(LIST_ORDER))
+    entries = {e.name: e for e in MODELS.list()}
+    names = [n for n in LIST_ORDER if n in entries] + sorted(set(entries) - set(LIST_ORDER))
     lines = []
     for n in names:
-        cls, d = reg[n], model_defaults(n)
-        info = cls.info
+        cls, d = entries[n].obj, model_defaults(n)
+        info = entries[n].metadata.get("info", cls.info)
         clip = int(d.get("clip_len") or 1)
         tok = f"{d['window']}f/{clip}={d['window'] // clip} tokens" if clip > 1 else f"{d['window']}f per-frame"
         lines.append(f"{n:13s} {'+'.join(m[0] for m in cls.modalities):5s} window {tok}, batch {d['batch_size']}, "
@@ -118,6 +149,20 @@ def model_listing(verbose: bool = False) -> list[str]:
     return lines
 
 
-__all__ = ["FusionModel", "MissingModalityError", "ModelInfo", "register_model", "model_registry",
-           "get_model_class", "create_model", "check_modalities", "model_defaults", "model_listing",
-           "DEFAULT_STAGES"]
+_LAZY_NAMES = {"FusionModel": "avpipe.fusion.models.base", "MissingModalityError": "avpipe.fusion.models.base",
+               "ModelInfo": "avpipe.fusion.models.base", "DEFAULT_STAGES": "avpipe.fusion.source"}
+
+
+def __getattr__(name: str) -> Any:
+    """The model base types on first use: importing this package (for ``--fusion``'s names) must
+    not import torch."""
+    if name in _LAZY_NAMES:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY_NAMES[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["BUILTIN_MODELS", "MODELS", "FusionModel", "MissingModalityError", "ModelInfo", "register_model",
+           "model_names", "model_registry", "get_model_class", "create_model", "check_modalities",
+           "model_defaults", "model_listing", "DEFAULT_STAGES"]

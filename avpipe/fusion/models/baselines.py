@@ -8,7 +8,7 @@ Linear h→h/2 → ReLU → Linear →2 (``temporal="none"`` drops the LSTM: a p
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -48,9 +48,6 @@ class _Projected(FusionModel):
         xavier_(self.proj)
         self.trunk = Trunk(hidden * len(self._mods), hidden, temporal, dropout)
 
-    def required_modalities_instance(self) -> tuple[str, ...]:
-        return self._mods
-
     def fuse(self, x: Mapping[str, torch.Tensor], mask: Mapping[str, torch.Tensor]) -> torch.Tensor:
         xs = [self.proj[m](t) for m, t in zip(self._mods, self.inputs(x, mask, self._mods))]
         return self.trunk(torch.cat(xs, dim=-1))
@@ -82,8 +79,4 @@ class Concat(_Projected):
     name = "concat"
     info = ModelInfo(paper="avpipe baseline", code="n/a (avpipe model)", ours="the baselines' shared trunk on concatenated modalities",
                      summary="multimodal baseline: concatenation (modalities=[...])")
-    modalities: ClassVar[tuple[str, ...]] = ("visual", "audio")
-
-    @classmethod
-    def required_modalities(cls, options: Mapping[str, Any]) -> tuple[str, ...]:
-        return tuple(options.get("modalities") or cls.modalities)
+    modalities: ClassVar[tuple[str, ...]] = ("visual", "audio")  # or the ``modalities`` option (base class)
