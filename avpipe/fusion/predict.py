@@ -26,7 +26,7 @@ from avpipe.fusion.inference import (FORMATS, build_model_from_checkpoint, load_
                                      resolve_device, write_prediction)
 from avpipe.fusion.metrics import EvalResult, evaluate
 from avpipe.fusion.source import FeatureError, FeatureSource
-from avpipe.fusion.train import open_source, prepare
+from avpipe.fusion.prepare import open_source, prepare
 from avpipe.pipeline.atomic import atomic_write_text
 
 __all__ = ["FORMATS", "PredictSetupError", "PredictionErrors", "evaluate_run", "persons_of", "predict_videos",

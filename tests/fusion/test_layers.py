@@ -21,7 +21,8 @@ def _imports(name: str) -> set[str]:
 
 def test_train_and_predict_do_not_import_each_other():
     assert "avpipe.fusion.predict" not in _imports("train")
-    assert "avpipe.fusion.train" in _imports("predict")  # predict builds on train's data preparation
+    assert "avpipe.fusion.train" not in _imports("predict")  # data preparation has its own module
+    assert "avpipe.fusion.prepare" in _imports("predict") and "avpipe.fusion.prepare" in _imports("train")
     assert not {"avpipe.fusion.train", "avpipe.fusion.predict"} & _imports("inference")
 
 

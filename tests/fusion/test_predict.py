@@ -11,7 +11,7 @@ import pytest
 from avpipe.fusion.config import TrainConfig
 from avpipe.fusion.predict import PredictSetupError, _pipeline_config, persons_of, predict_videos
 from avpipe.fusion.source import CacheSource, StageRef
-from avpipe.fusion.train import feature_configs
+from avpipe.fusion.prepare import feature_configs
 from avpipe.pipeline.runner import run_extract
 from avpipe.pipeline.settings import PipelineConfig
 from tests.media import make_clip
