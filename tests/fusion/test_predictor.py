@@ -99,3 +99,19 @@ def test_render_traces_are_the_runs_predictions(run, corpus):
                      fps=30.0, size=(64, 64))
     attach_run(cv, run, corpus["cache"])
     assert np.array_equal(cv.va_pred, np.asarray(expect["vid0000.mp4"], np.float64))
+
+
+def test_the_predictor_gives_each_video_and_person_its_predictions(run, corpus, tmp_path):
+    from avpipe.fusion.predictor import Predictor
+    from avpipe.fusion.run import RunConflictError
+
+    p = Predictor.from_run(run, cache=corpus["cache"], device="cpu")
+    assert p.missing("vid0000.mp4") == [] and p.persons("vid0000.mp4") == [None]
+    pred = p.predict("vid0000.mp4")
+    expect, _, _ = _recompute(run, corpus["cache"], [TrackRef("vid0000.mp4", "vid0000.mp4", None)])
+    assert pred.name == "vid0000.mp4" and np.array_equal(pred.values, expect["vid0000.mp4"])
+    assert set(pred.present) == set(p.fingerprints) == {"visual", "audio"}
+    assert all(v.dtype == bool and len(v) == len(pred.values) for v in pred.present.values())
+    assert p.predict("vid0000.mp4", name="x").name == "x"
+    with pytest.raises(RunConflictError, match="not a run folder"):
+        Predictor.from_run(tmp_path, device="cpu")
