@@ -193,12 +193,7 @@ def person_tracks(entry: Any) -> list[tuple[str, np.ndarray, np.ndarray]]:
 def _crop_reader(entry: Any) -> Any:
     """Read only the crops asked for (a long video's crops do not fit in memory)."""
     def read(rows: Sequence[int]) -> np.ndarray:
-        rows = sorted(set(int(r) for r in rows))
-        try:
-            with entry._open() as h5:  # HDF5 fancy indexing: only those rows are read
-                return np.asarray(h5[entry.content_id]["extras"]["crops"][rows])
-        except Exception:  # noqa: BLE001 - another storage layout: read all
-            return np.asarray(entry.extra("crops"))[rows]
+        return entry.extra_at("crops", sorted(set(int(r) for r in rows)))
     return read
 
 
@@ -228,28 +223,20 @@ def _load_audio(cache: Any, cid: str, cv: CachedVideo) -> None:
 
 def attach_run(cv: CachedVideo, run_path: str | Path, cache_root: str | Path) -> None:
     """Predicted (trained model on the cached features) and labelled valence/arousal."""
-    import torch
-
-    from avpipe.fusion.data import InMemoryBanks, TrackRef, load_bank
-    from avpipe.fusion.predict import _model_and_stats
-    from avpipe.fusion.source import CacheSource, FeatureError
-    from avpipe.fusion.train import predict_provider
+    from avpipe.fusion.predictor import Predictor
+    from avpipe.fusion.source import FeatureError
 
     try:
-        run, cfg, model, stats, ck = _model_and_stats(run_path, torch.device("cpu"))
+        predictor = Predictor.from_run(run_path, cache=cache_root, device="cpu")
     except FileNotFoundError as e:
         raise RenderError(f"--run {run_path}: {e}") from e
+    cfg = predictor.config
     cv.run_name = Path(run_path).name
-    fps = {m: (d["stage"], d["fingerprint"]) for m, d in cfg.resolved_features.items()}
-    src = CacheSource(cache_root)
     try:
-        bank = load_bank(src, fps, [TrackRef(cv.key, cv.content_id, None)], device="cpu", dtype=cfg.feature_dtype)
+        pred = predictor.predict(cv.content_id, name=cv.key)
     except FeatureError as e:
         raise RenderError(f"--run {run_path}: the run's features are not cached for {cv.key}: {e}") from e
-    bank.set_stats(stats)
-    preds, _, _ = predict_provider(model, InMemoryBanks(bank), ck["window"], int(cfg.eval_hop or cfg.hop),
-                                   int(cfg.batch_size or 32) * 2)
-    cv.va_pred = _fit(next(iter(preds.values())), cv.n)
+    cv.va_pred = _fit(pred.values, cv.n)
     try:
         from avpipe.fusion.labels import load_labels, match_videos
 

@@ -4,7 +4,7 @@ Three measurements, each in its own subprocess so each peak RSS (``os.wait4`` ru
 child's own VmHWM at checkpoints) belongs to that step alone:
 
 * ``load``  - ``load_bank`` of the train split exactly as ``avpipe train`` prepares it (labels →
-  splits → fingerprints through ``train.prepare``; ``--bank-fusion`` picks the modalities, default
+  splits → fingerprints through ``avpipe.fusion.prepare``; ``--bank-fusion`` picks the modalities, default
   rjcma = visual+audio+text, the largest bank), ``feature_dtype`` float16: bank bytes, load wall
   time, peak RSS, peak minus the RSS before loading (torch and avpipe imported), and that over the
   bank; then the training statistics and the in-place normalisation, and the peak after them.
@@ -61,7 +61,7 @@ def child_load(a: argparse.Namespace) -> dict:
 
     from avpipe.fusion.config import TrainConfig
     from avpipe.fusion.data import compute_stats, load_bank
-    from avpipe.fusion.train import open_source, prepare
+    from avpipe.fusion.prepare import open_source, prepare
 
     torch.set_num_threads(a.threads[0])
     cfg = TrainConfig(fusion=a.bank_fusion, labels=f"{a.data}/labels", cache=f"{a.data}/cache",

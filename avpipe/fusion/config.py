@@ -49,7 +49,7 @@ Frames = Annotated[Int, Field(ge=1, le=MAX_FRAMES)]
 class TrainConfig:
     """Every option of a training run (a TrainConfig file holds these keys at its top level)."""
 
-    fusion: Annotated[str, Field(min_length=1, description="fusion model name (avpipe models lists them)")] = "jca"
+    fusion: Annotated[str, Field(min_length=1, description="fusion model name (avpipe train --list lists them)")] = "jca"
     recipe: Annotated[Literal["authors", "avpipe"] | None, Field(
         description="training recipe (unset = authors for jca, rja, dca, rjcma, maven; avpipe otherwise; "
                     "docs/recipes.md)")] = None

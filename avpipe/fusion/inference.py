@@ -1,7 +1,8 @@
 """Inference helpers shared by training (validation, final predictions) and prediction.
 
-Why a module of its own: ``train`` needs them to score each epoch and ``predict`` needs them to
-serve a trained run; kept in either, the two modules imported each other.
+Why a module of its own: ``train`` needs them to score each epoch and the
+:class:`~avpipe.fusion.predictor.Predictor` needs them to serve a trained run; kept in either,
+the two would import each other.
 """
 from __future__ import annotations
 

@@ -6,6 +6,8 @@
   the pipeline runner (same stages, same stage configs as recorded by the fingerprints in the run
   config), then write one per-frame CSV per video.
 
+Both go through :class:`avpipe.fusion.predictor.Predictor`, the one path from a run to predictions.
+
 Output formats: ``csv`` = ``frame,valence,arousal`` (0-based frame = cache row); ``affwild2`` =
 header ``valence,arousal`` and one line per frame (the ABAW per-video submission form).
 """
@@ -13,48 +15,34 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from avpipe.display import safe_name
-from avpipe.fusion.data import InMemoryBanks, Stats, TrackRef, load_bank
-from avpipe.fusion.inference import (FORMATS, build_model_from_checkpoint, load_run, predict_provider,
-                                     resolve_device, write_prediction)
+from avpipe.fusion.inference import FORMATS, write_prediction
 from avpipe.fusion.metrics import EvalResult, evaluate
+from avpipe.fusion.predictor import Fingerprints, Predictor
+from avpipe.fusion.prepare import prepare
 from avpipe.fusion.source import FeatureError, FeatureSource
-from avpipe.fusion.train import open_source, prepare
 from avpipe.pipeline.atomic import atomic_write_text
 
-__all__ = ["FORMATS", "PredictSetupError", "PredictionErrors", "evaluate_run", "persons_of", "predict_videos",
+__all__ = ["FORMATS", "PredictSetupError", "PredictionErrors", "evaluate_run", "predict_videos",
            "write_prediction", "write_summary"]
-
-
-def _model_and_stats(run_path: str | Path, device: torch.device, which: str = "best"):
-    run, cfg = load_run(run_path)
-    ck = run.load_checkpoint(which, map_location=device)
-    return run, cfg, build_model_from_checkpoint(ck, device), Stats.from_dict(ck["stats"]), ck
 
 
 def evaluate_run(run_path: str | Path, *, cache: str | None = None, source: FeatureSource | None = None,
                  device: str = "auto", which: str = "best") -> EvalResult:
     """Re-score the run's checkpoint on its validation split; writes ``eval/metrics.json`` and
     ``eval/per_video.csv`` in the run folder."""
-    dev = resolve_device(device)
-    run, cfg, model, stats, _ = _model_and_stats(run_path, dev, which)
-    if cache:
-        cfg.cache = cache
+    predictor = Predictor.from_run(run_path, cache=cache, source=source, device=device, which=which)
+    run, cfg = predictor.run, predictor.config
     pinned = {m: f"{d['stage']}@{d['fingerprint']}" for m, d in cfg.resolved_features.items()}
     cfg.features = pinned or cfg.features
-    source = source if source is not None else open_source(cfg)
-    prep = prepare(cfg, source)
-    bank = load_bank(source, prep.fps, prep.val, device=dev, dtype=cfg.feature_dtype, tolerance=cfg.label_tolerance)
-    bank.set_stats(stats)
-    preds, labels, valid = predict_provider(model, InMemoryBanks(bank), cfg.window, int(cfg.eval_hop or cfg.hop),
-                                            int(cfg.batch_size or 32) * 2)
+    prep = prepare(cfg, predictor.source)  # the validation split, read with the run's own fingerprints
+    preds, labels, valid = predictor.predict_tracks(prep.val, fingerprints=prep.fps, tolerance=cfg.label_tolerance)
     ev = evaluate(preds, labels, valid, cfg.smoothing)
     run.write_json("eval/metrics.json", {"checkpoint": which, "overall": ev.overall,
                                          "overall_smoothed": ev.overall_smoothed, "n_frames": ev.n_frames,
@@ -69,7 +57,7 @@ def evaluate_run(run_path: str | Path, *, cache: str | None = None, source: Feat
     return ev
 
 
-def _pipeline_config(cfg: Any, cache_root: str, fps: Mapping[str, tuple[str, str]]) -> tuple[Any, list[str]]:
+def _pipeline_config(cfg: Any, cache_root: str, fps: Fingerprints) -> tuple[Any, list[str]]:
     """The stage configs that compute the run's features, and the feature stages to extract.
 
     From the run itself (``feature_configs``, recorded at training), so that any cache on any
@@ -133,23 +121,8 @@ class PredictionErrors(RuntimeError):
         self.failed, self.written = failed, written
 
 
-def persons_of(source: FeatureSource, fps: Mapping[str, tuple[str, str]], key: str) -> list[str | None]:
-    """Whose predictions a video gets: ``["left", "right"]`` (those bound) when a person-aware
-    feature of the run has sides for it, else ``[None]`` (the main face, one output)."""
-    cache = getattr(source, "cache", None)
-    if cache is None:
-        return [None]
-    for stage, fp in fps.values():
-        try:
-            sides = dict(cache.read(stage, key, fingerprint=fp).attrs.get("sides") or {})
-        except Exception:  # noqa: BLE001 - a missing entry is reported by the feature check
-            continue
-        if sides:
-            return sorted(sides)
-    return [None]
-
-
 def _times(source: FeatureSource, ref: tuple[str, str], key: str, n: int) -> np.ndarray | None:
+    """Seconds of each of a video's first ``n`` frames, from the run's first feature's entry."""
     cache = getattr(source, "cache", None)
     if cache is None:
         return None
@@ -186,10 +159,8 @@ def predict_videos(run_path: str | Path, videos: str | Path, out: str | Path, *,
     files carry ``<modality>_present`` columns; ``out/summary.csv`` has one line per file."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; use {FORMATS}")
-    dev = resolve_device(device)
-    run, cfg, model, stats, ck = _model_and_stats(run_path, dev)
-    cache_root = cache or cfg.cache
-    fps = {m: (d["stage"], d["fingerprint"]) for m, d in cfg.resolved_features.items()}
+    predictor = Predictor.from_run(run_path, cache=cache, source=source, device=device)
+    cache_root, fps = predictor.config.cache, predictor.fingerprints
     if keys is None:
         from avpipe.pipeline.discover import iter_video_files
 
@@ -199,17 +170,14 @@ def predict_videos(run_path: str | Path, videos: str | Path, out: str | Path, *,
     if extract and source is None:
         from avpipe.pipeline.runner import run_extract
 
-        config, stage_names = _pipeline_config(cfg, cache_root, fps)
+        config, stage_names = _pipeline_config(predictor.config, cache_root, fps)
         if stage_names:
             log(f"extracting {', '.join(stage_names)} for {len(keys)} video(s) into {cache_root} with the run's "
                 f"stage configs (cached entries reused)")
             summary = run_extract(cache_root, videos, config, stages=stage_names, jobs=jobs)
             if not summary.ok:
                 log(summary.render())
-    if source is None:
-        from avpipe.fusion.source import CacheSource
-
-        source = CacheSource(cache_root)
+    source = predictor.source  # opened after extraction (it sees the new entries), once for the batch
     from avpipe.pipeline.discover import output_path_for
 
     written: list[Path] = []
@@ -221,22 +189,16 @@ def predict_videos(run_path: str | Path, videos: str | Path, out: str | Path, *,
         # One video's problem (no features, a bad key) is reported and the batch goes on.
         try:
             output_path_for(out, key, suffix)  # a key that cannot name a file fails here, before any work
-            missing = [m for m, (s, f) in fps.items() if not source.has(s, f, key)]
+            missing = predictor.missing(key)
             if missing:
                 raise FeatureError(
                     f"{safe_name(key)}: no cached features for {missing} with the run's fingerprints "
                     f"({', '.join(f'{m}={fps[m][0]}@{fps[m][1][:12]}' for m in missing)}); the "
                     f"extraction failed, or the stage config, code version or weights differ from training")
-            for person in persons_of(source, fps, key):
+            for person in predictor.persons(key):
                 target = output_path_for(out, key, suffix if person is None else f"_{person}{suffix}")
-                name = key if person is None else f"{key}#{person}"
-                bank = load_bank(source, fps, [TrackRef(name, key, None, person=person)], device=dev,
-                                 dtype=cfg.feature_dtype)
-                present = {m: v[:-1].cpu().numpy() for m, v in bank.valid.items()}  # minus the sentinel row
-                bank.set_stats(stats)
-                preds, _, _ = predict_provider(model, InMemoryBanks(bank), ck["window"],
-                                               int(cfg.eval_hop or cfg.hop), int(cfg.batch_size or 32) * 2)
-                p = preds[name]
+                pred = predictor.predict(key, person)
+                p, present = pred.values, pred.present
                 written.append(write_prediction(target, p, fmt, clip=clip, present=present,
                                                  times=_times(source, ref, key, len(p))))
                 shown = np.clip(p, -1, 1) if clip else p

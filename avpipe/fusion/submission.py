@@ -98,17 +98,12 @@ def run_predictor(run_path: str | Path, keys: list[str], *, cache: str | None = 
                   device: str = "auto", source=None) -> Callable[[str], np.ndarray]:
     """``predict(name)`` for a trained run: ``name`` is a video stem or ``X_left``/``X_right``,
     matched to one of ``keys`` (cached video keys) the way labels are."""
-    from avpipe.fusion.data import InMemoryBanks, TrackRef, load_bank
     from avpipe.fusion.labels import LabelError, LabelTrack, match_videos, source_video_stem
     from avpipe.fusion.persons import person_side
-    from avpipe.fusion.predict import _model_and_stats
-    from avpipe.fusion.source import CacheSource
-    from avpipe.fusion.train import predict_provider, resolve_device
+    from avpipe.fusion.predictor import Predictor
 
-    dev = resolve_device(device)
-    run, cfg, model, stats, ck = _model_and_stats(run_path, dev)
-    fps = {m: (d["stage"], d["fingerprint"]) for m, d in cfg.resolved_features.items()}
-    src = source if source is not None else CacheSource(cache or cfg.cache)
+    predictor = Predictor.from_run(run_path, cache=cache, source=source, device=device)
+    _ = predictor.source  # opened now: a cache that cannot be opened fails before the sample file is read
 
     def predict(name: str) -> np.ndarray:
         probe = LabelTrack(name=name, video_stem=source_video_stem(name), values=np.zeros((0, 2), np.float32))
@@ -118,11 +113,6 @@ def run_predictor(run_path: str | Path, keys: list[str], *, cache: str | None = 
             raise LookupError(str(e)) from e
         if key is None:
             raise LookupError(f"no video named {source_video_stem(name)!r} among the predicted videos")
-        bank = load_bank(src, fps, [TrackRef(name, key, None, person_side(name))], device=dev,
-                         dtype=cfg.feature_dtype)
-        bank.set_stats(stats)
-        preds, _, _ = predict_provider(model, InMemoryBanks(bank), ck["window"], int(cfg.eval_hop or cfg.hop),
-                                       int(cfg.batch_size or 32) * 2)
-        return preds[name]
+        return predictor.predict(key, person_side(name), name=name).values
 
     return predict

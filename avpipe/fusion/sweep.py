@@ -320,7 +320,8 @@ def plan_unions(cells: Sequence[Cell], root: Path) -> tuple[dict[str, dict[str, 
     feature its cells need, and cell name -> split key (to keep cells of one bank together).
     A cell that cannot be prepared (missing features, bad labels) is left out here; it fails, with
     its own message, when it runs."""
-    from avpipe.fusion.train import prepare, resolve_device
+    from avpipe.fusion.inference import resolve_device
+    from avpipe.fusion.prepare import prepare
 
     unions: dict[str, dict[str, tuple[str, str]]] = {}
     keys: dict[str, str] = {}

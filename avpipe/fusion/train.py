@@ -38,23 +38,21 @@ from typing import Any
 import numpy as np
 import torch
 
-from avpipe.fusion.guards import check_epoch
 from avpipe.fusion.config import DISTRIBUTED, TrainConfig, saved_distributed
-from avpipe.fusion.data import ChunkedBanks, InMemoryBanks, Stats, TrackRef, compute_stats
-from avpipe.fusion.inference import (build_model_from_checkpoint, load_run, predict_provider,  # noqa: F401
-                                     resolve_device, write_prediction)
-from avpipe.fusion.labels import LabelError, assign_splits, load_labels, match_videos
+from avpipe.fusion.data import ChunkedBanks, InMemoryBanks, Stats, compute_stats
+from avpipe.fusion.guards import check_epoch
+from avpipe.fusion.inference import build_model_from_checkpoint, predict_provider, resolve_device, write_prediction
 from avpipe.fusion.metrics import EvalResult, compute_loss, evaluate
-from avpipe.fusion.models import MissingModalityError, create_model, get_model_class
+from avpipe.fusion.models import create_model
+from avpipe.fusion.prepare import Prepared, open_source, prepare
 from avpipe.fusion.recipe_schedule import RECIPE_SCHEDULES, RecipeSchedule
-from avpipe.fusion.presets import paper_features
 from avpipe.fusion.recipes import apply_init, recipe_stats, selection_score
 from avpipe.fusion.run import RUN_RECORD, RunConflictError, RunDir
 from avpipe.fusion.runlog import RunLog
 from avpipe.fusion.schedule import LRSchedule
-from avpipe.fusion.source import FeatureError, FeatureSet, FeatureSource
-from avpipe.pipeline.config import save_config_file
+from avpipe.fusion.source import FeatureSource
 from avpipe.fusion.windows import Windows, batches, clip_phase_windows, make_windows
+from avpipe.pipeline.config import save_config_file
 
 Provider = InMemoryBanks | ChunkedBanks
 
@@ -64,94 +62,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2 ** 32))
     torch.manual_seed(seed)
-
-
-@dataclass
-class Prepared:
-    train: list[TrackRef]
-    val: list[TrackRef]
-    fps: dict[str, tuple[str, str]]  # modality -> (stage, fingerprint)
-    modalities: tuple[str, ...]
-
-
-def open_source(cfg: TrainConfig) -> FeatureSource:
-    from avpipe.fusion.source import CacheSource
-
-    return CacheSource(cfg.cache)
-
-
-def _split_hint(cfg: TrainConfig, refs: list[TrackRef]) -> str:
-    """What to do when one split is empty (most often: one or very few labelled videos)."""
-    if not refs:
-        return ""
-    n_videos = len({r.labels.video_stem for r in refs})
-    how = (f"; the split is by video ({n_videos} labelled video(s) here, val_fraction {cfg.val_fraction}): "
-           "name the validation videos with --split-file (lines 'name,split', split train or val)")
-    if n_videos > 1:
-        how += " or change val_fraction in --config"
-    else:
-        how += ", or label a second video: one video cannot be both trained and validated on"
-    return how
-
-
-def feature_configs(source: FeatureSource, fps: Mapping[str, tuple[str, str]]) -> dict[str, dict[str, Any]]:
-    """stage -> {fingerprint, version, config} of each resolved feature and everything upstream of
-    it, from the cache index. Why: a run must name its inputs by what computes them, not only by
-    fingerprints that another cache does not have (docs/data.md#predictions)."""
-    cache = getattr(source, "cache", None)
-    if cache is None:  # an in-memory source: nothing recorded to extract with
-        return {}
-    rows = {f.fingerprint: f for f in cache.fingerprints()}
-    out: dict[str, dict[str, Any]] = {}
-
-    def add(fp: str) -> None:
-        info = rows.get(fp)
-        if info is None or info.stage in out:
-            return
-        out[info.stage] = {"fingerprint": fp, "version": str(info.version), "config": dict(info.config)}
-        for up in (info.upstream or {}).values():
-            add(up)
-
-    for _, fp in fps.values():
-        add(fp)
-    return out
-
-
-def prepare(cfg: TrainConfig, source: FeatureSource) -> Prepared:
-    """Labels → splits → cached videos → one fingerprint per modality (recorded in ``cfg``)."""
-    cls = get_model_class(cfg.fusion)
-    mods = cls.required_modalities(cfg.model)
-    fset = FeatureSet.parse(cfg.features or None, mods).subset(mods)
-    tracks = assign_splits(load_labels(cfg.labels, cfg.clip_labels), cfg.split_file, cfg.val_fraction, cfg.seed)
-    keymap = match_videos(tracks, [k for k, _ in source.videos()])
-    unmatched = [t.name for t in tracks if t.name not in keymap and t.split in ("train", "val")]
-    if unmatched:
-        warnings.warn(f"{len(unmatched)} label track(s) have no video in the cache and are skipped "
-                      f"(e.g. {unmatched[:3]})", stacklevel=2)
-    refs = [TrackRef(t.name, keymap[t.name], t) for t in tracks if t.name in keymap]
-    train = [r for r in refs if r.labels.split == "train"]
-    val = [r for r in refs if r.labels.split == "val"]
-    if not train or not val:
-        raise LabelError(f"need labelled videos in both train and val splits; got {len(train)} train, "
-                         f"{len(val)} val (matched {len(refs)} of {len(tracks)} label tracks to cached videos)"
-                         + _split_hint(cfg, refs))
-    videos = sorted({r.video for r in train + val})
-    fps: dict[str, tuple[str, str]] = {}
-    paper = None if cfg.features else paper_features(cfg.fusion, mods, source, videos)
-    if paper is not None:  # a cache extracted with --config <fusion>: that paper's inputs
-        fset, fps = paper
-    for m in (m for m in mods if m not in fps):
-        ref = fset.refs[m]
-        try:
-            fps[m] = (ref.stage, source.resolve(ref, videos))
-        except FeatureError as e:
-            raise MissingModalityError(
-                f"model {cfg.fusion!r} needs modality {m!r} (stage {ref.stage!r}); run: avpipe extract "
-                f"--stages {ref.stage} --videos DIR --cache {cfg.cache}  [{e}]") from e
-    cfg.features = fset.to_dict()
-    cfg.resolved_features = {m: {"stage": s, "fingerprint": f} for m, (s, f) in fps.items()}
-    cfg.feature_configs = feature_configs(source, fps) or cfg.feature_configs
-    return Prepared(train, val, fps, mods)
 
 
 def absolute_paths(cfg: TrainConfig) -> TrainConfig:
@@ -202,8 +112,9 @@ def init_distributed(device: torch.device) -> tuple[int, int]:
 
 # ----------------------------------------------------------------------------- training steps
 @dataclass
-class Data:
-    """The loaded splits, normalised with the training statistics."""
+class LoadedSplits:
+    """Both splits' features, loaded (in memory or in chunks) and normalised with the training
+    split's statistics, with the preparation they came from and the seconds loading took."""
 
     prep: Prepared
     train: Provider
@@ -213,8 +124,9 @@ class Data:
 
 
 @dataclass
-class Fit:
-    """What the optimisation works on."""
+class ModelAndOptimiser:
+    """What each step works on: the model, its DDP wrapper (the model itself on one process),
+    the optimiser, the autocast setting (enabled, dtype) and the fp16 grad scaler (or None)."""
 
     model: torch.nn.Module
     ddp_model: torch.nn.Module
@@ -224,8 +136,9 @@ class Fit:
 
 
 @dataclass
-class Progress:
-    """The early-stopping state carried from epoch to epoch (and through checkpoints)."""
+class EarlyStopping:
+    """The early-stopping state carried from epoch to epoch and through checkpoints: the next
+    epoch to run, the best epoch so far, epochs since it improved, and every epoch's metrics row."""
 
     start_epoch: int = 0
     best: dict[str, Any] = field(default_factory=lambda: {"score": -math.inf, "epoch": -1})
@@ -273,7 +186,7 @@ def claim_run(cfg: TrainConfig, *, resume: bool, overwrite: bool, check: bool = 
     return saved
 
 
-def load_data(cfg: TrainConfig, source: FeatureSource, device: torch.device, bank: Any = None) -> Data:
+def load_data(cfg: TrainConfig, source: FeatureSource, device: torch.device, bank: Any = None) -> LoadedSplits:
     """Labels and features of both splits, normalised with the training split's statistics
     (or handed out, already normalised, by a sweep's shared ``bank``)."""
     prep = prepare(cfg, source)
@@ -284,7 +197,7 @@ def load_data(cfg: TrainConfig, source: FeatureSource, device: torch.device, ban
     shared = bank.providers(source, prep, cfg, device) if bank is not None else None
     if shared is not None:
         tr, va, stats = shared
-        return Data(prep, tr, va, stats, time.perf_counter() - t0)
+        return LoadedSplits(prep, tr, va, stats, time.perf_counter() - t0)
     from avpipe.data import load_windows  # the public data API's loader: one data path
 
     tr, va = (load_windows(source, prep.fps, refs, device=device, dtype=cfg.feature_dtype,
@@ -292,10 +205,10 @@ def load_data(cfg: TrainConfig, source: FeatureSource, device: torch.device, ban
     stats = recipe_stats(cfg.input_norm or "zscore", compute_stats(tr.groups(0, None)))
     for p in (tr, va):
         (p.bank.set_stats if isinstance(p, InMemoryBanks) else p.set_stats)(stats)
-    return Data(prep, tr, va, stats, time.perf_counter() - t0)
+    return LoadedSplits(prep, tr, va, stats, time.perf_counter() - t0)
 
 
-def build_fit(cfg: TrainConfig, dims: Mapping[str, int], device: torch.device, world: int) -> Fit:
+def build_fit(cfg: TrainConfig, dims: Mapping[str, int], device: torch.device, world: int) -> ModelAndOptimiser:
     """Model (seeded, so every rank starts from the same weights), DDP wrapper, optimiser, AMP."""
     seed_everything(cfg.seed)
     model = apply_init(create_model(cfg.fusion, dims, cfg.window, **cfg.model), cfg.init or "avpipe").to(device)
@@ -305,7 +218,7 @@ def build_fit(cfg: TrainConfig, dims: Mapping[str, int], device: torch.device, w
             model, device_ids=[device.index] if device.type == "cuda" else None)
     amp = amp_settings(cfg, device)
     scaler = torch.amp.GradScaler("cuda") if amp[0] and amp[1] == torch.float16 else None
-    return Fit(model, ddp_model, make_optimizer(cfg, model.parameters()), amp, scaler)
+    return ModelAndOptimiser(model, ddp_model, make_optimizer(cfg, model.parameters()), amp, scaler)
 
 
 def bank_windows(cfg: TrainConfig, offsets: torch.Tensor, y_valid: torch.Tensor) -> Windows:
@@ -363,7 +276,7 @@ def _published() -> tuple[str, ...]:
     return tuple(RECIPES)
 
 
-def restore(run: RunDir, fit: Fit, lrs: LRSchedule | RecipeSchedule, device: torch.device) -> Progress:
+def restore(run: RunDir, fit: ModelAndOptimiser, lrs: LRSchedule | RecipeSchedule, device: torch.device) -> EarlyStopping:
     """Model, optimiser, scaler, LR state, RNG and early-stopping state from the last checkpoint."""
     ck = run.load_checkpoint("last", map_location=device)
     fit.model.load_state_dict(ck["model"])
@@ -374,10 +287,10 @@ def restore(run: RunDir, fit: Fit, lrs: LRSchedule | RecipeSchedule, device: tor
     torch.set_rng_state(ck["rng"]["torch"].cpu())
     if "cuda" in ck["rng"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in ck["rng"]["cuda"]])
-    return Progress(ck["epoch"] + 1, dict(ck["best"]), int(ck["bad_epochs"]), list(ck["history"]))
+    return EarlyStopping(ck["epoch"] + 1, dict(ck["best"]), int(ck["bad_epochs"]), list(ck["history"]))
 
 
-def train_epoch(cfg: TrainConfig, fit: Fit, tr: Provider, windows: Windows | None,
+def train_epoch(cfg: TrainConfig, fit: ModelAndOptimiser, tr: Provider, windows: Windows | None,
                 lrs: LRSchedule | RecipeSchedule, epoch: int, device: torch.device, rank: int, world: int
                 ) -> tuple[float, int, float]:
     """One pass over the training windows; returns (summed loss, batches, last lr used).
@@ -412,7 +325,7 @@ def train_epoch(cfg: TrainConfig, fit: Fit, tr: Provider, windows: Windows | Non
     return tot, nb, lr
 
 
-def _optimiser_step(cfg: TrainConfig, fit: Fit, loss: torch.Tensor) -> None:
+def _optimiser_step(cfg: TrainConfig, fit: ModelAndOptimiser, loss: torch.Tensor) -> None:
     fit.opt.zero_grad(set_to_none=True)
     if fit.scaler is not None:
         fit.scaler.scale(loss).backward()
@@ -440,15 +353,15 @@ def epoch_row(epoch: int, lr: float, loss_sum: float, nb: int, ev: EvalResult, t
     return row
 
 
-def _checkpoint_state(fit: Fit, lrs: LRSchedule, epoch: int, progress: Progress, cfg: TrainConfig,
+def _checkpoint_state(fit: ModelAndOptimiser, lrs: LRSchedule, epoch: int, stopping: EarlyStopping, cfg: TrainConfig,
                       stats: Stats, dims: Mapping[str, int]) -> dict[str, Any]:
     rng = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state_all()
     return {"model": fit.model.state_dict(), "optimizer": fit.opt.state_dict(),
             "scaler": fit.scaler.state_dict() if fit.scaler is not None else {},
-            "lr_state": lrs.state_dict(), "epoch": epoch, "best": dict(progress.best), "bad_epochs": progress.bad,
-            "history": list(progress.history), "rng": rng, "config": cfg.to_dict(), "stats": stats.to_dict(),
+            "lr_state": lrs.state_dict(), "epoch": epoch, "best": dict(stopping.best), "bad_epochs": stopping.bad,
+            "history": list(stopping.history), "rng": rng, "config": cfg.to_dict(), "stats": stats.to_dict(),
             "dims": dict(dims), "fusion": cfg.fusion, "window": cfg.window, "model_options": dict(cfg.model)}
 
 
@@ -532,7 +445,7 @@ def _train(cfg: TrainConfig, *, source: FeatureSource | None, resume: bool, over
 
     torch.set_num_threads(cfg.num_threads or default_num_threads())  # not every core when some are taken
     seed_everything(cfg.seed)
-    data = load_data(cfg, source if source is not None else open_source(cfg), device, bank)
+    splits = load_data(cfg, source if source is not None else open_source(cfg), device, bank)
     if main_proc:
         if overwrite and not resume:
             run.clear()  # only now: a run that fails to start (bad labels, no features) loses nothing
@@ -542,26 +455,26 @@ def _train(cfg: TrainConfig, *, source: FeatureSource | None, resume: bool, over
             log(f"resuming at world size {world} (was {saved_dist.get('world_size')}): the same global batch "
                 f"{cfg.batch_size}, {int(cfg.batch_size) // world} per rank")
         record_environment(run, cfg, device, log)
-        log(f"[{cfg.fusion}] {len(data.prep.train)} train / {len(data.prep.val)} val tracks; features "
-            + ", ".join(f"{m}={s}@{f[:12]}" for m, (s, f) in data.prep.fps.items())
-            + f"; loaded in {data.load_s:.1f}s ({'chunked' if data.train.chunked else 'in memory'}, {device})")
-    dims = data.train.dims
+        log(f"[{cfg.fusion}] {len(splits.prep.train)} train / {len(splits.prep.val)} val tracks; features "
+            + ", ".join(f"{m}={s}@{f[:12]}" for m, (s, f) in splits.prep.fps.items())
+            + f"; loaded in {splits.load_s:.1f}s ({'chunked' if splits.train.chunked else 'in memory'}, {device})")
+    dims = splits.train.dims
     fit = build_fit(cfg, dims, device, world)
-    windows, n_windows = training_windows(cfg, data.train)
+    windows, n_windows = training_windows(cfg, splits.train)
     lrs = make_schedule(cfg, fit.opt, steps_per_epoch(cfg, n_windows, world))
-    progress = Progress()
+    stopping = EarlyStopping()
     best_state: dict[str, torch.Tensor] | None = None  # RJCMA reloads it after every epoch and at a restart
     if resume and run.last.is_file():
-        progress = restore(run, fit, lrs, device)
+        stopping = restore(run, fit, lrs, device)
         if cfg.schedule == "rjcma_warmup" and run.best.is_file():
             best_state = run.load_checkpoint("best", map_location=device)["model"]
         if main_proc:
-            log(f"resumed from epoch {progress.start_epoch - 1} (best {progress.best['score']:.4f} at epoch "
-                f"{progress.best['epoch']})")
+            log(f"resumed from epoch {stopping.start_epoch - 1} (best {stopping.best['score']:.4f} at epoch "
+                f"{stopping.best['epoch']})")
     tb = _tensorboard(run) if main_proc else None
     done_this_call = 0
-    for epoch in range(progress.start_epoch, int(cfg.epochs)):
-        if progress.bad >= cfg.patience or lrs.stop:
+    for epoch in range(stopping.start_epoch, int(cfg.epochs)):
+        if stopping.bad >= cfg.patience or lrs.stop:
             break
         if lrs.restart_due(epoch):  # RJCMA: fresh optimiser and warm-up from the best weights
             opt = make_optimizer(cfg, fit.model.parameters())
@@ -570,11 +483,11 @@ def _train(cfg: TrainConfig, *, source: FeatureSource | None, resume: bool, over
             fit.opt = opt
             if best_state is not None:
                 fit.model.load_state_dict(best_state)
-            progress.bad = 0
+            stopping.bad = 0
         te = time.perf_counter()
-        loss_sum, nb, lr = train_epoch(cfg, fit, data.train, windows, lrs, epoch, device, rank, world)
+        loss_sum, nb, lr = train_epoch(cfg, fit, splits.train, windows, lrs, epoch, device, rank, world)
         train_s = time.perf_counter() - te
-        preds, labels, valid = predict_provider(fit.model, data.val, cfg.window, int(cfg.eval_hop),
+        preds, labels, valid = predict_provider(fit.model, splits.val, cfg.window, int(cfg.eval_hop),
                                                 int(cfg.batch_size) * 2, fit.amp)
         ev = evaluate(preds, labels, valid, cfg.smoothing)
         check_epoch(epoch, loss_sum, nb, ev, preds)  # NaN metrics fail the run, naming why
@@ -586,18 +499,18 @@ def _train(cfg: TrainConfig, *, source: FeatureSource | None, resume: bool, over
             row["val_loss"] = val_loss
         if cfg.selection not in (None, "ccc_mean"):
             row["val_selection"] = score
-        improved = progress.record(epoch, row, score)
+        improved = stopping.record(epoch, row, score)
         if cfg.schedule == "rjcma_warmup":  # the code resets the model to the best weights every epoch
             if improved:
                 best_state = {k: v.detach().clone() for k, v in fit.model.state_dict().items()}
             elif best_state is not None:
                 fit.model.load_state_dict(best_state)
         if main_proc:
-            state = _checkpoint_state(fit, lrs, epoch, progress, cfg, data.stats, dims)
+            state = _checkpoint_state(fit, lrs, epoch, stopping, cfg, splits.stats, dims)
             if improved:
                 run.save_checkpoint(state, "best")
             run.save_checkpoint(state, "last")
-            run.write_metrics(progress.history)
+            run.write_metrics(stopping.history)
             if tb is not None:
                 from avpipe.fusion.tensorboard import log_epoch
 
@@ -606,16 +519,16 @@ def _train(cfg: TrainConfig, *, source: FeatureSource | None, resume: bool, over
         done_this_call += 1
         if max_epochs_this_call is not None and done_this_call >= max_epochs_this_call:
             break
-    summary = {"fusion": cfg.fusion, "best_epoch": progress.best["epoch"], "best": progress.best,
-               "epochs_run": len(progress.history), "run": str(run.path), "load_s": data.load_s}
+    summary = {"fusion": cfg.fusion, "best_epoch": stopping.best["epoch"], "best": stopping.best,
+               "epochs_run": len(stopping.history), "run": str(run.path), "load_s": splits.load_s}
     if main_proc:
-        finish(run, cfg, data.val, device)
+        finish(run, cfg, splits.val, device)
         run.write_json("summary.json", summary)
     if tb is not None:
         from avpipe.fusion.tensorboard import log_final
 
-        log_final(tb, run.path, len(progress.history))
-        _log_hparams(tb, cfg, progress.best)
+        log_final(tb, run.path, len(stopping.history))
+        _log_hparams(tb, cfg, stopping.best)
         tb.close()
     return summary
 

@@ -7,6 +7,7 @@ entry comes from: :class:`ShardEntry` reads lazily from an HDF5 shard named by t
 from __future__ import annotations
 
 from functools import cached_property
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,8 @@ class Entry:
       probe's time base) the entry was read with;
     * ``read_rows(start, stop)`` — a slice of ``data`` without reading the rest (HDF5 chunks);
     * ``extra_rows(name, start, stop, lead)`` — frames ``start:stop`` of an extra (under the
-      leading index ``lead``, e.g. one track of ``track_crops``), likewise; ``extra_shape`` and
+      leading index ``lead``, e.g. one track of ``track_crops``), likewise; ``extra_at(name,
+      rows)`` — any rows of an extra, in the order asked, likewise; ``extra_shape`` and
       ``extra_chunks`` say how big it is and how it is stored, without reading it.
     """
 
@@ -64,6 +66,11 @@ class Entry:
         """``extra(name)[lead + (slice(start, stop),)]``; a shard reads only those HDF5 chunks.
         Why: a reader of an hour's face crops (≈ 4 GB) must not hold them all at once."""
         return np.asarray(self.extra(name)[tuple(lead) + (slice(int(start), int(stop)),)])
+
+    def extra_at(self, name: str, rows: Sequence[int]) -> np.ndarray:
+        """``extra(name)[rows]`` (rows in the order given, repeats allowed); a shard reads only
+        those rows. Why: a viewer wants a few scattered frames' crops of an hour-long video."""
+        return np.asarray(self.extra(name))[np.asarray(rows, np.int64)]
 
     def extra_shape(self, name: str) -> tuple[int, ...]:
         return tuple(np.shape(self.extra(name)))
@@ -198,6 +205,24 @@ class ShardEntry(Entry):
             if h5py.check_string_dtype(ds.dtype) is not None:
                 ds = ds.asstr()
             return np.asarray(ds[tuple(lead) + (slice(int(start), int(stop)),)])
+
+    def extra_at(self, name: str, rows: Sequence[int]) -> np.ndarray:
+        import h5py
+
+        want = np.asarray(rows, np.int64).reshape(-1)
+        with self._open() as h5:
+            ds = self._extra_ds(h5, name)
+            if h5py.check_string_dtype(ds.dtype) is not None:
+                ds = ds.asstr()
+            n = ds.shape[0]
+            if not want.size:
+                return np.zeros((0, *ds.shape[1:]), ds.dtype)
+            if want.min() < -n or want.max() >= n:
+                raise IndexError(f"{self.stage}: extra {name!r} has {n} rows; asked for rows "
+                                 f"{int(want.min())}..{int(want.max())}")
+            # HDF5 point reads need increasing rows without repeats; negative rows count from the end
+            uniq, back = np.unique(want % n, return_inverse=True)
+            return np.asarray(ds[uniq.tolist()])[back]
 
     def extra_shape(self, name: str) -> tuple[int, ...]:
         with self._open() as h5:

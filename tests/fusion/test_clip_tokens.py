@@ -65,7 +65,8 @@ def test_old_checkpoint_options_without_clip_len_stay_per_frame():
 
 
 def test_trainer_with_clip_tokens_learns_and_rebuilds(corpus, tmp_path):
-    from avpipe.fusion.train import build_model_from_checkpoint, train
+    from avpipe.fusion.inference import build_model_from_checkpoint
+    from avpipe.fusion.train import train
 
     s = train(small_config(corpus, "jca", tmp_path / "clip", model={"hidden": 32}, window=64, hop=32, clip_len=8,
                            epochs=4), log=lambda m: None)

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from avpipe.cli import main
 from avpipe.fusion.config import TrainConfig
 from avpipe.fusion.source import CacheSource
-from avpipe.fusion.train import prepare
+from avpipe.fusion.prepare import prepare
 from avpipe.pipeline.settings import PipelineConfig, preset_names
 
 MEDIA = Path(__file__).parents[1] / "fixtures" / "media"

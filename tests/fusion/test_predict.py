@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from avpipe.fusion.config import TrainConfig
-from avpipe.fusion.predict import PredictSetupError, _pipeline_config, persons_of, predict_videos
+from avpipe.fusion.predict import PredictSetupError, _pipeline_config, predict_videos
+from avpipe.fusion.predictor import persons_of
 from avpipe.fusion.source import CacheSource, StageRef
-from avpipe.fusion.train import feature_configs
+from avpipe.fusion.prepare import feature_configs
 from avpipe.pipeline.runner import run_extract
 from avpipe.pipeline.settings import PipelineConfig
 from tests.media import make_clip
