@@ -124,10 +124,20 @@ def stop_workers(procs: list[subprocess.Popen], timeout: float = 20.0) -> None:
             p.wait()
 
 
+def _term_with_launcher() -> None:
+    """In each worker before it starts (Linux): SIGTERM when the launcher dies, however it died,
+    so a launcher killed with SIGKILL (or by the OOM killer) leaves no workers holding GPUs."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG
+
+
 def run_workers(specs: list[WorkerSpec], say: object = print) -> int:
     """Start the workers and stay in the foreground until one exits or this process is told to
     stop (SIGINT/SIGTERM, as SLURM does at the end of a job); then stop them all. The exit code
-    is the first worker's that ended on its own (0 when stopped)."""
+    is the first worker's that ended on its own (0 when stopped). Killed outright, the launcher
+    takes its workers with it (``PR_SET_PDEATHSIG``)."""
     stopping = False
 
     def _stop(signum: int, frame: object) -> None:
@@ -135,7 +145,7 @@ def run_workers(specs: list[WorkerSpec], say: object = print) -> int:
         stopping = True
 
     old = {s: signal.signal(s, _stop) for s in (signal.SIGINT, signal.SIGTERM)}
-    procs = start_workers(specs)
+    procs = start_workers(specs, preexec_fn=_term_with_launcher)
     try:
         for s, p in zip(specs, procs):
             say(f"worker for GPU {s.gpu}: pid {p.pid}, {s.argv[s.argv.index('--nthreads') + 1]} threads")  # type: ignore[operator]

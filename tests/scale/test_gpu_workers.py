@@ -145,3 +145,42 @@ def test_each_worker_sees_its_own_gpu_and_resolves_device_itself(tmp_path, video
         # a GPU no worker owns: refused before any task runs, as a usage error
         with pytest.raises(DeviceNotInCluster, match="GPU 7"):
             extract("cuda7", "cuda:7")
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGKILL"])
+def test_gpu_workers_command_runs_the_workers_and_stops_them_with_it(tmp_path, sig):
+    """``avpipe gpu-workers`` in the foreground: its workers join; SIGTERM (Ctrl-C, the end of a
+    SLURM job) stops all of them and the command exits 0; killed outright, it leaves no worker."""
+    import signal
+
+    sf = tmp_path / "scheduler.json"
+    env = toy_env()
+    sched = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+                              "--port", "0", "--no-dashboard", "--scheduler-file", str(sf)], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cmd = None
+    try:
+        deadline = time.monotonic() + 60
+        while not sf.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        cmd = subprocess.Popen([sys.executable, "-m", "avpipe", "gpu-workers", "--scheduler-file", str(sf),
+                                "--gpus", "3,5", "--nthreads", "1"], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+        with distributed.Client(scheduler_file=str(sf)) as c:
+            c.wait_for_workers(2, timeout=90)
+            info = c.scheduler_info(n_workers=-1)["workers"].values()
+            assert sorted(tuple(w["resources"]) for w in info) == [("gpu3",), ("gpu5",)]
+            cmd.send_signal(getattr(signal, sig))
+            _, err = cmd.communicate(timeout=60)
+            assert "worker for GPU 3: pid" in err and "worker for GPU 5: pid" in err
+            assert cmd.returncode == (0 if sig == "SIGTERM" else -signal.SIGKILL), err
+            deadline = time.monotonic() + 30
+            while c.scheduler_info(n_workers=-1)["workers"] and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert not c.scheduler_info(n_workers=-1)["workers"]  # both workers went with it
+    finally:
+        if cmd is not None and cmd.poll() is None:
+            cmd.kill()
+            cmd.wait()
+        sched.kill()
+        sched.wait()
