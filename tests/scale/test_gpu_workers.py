@@ -184,3 +184,23 @@ def test_gpu_workers_command_runs_the_workers_and_stops_them_with_it(tmp_path, s
             cmd.wait()
         sched.kill()
         sched.wait()
+
+
+def test_slots_count_only_the_workers_a_restricted_task_may_use():
+    """With ``--device cuda:1`` tasks are cut for GPU 1's worker threads, not the whole cluster's."""
+    from avpipe.pipeline.runner import Executor
+
+    class Client:  # the scheduler's answer, as distributed gives it
+        def scheduler_info(self, n_workers: int = 0) -> dict:
+            return {"workers": {"tcp://a:1": {"nthreads": 4, "resources": {"gpu0": 4}},
+                                "tcp://a:2": {"nthreads": 2, "resources": {"gpu1": 2}}}}
+
+    ex = Executor(1, "dask")
+    ex._client = Client()
+    ex.route_device("cuda")
+    assert ex.slots() == 6
+    ex.route_device("cuda:1")
+    assert ex.slots() == 2
+    with pytest.raises(DeviceNotInCluster):
+        ex.route_device("cuda:2")
+    ex._client = None
