@@ -38,6 +38,7 @@ COMMANDS: dict[str, str] = {
     "compare": "avpipe.cli.experiments:compare_cmd",
     "render": "avpipe.cli.render:render_cmd",
     "export": "avpipe.cli.export:export_cmd",
+    "gpu-workers": "avpipe.cli.gpu_workers:gpu_workers_cmd",
 }
 
 

@@ -53,7 +53,8 @@ Extra stages: set AVPIPE_PLUGINS=my.module,other.module (modules that @register_
               help="Dask scheduler file (dask scheduler --scheduler-file, dask-jobqueue, SLURM).")
 @click.option("--device", type=DEVICE, default="auto", show_default=True,
               help="auto | cpu | cuda | cuda:N (never part of a fingerprint). On Dask it is read on each "
-                   "worker: with one worker per GPU (dask-cuda) cuda means that worker's GPU.")
+                   "worker: with one worker per GPU (avpipe gpu-workers) cuda means that worker's GPU "
+                   "and cuda:N runs on GPU N's worker only.")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1),
               help="Frames per model call where a stage batches (never part of a fingerprint).")
 @click.option("--num-threads", type=click.IntRange(min=1), default=None,

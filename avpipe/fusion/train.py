@@ -13,8 +13,9 @@ cache and label paths so ``evaluate``/``predict`` work from any directory.
 Multi-GPU: launched with ``torchrun`` (env ``WORLD_SIZE``/``RANK``/``LOCAL_RANK``) the model is
 wrapped in DDP (NCCL on CUDA, gloo on CPU); every rank holds the bank. ``batch_size`` is the
 *global* batch: each step's batch is the one-process run's, split evenly across the ranks
-(:func:`avpipe.fusion.windows.batches`), and the learning rate is not scaled — the same experiment
-at any world size. ``config.json`` records ``distributed`` (world size, global and per-rank batch);
+(:func:`avpipe.fusion.windows.batches`), each rank's loss weighted by its share of the labelled
+frames (:func:`rank_weight`), and the learning rate is not scaled — the same experiment at any
+world size. ``config.json`` records ``distributed`` (world size, global and per-rank batch);
 a resume at another world size keeps the global batch (refused when it cannot be split evenly).
 Every rank evaluates the full validation set on identical weights (no communication, identical
 early-stopping decisions); only rank 0 writes the run folder and prints.
@@ -314,6 +315,8 @@ def train_epoch(cfg: TrainConfig, fit: ModelAndOptimiser, tr: Provider, windows:
             with torch.autocast(device.type, dtype=fit.amp[1], enabled=fit.amp[0]):
                 pred = fit.ddp_model(b.x, b.mask)
             loss = compute_loss(cfg.loss, pred.float(), b.y, b.y_mask, aux)
+            if world > 1 and torch.distributed.is_initialized():
+                loss = loss * rank_weight(cfg.loss, b.y_mask, world)
             _optimiser_step(cfg, fit, loss)
             lrs.after_batch()
             tot += float(loss.detach())
@@ -323,6 +326,24 @@ def train_epoch(cfg: TrainConfig, fit: ModelAndOptimiser, tr: Provider, windows:
         torch.distributed.all_reduce(t)
         tot = float(t.item()) / world
     return tot, nb, lr
+
+
+def rank_weight(loss: str, y_mask: torch.Tensor, world: int) -> torch.Tensor:
+    """This rank's share of the global batch, times ``world``, to multiply its loss by.
+
+    Why: each rank's loss is a mean over *its* labelled frames, and DDP averages the ranks'
+    gradients with equal weights; when the ranks hold different numbers of labelled frames the
+    step is not the one-process step (1 vs 2 ranks differed by up to 2e-2 per epoch). With the
+    frame counts all-reduced, ``mean_r · n_r · world / N`` makes DDP's average exactly the
+    one-process masked mean (``mse``; ``ccc_window`` is a mean over windows with two labelled
+    frames, so those are counted). ``ccc`` over the batch is not a mean of per-frame terms: the
+    frame weighting only brings it closer. Every rank calls this at every step (one tiny
+    all-reduce), so no rank waits for another."""
+    n = (y_mask.sum(1) >= 2).sum() if loss == "ccc_window" else y_mask.sum()
+    n = n.to(torch.float64)
+    total = n.clone()
+    torch.distributed.all_reduce(total)
+    return (n * world / total.clamp_min(1.0)).to(torch.float32)
 
 
 def _optimiser_step(cfg: TrainConfig, fit: ModelAndOptimiser, loss: torch.Tensor) -> None:

@@ -64,6 +64,7 @@ from avpipe.pipeline.stage_memo import loaded_stage, release_stages
 from avpipe.pipeline.store import Cache
 from avpipe.pipeline.threads import apply_torch_threads, default_num_threads
 from avpipe.pipeline.types import PROBE
+from avpipe.scale.gpu_device import device_resources, worker_device
 
 
 # -- worker side ------------------------------------------------------------------------------
@@ -150,6 +151,13 @@ def run_task(task: Task) -> TaskResult:
         return _run_task(task)
 
 
+def _on_this_worker(runtime: Runtime) -> Runtime:
+    """``runtime`` with ``--device`` read on the process that runs the task (a per-GPU worker
+    maps ``cuda:N`` to its one visible device; see :mod:`avpipe.scale.gpu_device`)."""
+    device = worker_device(runtime.device)
+    return runtime if device == runtime.device else dataclasses.replace(runtime, device=device)
+
+
 def _provenance(fp: Fingerprint) -> dict[str, Any]:
     """Group attrs of every entry: what was asked (the fingerprint's parts) and how it was made
     (``packages_json``: versions of the numerics packages in the worker; never in the fingerprint)."""
@@ -184,7 +192,8 @@ def _run_task(task: Task) -> TaskResult:
     t0 = time.perf_counter()
     failures: list[FailureRecord] = []
     try:
-        stage = loaded_stage(task.stage_cls, task.config, task.runtime, task.fingerprint.value)
+        runtime = _on_this_worker(task.runtime)
+        stage = loaded_stage(task.stage_cls, task.config, runtime, task.fingerprint.value)
     except Exception as e:  # model load failed: every video of the task fails with that reason
         tb = traceback.format_exc()
         return TaskResult(task.task_id, None, [_failure(task, v, e, tb) for v, _ in task.videos],
@@ -373,24 +382,43 @@ class Executor:
         self.jobs, self.backend, self.scheduler, self.scheduler_file = jobs, backend, scheduler, scheduler_file
         self._client: Any = None
         self.auto_threads = False  # Dask: each task takes its worker's threads (no --num-threads given)
+        self._resources: dict[str, float] | None = None  # Dask: what every task needs (see route_device)
 
     @property
     def local_pool(self) -> bool:
         """Tasks run in worker processes this driver started (and must not outlive it)."""
         return self.backend == "loky" and self.jobs != 1
 
+    def _workers(self) -> dict[str, dict[str, Any]] | None:
+        """The scheduler's workers now (None: unreachable; the tasks will say so)."""
+        try:
+            return self._client.scheduler_info(n_workers=-1).get("workers", {})
+        except TypeError:  # older distributed: no n_workers argument
+            return self._client.scheduler_info().get("workers", {})
+        except Exception:
+            return None
+
     def slots(self) -> int:
         """How many tasks can run at once: ``jobs`` locally; with Dask the cluster's worker threads
-        now (asked each stage, so workers that joined since count), or ``jobs`` if larger."""
+        now (asked each stage, so workers that joined since count), or ``jobs`` if larger. Tasks
+        restricted to one GPU's workers (``--device cuda:N``) count only those workers' threads."""
         if self.backend != "dask" or self._client is None:
             return self.jobs
-        try:
-            workers = self._client.scheduler_info(n_workers=-1).get("workers", {})
-        except TypeError:  # older distributed: no n_workers argument
-            workers = self._client.scheduler_info().get("workers", {})
-        except Exception:  # the scheduler is unreachable: the tasks will say so
+        workers = self._workers()
+        if workers is None:
             return max(1, self.jobs)
+        if self._resources:
+            workers = {a: w for a, w in workers.items()
+                       if all(r in (w.get("resources") or {}) for r in self._resources)}
         return max(self.jobs, sum(int(w.get("nthreads", 1)) for w in workers.values()), 1)
+
+    def route_device(self, device: str) -> None:
+        """With Dask, send every task where ``--device`` can run: an explicit ``cuda:N`` on a
+        cluster of per-GPU workers goes to GPU N's workers only; raises
+        :class:`~avpipe.scale.gpu_device.DeviceNotInCluster` (a usage error) if none owns it.
+        Other devices run anywhere and are resolved on the worker."""
+        if self.backend == "dask" and self._client is not None:
+            self._resources = device_resources(device, self._workers() or {})
 
     def __enter__(self) -> "Executor":
         if self.backend == "dask":
@@ -435,7 +463,7 @@ class Executor:
 
         assert self._client is not None, "use the Executor as a context manager"
         run = uuid.uuid4().hex[:8]
-        futures = [self._client.submit(run_task, t, pure=False,
+        futures = [self._client.submit(run_task, t, pure=False, resources=self._resources,
                                        key=f"avpipe-{t.fingerprint.stage}-{run}-{t.task_id}") for t in tasks]
 
         def gen() -> Iterator[TaskResult]:
@@ -736,6 +764,7 @@ def run_extract(cache_root: str | Path, videos_root: str | Path, config: Pipelin
                     summary = execute(cache, plan, Executor(1), progress=False)
                 else:
                     with executor:
+                        executor.route_device(runtime.device)
                         summary = execute(cache, plan, executor, progress=progress)
             finally:
                 release_stages()  # models loaded in this process (jobs=1) are not kept after the run

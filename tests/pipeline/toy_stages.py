@@ -199,7 +199,21 @@ class ToyThreads(Stage):
         return StageResult(data=_toy_a_rows(inputs["probe"].timestamps))
 
 
-CLASSES = (ToyA, ToyB, ToySlow, ToyBad, ToyFail, ToyLoad, ToyChunks, ToyThreads)
+class ToyDevice(Stage):
+    """Stores the device its worker resolved and the GPUs that worker sees (no GPU needed)."""
+
+    name = "toy_device"
+    version = "1"
+    requires = ("probe",)
+    videos_per_task = 1
+
+    def compute(self, video, inputs):
+        return StageResult(data=_toy_a_rows(inputs["probe"].timestamps),
+                           attrs={"device": self.runtime.resolve_device(), "pid": os.getpid(),
+                                  "cuda_visible": os.environ.get("CUDA_VISIBLE_DEVICES", "")})
+
+
+CLASSES = (ToyA, ToyB, ToySlow, ToyBad, ToyFail, ToyLoad, ToyChunks, ToyThreads, ToyDevice)
 
 
 def register() -> None:
