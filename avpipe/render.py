@@ -28,9 +28,6 @@ from typing import Any
 import click
 import numpy as np
 
-from avpipe.extractors.face_columns import BOX, DETECTED, PROB, landmarks
-from avpipe.pipeline.person_tracks import read_tracks
-
 BOX_DETECTED = (0, 255, 0)  # RGB
 BOX_TRACKED = (255, 255, 0)
 LANDMARK = (255, 0, 255)
@@ -184,6 +181,8 @@ def person_tracks(entry: Any) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """Every person's track of a faces entry that stores them (extras ``track_ids``,
     ``track_data`` (T, n, N_COLUMNS), ``track_mask`` (T, n); attrs ``sides``), labelled ``T<id>`` plus the
     side bound to it; [] for entries with the main-face track only."""
+    from avpipe.pipeline.person_tracks import read_tracks
+
     pt = read_tracks(entry.extras, entry.extra, entry.attrs, np.float32)
     if pt is None:
         return []
@@ -283,6 +282,8 @@ def _text(img: np.ndarray, s: str, org: tuple[int, int], scale: float = 0.42, co
 
 def box_pixels(row: np.ndarray, scale: float) -> tuple[int, int, int, int]:
     """Where a cached box (frame pixels) is drawn on a tile of ``scale``: the rounded corners."""
+    from avpipe.extractors.face_columns import BOX  # lazily: importing render stays cheap
+
     x0, y0, x1, y1 = (float(v) * scale for v in row[BOX])
     return int(round(x0)), int(round(y0)), int(round(x1)), int(round(y1))
 
@@ -291,6 +292,8 @@ def draw_frame(frame: np.ndarray, cv: CachedVideo, i: int, width: int) -> tuple[
     """The frame scaled to ``width`` with the cached box/landmarks drawn at that scale (drawn after
     scaling, so box pixels are exact colours at :func:`box_pixels`). Returns (tile, scale)."""
     import cv2
+
+    from avpipe.extractors.face_columns import BOX, DETECTED, landmarks
 
     h, w = frame.shape[:2]
     s = width / float(w)
@@ -415,6 +418,8 @@ def _va_background(cv: CachedVideo, xs: np.ndarray, width: int, height: int) -> 
 
 
 def _info_strip(cv: CachedVideo, i: int, width: int, height: int = 22) -> np.ndarray:
+    from avpipe.extractors.face_columns import DETECTED, PROB
+
     strip = np.full((height, width, 3), BG, np.uint8)
     t = float(cv.times[i])
     face = ("no faces entry" if cv.faces is None else
