@@ -58,7 +58,7 @@ class CachedVideo:
     times: np.ndarray  # per-frame seconds (probe)
     fps: float
     size: tuple[int, int]  # width, height
-    faces: np.ndarray | None = None  # (n, 17) rows, see extractors.faces.COLUMNS
+    faces: np.ndarray | None = None  # (n, N_COLUMNS) rows, see avpipe.extractors.face_columns
     face_mask: np.ndarray | None = None
     crop_reader: Any = None  # callable(list[int]) -> (k, S, S, 3) uint8
     # one track per person when the faces entry has them (extras track_ids/track_data/track_mask)
@@ -178,16 +178,15 @@ def load_cached(cache_root: str | Path, video: str, videos: Path | None = None) 
 
 def person_tracks(entry: Any) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """Every person's track of a faces entry that stores them (extras ``track_ids``,
-    ``track_data`` (T, n, 17), ``track_mask`` (T, n); attrs ``sides``), labelled ``T<id>`` plus the
+    ``track_data`` (T, n, N_COLUMNS), ``track_mask`` (T, n); attrs ``sides``), labelled ``T<id>`` plus the
     side bound to it; [] for entries with the main-face track only."""
-    if "track_data" not in entry.extras or "track_mask" not in entry.extras:
+    from avpipe.pipeline.person_tracks import read_tracks
+
+    pt = read_tracks(entry.extras, entry.extra, entry.attrs, np.float32)
+    if pt is None:
         return []
-    data = np.asarray(entry.extra("track_data"), np.float32)
-    mask = np.asarray(entry.extra("track_mask"), bool)
-    ids = (np.asarray(entry.extra("track_ids")).tolist() if "track_ids" in entry.extras
-           else list(range(len(data))))
-    side_of = {v: k for k, v in dict(entry.attrs.get("sides") or {}).items()}
-    return [(f"T{t}" + (f" {side_of[t]}" if t in side_of else ""), data[k], mask[k]) for k, t in enumerate(ids)]
+    labels = [f"T{t}" + (f" {pt.side_of(t)}" if pt.side_of(t) else "") for t in pt.ids]
+    return [(label, pt.data[k], pt.mask[k]) for k, label in enumerate(labels)]
 
 
 def _crop_reader(entry: Any) -> Any:
@@ -269,7 +268,9 @@ def _text(img: np.ndarray, s: str, org: tuple[int, int], scale: float = 0.42, co
 
 def box_pixels(row: np.ndarray, scale: float) -> tuple[int, int, int, int]:
     """Where a cached box (frame pixels) is drawn on a tile of ``scale``: the rounded corners."""
-    x0, y0, x1, y1 = (float(v) * scale for v in row[:4])
+    from avpipe.extractors.face_columns import BOX  # lazily: importing render stays cheap
+
+    x0, y0, x1, y1 = (float(v) * scale for v in row[BOX])
     return int(round(x0)), int(round(y0)), int(round(x1)), int(round(y1))
 
 
@@ -278,6 +279,8 @@ def draw_frame(frame: np.ndarray, cv: CachedVideo, i: int, width: int) -> tuple[
     scaling, so box pixels are exact colours at :func:`box_pixels`). Returns (tile, scale)."""
     import cv2
 
+    from avpipe.extractors.face_columns import BOX, DETECTED, landmarks
+
     h, w = frame.shape[:2]
     s = width / float(w)
     tile = np.ascontiguousarray(cv2.resize(frame, (width, max(1, int(round(h * s)))), interpolation=cv2.INTER_AREA))
@@ -285,20 +288,20 @@ def draw_frame(frame: np.ndarray, cv: CachedVideo, i: int, width: int) -> tuple[
         return tile, s
     main = cv.faces[i] if i < len(cv.face_mask) and cv.face_mask[i] else None
     for k, (label, rows, mask) in enumerate(cv.tracks):  # other people first, the main face on top
-        if i >= len(mask) or not mask[i] or (main is not None and np.allclose(rows[i, :4], main[:4], atol=0.5)):
+        if i >= len(mask) or not mask[i] or (main is not None and np.allclose(rows[i, BOX], main[BOX], atol=0.5)):
             continue
         x0, y0, x1, y1 = box_pixels(rows[i], s)
         color = TRACK_COLORS[k % len(TRACK_COLORS)]
-        for j in range(5):
-            cv2.circle(tile, (int(round(rows[i, 4 + 2 * j] * s)), int(round(rows[i, 5 + 2 * j] * s))), 2, color, -1)
+        for x, y in landmarks(rows[i]):
+            cv2.circle(tile, (int(round(x * s)), int(round(y * s))), 2, color, -1)
         cv2.rectangle(tile, (x0, y0), (x1, y1), color, 2)
         _text(tile, label, (x0 + 3, y1 - 5), 0.4, color)
     if main is not None:
         row = main
-        for k in range(5):
-            cv2.circle(tile, (int(round(row[4 + 2 * k] * s)), int(round(row[5 + 2 * k] * s))), 2, LANDMARK, -1)
+        for x, y in landmarks(row):
+            cv2.circle(tile, (int(round(x * s)), int(round(y * s))), 2, LANDMARK, -1)
         x0, y0, x1, y1 = box_pixels(row, s)
-        cv2.rectangle(tile, (x0, y0), (x1, y1), BOX_DETECTED if row[16] >= 0.5 else BOX_TRACKED, 2)
+        cv2.rectangle(tile, (x0, y0), (x1, y1), BOX_DETECTED if row[DETECTED] >= 0.5 else BOX_TRACKED, 2)
     else:
         cv2.rectangle(tile, (0, 0), (tile.shape[1] - 1, tile.shape[0] - 1), MASKED, 4)
     return tile, s
@@ -401,11 +404,13 @@ def _va_background(cv: CachedVideo, xs: np.ndarray, width: int, height: int) -> 
 
 
 def _info_strip(cv: CachedVideo, i: int, width: int, height: int = 22) -> np.ndarray:
+    from avpipe.extractors.face_columns import DETECTED, PROB
+
     strip = np.full((height, width, 3), BG, np.uint8)
     t = float(cv.times[i])
     face = ("no faces entry" if cv.faces is None else
             "NO FACE (masked)" if not cv.face_mask[i] else
-            f"face p={cv.faces[i, 14]:.2f} {'detected' if cv.faces[i, 16] >= .5 else 'tracked'}")
+            f"face p={cv.faces[i, PROB]:.2f} {'detected' if cv.faces[i, DETECTED] >= .5 else 'tracked'}")
     prev, cur, nxt = cv.word_at(t)
     word = (f"'{cur}'" if cur else "-") if cv.has_asr else "no asr entry"
     color = MASKED if cv.faces is not None and not cv.face_mask[i] else FG

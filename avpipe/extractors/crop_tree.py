@@ -43,10 +43,11 @@ from typing import Any
 
 import numpy as np
 
+from avpipe.extractors.face_columns import DETECTED, N_COLUMNS, N_FACES, PROB
+from avpipe.pipeline.person_tracks import SIDES_ATTR, TRACK_CROPS, TRACKS_ATTR, track_extras
 from avpipe.pipeline.stage import StageResult
 
 NAME = re.compile(r"^(\d{5})\.jpg$")
-N_COLUMNS = 17  # the faces stage's data columns (avpipe.extractors.faces.COLUMNS)
 SOURCE_VERSION = "crops-1"
 
 
@@ -261,8 +262,8 @@ def crops_result(key: str, folders: Mapping[str | None, Path], n: int, crop_size
 
     def rows(m: np.ndarray) -> np.ndarray:
         d = np.zeros((n, N_COLUMNS), np.float32)
-        d[m, 14], d[m, 15], d[m, 16] = 1.0, count[m], 1.0
-        d[~m, 15] = count[~m]
+        d[m, PROB], d[m, N_FACES], d[m, DETECTED] = 1.0, count[m], 1.0
+        d[~m, N_FACES] = count[~m]
         return d
 
     extras: dict[str, np.ndarray] = {"crops": crops[main]}
@@ -270,10 +271,9 @@ def crops_result(key: str, folders: Mapping[str | None, Path], n: int, crop_size
     tracks: list[dict[str, Any]] = []
     if None not in frames:
         persons = [p for p in ("left", "right") if p in frames]
-        extras.update({"track_ids": np.arange(len(persons), dtype=np.int64),
-                       "track_data": np.stack([rows(masks[p]) for p in persons]),
-                       "track_mask": np.stack([masks[p] for p in persons]),
-                       "track_crops": np.stack([crops[p] for p in persons])})
+        extras.update(track_extras(np.arange(len(persons)), np.stack([rows(masks[p]) for p in persons]),
+                                   np.stack([masks[p] for p in persons])))
+        extras[TRACK_CROPS] = np.stack([crops[p] for p in persons])
         for i, p in enumerate(persons):
             sides[str(p)] = i
             r = np.flatnonzero(masks[p])
@@ -291,8 +291,8 @@ def crops_result(key: str, folders: Mapping[str | None, Path], n: int, crop_size
         "row_policy": "row i = video frame i+1 = crop file {i+1:05d}.jpg",
         "n_frames": n,
         "faces_found": int(masks[main].sum()),
-        "tracks": tracks,
-        "sides": sides,
+        TRACKS_ATTR: tracks,
+        SIDES_ATTR: sides,
         "side_rule": "from the folder names X_left / X_right",
     }
     return StageResult(data=rows(masks[main]), mask=masks[main].copy(), extras=extras, attrs=attrs), digest

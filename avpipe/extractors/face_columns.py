@@ -6,6 +6,8 @@ the crop-tree ingest read them; each imports the layout from here rather than fr
 """
 from __future__ import annotations
 
+import numpy as np
+
 #: Columns of the ``data`` rows (also stored in attrs["columns"]).
 COLUMNS = (["x0", "y0", "x1", "y1"]
            + [f"{axis}{i}" for i in range(5) for axis in ("lm_x", "lm_y")]
@@ -16,3 +18,16 @@ COLUMN_DOC = ("box x0,y0,x1,y1 (frame pixels); 5 landmarks interleaved (x,y) in 
               "last key frame); detected = 1 if the full cascade ran on this frame, 0 if tracked "
               "(cascade in a window around the previous box). "
               "Masked rows (no face) are zero except n_faces/detected.")
+
+# Named positions in a row, derived from COLUMNS (readers index rows with these, never numbers).
+N_COLUMNS = len(COLUMNS)
+BOX = slice(COLUMNS.index("x0"), COLUMNS.index("y1") + 1)  # x0, y0, x1, y1
+LANDMARKS = slice(COLUMNS.index("lm_x0"), COLUMNS.index("lm_y4") + 1)  # (x, y) per point, MTCNN order
+PROB = COLUMNS.index("prob")
+N_FACES = COLUMNS.index("n_faces")
+DETECTED = COLUMNS.index("detected")
+
+
+def landmarks(row: np.ndarray) -> np.ndarray:
+    """The 5 landmarks of one row as (5, 2) (x, y), in the row's dtype."""
+    return np.asarray(row)[..., LANDMARKS].reshape(*np.shape(row)[:-1], 5, 2)

@@ -12,9 +12,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from avpipe.extractors.alignment import align_face
-from avpipe.extractors.face_columns import COLUMNS
+from avpipe.extractors.face_columns import BOX, DETECTED, LANDMARKS, N_COLUMNS, N_FACES, PROB
 from avpipe.extractors.mtcnn import MtcnnEngine, move_inputs, onet_anchor
 from avpipe.extractors.tracking import bind_sides, choose_face, iou, match_tracks, reidentify
+from avpipe.pipeline.person_tracks import track_extras
 
 if TYPE_CHECKING:
     from avpipe.extractors.faces import FacesConfig
@@ -70,8 +71,8 @@ class FaceTracker:
     # -- recording ---------------------------------------------------------------------------
     def _record(self, i: int, frame: np.ndarray, tid: int, box: np.ndarray, lm: np.ndarray,
                 prob: float, count: int, detected: bool) -> None:
-        row = np.zeros(len(COLUMNS), np.float32)
-        row[:4], row[4:14], row[14], row[15], row[16] = box[:4], lm.reshape(-1), prob, count, detected
+        row = np.zeros(N_COLUMNS, np.float32)
+        row[BOX], row[LANDMARKS], row[PROB], row[N_FACES], row[DETECTED] = box[:4], lm.reshape(-1), prob, count, detected
         lm = np.array(lm, np.float64).reshape(5, 2)
         crop = align_face(frame, lm, self.cfg.crop_size, self.cfg.template)
         if tid == self.main:
@@ -84,7 +85,7 @@ class FaceTracker:
     def take(self, start: int, stop: int) -> dict[str, np.ndarray]:
         """The main-face columns of rows ``start:stop`` (all final), released from the tracker."""
         S = self.cfg.crop_size
-        data = np.zeros((stop - start, len(COLUMNS)), np.float32)
+        data = np.zeros((stop - start, N_COLUMNS), np.float32)
         mask = np.zeros(stop - start, bool)
         crops = np.zeros((stop - start, S, S, 3), np.uint8)
         for i in range(start, stop):
@@ -96,7 +97,7 @@ class FaceTracker:
                 mask[i - start], crops[i - start] = True, crop
         self.faces_found += int(mask.sum())
         if len(data):
-            self.max_faces = max(self.max_faces, int(data[:, 15].max()))
+            self.max_faces = max(self.max_faces, int(data[:, N_FACES].max()))
         return {"data": data, "mask": mask, "crops": crops}
 
     # -- full cascade ------------------------------------------------------------------------
@@ -128,8 +129,8 @@ class FaceTracker:
         H, W = frame.shape[:2]
         self.last_count, self.since_key = len(b), 0
         if len(b) == 0:
-            row = np.zeros(len(COLUMNS), np.float32)
-            row[15], row[16] = 0, 1
+            row = np.zeros(N_COLUMNS, np.float32)
+            row[N_FACES], row[DETECTED] = 0, 1
             self.rows[i] = row
             self.active, self.main = [], None
             return
@@ -218,20 +219,19 @@ class FaceTracker:
                       key=lambda t: (-len(t.rows), t.id))[:cfg.max_tracks]
         kept.sort(key=lambda t: t.id)
         T = len(kept)
-        tdata = np.zeros((T, n, len(COLUMNS)), np.float32)
+        tdata = np.zeros((T, n, N_COLUMNS), np.float32)
         tmask = np.zeros((T, n), bool)
         summary = []
         for r, t in enumerate(kept):
             rows = np.array(sorted(t.rows))
             tdata[r, rows] = np.stack([t.rows[i] for i in rows])
             tmask[r, rows] = True
-            boxes = tdata[r, rows, :4].astype(np.float64)
+            boxes = tdata[r, rows, BOX].astype(np.float64)
             summary.append({"id": t.id, "frames": int(len(rows)), "first": int(rows[0]),
                             "last": int(rows[-1]), "mean_box": boxes.mean(0).round(1).tolist(),
                             "median_cx": round(float(np.median((boxes[:, 0] + boxes[:, 2]) / 2)), 2)})
         sides = bind_sides({s["id"]: (s["frames"], s["median_cx"]) for s in summary})
         for s in summary:
             s["side"] = next((k for k, v in sides.items() if v == s["id"]), None)
-        extras = {"track_ids": np.array([t.id for t in kept], np.int64), "track_data": tdata,
-                  "track_mask": tmask}
+        extras = track_extras([t.id for t in kept], tdata, tmask)
         return extras, summary, sides, kept

@@ -82,6 +82,7 @@ from avpipe.extractors.media import iter_frames
 from avpipe.extractors.mtcnn import MtcnnEngine, mtcnn_weights_id
 from avpipe.extractors.tracking import PERSON_TRACK_POLICY, SIDE_RULE, TRACK_POLICY
 from avpipe.pipeline.config import Float, Int, config_dataclass
+from avpipe.pipeline.person_tracks import SIDES_ATTR, TRACK_CROPS, TRACKS_ATTR, person_attrs
 from avpipe.pipeline.stage import Stage, StageError, StageResult, VideoRef, register_stage
 
 __all__ = ["COLUMNS", "COLUMN_DOC", "Faces", "FacesConfig", "TRACK_CROP_BLOCK"]
@@ -223,12 +224,12 @@ class Faces(Stage):
                 done = stop
             ex, summary, sides, kept = tr.person_tracks()
             if len(kept) >= 2:  # one person: its track is the main-face view, no second copy of the crops
-                ex["track_crops"] = self._track_crops(tr, kept, frames if again else None)
+                ex[TRACK_CROPS] = self._track_crops(tr, kept, frames if again else None)
             extras.clear()
             extras.update(ex)
-            attrs.update({"tracks": summary, "sides": sides, "decoded_frames": tr.decoded,
-                          "full_detections": tr.n_full, "faces_found": tr.faces_found,
-                          "max_faces": tr.max_faces if n else 0})
+            attrs.update(person_attrs(summary, sides))
+            attrs.update({"decoded_frames": tr.decoded, "full_detections": tr.n_full,
+                          "faces_found": tr.faces_found, "max_faces": tr.max_faces if n else 0})
 
         rows = RowChunks(n, (len(COLUMNS),), np.float32, chunks,
                          columns={"mask": ((), bool), "crops": ((S, S, 3), np.uint8)})
@@ -337,8 +338,8 @@ class Faces(Stage):
             "person_track_policy": PERSON_TRACK_POLICY.format(
                 min_iou=cfg.track_min_iou, max_gap=cfg.track_max_gap, min_frames=cfg.track_min_frames,
                 max_tracks=cfg.max_tracks),
-            "tracks": [],
-            "sides": {},
+            TRACKS_ATTR: [],
+            SIDES_ATTR: {},
             "side_rule": SIDE_RULE,
             "row_policy": "row i = i-th decoded frame (presentation order); rows beyond the decoded "
                           "frames are masked; decoded frames beyond n_frames are dropped",

@@ -9,7 +9,8 @@ Policy (documented in the ``faces`` attrs as ``track_policy``):
    ``(1 − 0.5 · d)``, where ``d`` is the distance of the box centre from the frame centre divided
    by half the frame diagonal — big and central wins, size dominating.
 
-Pure numpy, no state: the caller carries the previous box.
+Pure numpy, no state: the caller carries the previous box (the ``faces`` stage's caller is
+:class:`avpipe.extractors.face_tracker.FaceTracker`).
 """
 from __future__ import annotations
 

@@ -24,6 +24,7 @@ from pydantic import Field
 
 from avpipe.extractors.backbones import Backbone, backbone_names, create_backbone
 from avpipe.pipeline.config import config_dataclass, registry_choice
+from avpipe.pipeline.person_tracks import TRACK_CROPS, TRACK_IDS, TRACK_MASK, copied_person_attrs, track_extras
 from avpipe.pipeline.stage import Stage, StageResult, VideoRef, register_stage
 
 
@@ -77,21 +78,18 @@ class Visual(Stage):
                          lambda: ({"data": c["data"], "mask": c["mask"]} for c in self._chunks(main, mask)),
                          columns={"mask": ((), bool)})
         attrs = self._attrs()
-        fa = faces.attrs
-        attrs["tracks"] = list(fa.get("tracks", []))
-        attrs["sides"] = dict(fa.get("sides", {}))
+        attrs.update(copied_person_attrs(faces.attrs))
         extras: dict[str, Any] = {}
-        if "track_crops" in faces.extras:
-            tmask = np.asarray(faces.extra("track_mask"), bool)
+        if TRACK_CROPS in faces.extras:
+            tmask = np.asarray(faces.extra(TRACK_MASK), bool)
 
             def blocks() -> Iterator[tuple[tuple[Any, ...], np.ndarray]]:
                 for t in range(len(tmask)):
-                    for c in self._chunks(_Crops(faces, "track_crops", (t,)), tmask[t]):
+                    for c in self._chunks(_Crops(faces, TRACK_CROPS, (t,)), tmask[t]):
                         yield (t, slice(c["start"], c["start"] + len(c["data"]))), c["data"]
 
-            extras = {"track_ids": np.asarray(faces.extra("track_ids"), np.int64),
-                      "track_data": BlockArray((len(tmask), n, dim), np.float32, blocks, row_axis=1),
-                      "track_mask": tmask.copy()}
+            extras = track_extras(faces.extra(TRACK_IDS),
+                                  BlockArray((len(tmask), n, dim), np.float32, blocks, row_axis=1), tmask)
         return StageResult(data=rows, mask=None, extras=extras, attrs=attrs)
 
     def embed(self, crops: np.ndarray, mask: np.ndarray) -> StageResult:

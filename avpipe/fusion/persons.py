@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 
 from avpipe.fusion.source import FeatureError
+from avpipe.pipeline.person_tracks import (TRACK_DATA, TRACK_IDS, TRACK_MASK, TRACKS_ATTR, is_person_aware,
+                                           read_sides, read_track, read_track_ids)
 
 SIDES = ("left", "right")
 
@@ -50,11 +52,6 @@ def track_id_of(person: str | int | None) -> int | None:
     return int(s) if s.isdigit() else None
 
 
-def is_person_aware(attrs: Mapping[str, Any]) -> bool:
-    """Whether an entry holds per-person tracks (its rows differ per person)."""
-    return "sides" in attrs
-
-
 def reads_faces(stage: str, provenance: Mapping[str, Any]) -> bool:
     """Whether an entry is made from faces (the ``faces`` stage or one reading it): such an entry
     without a ``sides`` attr predates person tracks, and its rows are the main face's."""
@@ -76,15 +73,7 @@ def select_person(data: np.ndarray, mask: np.ndarray, attrs: Mapping[str, Any],
     r = person_row(attrs, extra, person, stage=stage, video=video, provenance=provenance)
     if r is None:
         return data, mask
-    return np.asarray(extra("track_data")[r]), np.asarray(extra("track_mask")[r], bool)
-
-
-def _track_ids(extra: Callable[[str], np.ndarray]) -> list[int]:
-    """Stored face track ids ([] when the entry stores no tracks: a video without faces)."""
-    try:
-        return [int(i) for i in np.asarray(extra("track_ids")).reshape(-1)]
-    except KeyError:
-        return []
+    return read_track(extra, r)
 
 
 def person_row(attrs: Mapping[str, Any], extra: Callable[[str], np.ndarray], person: str | int, *, stage: str,
@@ -99,11 +88,11 @@ def person_row(attrs: Mapping[str, Any], extra: Callable[[str], np.ndarray], per
                 f"one track per person, so its rows are the main face's); re-extract it: "
                 f"avpipe extract --stages {stage}")
         return None
-    sides = dict(attrs.get("sides") or {})
-    tracks = attrs.get("tracks") or []
+    sides = read_sides(attrs)
+    tracks = attrs.get(TRACKS_ATTR) or []
     tid_asked = track_id_of(person)
     if tid_asked is not None:  # a track id names one face track directly (any number of people)
-        ids = _track_ids(extra)
+        ids = read_track_ids(extra)
         if tid_asked not in ids:
             raise PersonTrackError(f"video {video!r}: stage {stage!r} has no face track {tid_asked} "
                                    f"(tracks {ids})")
@@ -116,7 +105,7 @@ def person_row(attrs: Mapping[str, Any], extra: Callable[[str], np.ndarray], per
             f"track(s); a {person} side needs two people: the two longest tracks, ordered by median "
             f"box-centre x). Check the video, or drop the label")
     tid = int(sides[person])
-    ids = _track_ids(extra)
+    ids = read_track_ids(extra)
     if tid not in ids:
         raise PersonTrackError(f"video {video!r}: stage {stage!r} binds {person} to track {tid}, "
                                f"which is not stored (tracks {ids})")
@@ -131,8 +120,8 @@ def main_face_people(data: np.ndarray, mask: np.ndarray, attrs: Mapping[str, Any
     that person is lost it takes whoever is there. Each valid main row equals (faces) or nearly
     equals (embeddings: another batch) one track's row at that frame; the closest within ``rtol``
     of the row's norm names the person."""
-    ids = np.asarray(extra("track_ids")).reshape(-1).astype(int)
-    td, tm = np.asarray(extra("track_data")), np.asarray(extra("track_mask"), bool)
+    ids = np.asarray(extra(TRACK_IDS)).reshape(-1).astype(int)
+    td, tm = np.asarray(extra(TRACK_DATA)), np.asarray(extra(TRACK_MASK), bool)
     n = len(mask)
     flat = np.asarray(data, np.float64).reshape(n, -1)
     best = np.full(n, np.inf)
