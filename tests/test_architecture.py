@@ -94,3 +94,47 @@ def test_the_rule_reports_a_library_module_that_imports_the_cli(tmp_path):
     (tmp_path / "avpipe" / "cli" / "cmd.py").write_text("import click\n")
     assert violations(tmp_path) == ["avpipe/fusion/bad.py: avpipe.cli.errors",
                                     "avpipe/fusion/bad.py: avpipe.cli.errors.fail"]
+
+
+# -- the layers of the data flow (docs/architecture.md#import-rules) -----------------------------
+#: package (a folder or a module under avpipe/) -> the avpipe packages it must never import.
+FORBIDDEN = {
+    "avpipe/pipeline": ("avpipe.extractors", "avpipe.fusion", "avpipe.data", "avpipe.export",
+                        "avpipe.render", "avpipe.scale", "avpipe.sample", "avpipe.demo"),
+    "avpipe/extractors": ("avpipe.fusion", "avpipe.data", "avpipe.export", "avpipe.render",
+                          "avpipe.scale", "avpipe.demo"),
+    "avpipe/fusion": ("avpipe.extractors", "avpipe.export", "avpipe.render", "avpipe.scale", "avpipe.demo"),
+    "avpipe/data.py": ("avpipe.extractors", "avpipe.export", "avpipe.render"),
+    "avpipe/export.py": ("avpipe.extractors", "avpipe.render"),
+    "avpipe/scale": ("avpipe.extractors", "avpipe.fusion", "avpipe.data", "avpipe.export", "avpipe.render"),
+}
+#: Leaves: import nothing of avpipe's (listing names must not import torch through a stage).
+LEAVES = ("avpipe/registry.py", "avpipe/display.py")
+
+
+def layer_violations(root: Path = ROOT) -> list[str]:
+    """``file: imported`` for every import that runs against the data flow."""
+    bad = []
+    for f in sorted((root / "avpipe").rglob("*.py")):
+        rel = f.relative_to(root).as_posix()
+        mod = ".".join(f.relative_to(root).with_suffix("").parts)
+        names = imported_modules(f.read_text(encoding="utf-8"), mod, is_package=f.name == "__init__.py")
+        for owner, forbidden in FORBIDDEN.items():
+            if rel == owner or rel.startswith(owner + "/"):
+                bad += [f"{rel}: {n}" for n in sorted(names) if _matches(n, forbidden)]
+        if rel in LEAVES:
+            bad += [f"{rel}: {n}" for n in sorted(names) if _matches(n, ("avpipe",))]
+    return bad
+
+
+def test_imports_follow_the_data_flow():
+    """docs/architecture.md#import-rules, kept true."""
+    assert layer_violations() == []
+
+
+def test_the_layer_rule_reports_storage_that_imports_a_stage(tmp_path):
+    (tmp_path / "avpipe" / "pipeline").mkdir(parents=True)
+    (tmp_path / "avpipe" / "pipeline" / "ok.py").write_text("from .types import Runtime\n")
+    (tmp_path / "avpipe" / "pipeline" / "bad.py").write_text("def f():\n    from avpipe.extractors import faces\n")
+    assert layer_violations(tmp_path) == ["avpipe/pipeline/bad.py: avpipe.extractors",
+                                          "avpipe/pipeline/bad.py: avpipe.extractors.faces"]

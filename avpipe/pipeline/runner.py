@@ -64,7 +64,7 @@ from avpipe.pipeline.stage_memo import loaded_stage, release_stages
 from avpipe.pipeline.store import Cache
 from avpipe.pipeline.threads import apply_torch_threads, default_num_threads
 from avpipe.pipeline.types import PROBE
-from avpipe.scale.gpu_device import device_resources, worker_device
+from avpipe.pipeline.worker_device import device_resources, worker_device
 
 
 # -- worker side ------------------------------------------------------------------------------
@@ -153,7 +153,7 @@ def run_task(task: Task) -> TaskResult:
 
 def _on_this_worker(runtime: Runtime) -> Runtime:
     """``runtime`` with ``--device`` read on the process that runs the task (a per-GPU worker
-    maps ``cuda:N`` to its one visible device; see :mod:`avpipe.scale.gpu_device`)."""
+    maps ``cuda:N`` to its one visible device; see :mod:`avpipe.pipeline.worker_device`)."""
     device = worker_device(runtime.device)
     return runtime if device == runtime.device else dataclasses.replace(runtime, device=device)
 
@@ -415,7 +415,7 @@ class Executor:
     def route_device(self, device: str) -> None:
         """With Dask, send every task where ``--device`` can run: an explicit ``cuda:N`` on a
         cluster of per-GPU workers goes to GPU N's workers only; raises
-        :class:`~avpipe.scale.gpu_device.DeviceNotInCluster` (a usage error) if none owns it.
+        :class:`~avpipe.pipeline.worker_device.DeviceNotInCluster` (a usage error) if none owns it.
         Other devices run anywhere and are resolved on the worker."""
         if self.backend == "dask" and self._client is not None:
             self._resources = device_resources(device, self._workers() or {})

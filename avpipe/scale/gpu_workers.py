@@ -4,7 +4,7 @@ dask-cuda's approach without dask-cuda: each worker is a one-process ``dask work
 started with ``CUDA_VISIBLE_DEVICES`` narrowed to its GPU, so inside it torch's ``cuda`` (and
 ``--device auto``) is that GPU and nothing in avpipe needs to pick one. Each also advertises the
 Dask resource ``gpu<N>`` (so ``--device cuda:N`` can be routed to it, see
-:mod:`avpipe.scale.gpu_device`) and gets ``AVPIPE_WORKER_GPU=N``.
+:mod:`avpipe.pipeline.worker_device`) and gets ``AVPIPE_WORKER_GPU=N``.
 
 Why not dask-cuda itself: it pulls numba, pynvml and a CUDA-matched cudf/rmm stack into the
 lock for what is, for avpipe's tasks (whole videos, no GPU arrays between tasks), only this
@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 
 from avpipe.pipeline.threads import available_cores
-from avpipe.scale.gpu_device import GPU_RESOURCE, WORKER_GPU_ENV
+from avpipe.pipeline.worker_device import GPU_RESOURCE, WORKER_GPU_ENV
 
 
 class GpuWorkersError(ValueError):

@@ -18,7 +18,7 @@ from avpipe.pipeline.plan import PlanError
 from avpipe.pipeline.runner import run_extract
 from avpipe.pipeline.stage import Runtime
 from avpipe.pipeline.store import Cache
-from avpipe.scale.gpu_device import (WORKER_GPU_ENV, DeviceNotInCluster, DeviceNotOnWorker, device_resources,
+from avpipe.pipeline.worker_device import (WORKER_GPU_ENV, DeviceNotInCluster, DeviceNotOnWorker, device_resources,
                                      worker_device)
 from avpipe.scale.gpu_workers import GpuWorkersError, parse_gpus, start_workers, stop_workers, worker_specs
 from tests.pipeline.subproc import toy_env
