@@ -25,6 +25,7 @@ from avpipe.fusion.data import InMemoryBanks, Stats, TrackRef, load_bank
 from avpipe.fusion.inference import (FORMATS, build_model_from_checkpoint, load_run, predict_provider,
                                      resolve_device, write_prediction)
 from avpipe.fusion.metrics import EvalResult, evaluate
+from avpipe.fusion.segments import plan_for
 from avpipe.fusion.source import FeatureError, FeatureSource
 from avpipe.fusion.train import open_source, prepare
 from avpipe.pipeline.atomic import atomic_write_text
@@ -54,7 +55,8 @@ def evaluate_run(run_path: str | Path, *, cache: str | None = None, source: Feat
     bank = load_bank(source, prep.fps, prep.val, device=dev, dtype=cfg.feature_dtype, tolerance=cfg.label_tolerance)
     bank.set_stats(stats)
     preds, labels, valid = predict_provider(model, InMemoryBanks(bank), cfg.window, int(cfg.eval_hop or cfg.hop),
-                                            int(cfg.batch_size or 32) * 2)
+                                            int(cfg.batch_size or 32) * 2,
+                                            segments=plan_for(cfg, source, sorted({r.video for r in prep.val})))
     ev = evaluate(preds, labels, valid, cfg.smoothing)
     run.write_json("eval/metrics.json", {"checkpoint": which, "overall": ev.overall,
                                          "overall_smoothed": ev.overall_smoothed, "n_frames": ev.n_frames,
@@ -235,7 +237,8 @@ def predict_videos(run_path: str | Path, videos: str | Path, out: str | Path, *,
                 present = {m: v[:-1].cpu().numpy() for m, v in bank.valid.items()}  # minus the sentinel row
                 bank.set_stats(stats)
                 preds, _, _ = predict_provider(model, InMemoryBanks(bank), ck["window"],
-                                               int(cfg.eval_hop or cfg.hop), int(cfg.batch_size or 32) * 2)
+                                               int(cfg.eval_hop or cfg.hop), int(cfg.batch_size or 32) * 2,
+                                               segments=plan_for(cfg, source, [key]))
                 p = preds[name]
                 written.append(write_prediction(target, p, fmt, clip=clip, present=present,
                                                  times=_times(source, ref, key, len(p))))

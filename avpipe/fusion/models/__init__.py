@@ -32,7 +32,7 @@ from avpipe.fusion.source import DEFAULT_STAGES
 _REGISTRY: dict[str, type[FusionModel]] = {}
 _MODULES = ("jca", "rja", "rjcma", "iaca", "maven", "baselines", "ca")
 #: the order of ``avpipe train --list``: published models first, then variants, then baselines
-LIST_ORDER = ("jca", "rja", "rjcma", "dca", "maven", "rja-shared", "rjcma-shared", "iaca", "maven-paper",
+LIST_ORDER = ("jca", "rja", "rjcma", "dca", "maven", "rja-shared", "rjcma-shared", "iaca", "maven-paper", "maven-frames",
               "ca", "concat", "audio", "visual", "text")
 
 
