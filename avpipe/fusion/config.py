@@ -82,9 +82,6 @@ class TrainConfig:
     windows: Annotated[Literal["hop", "clip_phases"] | None, Field(
         description="training window enumeration: hop = every hop frames, last aligned to the end; clip_phases "
                     "= every clip phase, the JCA/RJA/DCA code's (unset = recipe)")] = None
-    segments: Annotated[Literal["asr", "none"] | None, Field(
-        description="sequences: asr = one per cached transcript segment, cut into pieces of at most window "
-                    "frames (maven); none = fixed windows (unset = the model's)")] = None
     shuffle: Annotated[Literal["epoch", "once", "none"] | None, Field(
         description="batch order: reshuffled every epoch, shuffled once, or enumeration order (unset = recipe)")] = None
     drop_last: Annotated[bool | None, Field(description="drop a last incomplete batch (unset = recipe)")] = None
@@ -167,8 +164,8 @@ class TrainConfig:
         if out.selection == "ccc_smoothed_sum" and len(out.smoothing) < 2:
             raise ValueError(f"selection ccc_smoothed_sum (recipe {out.recipe!r} of {self.fusion!r}) needs two "
                              f"smoothing widths (valence, arousal), e.g. smoothing = [20, 50]")
-        if out.segments is None:
-            out.segments = getattr(cls, "segments", "none")
+        if "tokens" in cls.preset:  # what a sequence is (maven: one transcript segment) is recorded with the run
+            out.model = {**out.model, "tokens": out.model.get("tokens", cls.preset["tokens"])}
         if out.aux_losses is None:
             out.aux_losses = dict(cls.aux_losses)
         if out.eval_hop is None:
@@ -181,15 +178,15 @@ class TrainConfig:
         """A run's recorded config. A run recorded before recipes existed (no ``recipe`` key)
         trained with what is now recipe ``avpipe`` and is marked so: resuming or evaluating it
         keeps its own recipe, never the authors' one its plain name now defaults to. Likewise a
-        ``maven`` run recorded before ``maven`` became the segment-token model (no ``segments``
-        key) trained the per-frame front end and reads back as ``maven-frames``."""
+        ``maven`` run recorded before ``maven`` became the segment-token model (no ``tokens``
+        model option) trained the per-frame front end and reads back as ``maven-frames``."""
         d = without_distributed(load_config_file(path))
         if "recipe" not in d:
             d = {**d, "recipe": "avpipe"}
         from avpipe.fusion.segments import legacy_fusion
 
         if legacy_fusion(d):  # a maven run from before segment tokens: the per-frame front end
-            d = {**d, "fusion": legacy_fusion(d), "segments": "none"}
+            d = {**d, "fusion": legacy_fusion(d), "model": {**dict(d.get("model") or {}), "tokens": "frame"}}
         return cls.from_dict(d)
 
     def to_dict(self) -> dict[str, Any]:

@@ -158,17 +158,19 @@ def read_segment_ends(source: Any, videos: Sequence[str], warn: bool = True) -> 
 
 
 def plan_for(cfg: Any, source: Any, videos: Sequence[str]) -> SegmentPlan | None:
-    """The run's segment plan (``cfg.segments == "asr"``), or None for fixed windows."""
-    if getattr(cfg, "segments", None) != "asr":
+    """The run's segment plan when its model takes one sequence per transcript segment (model
+    option ``tokens = "segment"``, recorded by :meth:`TrainConfig.resolved`), else None: fixed
+    windows."""
+    if dict(getattr(cfg, "model", None) or {}).get("tokens") != "segment":
         return None
     return SegmentPlan(read_segment_ends(source, videos))
 
 
 def legacy_fusion(d: Mapping[str, Any]) -> str | None:
-    """The model a run recorded as ``d`` (its config or checkpoint) really trained: ``maven``
-    runs recorded before ``maven`` became the segment-token model (no ``segments`` key) trained
-    the per-frame front end, now ``maven-frames``. None: the recorded name stands."""
-    cfg = d.get("config", d)
-    if d.get("fusion") == "maven" and isinstance(cfg, Mapping) and "segments" not in cfg:
-        return "maven-frames"
-    return None
+    """The model a run recorded as ``d`` (its config, or a checkpoint) really trained: ``maven``
+    runs recorded before ``maven`` became the segment-token model (no ``tokens`` model option)
+    trained the per-frame front end, now ``maven-frames``. None: the recorded name stands."""
+    if d.get("fusion") != "maven":
+        return None
+    opts = d.get("model_options", d.get("model"))
+    return "maven-frames" if isinstance(opts, Mapping) and "tokens" not in opts else None

@@ -241,11 +241,13 @@ def test_v_to_a_attention_over_one_key_adds_the_projected_audio_value():
 
 # ----------------------------------------------------------------------------- names and old runs
 def test_maven_frames_is_avpipes_per_frame_model_and_maven_uses_segments():
-    assert get_model_class("maven").segments == "asr"
-    assert get_model_class("maven-frames").segments == get_model_class("maven-paper").segments == "none"
-    assert TrainConfig(fusion="maven").resolved().segments == "asr"
+    # what a sequence is, is recorded with the run (the trainer reads segments for "segment")
+    assert TrainConfig(fusion="maven").resolved().model["tokens"] == "segment"
+    assert TrainConfig(fusion="maven", recipe="avpipe").resolved().model["tokens"] == "segment"
+    assert TrainConfig(fusion="maven-frames").resolved().model["tokens"] == "frame"
+    assert TrainConfig(fusion="maven-paper").resolved().model["tokens"] == "frame"  # unchanged: per frame
+    assert "tokens" not in TrainConfig(fusion="rja").resolved().model
     assert TrainConfig(fusion="maven-frames").resolved().recipe == "avpipe"  # avpipe's own variant
-    assert TrainConfig(fusion="maven-frames").resolved().segments == "none"
     # asked for, it trains with MAVEN's recipe on its fixed 300-frame windows (what maven did before)
     r = TrainConfig(fusion="maven-frames", recipe="authors").resolved()
     assert (r.window, r.hop, r.loss, r.selection) == (300, 200, "mse_mean", "val_loss")
@@ -257,7 +259,7 @@ def _old_maven_run(tmp_path):
     out = tmp_path / "old"
     (out / "checkpoints").mkdir(parents=True)
     old = TrainConfig(fusion="maven", labels="x", out=str(out)).resolved().to_dict()
-    del old["segments"]  # recorded before segments existed
+    del old["model"]["tokens"]  # recorded before segment tokens existed
     old.update(window=300, hop=200)
     (out / "config.json").write_text(json.dumps(old))
     return out
@@ -266,7 +268,7 @@ def _old_maven_run(tmp_path):
 def test_an_old_maven_run_says_it_trained_the_per_frame_model(tmp_path):
     out = _old_maven_run(tmp_path)
     saved = TrainConfig.load_run_config(out / "config.json")
-    assert saved.fusion == "maven-frames" and saved.segments == "none" and saved.recipe == "authors"
+    assert saved.fusion == "maven-frames" and saved.model["tokens"] == "frame" and saved.recipe == "authors"
     assert saved.resolved().window == 300
 
 
@@ -287,13 +289,10 @@ def test_an_old_maven_checkpoint_rebuilds_the_per_frame_model():
 
     torch.manual_seed(0)
     old = create_model("maven-frames", DIMS, 9, **SMALL)
-    cfg = TrainConfig(fusion="maven").to_dict()
-    del cfg["segments"]
-    ck = {"fusion": "maven", "dims": DIMS, "window": 9, "model_options": dict(SMALL), "model": old.state_dict(),
-          "config": cfg}
+    ck = {"fusion": "maven", "dims": DIMS, "window": 9, "model_options": dict(SMALL), "model": old.state_dict()}
     m = build_model_from_checkpoint(ck)
     assert type(m).__name__ == "MAVENFrames" and m.tokens == "frame"
-    ck["config"] = TrainConfig(fusion="maven").resolved().to_dict()
+    ck["model_options"] = {**SMALL, "tokens": "segment"}  # a maven run of today records its tokens
     assert build_model_from_checkpoint(ck).tokens == "segment"
 
 
@@ -331,7 +330,8 @@ def test_train_maven_end_to_end_on_transcript_segments(tmp_path):
                                   "--device", "cpu", *opts])
     assert r.exit_code == 0, r.output
     rec = TrainConfig.load_run_config(out / "config.json")
-    assert rec.fusion == "maven" and rec.segments == "asr" and rec.recipe == "authors" and rec.window == 900
+    assert rec.fusion == "maven" and rec.model["tokens"] == "segment" and rec.recipe == "authors"
+    assert rec.window == 900
     # one training sequence per segment: 60, 60 and 45 frames, then the tail; no transcript: one
     labels = sorted((tmp_path / "labels" / "Train_Set").glob("*.txt"))
     want = 0

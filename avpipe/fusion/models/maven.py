@@ -94,10 +94,9 @@ class MAVEN(FusionModel):
     modalities = ("visual", "audio", "text")
     train_defaults = {"optimizer": "adam", "lr": 1e-4, "weight_decay": 1e-4, "schedule": "plateau",
                       "epochs": 100, "batch_size": 8, "window": 300, "hop": 200, "clip_len": 1}
+    #: ``tokens="segment"``: a sample is one transcript segment; the trainer reads the segments from the
+    #: cached ``asr`` stage (:mod:`avpipe.fusion.segments`) because this option is recorded with the run
     preset = {"code_faithful": True, "head": "va", "tokens": "segment"}
-    #: where a run's sequences come from: ``asr`` = one sequence per cached transcript segment
-    #: (:mod:`avpipe.fusion.segments`); ``none`` = fixed windows
-    segments = "asr"
     info = ModelInfo(
         paper="Ahire et al., MAVEN: Multi-modal Attention for Valence-Arousal Emotion Network, CVPRW 2025 "
               "(ABAW8), arXiv 2503.12623",
@@ -198,7 +197,6 @@ class MAVEN(FusionModel):
 class MAVENFrames(MAVEN):
     name = "maven-frames"
     preset = {"code_faithful": True, "head": "va", "tokens": "frame"}
-    segments = "none"
     info = ModelInfo(
         paper=MAVEN.info.paper,
         code="the cross-attention front end, encoders and head of maven",
@@ -211,7 +209,6 @@ class MAVENFrames(MAVEN):
 class MAVENPaper(MAVEN):
     name = "maven-paper"
     preset = {"code_faithful": False, "head": "polar", "tokens": "frame"}
-    segments = "none"
     aux_losses = {"polar": 0.1}
     info = ModelInfo(
         paper=MAVEN.info.paper,
