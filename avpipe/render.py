@@ -248,8 +248,10 @@ def attach_run(cv: CachedVideo, run_path: str | Path, cache_root: str | Path) ->
     except FeatureError as e:
         raise RenderError(f"--run {run_path}: the run's features are not cached for {cv.key}: {e}") from e
     bank.set_stats(stats)
+    from avpipe.fusion.segments import plan_for
+
     preds, _, _ = predict_provider(model, InMemoryBanks(bank), ck["window"], int(cfg.eval_hop or cfg.hop),
-                                   int(cfg.batch_size or 32) * 2)
+                                   int(cfg.batch_size or 32) * 2, segments=plan_for(cfg, src, [cv.key]))
     cv.va_pred = _fit(next(iter(preds.values())), cv.n)
     try:
         from avpipe.fusion.labels import load_labels, match_videos

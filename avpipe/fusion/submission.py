@@ -102,6 +102,7 @@ def run_predictor(run_path: str | Path, keys: list[str], *, cache: str | None = 
     from avpipe.fusion.labels import LabelError, LabelTrack, match_videos, source_video_stem
     from avpipe.fusion.persons import person_side
     from avpipe.fusion.predict import _model_and_stats
+    from avpipe.fusion.segments import plan_for
     from avpipe.fusion.source import CacheSource
     from avpipe.fusion.train import predict_provider, resolve_device
 
@@ -122,7 +123,7 @@ def run_predictor(run_path: str | Path, keys: list[str], *, cache: str | None = 
                          dtype=cfg.feature_dtype)
         bank.set_stats(stats)
         preds, _, _ = predict_provider(model, InMemoryBanks(bank), ck["window"], int(cfg.eval_hop or cfg.hop),
-                                       int(cfg.batch_size or 32) * 2)
+                                       int(cfg.batch_size or 32) * 2, segments=plan_for(cfg, src, [key]))
         return preds[name]
 
     return predict
