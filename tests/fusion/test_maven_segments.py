@@ -350,3 +350,25 @@ def test_train_maven_end_to_end_on_transcript_segments(tmp_path):
     best = json.loads((out / "eval" / "val_best.json").read_text())["overall"]
     again = json.loads((out / "eval" / "metrics.json").read_text())["overall"]
     assert again == pytest.approx(best, abs=1e-6)
+
+
+def test_predictions_are_per_frame_from_each_segment_alone():
+    from avpipe.fusion.data import FeatureBank, InMemoryBanks
+    from avpipe.fusion.inference import predict_provider
+
+    torch.manual_seed(0)
+    m = create_model("maven", DIMS, 900, **SMALL).eval()
+    n = 50
+    g = torch.Generator().manual_seed(2)
+    x = {k: torch.cat([torch.randn(n, d, generator=g), torch.zeros(1, d)]) for k, d in DIMS.items()}
+    valid = {k: torch.cat([torch.ones(n, dtype=torch.bool), torch.zeros(1, dtype=torch.bool)]) for k in DIMS}
+    bank = FeatureBank(["v"], ["v.mp4"], x, valid, torch.zeros(n + 1, 2), valid["visual"].clone(),
+                       torch.tensor([0, n]))
+    plan = SegmentPlan({"v.mp4": np.array([0.5, 1.0])})  # frames [0, 15), [15, 30), then [30, 50)
+    got = predict_provider(m, InMemoryBanks(bank), 900, 900, 2, segments=plan)[0]["v"]
+    with torch.no_grad():
+        want = torch.cat([m({k: t[None, s:s + ln] for k, t in x.items()},
+                            {k: t[None, s:s + ln] for k, t in valid.items()})[0] for s, ln in ((0, 15), (15, 15), (30, 20))])
+    np.testing.assert_allclose(got, want.numpy(), rtol=1e-5, atol=1e-6)
+    whole = predict_provider(m, InMemoryBanks(bank), 900, 900, 2)[0]["v"]  # without the plan: one sequence
+    assert not np.allclose(whole, got, atol=1e-4)
