@@ -67,8 +67,9 @@ def authors_structure(layers: int, d: int = 512, embed: int = 768):
     return AuthorsMAVEN()
 
 
-def make_step(kind: str, B: int, T: int, layers: int):
-    """A closure running one training step of ``kind`` (authors / maven / maven-frames)."""
+def make_step(kind: str, B: int, T: int, layers: int, ragged: bool = False):
+    """A closure running one training step of ``kind`` (authors / maven / maven-frames). ``ragged``:
+    the batch's segments last T/3 … T frames (the authors' zeros after each, avpipe's masked)."""
     import torch
 
     from avpipe.fusion.config import TrainConfig
@@ -91,6 +92,10 @@ def make_step(kind: str, B: int, T: int, layers: int):
         model = create_model(kind, DIMS, T, **cfg.model)
         x = {m: torch.randn(B, T, dm, generator=g) for m, dm in DIMS.items()}
         mask = {m: torch.ones(B, T, dtype=torch.bool) for m in DIMS}
+        if ragged:
+            for i, n in enumerate(torch.linspace(T // 3, T, B).long().tolist()):
+                for m in DIMS:
+                    mask[m][i, n:] = False
 
         def fwd():
             return model(x, mask)
@@ -116,16 +121,18 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=2, help="encoder layers per stack (the authors': 12 of BEiT)")
     ap.add_argument("--rounds", type=int, default=7, help="interleaved rounds, one timed step per model each")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--ragged", action="store_true", help="segments of T/3 … T frames in a batch (padding "
+                                                          "masked by avpipe, attended to by the authors')")
     a = ap.parse_args()
     import torch
 
     torch.set_num_threads(a.threads)
     kinds = ("authors", "maven", "maven-frames")
-    print(f"threads {a.threads}, fp32, batch {a.batch}, {a.layers} layer(s) per stack, median of {a.rounds} "
-          "interleaved rounds (1 warm-up step each model first)")
+    print(f"threads {a.threads}, fp32, batch {a.batch}{' ragged' if a.ragged else ''}, {a.layers} layer(s) per "
+          f"stack, median of {a.rounds} interleaved rounds (1 warm-up step each model first)")
     print(f"{'T':>5s} {'model':13s} {'step s':>8s} {'segments/s':>11s} {'vs authors':>10s}")
     for T in (int(x) for x in a.frames.split(",")):
-        steps = {k: make_step(k, a.batch, T, a.layers) for k in kinds}
+        steps = {k: make_step(k, a.batch, T, a.layers, a.ragged) for k in kinds}
         for s in steps.values():
             s()  # warm-up
         times: dict[str, list[float]] = {k: [] for k in kinds}

@@ -175,7 +175,8 @@ class MAVEN(FusionModel):
         if self.input_standardise:
             xs = self.standardise(xs, ms)
         feats = {m: self.proj[m](xs[m]) for m in self.modalities}
-        kp = {m: key_padding(ms[m]) for m in self.modalities}
+        # a single key (a segment token) is never masked: valid, or invalid and then attended anyway
+        kp = {m: None if feats[m].shape[1] == 1 else key_padding(ms[m]) for m in self.modalities}
         cross: dict[str, list[torch.Tensor]] = {m: [] for m in self.modalities}
         for q, k in PATHWAYS:
             out, _ = self.cross[f"{q}2{k}"](feats[q], feats[k], feats[k], key_padding_mask=kp[k], need_weights=False)
@@ -188,6 +189,8 @@ class MAVEN(FusionModel):
         T = enh["visual"].shape[1]
         h = self.fuse_in(torch.cat([enh[m].expand(-1, T, -1) for m in self.modalities], dim=-1))
         pad = key_padding(any_valid)
+        if self.tokens == "segment" and not bool(pad.any()):  # a batch of whole segments: nothing to mask
+            pad = None
         h = torch.cat([enc(h, src_key_padding_mask=pad) for enc in self.encoders], dim=-1)
         out = self.mlp(h)
         return polar_to_va(out) if self.head == "polar" else out
