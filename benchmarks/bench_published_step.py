@@ -52,6 +52,9 @@ def authors_structure(layers: int, d: int = 512, embed: int = 768):
                                      nn.ReLU(), nn.Dropout(0.3), nn.Linear(256, 2))
 
         def forward(self, v: torch.Tensor, a: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            return self.mlp(torch.cat([enc(h) for h in [self.front_end(v, a, t)] for enc in self.encoders], -1))
+
+        def front_end(self, v: torch.Tensor, a: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             V, A, Tx = self.proj["visual"](v), self.proj["audio"](a).unsqueeze(1), self.proj["text"](t).unsqueeze(1)
 
             def att(p, q, k):
@@ -61,15 +64,16 @@ def authors_structure(layers: int, d: int = 512, embed: int = 768):
             Ae = self.norm(self.drop((A + att("a2v", A, V) + att("a2t", A, Tx)) / 3))
             Te = self.norm(self.drop((Tx + att("t2v", Tx, V) + att("t2a", Tx, A)) / 3))
             n = V.shape[1]
-            h = self.fuse_in(torch.cat([Ve, Ae.expand(-1, n, -1), Te.expand(-1, n, -1)], -1))
-            return self.mlp(torch.cat([enc(h) for enc in self.encoders], -1))
+            return self.fuse_in(torch.cat([Ve, Ae.expand(-1, n, -1), Te.expand(-1, n, -1)], -1))
 
     return AuthorsMAVEN()
 
 
-def make_step(kind: str, B: int, T: int, layers: int, ragged: bool = False):
+def make_step(kind: str, B: int, T: int, layers: int, ragged: bool = False, front: bool = False):
     """A closure running one training step of ``kind`` (authors / maven / maven-frames). ``ragged``:
-    the batch's segments last T/3 … T frames (the authors' zeros after each, avpipe's masked)."""
+    the batch's segments last T/3 … T frames (the authors' zeros after each, avpipe's masked).
+    ``front``: the front end alone (projections, six pathways, LayerNorm, fusion Linear), its
+    output's mean square as the loss — the part where segment tokens and per-frame rows differ."""
     import torch
 
     from avpipe.fusion.config import TrainConfig
@@ -86,7 +90,7 @@ def make_step(kind: str, B: int, T: int, layers: int, ragged: bool = False):
         a, t = torch.randn(B, DIMS["audio"], generator=g), torch.randn(B, DIMS["text"], generator=g)
 
         def fwd():
-            return model(v, a, t)
+            return model.front_end(v, a, t) if front else model(v, a, t)
     else:
         cfg = TrainConfig(fusion=kind, recipe="authors", model={"layers": layers}).resolved()
         model = create_model(kind, DIMS, T, **cfg.model)
@@ -98,13 +102,14 @@ def make_step(kind: str, B: int, T: int, layers: int, ragged: bool = False):
                     mask[m][i, n:] = False
 
         def fwd():
-            return model(x, mask)
+            return model.front_end(x, mask)[0] if front else model(x, mask)
     model.train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-4)
 
     def step() -> float:
         t0 = time.perf_counter()
-        loss = compute_loss("mse_mean", fwd().float(), y, ym, {})
+        out = fwd().float()
+        loss = out.pow(2).mean() if front else compute_loss("mse_mean", out, y, ym, {})
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -121,6 +126,7 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=2, help="encoder layers per stack (the authors': 12 of BEiT)")
     ap.add_argument("--rounds", type=int, default=7, help="interleaved rounds, one timed step per model each")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--front", action="store_true", help="time the front end alone (before the encoders)")
     ap.add_argument("--ragged", action="store_true", help="segments of T/3 … T frames in a batch (padding "
                                                           "masked by avpipe, attended to by the authors')")
     a = ap.parse_args()
@@ -128,11 +134,12 @@ def main() -> None:
 
     torch.set_num_threads(a.threads)
     kinds = ("authors", "maven", "maven-frames")
-    print(f"threads {a.threads}, fp32, batch {a.batch}{' ragged' if a.ragged else ''}, {a.layers} layer(s) per "
-          f"stack, median of {a.rounds} interleaved rounds (1 warm-up step each model first)")
+    print(f"threads {a.threads}, fp32, batch {a.batch}{' ragged' if a.ragged else ''}, "
+          + ("front end only" if a.front else f"{a.layers} layer(s) per stack")
+          + f", median of {a.rounds} interleaved rounds (1 warm-up step each model first)")
     print(f"{'T':>5s} {'model':13s} {'step s':>8s} {'segments/s':>11s} {'vs authors':>10s}")
     for T in (int(x) for x in a.frames.split(",")):
-        steps = {k: make_step(k, a.batch, T, a.layers, a.ragged) for k in kinds}
+        steps = {k: make_step(k, a.batch, T, a.layers, a.ragged, a.front) for k in kinds}
         for s in steps.values():
             s()  # warm-up
         times: dict[str, list[float]] = {k: [] for k in kinds}

@@ -168,6 +168,15 @@ class MAVEN(FusionModel):
         return out
 
     def fuse(self, x: Mapping[str, torch.Tensor], mask: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        h, pad = self.front_end(x, mask)
+        h = torch.cat([enc(h, src_key_padding_mask=pad) for enc in self.encoders], dim=-1)
+        out = self.mlp(h)
+        return polar_to_va(out) if self.head == "polar" else out
+
+    def front_end(self, x: Mapping[str, torch.Tensor], mask: Mapping[str, torch.Tensor]
+                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Steps 1–4 and the fusion Linear: (B, T, embed) per frame, and the encoders' key padding
+        (None: nothing to mask). A method of its own so that the front end can be timed alone."""
         xs, ms = dict(zip(self.modalities, self.inputs(x, mask, self.modalities))), dict(mask)
         any_valid = torch.stack([mask[m] for m in self.modalities]).any(0)  # frames of the sequence
         if self.tokens == "segment":  # audio and text: one vector per segment, before the noise
@@ -190,10 +199,8 @@ class MAVEN(FusionModel):
         h = self.fuse_in(torch.cat([enh[m].expand(-1, T, -1) for m in self.modalities], dim=-1))
         pad = key_padding(any_valid)
         if self.tokens == "segment" and not bool(pad.any()):  # a batch of whole segments: nothing to mask
-            pad = None
-        h = torch.cat([enc(h, src_key_padding_mask=pad) for enc in self.encoders], dim=-1)
-        out = self.mlp(h)
-        return polar_to_va(out) if self.head == "polar" else out
+            return h, None
+        return h, pad
 
 
 @register_model
