@@ -8,8 +8,8 @@ segment of T frames per sample, the visual stream per frame (B, T, 1024), audio 
 vector each** (B, 768) fed as one-token sequences to six 2-head ``nn.MultiheadAttention``
 pathways, one shared LayerNorm, the two enhanced vectors broadcast over T, Linear 1536→768, two
 encoder stacks in parallel, MLP 512-256-2; no masks (the authors pad with zeros and attend to them);
-inputs standardised beforehand (their data loader does it, so it is not in their step — ours
-standardises inside ``forward``, so the comparison counts it against us).
+each segment's tensors get N(0, 0.01²) noise and are standardised in the step, as the authors'
+data loader does in the training process (0 workers) and ``maven`` does inside ``forward``.
 
 Same sizes for all three (the encoder layer is PyTorch's pre-norm GELU layer with BEiT-base's 12
 heads and FF 3072 in each, ``--layers`` per stack), same batch, Adam, MSE, gradient clip 1.0 as the
@@ -89,8 +89,16 @@ def make_step(kind: str, B: int, T: int, layers: int, ragged: bool = False, fron
         v = torch.randn(B, T, DIMS["visual"], generator=g)
         a, t = torch.randn(B, DIMS["audio"], generator=g), torch.randn(B, DIMS["text"], generator=g)
 
+        def standardise(z: torch.Tensor) -> torch.Tensor:  # per tensor of a segment, after N(0, 0.01²) noise
+            z = z + 0.01 * torch.randn_like(z)
+            dims = tuple(range(1, z.dim()))
+            return (z - z.mean(dims, keepdim=True)) / (z.std(dims, keepdim=True) + 1e-8)
+
         def fwd():
-            return model.front_end(v, a, t) if front else model(v, a, t)
+            # the authors' loader standardises every segment at load time, in the training process (0
+            # workers), so it is part of their step's time as of ours
+            vs, as_, ts = standardise(v), standardise(a), standardise(t)
+            return model.front_end(vs, as_, ts) if front else model(vs, as_, ts)
     else:
         cfg = TrainConfig(fusion=kind, recipe="authors", model={"layers": layers}).resolved()
         model = create_model(kind, DIMS, T, **cfg.model)
