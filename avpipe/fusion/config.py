@@ -165,6 +165,8 @@ class TrainConfig:
         if out.selection == "ccc_smoothed_sum" and len(out.smoothing) < 2:
             raise ValueError(f"selection ccc_smoothed_sum (recipe {out.recipe!r} of {self.fusion!r}) needs two "
                              f"smoothing widths (valence, arousal), e.g. smoothing = [20, 50]")
+        if "tokens" in cls.preset:  # what a sequence is (maven: one transcript segment) is recorded with the run
+            out.model = {**out.model, "tokens": out.model.get("tokens", cls.preset["tokens"])}
         if out.aux_losses is None:
             out.aux_losses = dict(cls.aux_losses)
         if out.eval_hop is None:
@@ -176,10 +178,16 @@ class TrainConfig:
     def load_run_config(cls, path: str | Path) -> "TrainConfig":
         """A run's recorded config. A run recorded before recipes existed (no ``recipe`` key)
         trained with what is now recipe ``avpipe`` and is marked so: resuming or evaluating it
-        keeps its own recipe, never the authors' one its plain name now defaults to."""
+        keeps its own recipe, never the authors' one its plain name now defaults to. Likewise a
+        ``maven`` run recorded before ``maven`` became the segment-token model (no ``tokens``
+        model option) trained the per-frame front end and reads back as ``maven-frames``."""
         d = without_distributed(load_config_file(path))
         if "recipe" not in d:
             d = {**d, "recipe": "avpipe"}
+        from avpipe.fusion.segments import legacy_fusion
+
+        if legacy_fusion(d):  # a maven run from before segment tokens: the per-frame front end
+            d = {**d, "fusion": legacy_fusion(d), "model": {**dict(d.get("model") or {}), "tokens": "frame"}}
         return cls.from_dict(d)
 
     def to_dict(self) -> dict[str, Any]:

@@ -37,25 +37,32 @@ def resolve_device(device: str) -> torch.device:
 
 def build_model_from_checkpoint(ck: Mapping[str, Any], device: torch.device | str = "cpu") -> torch.nn.Module:
     """The model a checkpoint describes (name, dims, window, options) with its weights, in eval mode."""
-    model = create_model(ck["fusion"], ck["dims"], ck["window"], **ck["model_options"])
+    from avpipe.fusion.segments import legacy_fusion
+
+    # a maven checkpoint from before segment tokens holds the per-frame front end (maven-frames)
+    model = create_model(legacy_fusion(ck) or ck["fusion"], ck["dims"], ck["window"], **ck["model_options"])
     model.load_state_dict(ck["model"])
     return model.to(device).eval()
 
 
 @torch.no_grad()
 def predict_provider(model: torch.nn.Module, provider: InMemoryBanks | ChunkedBanks, window: int, hop: int,
-                     batch_size: int, amp: tuple[bool, torch.dtype] = (False, torch.float32)
+                     batch_size: int, amp: tuple[bool, torch.dtype] = (False, torch.float32),
+                     segments: Any = None
                      ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Per-track predictions (overlapping windows averaged per frame), labels and label masks."""
+    """Per-track predictions (overlapping windows averaged per frame), labels and label masks.
+    ``segments`` (a :class:`~avpipe.fusion.segments.SegmentPlan`): one window per transcript
+    segment piece, each batch as long as its longest piece (maven's sequences)."""
     was = model.training
     model.eval()
     preds, labels, valid = {}, {}, {}
     for bank in provider.groups(0, None):
-        w = make_windows(bank.offsets, window, hop)
+        w = make_windows(bank.offsets, window, hop) if segments is None else segments.windows(bank, window, hop)
         acc = torch.zeros(bank.n_rows, 2, device=bank.device)
         cnt = torch.zeros(bank.n_rows, device=bank.device)
         for idx in batches(len(w), batch_size, seed=None, device=bank.device):
-            b = bank.gather(w.select(idx), window)
+            sel = w.select(idx)
+            b = bank.gather(sel, window if segments is None else int(sel.length.max()))
             with torch.autocast(bank.device.type, dtype=amp[1], enabled=amp[0]):
                 p = model(b.x, b.mask)
             r = b.rows[b.inwin]

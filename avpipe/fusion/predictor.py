@@ -23,6 +23,7 @@ import torch
 from avpipe.fusion.config import TrainConfig
 from avpipe.fusion.data import FeatureBank, InMemoryBanks, Stats, TrackRef, load_bank
 from avpipe.fusion.inference import build_model_from_checkpoint, load_run, predict_provider, resolve_device
+from avpipe.fusion.segments import plan_for
 from avpipe.fusion.labels import DEFAULT_TOLERANCE
 from avpipe.fusion.run import RunDir
 from avpipe.fusion.source import CacheSource, FeatureSource
@@ -128,7 +129,9 @@ class Predictor:
     def predict_bank(self, bank: FeatureBank) -> TrackPredictions:
         """Normalise ``bank`` (in place) with the training statistics and predict every track."""
         bank.set_stats(self.stats)
-        return predict_provider(self.model, InMemoryBanks(bank), self.window, self.hop, self.batch_size)
+        segments = plan_for(self.config, self.source, sorted(set(bank.videos)))  # None: fixed windows
+        return predict_provider(self.model, InMemoryBanks(bank), self.window, self.hop, self.batch_size,
+                                segments=segments)
 
     def predict_tracks(self, tracks: Sequence[TrackRef], *, fingerprints: Fingerprints | None = None,
                        tolerance: int = DEFAULT_TOLERANCE) -> TrackPredictions:

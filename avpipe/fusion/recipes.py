@@ -52,6 +52,12 @@ _PRAVEEN_AV = {"windows": "clip_phases", "window": 512, "clip_len": 32, "shuffle
                "loss": "ccc_praveen", "selection": "ccc_smoothed_sum", "smoothing": [20, 50],
                "input_norm": "none", "init": "praveen_av"}
 
+_MAVEN = {"windows": "hop", "clip_len": 1, "shuffle": "epoch", "drop_last": False, "batch_size": 6,
+          "optimizer": "adam", "lr": 1e-3, "weight_decay": 1e-4, "schedule": "plateau_loss", "plateau_patience": 5,
+          "plateau_factor": 0.1, "epochs": 50, "patience": 50, "grad_clip": 1.0, "loss": "mse_mean",
+          "selection": "val_loss", "input_norm": "none", "init": "avpipe"}
+_MAVEN_MODEL = {"enc_heads": 12, "ff": 3072, "enc_dropout": 0.0, "input_standardise": True, "input_noise": 0.01}
+
 RECIPES: dict[str, Recipe] = {
     "jca": Recipe("jca", "praveena2j/JointCrossAttentional-AV-Fusion @ 84c95b2", {
         "windows": "clip_phases", "window": 256, "clip_len": 32, "shuffle": "epoch", "drop_last": True,
@@ -69,13 +75,18 @@ RECIPES: dict[str, Recipe] = {
         "warmup_epochs": 5, "plateau_patience": 5, "plateau_factor": 0.1, "epochs": 100, "patience": 100,
         "grad_clip": 0.0, "loss": "ccc_rjcma", "selection": "ccc_rjcma", "input_norm": "text_scalar",
         "init": "pytorch"}),
-    "maven": Recipe("maven", "Vrushank-Ahire/MAVEN_8th_ABAW @ e053894", {
-        "windows": "hop", "window": 300, "hop": 200, "clip_len": 1, "shuffle": "epoch", "drop_last": False,
-        "batch_size": 6, "optimizer": "adam", "lr": 1e-3, "weight_decay": 1e-4, "schedule": "plateau_loss",
-        "plateau_patience": 5, "plateau_factor": 0.1, "epochs": 50, "patience": 50, "grad_clip": 1.0,
-        "loss": "mse_mean", "selection": "val_loss", "input_norm": "none", "init": "avpipe"},
-        model={"enc_heads": 12, "ff": 3072, "enc_dropout": 0.0, "input_standardise": True,
-               "input_noise": 0.01}),
+    # one sequence per transcript segment (avpipe.fusion.segments): ``window`` caps a segment's
+    # piece (Whisper's segments last at most 30 s = 900 frames at the authors' 30 fps)
+    "maven": Recipe("maven", "Vrushank-Ahire/MAVEN_8th_ABAW @ e053894", {**_MAVEN, "window": 900, "hop": 900},
+                    model=dict(_MAVEN_MODEL)),
+}
+
+#: recipes an avpipe variant trains with only when asked (``--recipe authors``), never by default:
+#: the authors' recipe applied to avpipe's model. ``maven-frames`` keeps what ``maven`` trained
+#: with before segment tokens (fixed 300-frame windows every 200 frames), so its old runs resume.
+ON_REQUEST: dict[str, Recipe] = {
+    "maven-frames": Recipe("maven-frames", "Vrushank-Ahire/MAVEN_8th_ABAW @ e053894 (on avpipe's per-frame model)",
+                           {**_MAVEN, "window": 300, "hop": 200}, model=dict(_MAVEN_MODEL)),
 }
 
 
@@ -86,15 +97,16 @@ def default_recipe(fusion: str) -> str:
 
 def recipe_defaults(fusion: str, recipe: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """(TrainConfig defaults, model options) of ``fusion`` under ``recipe`` (over the model's own
-    ``train_defaults`` for ``authors``; :data:`AVPIPE_RECIPE` for ``avpipe``)."""
+    ``train_defaults`` for ``authors``, from :data:`RECIPES` or, asked for, :data:`ON_REQUEST`;
+    :data:`AVPIPE_RECIPE` for ``avpipe``)."""
     if recipe not in RECIPE_NAMES:
         raise ValueError(f"unknown recipe {recipe!r}; use one of {', '.join(RECIPE_NAMES)}")
     if recipe == "avpipe":
         return dict(AVPIPE_RECIPE), {}
-    if fusion not in RECIPES:
-        raise ValueError(f"model {fusion!r} has no authors' recipe (only {', '.join(RECIPES)} do: the others "
-                         f"are avpipe's own models or variants); use --recipe avpipe")
-    r = RECIPES[fusion]
+    r = RECIPES.get(fusion) or ON_REQUEST.get(fusion)
+    if r is None:
+        raise ValueError(f"model {fusion!r} has no authors' recipe (only {', '.join((*RECIPES, *ON_REQUEST))} do: "
+                         f"the others are avpipe's own models or variants); use --recipe avpipe")
     return {**AVPIPE_RECIPE, **r.train}, dict(r.model)
 
 

@@ -51,6 +51,7 @@ from avpipe.fusion.recipes import apply_init, recipe_stats, selection_score
 from avpipe.fusion.run import RUN_RECORD, RunConflictError, RunDir
 from avpipe.fusion.runlog import RunLog
 from avpipe.fusion.schedule import LRSchedule
+from avpipe.fusion.segments import SegmentPlan, legacy_fusion, plan_for
 from avpipe.fusion.source import FeatureSource
 from avpipe.fusion.windows import Windows, batches, clip_phase_windows, make_windows
 from avpipe.pipeline.config import save_config_file
@@ -170,6 +171,7 @@ def claim_run(cfg: TrainConfig, *, resume: bool, overwrite: bool, check: bool = 
         return cfg
     saved = TrainConfig.load_run_config(run.config)
     if check:
+        _refuse_legacy_maven(run, cfg)
         run.check_resume(saved.to_dict(), cfg.to_dict())
         if cfg.recipe and cfg.recipe != saved.recipe:
             raise RunConflictError(
@@ -185,6 +187,21 @@ def claim_run(cfg: TrainConfig, *, resume: bool, overwrite: bool, check: bool = 
     # (cp -r runs/jca runs/jca2) or one moved elsewhere must not write into the original.
     saved.out = cfg.out
     return saved
+
+
+def _refuse_legacy_maven(run: RunDir, cfg: TrainConfig) -> None:
+    """``--fusion maven --resume`` of a run trained as ``maven`` before segment tokens: that run
+    trained the per-frame front end (now ``maven-frames``), so it cannot continue as ``maven``."""
+    try:
+        raw = json.loads(run.config.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    if cfg.fusion == "maven" and isinstance(raw, dict) and legacy_fusion(raw):
+        raise RunConflictError(
+            f"--resume {str(run.path)!r}: this run was trained as 'maven' before maven became the authors' "
+            "segment-token model (one audio and one text token per transcript segment); it trained avpipe's "
+            "per-frame front end, now named maven-frames: resume it with --fusion maven-frames, or train "
+            "maven into another --out")
 
 
 def load_data(cfg: TrainConfig, source: FeatureSource, device: torch.device, bank: Any = None) -> LoadedSplits:
@@ -222,21 +239,25 @@ def build_fit(cfg: TrainConfig, dims: Mapping[str, int], device: torch.device, w
     return ModelAndOptimiser(model, ddp_model, make_optimizer(cfg, model.parameters()), amp, scaler)
 
 
-def bank_windows(cfg: TrainConfig, offsets: torch.Tensor, y_valid: torch.Tensor) -> Windows:
+def bank_windows(cfg: TrainConfig, offsets: torch.Tensor, y_valid: torch.Tensor, plan: SegmentPlan | None = None,
+                 bank: Any = None) -> Windows:
     """One bank's training windows under the run's enumeration: ``hop`` (windows every hop frames
     with at least one labelled frame) or ``clip_phases`` (the JCA/RJA/DCA code's: every clip phase,
-    kept when every clip holds a labelled frame)."""
+    kept when every clip holds a labelled frame); with a segment ``plan`` (maven), the transcript
+    segments of ``bank``, cut into pieces of at most ``window`` frames every ``hop``."""
+    if plan is not None:
+        return plan.windows(bank, cfg.window, cfg.hop, require_labels=True)
     if cfg.windows == "clip_phases":
         return clip_phase_windows(offsets, cfg.window, int(cfg.clip_len), y_valid)
     return make_windows(offsets, cfg.window, cfg.hop, y_valid, require_labels=True)
 
 
-def training_windows(cfg: TrainConfig, tr: Provider) -> tuple[Windows | None, int]:
+def training_windows(cfg: TrainConfig, tr: Provider, plan: SegmentPlan | None = None) -> tuple[Windows | None, int]:
     """The training windows (kept when the split is one bank) and their total count."""
     if isinstance(tr, InMemoryBanks):
-        w = bank_windows(cfg, tr.bank.offsets, tr.bank.y_valid)
+        w = bank_windows(cfg, tr.bank.offsets, tr.bank.y_valid, plan, tr.bank)
         return w, len(w)
-    n = sum(len(bank_windows(cfg, b.offsets, b.y_valid)) for b in tr.groups(0, None))
+    n = sum(len(bank_windows(cfg, b.offsets, b.y_valid, plan, b)) for b in tr.groups(0, None))
     return None, n
 
 
@@ -292,9 +313,10 @@ def restore(run: RunDir, fit: ModelAndOptimiser, lrs: LRSchedule | RecipeSchedul
 
 
 def train_epoch(cfg: TrainConfig, fit: ModelAndOptimiser, tr: Provider, windows: Windows | None,
-                lrs: LRSchedule | RecipeSchedule, epoch: int, device: torch.device, rank: int, world: int
-                ) -> tuple[float, int, float]:
-    """One pass over the training windows; returns (summed loss, batches, last lr used).
+                lrs: LRSchedule | RecipeSchedule, epoch: int, device: torch.device, rank: int, world: int,
+                plan: SegmentPlan | None = None) -> tuple[float, int, float]:
+    """One pass over the training windows; returns (summed loss, batches, last lr used). With a
+    segment ``plan`` a batch is as long as its longest segment piece, not ``window`` frames.
 
     Batch order follows ``cfg.shuffle``: ``epoch`` reshuffles every epoch (chunked groups too),
     ``once`` repeats one seeded permutation, ``none`` keeps the enumeration order."""
@@ -305,13 +327,14 @@ def train_epoch(cfg: TrainConfig, fit: ModelAndOptimiser, tr: Provider, windows:
     tot, nb, lr = 0.0, 0, lrs.lr
     groups = tr.groups(epoch, cfg.seed) if shuffle == "epoch" else tr.groups(0, cfg.seed if shuffle == "once" else None)
     for gi, bank in enumerate(groups):
-        w = windows if windows is not None else bank_windows(cfg, bank.offsets, bank.y_valid)
+        w = windows if windows is not None else bank_windows(cfg, bank.offsets, bank.y_valid, plan, bank)
         for idx in batches(len(w), int(cfg.batch_size), seed=cfg.seed,
                            epoch=(epoch * 7919 if shuffle == "epoch" else 0) + gi,
                            rank=rank, world=world, device=device, shuffle=shuffle, drop_last=bool(cfg.drop_last)):
             lrs.before_batch(epoch, nb)
             lr = lrs.lr
-            b = bank.gather(w.select(idx), cfg.window)
+            sel = w.select(idx)
+            b = bank.gather(sel, cfg.window if plan is None else int(sel.length.max()))
             with torch.autocast(device.type, dtype=fit.amp[1], enabled=fit.amp[0]):
                 pred = fit.ddp_model(b.x, b.mask)
             loss = compute_loss(cfg.loss, pred.float(), b.y, b.y_mask, aux)
@@ -466,7 +489,9 @@ def _train(cfg: TrainConfig, *, source: FeatureSource | None, resume: bool, over
 
     torch.set_num_threads(cfg.num_threads or default_num_threads())  # not every core when some are taken
     seed_everything(cfg.seed)
-    splits = load_data(cfg, source if source is not None else open_source(cfg), device, bank)
+    source = source if source is not None else open_source(cfg)
+    splits = load_data(cfg, source, device, bank)
+    plan = plan_for(cfg, source, sorted({r.video for r in splits.prep.train + splits.prep.val}))
     if main_proc:
         if overwrite and not resume:
             run.clear()  # only now: a run that fails to start (bad labels, no features) loses nothing
@@ -481,7 +506,7 @@ def _train(cfg: TrainConfig, *, source: FeatureSource | None, resume: bool, over
             + f"; loaded in {splits.load_s:.1f}s ({'chunked' if splits.train.chunked else 'in memory'}, {device})")
     dims = splits.train.dims
     fit = build_fit(cfg, dims, device, world)
-    windows, n_windows = training_windows(cfg, splits.train)
+    windows, n_windows = training_windows(cfg, splits.train, plan)
     lrs = make_schedule(cfg, fit.opt, steps_per_epoch(cfg, n_windows, world))
     stopping = EarlyStopping()
     best_state: dict[str, torch.Tensor] | None = None  # RJCMA reloads it after every epoch and at a restart
@@ -506,10 +531,10 @@ def _train(cfg: TrainConfig, *, source: FeatureSource | None, resume: bool, over
                 fit.model.load_state_dict(best_state)
             stopping.bad = 0
         te = time.perf_counter()
-        loss_sum, nb, lr = train_epoch(cfg, fit, splits.train, windows, lrs, epoch, device, rank, world)
+        loss_sum, nb, lr = train_epoch(cfg, fit, splits.train, windows, lrs, epoch, device, rank, world, plan)
         train_s = time.perf_counter() - te
         preds, labels, valid = predict_provider(fit.model, splits.val, cfg.window, int(cfg.eval_hop),
-                                                int(cfg.batch_size) * 2, fit.amp)
+                                                int(cfg.batch_size) * 2, fit.amp, segments=plan)
         ev = evaluate(preds, labels, valid, cfg.smoothing)
         check_epoch(epoch, loss_sum, nb, ev, preds)  # NaN metrics fail the run, naming why
         score, val_loss = selection_score(cfg.selection or "ccc_mean", ev, preds, labels, valid)
@@ -543,7 +568,7 @@ def _train(cfg: TrainConfig, *, source: FeatureSource | None, resume: bool, over
     summary = {"fusion": cfg.fusion, "best_epoch": stopping.best["epoch"], "best": stopping.best,
                "epochs_run": len(stopping.history), "run": str(run.path), "load_s": splits.load_s}
     if main_proc:
-        finish(run, cfg, splits.val, device)
+        finish(run, cfg, splits.val, device, plan)
         run.write_json("summary.json", summary)
     if tb is not None:
         from avpipe.fusion.tensorboard import log_final
@@ -554,13 +579,15 @@ def _train(cfg: TrainConfig, *, source: FeatureSource | None, resume: bool, over
     return summary
 
 
-def finish(run: RunDir, cfg: TrainConfig, va, device: torch.device) -> EvalResult | None:
+def finish(run: RunDir, cfg: TrainConfig, va, device: torch.device, plan: SegmentPlan | None = None
+           ) -> EvalResult | None:
     """Best model's validation predictions + plots (rank 0, end of training)."""
     if not run.best.is_file():
         return None
     ck = run.load_checkpoint("best", map_location=device)
     model = build_model_from_checkpoint(ck, device)
-    preds, labels, valid = predict_provider(model, va, cfg.window, int(cfg.eval_hop), int(cfg.batch_size) * 2)
+    preds, labels, valid = predict_provider(model, va, cfg.window, int(cfg.eval_hop), int(cfg.batch_size) * 2,
+                                            segments=plan)
     ev = evaluate(preds, labels, valid, cfg.smoothing)
     out = run.predictions / "val"
     for name, p in preds.items():

@@ -63,7 +63,7 @@ def _check_model(name: str, cls: Any) -> None:
 
 MODELS: Registry[type[FusionModel]] = Registry("fusion model", BUILTIN_MODELS, check=_check_model)
 #: the order of ``avpipe train --list``: published models first, then variants, then baselines
-LIST_ORDER = ("jca", "rja", "rjcma", "dca", "maven", "rja-shared", "rjcma-shared", "iaca", "maven-paper",
+LIST_ORDER = ("jca", "rja", "rjcma", "dca", "maven", "rja-shared", "rjcma-shared", "iaca", "maven-paper", "maven-frames",
               "ca", "concat", "audio", "visual", "text")
 
 

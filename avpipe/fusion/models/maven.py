@@ -1,7 +1,7 @@
 """MAVEN — Multi-modal Attention for Valence-Arousal Emotion Network (Ahire et al., CVPRW 2025 /
 ABAW8, arXiv 2503.12623).
 
-Forward (per sample, L tokens; all three streams are per-frame cache rows):
+Forward (one sample = one sequence of T frames):
 
 1. modality encoders: Linear d_m→d (bias) per modality;
 2. six cross-modal pathways, each its own ``heads``-head attention (query = first modality,
@@ -12,14 +12,24 @@ Forward (per sample, L tokens; all three streams are per-frame cache rows):
 
 Names:
 
-* ``maven`` — the authors' released code (``Train_BEiT``): two encoder stacks applied **in
-  parallel** to the same input and concatenated, no refinement step, the MLP emitting (v, a)
-  directly per frame. It trains with the authors' recipe (``Train_BEiT.py``, docs/recipes.md): Adam
-  1e-3, wd 1e-4, plateau (0.1, 5) on the validation loss, batch 6, MSE, inputs standardised per
-  window after N(0, 0.01²) noise, encoder layers with BEiT-base's 12 heads, FF 3072, dropout 0.
-* ``maven-paper`` — the paper's description: BEiT₂(BEiT₁(x)) **sequential** (one stack of
-  ``layers``), the refinement step 4, and a polar (circumplex) head: the head emits an
-  unnormalised 2-vector whose direction is (cos θ, sin θ) and an intensity I ∈ [0, √2], output
+* ``maven`` — the authors' released code (``Train_BEiT``): **one sequence per transcript
+  segment** (``tokens="segment"``). The sample is one segment: visual stays per frame (T tokens),
+  audio and text are **one token each**, the mean of the segment's valid cached rows (the authors
+  encode the segment once: HuBERT on its first second, RoBERTa on its words). So v→a and v→t
+  attend over one key (softmax = 1: every frame receives the projected audio/text value), a→v and
+  t→v pool the segment's frames, a→t and t→a join the two tokens; the enhanced audio and text
+  tokens are broadcast over the T frames before the fusion Linear, and the MLP emits (v, a) per
+  frame. With ``input_standardise`` each tensor of the segment (frames × dims, the audio vector,
+  the text vector) gets N(0, σ²) noise while training and is standardised by its own scalar mean
+  and std, as the code does per segment. Two encoder stacks run **in parallel** on the same input
+  and are concatenated; no refinement step. The trainer makes every window one transcript segment
+  (:mod:`avpipe.fusion.segments`); a window given here is taken as one segment.
+* ``maven-frames`` — avpipe's per-frame front end (``tokens="frame"``), what ``maven`` built
+  before segments: audio and text are per-frame rows, so every pathway attends over the window.
+  Runs trained as ``maven`` before the change are read back as ``maven-frames``.
+* ``maven-paper`` — the paper's description on per-frame rows: BEiT₂(BEiT₁(x)) **sequential**
+  (one stack of ``layers``), the refinement step 4, and a polar (circumplex) head: the head emits
+  an unnormalised 2-vector whose direction is (cos θ, sin θ) and an intensity I ∈ [0, √2], output
   I·(cos θ, sin θ), trained with a wrap-free auxiliary polar loss (1 − cos Δθ, (ΔI)²) weighted 0.1.
   The code regresses θ = atan2(a, v) with MSE, which jumps at θ = ±π; we never regress θ.
 
@@ -31,12 +41,13 @@ Deviations from the released code, each deliberate:
   and a 24-layer encoder does not train on a CPU). They follow BEiT's layer: **GELU** feed-forward
   activation and **LayerNorm eps 1e-12** (``activation``, ``norm_eps``; PyTorch's defaults are ReLU
   and 1e-5), but without BEiT's layer-scale and relative position bias.
-* **Granularity** — code: audio/text one vector per transcript segment, so its v→a / v→t attention
-  is degenerate (one key); here per-frame rows (or clip tokens), every pathway attends over the window.
+* **Segment vectors** — the code encodes the segment's audio/text once; ``maven`` pools the cached
+  per-frame rows of the segment (with the ``maven`` preset's ``speech_segments`` and segment-unit
+  ``text`` stages those rows already are the segment's vector).
+* **Padding** — the code pads a batch's segments with zeros it attends to; here padded frames are
+  masked out of every attention.
 * **Loss** — the code's CCC term is computed with ``.item()`` (no gradient), so it trains on MSE:
   the authors' recipe trains on the mean squared error (``mse_mean``); ``--recipe avpipe`` on the CCC.
-* **Windows** — the code's sequences are transcript segments of variable length; avpipe uses fixed
-  windows (see ``train_defaults``) and does not re-initialise the model when validation stalls.
 """
 from __future__ import annotations
 
@@ -60,28 +71,54 @@ def key_padding(mask: torch.Tensor) -> torch.Tensor:
     return kp & ~kp.all(dim=1, keepdim=True)
 
 
+TOKENS = ("segment", "frame")
+
+
+def segment_tokens(x: Mapping[str, torch.Tensor], mask: Mapping[str, torch.Tensor], names: tuple[str, ...]
+                   ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """One token per sample for each modality in ``names``: the mean of its valid rows (B, 1, D),
+    valid when the sample has any. Why: the authors' audio and text are one vector per transcript
+    segment, and a sample here is one segment."""
+    xs, ms = dict(x), dict(mask)
+    for m in names:
+        mk = mask[m].unsqueeze(-1).to(x[m].dtype)
+        n = mk.sum(1, keepdim=True)
+        xs[m] = (x[m] * mk).sum(1, keepdim=True) / n.clamp_min(1.0)
+        ms[m] = n.squeeze(-1) > 0
+    return xs, ms
+
+
 @register_model
 class MAVEN(FusionModel):
     name = "maven"
     modalities = ("visual", "audio", "text")
     train_defaults = {"optimizer": "adam", "lr": 1e-4, "weight_decay": 1e-4, "schedule": "plateau",
                       "epochs": 100, "batch_size": 8, "window": 300, "hop": 200, "clip_len": 1}
-    preset = {"code_faithful": True, "head": "va"}
+    #: ``tokens="segment"``: a sample is one transcript segment; the trainer reads the segments from the
+    #: cached ``asr`` stage (:mod:`avpipe.fusion.segments`) because this option is recorded with the run
+    preset = {"code_faithful": True, "head": "va", "tokens": "segment"}
     info = ModelInfo(
         paper="Ahire et al., MAVEN: Multi-modal Attention for Valence-Arousal Emotion Network, CVPRW 2025 "
               "(ABAW8), arXiv 2503.12623",
-        code="per-modality projections, six 2-head cross-attention pathways, shared LayerNorm, fusion Linear, "
-             "two encoder stacks in parallel, MLP 512-256 with dropout 0.5/0.3 to (v,a) per frame, Adam/plateau",
+        code="one sequence per transcript segment: per-frame visual, one audio and one text token per segment, "
+             "six 2-head cross-attention pathways, shared LayerNorm, fusion Linear, two encoder stacks in "
+             "parallel, MLP 512-256 with dropout 0.5/0.3 to (v,a) per frame, per-segment standardisation",
         ours="small randomly initialised GELU encoder stacks (12 heads, FF 3072, as BEiT-base) instead of two "
-             "12-layer BEiT-base, per-frame audio/text rows instead of one vector per transcript segment",
-        summary="multimodal cross-attention + transformer encoders, audio+visual+text (authors' code)")
+             "12-layer BEiT-base; audio/text tokens pooled from the cached per-frame rows of the segment; "
+             "padding masked",
+        summary="multimodal cross-attention + transformer encoders over transcript segments, audio+visual+text "
+                "(authors' code)")
 
     def __init__(self, dims: Mapping[str, int], window: int, d: int = 512, heads: int = 2,
                  attn_dropout: float = 0.1, embed: int = 768, layers: int = 2, ff: int = 1024,
                  code_faithful: bool = True, head: str = "va", activation: str = "gelu",
                  norm_eps: float = 1e-12, clip_len: int = 1, enc_heads: int | None = None,
-                 enc_dropout: float = 0.1, input_standardise: bool = False, input_noise: float = 0.0) -> None:
+                 enc_dropout: float = 0.1, input_standardise: bool = False, input_noise: float = 0.0,
+                 tokens: str = "frame") -> None:
         super().__init__(dims, window, clip_len)
+        if tokens not in TOKENS:
+            raise ValueError(f"tokens must be one of {', '.join(TOKENS)}, got {tokens!r}")
+        self.tokens = tokens
         # the authors' recipe (avpipe.fusion.recipes): BEiT-base's 12 heads, FF 3072, dropout 0, and
         # its inputs standardised per sequence and modality after N(0, 0.01²) noise
         self.input_standardise, self.input_noise = bool(input_standardise), float(input_noise)
@@ -116,7 +153,8 @@ class MAVEN(FusionModel):
     def standardise(self, x: Mapping[str, torch.Tensor], mask: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The MAVEN code's input normalisation, per sample and modality: x + N(0, σ²) noise while
         training (σ = ``input_noise``), then (x − mean) / (std + 1e-8) with one scalar mean and
-        unbiased std over the valid rows (the code: over one transcript segment; here one window)."""
+        unbiased std over the valid rows (the code: over one transcript segment, which a sample is
+        under ``tokens="segment"``; ``maven-frames``: one window)."""
         out = {}
         for m, t in x.items():
             mk = mask[m].unsqueeze(-1).to(t.dtype) if m in mask else torch.ones_like(t[..., :1])
@@ -130,10 +168,24 @@ class MAVEN(FusionModel):
         return out
 
     def fuse(self, x: Mapping[str, torch.Tensor], mask: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        h, pad = self.front_end(x, mask)
+        h = torch.cat([enc(h, src_key_padding_mask=pad) for enc in self.encoders], dim=-1)
+        out = self.mlp(h)
+        return polar_to_va(out) if self.head == "polar" else out
+
+    def front_end(self, x: Mapping[str, torch.Tensor], mask: Mapping[str, torch.Tensor]
+                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Steps 1–4 and the fusion Linear: (B, T, embed) per frame, and the encoders' key padding
+        (None: nothing to mask). A method of its own so that the front end can be timed alone."""
+        xs, ms = dict(zip(self.modalities, self.inputs(x, mask, self.modalities))), dict(mask)
+        any_valid = torch.stack([mask[m] for m in self.modalities]).any(0)  # frames of the sequence
+        if self.tokens == "segment":  # audio and text: one vector per segment, before the noise
+            xs, ms = segment_tokens(xs, ms, ("audio", "text"))
         if self.input_standardise:
-            x = self.standardise(x, mask)
-        feats = {m: self.proj[m](t) for m, t in zip(self.modalities, self.inputs(x, mask, self.modalities))}
-        kp = {m: key_padding(mask[m]) for m in self.modalities}
+            xs = self.standardise(xs, ms)
+        feats = {m: self.proj[m](xs[m]) for m in self.modalities}
+        # a single key (a segment token) is never masked: valid, or invalid and then attended anyway
+        kp = {m: None if feats[m].shape[1] == 1 else key_padding(ms[m]) for m in self.modalities}
         cross: dict[str, list[torch.Tensor]] = {m: [] for m in self.modalities}
         for q, k in PATHWAYS:
             out, _ = self.cross[f"{q}2{k}"](feats[q], feats[k], feats[k], key_padding_mask=kp[k], need_weights=False)
@@ -143,18 +195,30 @@ class MAVEN(FusionModel):
             for m in self.modalities:
                 r, _ = self.refine[m](enh[m], enh[m], enh[m], key_padding_mask=kp[m], need_weights=False)
                 enh[m] = self.refine_norm[m](r + enh[m])
-        h = self.fuse_in(torch.cat([enh[m] for m in self.modalities], dim=-1))
-        any_valid = torch.stack([mask[m] for m in self.modalities]).any(0)
+        T = enh["visual"].shape[1]
+        h = self.fuse_in(torch.cat([enh[m].expand(-1, T, -1) for m in self.modalities], dim=-1))
         pad = key_padding(any_valid)
-        h = torch.cat([enc(h, src_key_padding_mask=pad) for enc in self.encoders], dim=-1)
-        out = self.mlp(h)
-        return polar_to_va(out) if self.head == "polar" else out
+        if self.tokens == "segment" and not bool(pad.any()):  # a batch of whole segments: nothing to mask
+            return h, None
+        return h, pad
+
+
+@register_model
+class MAVENFrames(MAVEN):
+    name = "maven-frames"
+    preset = {"code_faithful": True, "head": "va", "tokens": "frame"}
+    info = ModelInfo(
+        paper=MAVEN.info.paper,
+        code="the cross-attention front end, encoders and head of maven",
+        ours="per-frame audio and text rows instead of one token per transcript segment, fixed windows: every "
+             "pathway attends over the window (what maven built before segment tokens)",
+        summary="avpipe variant of maven: per-frame audio/text tokens over fixed windows")
 
 
 @register_model
 class MAVENPaper(MAVEN):
     name = "maven-paper"
-    preset = {"code_faithful": False, "head": "polar"}
+    preset = {"code_faithful": False, "head": "polar", "tokens": "frame"}
     aux_losses = {"polar": 0.1}
     info = ModelInfo(
         paper=MAVEN.info.paper,
