@@ -66,14 +66,9 @@ class Runtime:
     def resolve_device(self) -> str:
         """The concrete device. Only an explicit ``auto`` asks torch, and only when called: a
         stage that never calls this (probe, audio, logmel ...) never imports torch."""
-        if self.device != "auto":
-            return self.device
-        try:
-            import torch
+        from avpipe.pipeline.device import resolve_device
 
-            return "cuda" if torch.cuda.is_available() else "cpu"
-        except Exception:  # pragma: no cover - torch always installed
-            return "cpu"
+        return resolve_device(self.device)
 
 
 @dataclass(frozen=True)
