@@ -29,8 +29,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from avpipe.pipeline.settings import PipelineConfig
     from avpipe.pipeline.stage import Stage
 
-__all__ = ["FINGERPRINT_SCHEMA", "Fingerprint", "StageNode", "fingerprint_graph", "stage_fingerprint",
-           "upstream_names", "walk"]
+__all__ = ["FINGERPRINT_SCHEMA", "Fingerprint", "StageNode", "fingerprint_graph", "precomputed_fingerprint",
+           "stage_fingerprint", "upstream_names", "walk"]
 
 #: Bump only if the fingerprint *recipe* changes (it invalidates every cache).
 FINGERPRINT_SCHEMA = 1
@@ -67,8 +67,21 @@ def fingerprint_of(stage: str, version: str, config_json: str, weights_id: str |
         "weights": weights_id,
         "upstream": dict(upstream),
     }
-    digest = hashlib.sha256(canonical_json(payload).encode("utf-8")).hexdigest()
-    return Fingerprint(digest, stage, version, config_json, weights_id, dict(upstream))
+    return Fingerprint(_digest(payload), stage, version, config_json, weights_id, dict(upstream))
+
+
+def precomputed_fingerprint(stage: str, config: Mapping[str, Any], version: str = "precomputed") -> str:
+    """The fingerprint of features no stage computed here (a crop tree, synthetic features,
+    another lab's embeddings): the stage name, a version naming the source, and the config
+    that describes it (for a crop tree, the probe's fingerprint and the crops' content hash).
+
+    Its own schema (``precomputed-1``), so it can never equal an extracted entry's fingerprint;
+    its recipe is frozen like :func:`fingerprint_of`'s (caches hold these values)."""
+    return _digest({"schema": "precomputed-1", "stage": stage, "version": version, "config": dict(config)})
+
+
+def _digest(payload: Mapping[str, Any]) -> str:
+    return hashlib.sha256(canonical_json(dict(payload)).encode("utf-8")).hexdigest()
 
 
 @dataclass

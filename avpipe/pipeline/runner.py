@@ -45,7 +45,6 @@ from typing import Any
 
 import numpy as np
 
-import avpipe
 from avpipe.display import safe_name, safe_text
 from avpipe.pipeline.chunks import n_rows
 from avpipe.pipeline.entry import ShardEntry
@@ -64,6 +63,7 @@ from avpipe.pipeline.stage_memo import loaded_stage, release_stages
 from avpipe.pipeline.store import Cache
 from avpipe.pipeline.threads import apply_torch_threads, default_num_threads
 from avpipe.pipeline.types import PROBE
+from avpipe.provenance import entry_provenance
 
 
 # -- worker side ------------------------------------------------------------------------------
@@ -150,17 +150,6 @@ def run_task(task: Task) -> TaskResult:
         return _run_task(task)
 
 
-def _provenance(fp: Fingerprint) -> dict[str, Any]:
-    """Group attrs of every entry: what was asked (the fingerprint's parts) and how it was made
-    (``packages_json``: versions of the numerics packages in the worker; never in the fingerprint)."""
-    from avpipe.provenance import packages_attr
-
-    return {"stage": fp.stage, "version": fp.version, "fingerprint": fp.value,
-            "config_json": fp.config_json, "weights_id": fp.weights_id or "",
-            "upstream_json": fp.upstream_json(), "avpipe_version": avpipe.__version__,
-            "packages_json": packages_attr()}
-
-
 class _StorageFailed(Exception):
     """Writing the task's shard failed because of the cache (disk full, HDF5/filesystem error)."""
 
@@ -190,7 +179,7 @@ def _run_task(task: Task) -> TaskResult:
         return TaskResult(task.task_id, None, [_failure(task, v, e, tb) for v, _ in task.videos],
                           time.perf_counter() - t0)
     fp = task.fingerprint
-    writer = ShardWriter(task.root, fp.stage, fp.value, _provenance(fp))
+    writer = ShardWriter(task.root, fp.stage, fp.value, entry_provenance(fp))
     byid = {v.content_id: v for v, _ in task.videos}
     broken: _StorageFailed | None = None
     for video, inputs in task.videos:

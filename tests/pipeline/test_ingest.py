@@ -8,7 +8,8 @@ import h5py
 import numpy as np
 
 import avpipe
-from avpipe.pipeline.ingest import precomputed_fingerprint, write_precomputed
+from avpipe.pipeline.fingerprint import precomputed_fingerprint
+from avpipe.pipeline.ingest import write_precomputed
 from avpipe.pipeline.store import Cache
 from avpipe.pipeline.types import StageResult
 
