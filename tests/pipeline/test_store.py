@@ -110,8 +110,8 @@ def test_timestamps_are_one_time_per_row_for_every_stage():
 
 
 def test_a_shard_checksum_is_the_same_hash_as_a_video_content_id(tmp_path, videos):
-    """One file hash: ``gc --verify`` re-hashes shards with the function that names videos, and a
-    change to it (chunking, digest size) would have to change both together."""
+    """One file hash: a shard's recorded checksum (re-checked by cache maintenance) is the
+    function that names videos, so a change to it would have to change both together."""
     import hashlib
 
     from avpipe.pipeline.discover import content_hash
