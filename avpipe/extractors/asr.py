@@ -267,11 +267,8 @@ class ASR(Stage):
         return file_checksum(self.weights_path())
 
     def load(self) -> None:
-        import torch
-
         from avpipe.extractors.whisper_ct2 import load_whisper_checkpoint
 
-        torch.set_num_threads(max(1, self.runtime.num_threads))
         self.device = self.runtime.resolve_device()
         self.model = load_whisper_checkpoint(self.weights_path(), self.device, name=self.config.model)
 

@@ -839,10 +839,6 @@ class Faces(Stage):
         return mtcnn_weights_id()
 
     def load(self) -> None:
-        import torch
-
-        if self.runtime.device == "auto" or self.runtime.resolve_device() == "cpu":
-            torch.set_num_threads(max(1, int(self.runtime.num_threads)))
         self.engine = MtcnnEngine(self.config, self.runtime.resolve_device())
 
     # -- compute -------------------------------------------------------------------------------

@@ -157,9 +157,6 @@ class _SpeechBase(Stage):
         return int(cfg["hidden_size"])
 
     def load(self) -> None:
-        import torch
-
-        torch.set_num_threads(max(1, self.runtime.num_threads))
         self.encoder = _Encoder(self.model_dir(), self.config.layer, self.runtime.resolve_device())
 
 

@@ -198,7 +198,6 @@ class Text(Stage):
         return int(cfg.get("hidden_size") or cfg.get("d_model") or cfg.get("dim"))
 
     def load(self) -> None:
-        import torch
         from transformers import AutoModel, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
@@ -207,7 +206,6 @@ class Text(Stage):
         self.device = self.runtime.resolve_device()
         self.tokenizer = AutoTokenizer.from_pretrained(str(d), local_files_only=True)
         self.model = AutoModel.from_pretrained(str(d), local_files_only=True).eval().to(self.device)
-        torch.set_num_threads(max(1, self.runtime.num_threads))
 
     def embed_segment(self, words: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """(len(words), D) vectors of ``words`` read as one sentence, and a validity mask."""

@@ -57,10 +57,6 @@ class Visual(Stage):
         return None if wid is None else f"{self.config.backbone}:{wid}"
 
     def load(self) -> None:
-        import torch
-
-        if self.runtime.resolve_device() == "cpu":
-            torch.set_num_threads(max(1, int(self.runtime.num_threads)))
         self.backbone.load(self.runtime.resolve_device(), self.runtime.weights)
 
     def compute(self, video: VideoRef, inputs: Mapping[str, Any]) -> StageResult:

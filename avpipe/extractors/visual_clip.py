@@ -75,10 +75,6 @@ class VisualClip(Stage):
         return f"{self.config.backbone}:{self.backbone.weights_id(self.runtime.weights)}"
 
     def load(self) -> None:
-        import torch
-
-        if self.runtime.resolve_device() == "cpu":
-            torch.set_num_threads(max(1, int(self.runtime.num_threads)))
         self.backbone.load(self.runtime.resolve_device(), self.runtime.weights)
 
     def dim(self) -> int:

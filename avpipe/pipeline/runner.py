@@ -173,6 +173,10 @@ def _run_task(task: Task) -> TaskResult:
     t0 = time.perf_counter()
     failures: list[FailureRecord] = []
     try:
+        # threads are set here and before each compute, for every stage and every execution mode
+        # (in process, loky, Dask): stages never set them (torch imported by the load is covered
+        # by the per-video call below)
+        apply_torch_threads(task.runtime.num_threads)
         stage = loaded_stage(task.stage_cls, task.config, task.runtime, task.fingerprint.value)
     except Exception as e:  # model load failed: every video of the task fails with that reason
         tb = traceback.format_exc()
