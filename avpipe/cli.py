@@ -184,7 +184,7 @@ def extract(videos_dir: Path, cache_dir: Path | None, stages: str | None, only: 
     from avpipe.pipeline.plan import PlanError
     from avpipe.pipeline.runner import run_extract
     from avpipe.pipeline.stage import Runtime
-    from avpipe.pipeline.types import CacheError, MissingWeightsError
+    from avpipe.pipeline.types import CacheError, WeightsMissingError
 
     if force and not only:
         raise click.UsageError("--force needs --stage NAME")
@@ -207,7 +207,7 @@ def extract(videos_dir: Path, cache_dir: Path | None, stages: str | None, only: 
                               only=only, force=force, retry_failed=retry_failed, jobs=jobs,
                               backend=backend, scheduler=scheduler, runtime=runtime, progress=progress,
                               scheduler_file=scheduler_file, auto_threads=num_threads is None)
-    except MissingWeightsError as e:
+    except WeightsMissingError as e:
         _fail(str(e), 2)
     except PlanError as e:
         raise click.UsageError(str(e)) from e

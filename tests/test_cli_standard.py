@@ -194,7 +194,7 @@ def test_sample_help_extract_example_plans_on_this_machine():
     opt = {a: args[i + 1] for i, a in enumerate(args[:-1]) if a.startswith("--")}
     config = PipelineConfig.load(opt["--config"]) if "--config" in opt else None
     stages = opt["--stages"].split(",") if "--stages" in opt else None
-    preflight(config, stages)  # raises MissingWeightsError where the example cannot run
+    preflight(config, stages)  # raises WeightsMissingError where the example cannot run
 
 
 def test_extract_on_a_folder_without_videos_fails(tmp_path):

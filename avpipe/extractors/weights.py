@@ -22,11 +22,7 @@ from pathlib import Path
 
 
 from avpipe.pipeline.sideeffects import writes_allowed
-from avpipe.pipeline.types import WeightsUnavailable
-
-
-class WeightsMissingError(WeightsUnavailable):
-    """Raised when a model's weights are not available. The message says what and how."""
+from avpipe.pipeline.types import WeightsMissingError
 
 
 def avpipe_home() -> Path:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from avpipe.pipeline import graph
 from avpipe.pipeline.config import canonical_json
-from avpipe.pipeline.types import Fingerprint, Runtime, WeightsUnavailable
+from avpipe.pipeline.types import Fingerprint, Runtime, WeightsMissingError
 
 if TYPE_CHECKING:  # pragma: no cover
     from avpipe.pipeline.settings import PipelineConfig
@@ -122,7 +122,7 @@ def walk(names: Iterable[str], config: "PipelineConfig | None" = None, runtime: 
             continue
         try:
             node.fingerprint = stage_fingerprint(stage, fps)
-        except WeightsUnavailable as e:
+        except WeightsMissingError as e:
             node.unavailable, node.error = f"{type(e).__name__}: {e}", e
             continue
         fps[name] = node.fingerprint.value

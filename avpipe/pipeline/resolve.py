@@ -79,7 +79,7 @@ def resolve_fingerprints(index: "Index", stages: list[str], config: Any = None) 
     from avpipe.pipeline.fingerprint import fingerprint_of, upstream_names
     from avpipe.pipeline.sideeffects import read_only
     from avpipe.pipeline.stage import get_stage_class, topological_order
-    from avpipe.pipeline.types import WeightsUnavailable
+    from avpipe.pipeline.types import WeightsMissingError
 
     pcfg = as_pipeline_config(stages[0] if stages else "", config)
     try:
@@ -105,7 +105,7 @@ def resolve_fingerprints(index: "Index", stages: list[str], config: Any = None) 
             try:
                 with read_only():
                     wid = inst.weights_id()
-            except WeightsUnavailable:
+            except WeightsMissingError:
                 wid = None
             cands = [r for r in cands if r["weights_id"] == wid] or cands
         if len(cands) == 1:
