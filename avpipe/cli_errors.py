@@ -32,7 +32,7 @@ DEBUG_ENV = "AVPIPE_DEBUG"
 
 #: Library exceptions that mean "the user asked for something invalid" (exit 2).
 USAGE_ERRORS = (
-    "avpipe.pipeline.config:ConfigError",
+    "avpipe.pipeline.config_schema:ConfigError",
     "avpipe.pipeline.plan:PlanError",
     "avpipe.fusion.run:RunConflictError",
 )

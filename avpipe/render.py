@@ -206,7 +206,7 @@ def _crop_reader(entry: Any) -> Any:
 
 def _load_audio(cache: Any, cid: str, cv: CachedVideo) -> None:
     from avpipe.extractors.logmel import LogMelConfig, log_mel_spectrogram
-    from avpipe.pipeline.config import config_from_dict
+    from avpipe.pipeline.config_schema import config_from_dict
 
     lm = _read(cache, "logmel", cid)
     cfg = LogMelConfig()

@@ -48,7 +48,7 @@ from avpipe.extractors.weights import (WeightSpec, WeightsMissingError, avpipe_h
                                        file_checksum, register_weights, resolve_weights,
                                        weights_override, whisper_cache)
 from avpipe.extractors.whisper_mel import log_mel_blocked, precomputed_log_mel
-from avpipe.pipeline.config import Float, Int, config_dataclass, registry_choice
+from avpipe.pipeline.config_schema import Float, Int, config_dataclass, registry_choice
 from avpipe.pipeline.stage import Stage, StageError, StageResult, VideoRef, register_stage
 
 

@@ -86,7 +86,7 @@ from avpipe.extractors.alignment import TEMPLATES, align_face
 from avpipe.extractors.tracking import (PERSON_TRACK_POLICY, SIDE_RULE, TRACK_POLICY, bind_sides,
                                         choose_face, iou, match_tracks, reidentify)
 from avpipe.extractors.weights import WeightSpec, file_checksum, register_weights
-from avpipe.pipeline.config import Float, Int, config_dataclass
+from avpipe.pipeline.config_schema import Float, Int, config_dataclass
 from avpipe.pipeline.stage import Stage, StageError, StageResult, VideoRef, register_stage
 
 #: Columns of the ``data`` rows (also stored in attrs["columns"]).

@@ -51,7 +51,7 @@ from avpipe.extractors.audio import frame_times
 from avpipe.extractors.weights import (WeightSpec, WeightsMissingError, file_checksum, hf_offline,
                                        register_weights, resolve_weights, weights_override)
 from avpipe.pipeline.chunks import RowChunks, chunk_ranges
-from avpipe.pipeline.config import Float, FloatOrInf, Int, config_dataclass
+from avpipe.pipeline.config_schema import Float, FloatOrInf, Int, config_dataclass
 from avpipe.pipeline.stage import Stage, StageError, StageResult, VideoRef, register_stage
 
 

@@ -23,7 +23,7 @@ import numpy as np
 from pydantic import Field
 
 from avpipe.extractors.backbones import Backbone, backbone_names, create_backbone
-from avpipe.pipeline.config import config_dataclass, registry_choice
+from avpipe.pipeline.config_schema import config_dataclass, registry_choice
 from avpipe.pipeline.stage import Stage, StageResult, VideoRef, register_stage
 
 

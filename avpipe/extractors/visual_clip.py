@@ -26,7 +26,7 @@ from pydantic import Field
 
 from avpipe.extractors.backbones.clips import ClipBackbone, clip_backbone_names, create_clip_backbone
 from avpipe.pipeline.chunks import CHUNK_FRAMES, RowChunks
-from avpipe.pipeline.config import Int, config_dataclass, registry_choice
+from avpipe.pipeline.config_schema import Int, config_dataclass, registry_choice
 from avpipe.pipeline.stage import Stage, StageResult, VideoRef, register_stage
 
 

@@ -53,7 +53,7 @@ from avpipe.fusion.run import RUN_RECORD, RunConflictError, RunDir
 from avpipe.fusion.runlog import RunLog
 from avpipe.fusion.schedule import LRSchedule
 from avpipe.fusion.source import FeatureError, FeatureSet, FeatureSource
-from avpipe.pipeline.config import save_config_file
+from avpipe.pipeline.config_schema import save_config_file
 from avpipe.fusion.windows import Windows, batches, clip_phase_windows, make_windows
 
 Provider = InMemoryBanks | ChunkedBanks

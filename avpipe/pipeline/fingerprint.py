@@ -3,7 +3,7 @@
 A fingerprint is a hash of everything that can change a stage's output and nothing else:
 
 * the stage ``name`` and code ``version`` (bump it when the output changes);
-* its canonical semantic config (:func:`avpipe.pipeline.config.canonical_json`);
+* its canonical semantic config (:func:`avpipe.pipeline.config_schema.canonical_json`);
 * the checksum of its weights (:meth:`Stage.weights_id`);
 * the fingerprints of the stages it reads (its ``requires`` plus ``probe``), so a change anywhere
   upstream changes every fingerprint below it and only that subtree recomputes.
@@ -22,11 +22,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from avpipe.pipeline import graph
-from avpipe.pipeline.config import canonical_json
+from avpipe.pipeline.config_schema import canonical_json
 from avpipe.pipeline.types import Fingerprint, Runtime, WeightsMissingError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from avpipe.pipeline.settings import PipelineConfig
+    from avpipe.pipeline.config import PipelineConfig
     from avpipe.pipeline.stage import Stage
 
 __all__ = ["FINGERPRINT_SCHEMA", "Fingerprint", "StageNode", "fingerprint_graph", "precomputed_fingerprint",
@@ -105,7 +105,7 @@ def walk(names: Iterable[str], config: "PipelineConfig | None" = None, runtime: 
     ``stages`` gives the instances. A stage whose weights are missing (or whose upstream has no
     fingerprint) gets none and says why (``unavailable``); other errors propagate.
     """
-    from avpipe.pipeline.settings import PipelineConfig
+    from avpipe.pipeline.config import PipelineConfig
     from avpipe.pipeline.stage import get_stage_class
 
     config = config or PipelineConfig()

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from avpipe.pipeline.config import canonical_json
+from avpipe.pipeline.config_schema import canonical_json
 from avpipe.pipeline.fingerprint import Fingerprint, precomputed_fingerprint
 from avpipe.pipeline.lock import CacheLock
 from avpipe.pipeline.stage import StageResult

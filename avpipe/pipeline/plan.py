@@ -25,8 +25,8 @@ from pathlib import Path
 
 from avpipe.pipeline.discover import Video, identify, iter_video_files, storable
 from avpipe.pipeline.fingerprint import Fingerprint, StageNode, walk
-from avpipe.pipeline.config import ConfigError
-from avpipe.pipeline.settings import PipelineConfig
+from avpipe.pipeline.config_schema import ConfigError
+from avpipe.pipeline.config import PipelineConfig
 from avpipe.pipeline.stage import (Runtime, Stage, default_stage_names, dependents, stage_registry,
                                    topological_order)
 from avpipe.pipeline.store import Cache

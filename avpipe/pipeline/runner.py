@@ -56,7 +56,7 @@ from avpipe.pipeline.fingerprint import Fingerprint, upstream_names
 from avpipe.pipeline.index import FailureRecord, ShardRecord
 from avpipe.pipeline.lock import CacheLock
 from avpipe.pipeline.plan import Plan, make_plan, preflight
-from avpipe.pipeline.settings import PipelineConfig
+from avpipe.pipeline.config import PipelineConfig
 from avpipe.pipeline.shard_writer import ShardWriter
 from avpipe.pipeline.stage import Runtime, Stage, StageResult, VideoRef
 from avpipe.pipeline.stage_memo import loaded_stage, release_stages

@@ -13,7 +13,7 @@ from avpipe.fusion.predict import PredictSetupError, _pipeline_config, persons_o
 from avpipe.fusion.source import CacheSource, StageRef
 from avpipe.fusion.train import feature_configs
 from avpipe.pipeline.runner import run_extract
-from avpipe.pipeline.settings import PipelineConfig
+from avpipe.pipeline.config import PipelineConfig
 from tests.media import make_clip
 
 

@@ -77,7 +77,7 @@ def test_offline_preset_is_suggested_for_stages_it_configures_and_works_from_any
     """The default visual backbone needs a download; the hint names the packaged ``offline`` preset,
     which loads by name from a folder that has no configs/ (as for a pip-installed avpipe)."""
     from avpipe.pipeline.plan import missing_weights_message
-    from avpipe.pipeline.settings import PipelineConfig, resolve_config_path
+    from avpipe.pipeline.config import PipelineConfig, resolve_config_path
 
     monkeypatch.chdir(tmp_path)
     nodes = fingerprints(["probe", "faces", "visual"], PipelineConfig(),

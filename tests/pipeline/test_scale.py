@@ -46,7 +46,7 @@ def test_two_videos_and_two_jobs_make_two_tasks(tmp_path, clip_bank):
 
 
 def test_model_loads_once_per_worker_process(tmp_path, clip_bank):
-    from avpipe.pipeline.settings import PipelineConfig
+    from avpipe.pipeline.config import PipelineConfig
 
     vids = _copy(clip_bank, tmp_path / "v", [f"v{i}.mp4" for i in range(4)])
     log = tmp_path / "load.log"

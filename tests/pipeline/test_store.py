@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from avpipe.pipeline.runner import run_extract
-from avpipe.pipeline.settings import PipelineConfig
+from avpipe.pipeline.config import PipelineConfig
 from avpipe.pipeline.store import Cache
 from avpipe.pipeline.types import AmbiguousRead, NotCached
 
