@@ -348,7 +348,7 @@ def plot_comparison(rows: Sequence[Row], path: str | Path) -> Path:
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
+        fig.savefig(tmp, dpi=100, format=path.suffix[1:] or "png")  # the temp name ends in .tmp
     plt.close(fig)
     return path
 
