@@ -236,7 +236,7 @@ def assemble(key: str, person: Person, fps: Mapping[str, tuple[str, str]], array
 def _load_config(config: Any) -> Any:
     """A config file or preset name as a PipelineConfig (validated); other forms unchanged."""
     if isinstance(config, (str, os.PathLike)):
-        from avpipe.pipeline.settings import PipelineConfig
+        from avpipe.pipeline.config import PipelineConfig
 
         pcfg = PipelineConfig.load(config)
         pcfg.validate()

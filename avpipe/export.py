@@ -22,8 +22,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -33,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from avpipe.data import DataError, FeatureStore, VideoFeatures, labelled_tracks
+from avpipe.pipeline.atomic import atomic_dir
 
 FORMATS = ("npz", "memmap", "parquet", "hf")
 MANIFEST = "avpipe_export.json"
@@ -140,10 +139,7 @@ def export(cache: str | Path, sel: Selection, out: str | Path, fmt: str, *, over
         configs = {f.fingerprint: {"stage": f.stage, "version": f.version, "config": f.config,
                                    "upstream": f.upstream, "weights_id": f.weights_id}
                    for f in store.source.cache.fingerprints()}
-        tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        try:
+        with atomic_dir(out) as tmp:
             reads = _reads(store, fps, items, log)
             writer = {"npz": _write_npz, "memmap": _write_memmap, "parquet": _write_parquet,
                       "hf": _write_hf}[fmt]
@@ -161,11 +157,6 @@ def export(cache: str | Path, sel: Selection, out: str | Path, fmt: str, *, over
                 "tracks": done,
             }
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, default=str))
-            if out.exists():
-                shutil.rmtree(out)
-            os.replace(tmp, out)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
     return ExportResult(out, len(done), sum(t["rows"] for t in done), failed,
                         {m: f"{s}@{f}" for m, (s, f) in fps.items()})
 

@@ -21,7 +21,10 @@ import uuid
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from avpipe.pipeline.types import Fingerprint
 
 #: Distributions whose numerics the cached features depend on (decode, resize, detection,
 #: embeddings, mel, ASR). Recorded per shard entry; packages not installed are left out.
@@ -47,6 +50,18 @@ def packages_attr() -> str:
     import json
 
     return json.dumps(numerics_versions(), sort_keys=True)
+
+
+def entry_provenance(fp: "Fingerprint") -> dict[str, Any]:
+    """Group attrs of every cache entry, extracted or ingested: what was asked (the
+    fingerprint's parts) and how it was made (``packages_json``: versions of the numerics
+    packages in the process that wrote it; never in the fingerprint)."""
+    import avpipe
+
+    return {"stage": fp.stage, "version": fp.version, "fingerprint": fp.value,
+            "config_json": fp.config_json, "weights_id": fp.weights_id or "",
+            "upstream_json": fp.upstream_json(), "avpipe_version": avpipe.__version__,
+            "packages_json": packages_attr()}
 
 
 def installed_versions() -> dict[str, str]:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -198,7 +199,7 @@ def _crop_reader(entry: Any) -> Any:
 
 def _load_audio(cache: Any, cid: str, cv: CachedVideo) -> None:
     from avpipe.extractors.logmel import LogMelConfig, log_mel_spectrogram
-    from avpipe.pipeline.config import config_from_dict
+    from avpipe.pipeline.config_schema import config_from_dict
 
     lm = _read(cache, "logmel", cid)
     cfg = LogMelConfig()
@@ -459,7 +460,7 @@ def render(cv: CachedVideo, out: str | Path, *, sheet_frames: int = 8, sheet_col
     """Write ``<stem>.mp4`` (every frame, or the first ``max_frames``), ``<stem>_sheet.png`` and
     ``<stem>_sheet.json`` under ``out``; returns their paths."""
     from avpipe.extractors.media import iter_frames  # the stages' decoder: row i = the i-th frame
-    from avpipe.pipeline.atomic import atomic_write_text, commit_file, temp_path_for
+    from avpipe.pipeline.atomic import atomic_path, atomic_write_text
     from avpipe.pipeline.discover import output_path_for
 
     out = Path(out)
@@ -470,16 +471,15 @@ def render(cv: CachedVideo, out: str | Path, *, sheet_frames: int = 8, sheet_col
     n_out = cv.n if max_frames is None else min(cv.n, max_frames)
     writer = None
     mp4_path = base.with_name(base.name + ".mp4")
-    tmp = temp_path_for(mp4_path) if mp4 else None
     decoded = 0
-    try:
+    with atomic_path(mp4_path) if mp4 else nullcontext(None) as tmp:
         for i, frame in enumerate(iter_frames(cv.path)):
             if i >= cv.n:
                 break
             decoded += 1
             if i in want:
                 tiles[i] = render_panel(frame, cv, i, sheet_width)
-            if mp4 and i < n_out:
+            if tmp is not None and i < n_out:
                 panel, _ = render_panel(frame, cv, i, video_width)
                 if writer is None:
                     writer = _Mp4(tmp, panel.shape[1], panel.shape[0], cv.fps)
@@ -488,13 +488,8 @@ def render(cv: CachedVideo, out: str | Path, *, sheet_frames: int = 8, sheet_col
                 break
         if writer is not None:
             writer.close()
-            commit_file(tmp, mp4_path)
-    except BaseException:
-        if tmp is not None:
-            tmp.unlink(missing_ok=True)
-        raise
-    if tmp is not None and writer is None:
-        tmp.unlink(missing_ok=True)
+        elif tmp is not None:
+            tmp.unlink()  # no frame to write: no mp4 (an existing one is left as it was)
     if not tiles:
         raise RenderError(f"{cv.path}: no frame could be decoded")
     order = sorted(tiles)

@@ -27,6 +27,7 @@ def _time_faces(path: Path, frames: int, threads: int) -> float:
     from avpipe.extractors.faces import Faces, FacesConfig
     from avpipe.extractors.media import iter_frames
     from avpipe.pipeline.stage import Runtime
+    from avpipe.pipeline.threads import apply_torch_threads
 
     def limited():
         for i, f in enumerate(iter_frames(path)):
@@ -35,6 +36,7 @@ def _time_faces(path: Path, frames: int, threads: int) -> float:
             yield f
 
     st = Faces(FacesConfig(), Runtime(device="cpu", num_threads=threads))
+    apply_torch_threads(threads, import_torch=True)  # what the runner does before a task
     st.ensure_loaded()
     t0 = time.perf_counter()
     st.process(limited(), frames)

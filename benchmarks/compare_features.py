@@ -42,7 +42,7 @@ def avpipe(*args: str) -> None:
 
 
 def fingerprint(cache: Path, stage: str, config: Path | None) -> str:
-    from avpipe.pipeline.settings import PipelineConfig
+    from avpipe.pipeline.config import PipelineConfig
     from avpipe.pipeline.store import Cache
 
     return Cache(cache).resolve(stage, PipelineConfig.load(config) if config else None)
@@ -96,7 +96,7 @@ def real_clips(jobs: int, work: Path) -> None:
         cfg.write_text(f'[stages.visual]\nbackbone = "{bb}"\n')
         avpipe("extract", "--videos", str(vids), "--cache", str(cache), "--config", str(cfg), "--stages", "visual",
                "--jobs", str(jobs), "--no-progress")
-        from avpipe.pipeline.settings import PipelineConfig
+        from avpipe.pipeline.config import PipelineConfig
 
         c = Cache(cache)
         fp = c.resolve("visual", PipelineConfig.load(cfg))

@@ -21,7 +21,7 @@ from avpipe.fusion.source import CacheSource
 from avpipe.fusion.submission import run_predictor
 from avpipe.fusion.train import train
 from avpipe.pipeline.runner import run_extract
-from avpipe.pipeline.settings import PipelineConfig
+from avpipe.pipeline.config import PipelineConfig
 from avpipe.pipeline.store import Cache
 from tests.affwild2_fixture import N_FRAMES, make_affwild2_tree
 

@@ -113,7 +113,7 @@ def test_every_command_has_help_with_examples():
 
 
 def test_pipeline_config_round_trip(tmp_path):
-    from avpipe.pipeline.settings import PipelineConfig
+    from avpipe.pipeline.config import PipelineConfig
 
     cfg = PipelineConfig({"toy_a": {"scale": 2.5}, "toy_b": {}})
     cfg.save(tmp_path / "p.json")

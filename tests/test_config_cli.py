@@ -81,8 +81,8 @@ def test_extract_help_lists_stages():
 
 
 def test_config_show_all_stages_parses_back_to_the_defaults():
-    from avpipe.pipeline.config import canonical_json
-    from avpipe.pipeline.settings import PipelineConfig
+    from avpipe.pipeline.config_schema import canonical_json
+    from avpipe.pipeline.config import PipelineConfig
 
     r = _invoke("config", "show")
     assert r.exit_code == 0, r.output

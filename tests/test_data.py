@@ -260,7 +260,7 @@ def test_a_config_file_means_that_configs_fingerprint(tmp_path):
     """Exact reads: a stage name means its default config, a config file another one; with both
     cached, neither read guesses the other."""
     from avpipe.pipeline.runner import run_extract
-    from avpipe.pipeline.settings import PipelineConfig
+    from avpipe.pipeline.config import PipelineConfig
     from tests.media import make_clip
     from tests.pipeline import toy_stages as ts
 

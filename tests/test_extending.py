@@ -15,8 +15,8 @@ from click.testing import CliRunner
 
 from avpipe.extractors.backbones.base import BACKBONES, backbone_names, create_backbone
 from avpipe.fusion.models import MODELS
-from avpipe.pipeline.config import ConfigError
-from avpipe.pipeline.settings import PipelineConfig
+from avpipe.pipeline.config_schema import ConfigError
+from avpipe.pipeline.config import PipelineConfig
 from avpipe.pipeline.stage import STAGES, stage_registry, topological_order
 
 
@@ -39,7 +39,7 @@ def toy_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[call
 
 def test_a_new_stage_is_one_module_and_one_line(toy_module):
     mod = toy_module("ext_toy_stage", """
-        from avpipe.pipeline.config import config_dataclass
+        from avpipe.pipeline.config_schema import config_dataclass
         from avpipe.pipeline.stage import Stage, StageResult, register_stage
 
 

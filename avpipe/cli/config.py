@@ -23,8 +23,8 @@ def load_pipeline_config(path: Path | None) -> Any:
     Raises :class:`~avpipe.cli.errors.UsageFailure` (one line per problem) for an unreadable file, an unknown stage or option, or a bad
     value — before any cache is opened or any video is looked at.
     """
-    from avpipe.pipeline.config import ConfigError
-    from avpipe.pipeline.settings import PipelineConfig
+    from avpipe.pipeline.config_schema import ConfigError
+    from avpipe.pipeline.config import PipelineConfig
 
     try:
         config = PipelineConfig.load(path) if path is not None else PipelineConfig()
@@ -66,7 +66,7 @@ def render_config(cfg: Any, *, title: str | None, intro: list[str] | None = None
     Options that are unset (``None``) are written as comments: TOML has no null, and leaving the
     key out of a file keeps the default. The output parses back (``tomllib``) to the same config.
     """
-    from avpipe.pipeline.config import config_to_dict, format_value, option_allowed, option_help
+    from avpipe.pipeline.config_schema import config_to_dict, format_value, option_allowed, option_help
 
     cls = type(cfg)
     values = config_to_dict(cfg)
@@ -90,7 +90,7 @@ def render_config(cfg: Any, *, title: str | None, intro: list[str] | None = None
 
 
 def _show_stages(config_path: Path | None, stages: tuple[str, ...], as_json: bool) -> None:
-    from avpipe.pipeline.config import config_to_dict
+    from avpipe.pipeline.config_schema import config_to_dict
     from avpipe.pipeline.stage import stage_registry
 
     config = load_pipeline_config(config_path)
@@ -116,7 +116,7 @@ def _show_stages(config_path: Path | None, stages: tuple[str, ...], as_json: boo
 
 def _show_train(config_path: Path | None, as_json: bool) -> None:
     from avpipe.fusion.config import TrainConfig
-    from avpipe.pipeline.config import ConfigError
+    from avpipe.pipeline.config_schema import ConfigError
 
     try:
         cfg = TrainConfig.load(config_path) if config_path else TrainConfig()

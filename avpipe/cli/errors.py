@@ -32,7 +32,7 @@ DEBUG_ENV = "AVPIPE_DEBUG"
 
 #: Library exceptions that mean "the user asked for something invalid" (exit 2).
 USAGE_ERRORS = (
-    "avpipe.pipeline.config:ConfigError",
+    "avpipe.pipeline.config_schema:ConfigError",
     "avpipe.pipeline.plan:PlanError",
     "avpipe.fusion.run:RunConflictError",
 )
@@ -45,7 +45,7 @@ RUNTIME_ERRORS = (
     "avpipe.fusion.run:CheckpointError",
     "avpipe.fusion.predict:PredictionErrors",
     "avpipe.fusion.predict:PredictSetupError",
-    "avpipe.extractors.weights:WeightsMissingError",
+    "avpipe.pipeline.types:WeightsMissingError",
     "avpipe.pipeline.types:CacheError",  # read-only or damaged cache, full disk
 )
 
@@ -114,7 +114,7 @@ def _is(exc: BaseException, specs: tuple[str, ...]) -> bool:
 def classify(exc: BaseException) -> click.ClickException:
     """The one-line click exception (with its exit code) an exception becomes."""
     msg = safe_text(exc.args[0] if len(exc.args) == 1 else exc) or type(exc).__name__
-    if _is(exc, USAGE_ERRORS):
+    if _is(exc, USAGE_ERRORS) or getattr(exc, "usage", False) is True:  # e.g. weights missing at planning
         return UsageFailure(msg)
     if _is(exc, RUNTIME_ERRORS):
         return RuntimeFailure(msg)

@@ -72,7 +72,7 @@ def extract(videos_dir: Path, cache_dir: Path | None, stages: str | None, only: 
     from avpipe.pipeline.plan import PlanError
     from avpipe.pipeline.runner import run_extract
     from avpipe.pipeline.stage import Runtime
-    from avpipe.pipeline.types import MissingWeightsError
+    from avpipe.pipeline.types import WeightsMissingError
 
     if force and not only:
         raise UsageFailure("--force needs --stage NAME", usage=True)
@@ -95,7 +95,7 @@ def extract(videos_dir: Path, cache_dir: Path | None, stages: str | None, only: 
                               only=only, force=force, retry_failed=retry_failed, jobs=jobs,
                               backend=backend, scheduler=scheduler, runtime=runtime, progress=progress,
                               scheduler_file=scheduler_file, auto_threads=num_threads is None)
-    except MissingWeightsError as e:
+    except WeightsMissingError as e:
         fail(str(e), 2)
     except PlanError as e:
         raise UsageFailure(str(e), usage=True) from e

@@ -120,7 +120,7 @@ def _parse_model_options(items: tuple[str, ...]) -> dict[str, Any]:
 def _load_train_config(path: Path | None) -> Any:
     """The ``--config`` file as a TrainConfig; any problem with it is a one-line usage error."""
     from avpipe.fusion.config import TrainConfig
-    from avpipe.pipeline.config import ConfigError, load_config_file
+    from avpipe.pipeline.config_schema import ConfigError, load_config_file
 
     if path is None:
         return TrainConfig()
@@ -192,7 +192,7 @@ def train_cmd(fusion: str, labels: Path | None, cache: Path | None, features: st
 
     Numeric flags are checked by the TrainConfig (one line naming the flag, exit 2), exactly like
     the same keys in a --config file."""
-    from avpipe.pipeline.config import ConfigError
+    from avpipe.pipeline.config_schema import ConfigError
 
     if resume and overwrite:
         raise UsageFailure("use either --resume (continue the run) or --overwrite (replace it), not both")

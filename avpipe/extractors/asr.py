@@ -48,7 +48,7 @@ from avpipe.extractors.weights import (WeightSpec, WeightsMissingError, avpipe_h
                                        file_checksum, register_weights, resolve_weights,
                                        weights_override, whisper_cache)
 from avpipe.extractors.whisper_mel import log_mel_blocked, precomputed_log_mel
-from avpipe.pipeline.config import Float, Int, config_dataclass, registry_choice
+from avpipe.pipeline.config_schema import Float, Int, config_dataclass, registry_choice
 from avpipe.pipeline.stage import Stage, StageError, StageResult, VideoRef, register_stage
 
 
@@ -267,11 +267,8 @@ class ASR(Stage):
         return file_checksum(self.weights_path())
 
     def load(self) -> None:
-        import torch
-
         from avpipe.extractors.whisper_ct2 import load_whisper_checkpoint
 
-        torch.set_num_threads(max(1, self.runtime.num_threads))
         self.device = self.runtime.resolve_device()
         self.model = load_whisper_checkpoint(self.weights_path(), self.device, name=self.config.model)
 

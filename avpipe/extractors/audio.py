@@ -24,7 +24,7 @@ from typing import Annotated, Any
 import numpy as np
 from pydantic import Field
 
-from avpipe.pipeline.config import Int, config_dataclass
+from avpipe.pipeline.config_schema import Int, config_dataclass
 from avpipe.pipeline.stage import Stage, StageError, StageResult, VideoRef, register_stage
 
 SAMPLE_RATE = 16000

@@ -317,7 +317,8 @@ def ingest_crop_tree(crops_root: str | Path, videos_root: str | Path, cache_root
     and hashes the files (the fingerprint needs the whole tree's content), the second decodes,
     writes and embeds ``chunk`` videos at a time (each chunk committed on its own)."""
     from avpipe.pipeline.entry import MemoryEntry
-    from avpipe.pipeline.ingest import precomputed_fingerprint, write_precomputed
+    from avpipe.pipeline.fingerprint import precomputed_fingerprint
+    from avpipe.pipeline.ingest import write_precomputed
     from avpipe.pipeline.runner import run_extract
     from avpipe.pipeline.store import Cache
 

@@ -39,7 +39,7 @@ from avpipe.extractors.audio import SAMPLE_RATE, audio_from, frame_times
 from avpipe.extractors.logmel import Anchor, Pool, coverage, window_starts
 from avpipe.extractors.weights import WeightSpec, WeightsMissingError, file_checksum, register_weights
 from avpipe.pipeline.chunks import RowChunks, chunk_ranges
-from avpipe.pipeline.config import Float, Int, config_dataclass
+from avpipe.pipeline.config_schema import Float, Int, config_dataclass
 from avpipe.pipeline.stage import Stage, StageError, StageResult, VideoRef, register_stage
 
 HOP_S = 0.010  # openSMILE's LLD step in both feature sets

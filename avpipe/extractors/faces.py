@@ -81,7 +81,7 @@ from avpipe.extractors.face_tracker import FaceTracker, PersonTrack
 from avpipe.extractors.media import iter_frames
 from avpipe.extractors.mtcnn import MtcnnEngine, mtcnn_weights_id
 from avpipe.extractors.tracking import PERSON_TRACK_POLICY, SIDE_RULE, TRACK_POLICY
-from avpipe.pipeline.config import Float, Int, config_dataclass
+from avpipe.pipeline.config_schema import Float, Int, config_dataclass
 from avpipe.pipeline.person_tracks import SIDES_ATTR, TRACK_CROPS, TRACKS_ATTR, person_attrs
 from avpipe.pipeline.stage import Stage, StageError, StageResult, VideoRef, register_stage
 
@@ -171,10 +171,6 @@ class Faces(Stage):
         return mtcnn_weights_id()
 
     def load(self) -> None:
-        import torch
-
-        if self.runtime.device == "auto" or self.runtime.resolve_device() == "cpu":
-            torch.set_num_threads(max(1, int(self.runtime.num_threads)))
         self.engine = MtcnnEngine(self.config, self.runtime.resolve_device())
 
     # -- compute -------------------------------------------------------------------------------

@@ -40,7 +40,7 @@ from pydantic import Field, model_validator
 
 from avpipe.extractors.audio import SAMPLE_RATE, audio_from, frame_times
 from avpipe.pipeline.chunks import RowChunks, chunk_ranges
-from avpipe.pipeline.config import Float, Int, config_dataclass
+from avpipe.pipeline.config_schema import Float, Int, config_dataclass
 from avpipe.pipeline.stage import Stage, StageError, StageResult, VideoRef, register_stage
 
 Anchor = Literal["forward", "causal", "centered"]

@@ -35,7 +35,7 @@ from avpipe.extractors.logmel import Anchor, coverage, window_starts
 from avpipe.extractors.text import assign_frames, frame_rows
 from avpipe.extractors.weights import WeightsMissingError, file_checksum, hf_offline, weights_override
 from avpipe.pipeline.chunks import RowChunks, chunk_ranges
-from avpipe.pipeline.config import Float, Int, config_dataclass
+from avpipe.pipeline.config_schema import Float, Int, config_dataclass
 from avpipe.pipeline.stage import Stage, StageError, StageResult, VideoRef, register_stage
 
 STRIDE = 320        # samples between encoder frames (20 ms at 16 kHz) for wav2vec2/HuBERT
@@ -157,9 +157,6 @@ class _SpeechBase(Stage):
         return int(cfg["hidden_size"])
 
     def load(self) -> None:
-        import torch
-
-        torch.set_num_threads(max(1, self.runtime.num_threads))
         self.encoder = _Encoder(self.model_dir(), self.config.layer, self.runtime.resolve_device())
 
 

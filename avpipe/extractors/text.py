@@ -51,7 +51,7 @@ from avpipe.extractors.audio import frame_times
 from avpipe.extractors.weights import (WeightSpec, WeightsMissingError, file_checksum, hf_offline,
                                        register_weights, resolve_weights, weights_override)
 from avpipe.pipeline.chunks import RowChunks, chunk_ranges
-from avpipe.pipeline.config import Float, FloatOrInf, Int, config_dataclass
+from avpipe.pipeline.config_schema import Float, FloatOrInf, Int, config_dataclass
 from avpipe.pipeline.stage import Stage, StageError, StageResult, VideoRef, register_stage
 
 
@@ -198,7 +198,6 @@ class Text(Stage):
         return int(cfg.get("hidden_size") or cfg.get("d_model") or cfg.get("dim"))
 
     def load(self) -> None:
-        import torch
         from transformers import AutoModel, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
@@ -207,7 +206,6 @@ class Text(Stage):
         self.device = self.runtime.resolve_device()
         self.tokenizer = AutoTokenizer.from_pretrained(str(d), local_files_only=True)
         self.model = AutoModel.from_pretrained(str(d), local_files_only=True).eval().to(self.device)
-        torch.set_num_threads(max(1, self.runtime.num_threads))
 
     def embed_segment(self, words: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """(len(words), D) vectors of ``words`` read as one sentence, and a validity mask."""

@@ -27,7 +27,7 @@ from avpipe.extractors.logmel import (ANCHORS, Anchor, LogMelConfig, coverage, f
 from avpipe.extractors.weights import (WeightSpec, WeightsMissingError, file_checksum, load_weights_file,
                                        register_weights, resolve_weights, torch_hub_checkpoints,
                                        weights_override)
-from avpipe.pipeline.config import config_dataclass
+from avpipe.pipeline.config_schema import config_dataclass
 from avpipe.pipeline.stage import Stage, StageError, StageResult, VideoRef, register_stage
 
 VGGISH_URL = "https://github.com/harritaylor/torchvggish/releases/download/v0.1/vggish-10086976.pth"

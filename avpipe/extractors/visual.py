@@ -23,7 +23,7 @@ import numpy as np
 from pydantic import Field
 
 from avpipe.extractors.backbones import Backbone, backbone_names, create_backbone
-from avpipe.pipeline.config import config_dataclass, registry_choice
+from avpipe.pipeline.config_schema import config_dataclass, registry_choice
 from avpipe.pipeline.person_tracks import TRACK_CROPS, TRACK_IDS, TRACK_MASK, copied_person_attrs, track_extras
 from avpipe.pipeline.stage import Stage, StageResult, VideoRef, register_stage
 
@@ -58,10 +58,6 @@ class Visual(Stage):
         return None if wid is None else f"{self.config.backbone}:{wid}"
 
     def load(self) -> None:
-        import torch
-
-        if self.runtime.resolve_device() == "cpu":
-            torch.set_num_threads(max(1, int(self.runtime.num_threads)))
         self.backbone.load(self.runtime.resolve_device(), self.runtime.weights)
 
     def compute(self, video: VideoRef, inputs: Mapping[str, Any]) -> StageResult:

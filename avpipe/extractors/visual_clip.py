@@ -26,7 +26,7 @@ from pydantic import Field
 
 from avpipe.extractors.backbones.clips import ClipBackbone, clip_backbone_names, create_clip_backbone
 from avpipe.pipeline.chunks import CHUNK_FRAMES, RowChunks
-from avpipe.pipeline.config import Int, config_dataclass, registry_choice
+from avpipe.pipeline.config_schema import Int, config_dataclass, registry_choice
 from avpipe.pipeline.stage import Stage, StageResult, VideoRef, register_stage
 
 
@@ -75,10 +75,6 @@ class VisualClip(Stage):
         return f"{self.config.backbone}:{self.backbone.weights_id(self.runtime.weights)}"
 
     def load(self) -> None:
-        import torch
-
-        if self.runtime.resolve_device() == "cpu":
-            torch.set_num_threads(max(1, int(self.runtime.num_threads)))
         self.backbone.load(self.runtime.resolve_device(), self.runtime.weights)
 
     def dim(self) -> int:

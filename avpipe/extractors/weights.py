@@ -22,12 +22,8 @@ from pathlib import Path
 
 
 from avpipe.pipeline.sideeffects import writes_allowed
-from avpipe.pipeline.types import WeightsUnavailable
+from avpipe.pipeline.types import WeightsMissingError
 from avpipe.registry import Registry
-
-
-class WeightsMissingError(WeightsUnavailable):
-    """Raised when a model's weights are not available. The message says what and how."""
 
 
 def avpipe_home() -> Path:
@@ -257,14 +253,13 @@ def download_file(url: str, dest: str | os.PathLike[str], *, name: str | None = 
     import urllib.parse
     import urllib.request
 
-    from avpipe.pipeline.atomic import commit_file, temp_path_for
+    from avpipe.pipeline.atomic import atomic_path
 
     dest = Path(dest)
     host = urllib.parse.urlparse(url).hostname or url
     hint = f"--weights {name}=PATH" if name else "--weights NAME=PATH"
-    tmp = temp_path_for(dest)
     h = hashlib.sha256()
-    try:
+    with atomic_path(dest) as tmp:
         try:
             with urllib.request.urlopen(url, timeout=timeout) as src, open(tmp, "wb") as out:
                 for chunk in iter(lambda: src.read(1 << 20), b""):
@@ -279,10 +274,6 @@ def download_file(url: str, dest: str | os.PathLike[str], *, name: str | None = 
             raise WeightsMissingError(
                 f"downloaded {url} but its sha256 {h.hexdigest()[:16]}… does not match the expected "
                 f"{sha256[:16]}…; retry, or place a correct copy at {dest}")
-        commit_file(tmp, dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return dest
 
 

@@ -194,7 +194,7 @@ def convert_ct2(model_bin: Path | Iterable[Path], out: Path, config_json: Path |
     """
     import torch
 
-    from avpipe.pipeline.atomic import commit_file, temp_path_for
+    from avpipe.pipeline.atomic import atomic_path
 
     spec, v = read_ct2(model_bin)
     if spec != "WhisperSpec":
@@ -206,13 +206,8 @@ def convert_ct2(model_bin: Path | Iterable[Path], out: Path, config_json: Path |
         if cfg.get("alignment_heads"):
             ckpt["alignment_heads"] = [[int(a), int(b)] for a, b in cfg["alignment_heads"]]
     out = Path(out)
-    tmp = temp_path_for(out)
-    try:
+    with atomic_path(out) as tmp:
         torch.save(ckpt, tmp)
-        commit_file(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return out
 
 

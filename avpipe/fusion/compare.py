@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from avpipe.pipeline.atomic import atomic_write_text
+from avpipe.pipeline.atomic import atomic_path, atomic_write_text
 
 #: Config keys that never make two runs different experiments. ``cache`` is only where the
 #: features were read: what was read is ``resolved_features`` (exact fingerprints), which counts.
@@ -347,10 +347,9 @@ def plot_comparison(rows: Sequence[Row], path: str | Path) -> Path:
     ax.grid(axis="y", alpha=.3)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format=path.suffix[1:] or "png")  # the temp name ends in .tmp
     plt.close(fig)
-    tmp.replace(path)
     return path
 
 

@@ -9,7 +9,7 @@ fingerprint each modality resolved to — is what the run folder records, so a r
 what it trained on and with which settings.
 
 Every option is typed and range-checked when it is set (file, flag or Python): a bad value is a
-:class:`~avpipe.pipeline.config.ConfigError` naming ``[train]``, the key, the value and what is
+:class:`~avpipe.pipeline.config_schema.ConfigError` naming ``[train]``, the key, the value and what is
 allowed, which ``avpipe train`` prints as a usage error (exit 2) before loading anything.
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field
 
-from avpipe.pipeline.config import Float, Int, config_dataclass, config_from_dict, load_config_file, save_config_file
+from avpipe.pipeline.config_schema import Float, Int, config_dataclass, config_from_dict, load_config_file, save_config_file
 
 GENERIC_DEFAULTS: dict[str, Any] = {"step_peak_lr": 1e-3, "optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0, "schedule": "step",
                                     "epochs": 30, "batch_size": 32, "warmup_epochs": 0,
@@ -195,7 +195,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
-        """Checked and coerced; bad values: :class:`~avpipe.pipeline.config.ConfigError` naming ``[train]``."""
+        """Checked and coerced; bad values: :class:`~avpipe.pipeline.config_schema.ConfigError` naming ``[train]``."""
         return config_from_dict(cls, d, section="train")
 
     def save(self, path: str | Path) -> None:

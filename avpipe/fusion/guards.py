@@ -1,8 +1,8 @@
 """Why a training epoch's numbers are not numbers: fail the run with the cause, never exit 0.
 
-A run whose loss or validation CCC is NaN used to finish with "val CCC nan" and exit 0: a
+Unchecked, a run whose loss or validation CCC is NaN finishes with "val CCC nan" and exit 0: a
 diverged optimiser, features full of NaN and a validation split with no labelled frame all
-looked like success. :func:`check_epoch` runs after every epoch's evaluation and raises
+look like success. :func:`check_epoch` runs after every epoch's evaluation and raises
 :class:`TrainingFailed` (exit 1, one line) naming which of those it is.
 
 One NaN is left alone on purpose: a CCC that is 0/0 because predictions and labels are both

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -22,17 +21,14 @@ from avpipe.fusion.models import create_model
 from avpipe.fusion.run import RunConflictError, RunDir
 from avpipe.fusion.windows import batches, make_windows
 from avpipe.pipeline.atomic import atomic_write_text
+from avpipe.pipeline.device import resolve_device as pipeline_device
 
 FORMATS = ("csv", "affwild2")
 
 
 def resolve_device(device: str) -> torch.device:
-    """``auto`` → this rank's GPU when there is one, else the CPU; anything else as given."""
-    if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")
-        return torch.device("cpu")
-    return torch.device(device)
+    """:func:`avpipe.pipeline.device.resolve_device` as the ``torch.device`` training needs."""
+    return torch.device(pipeline_device(device))
 
 
 def build_model_from_checkpoint(ck: Mapping[str, Any], device: torch.device | str = "cpu") -> torch.nn.Module:

@@ -65,7 +65,7 @@ def _pipeline_config(cfg: Any, cache_root: str, fps: Fingerprints) -> tuple[Any,
     recorded them, from the index of the cache that has the run's fingerprints. Refuses (a
     :class:`PredictSetupError`) rather than extract some other config: a stage whose code version
     changed, or a run whose configs are known nowhere."""
-    from avpipe.pipeline.settings import PipelineConfig
+    from avpipe.pipeline.config import PipelineConfig
     from avpipe.pipeline.stage import stage_registry
     from avpipe.pipeline.store import Cache
 

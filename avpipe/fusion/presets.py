@@ -21,7 +21,7 @@ def paper_features(fusion: str, modalities: Iterable[str], source: FeatureSource
     when it names features for every modality and the cache holds them, under the preset's
     configs, for every video; else None."""
     from avpipe.fusion.source import CacheSource
-    from avpipe.pipeline.settings import paper_preset
+    from avpipe.pipeline.config import paper_preset
     from avpipe.pipeline.types import AmbiguousRead, NotCached
 
     preset = paper_preset(fusion)

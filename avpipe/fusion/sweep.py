@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from avpipe.fusion.progress import SweepProgress, fit_line, fmt_duration
-from avpipe.pipeline.config import canonical_json, load_config_file
+from avpipe.pipeline.config_schema import canonical_json, load_config_file
 
 MARKER = "completed.json"
 MANIFEST = "sweep.json"

@@ -54,7 +54,7 @@ from avpipe.fusion.schedule import LRSchedule
 from avpipe.fusion.segments import SegmentPlan, legacy_fusion, plan_for
 from avpipe.fusion.source import FeatureSource
 from avpipe.fusion.windows import Windows, batches, clip_phase_windows, make_windows
-from avpipe.pipeline.config import save_config_file
+from avpipe.pipeline.config_schema import save_config_file
 
 Provider = InMemoryBanks | ChunkedBanks
 

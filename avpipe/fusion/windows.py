@@ -163,8 +163,8 @@ def batches(n: int, batch_size: int, *, seed: int | None, epoch: int = 0, rank: 
     same windows per step as one process does and DDP's averaged gradient is the one-process
     gradient (for a loss that is a mean over windows). A batch is first cut to a multiple of
     ``world`` (every rank gets the same count); one smaller than ``world`` is skipped, on every
-    rank alike. Why: with an interleaved per-rank slice, ``--batch-size`` silently meant a
-    per-rank batch and 2 ranks trained another experiment (issue 23).
+    rank alike. Why: with an interleaved per-rank slice, ``--batch-size`` would silently mean a
+    per-rank batch, and 2 ranks would train another experiment than one process.
     """
     if shuffle not in SHUFFLES:
         raise ValueError(f"unknown shuffle policy {shuffle!r}; use one of {', '.join(SHUFFLES)}")

@@ -73,7 +73,10 @@ def output_path_for(root: str | os.PathLike[str], key: str, suffix: str) -> Path
 
 
 def content_hash(path: str | os.PathLike[str]) -> str:
-    """blake2b-160 of the file's bytes, streamed in 1 MiB chunks (hex, 40 characters)."""
+    """blake2b-160 of the file's bytes, streamed in 1 MiB chunks (hex, 40 characters).
+
+    The one file hash in avpipe: a video's content id and a shard's checksum in the index are
+    both this, so re-checking a shard's bytes and rebuilding the index compare like with like."""
     h = hashlib.blake2b(digest_size=20)
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(HASH_CHUNK), b""):

@@ -1,10 +1,10 @@
 """Infrastructure faults: tell them apart from bad videos, and say what really happened.
 
 Why this module exists: a worker process that dies (SIGKILL from the OOM killer, a segfault in a
-native library, a full disk that crashes h5py) used to be reported as one generic
-``TerminatedWorkerError`` for every video of the stage, and those records stuck until
-``--retry-failed``. The runner now retries such tasks and, for the video that keeps killing its
-worker, records *why* in words. Failures caused by the machine rather than the video
+native library, a full disk that crashes h5py) surfaces as one generic ``TerminatedWorkerError``
+for every video of the stage; recorded as such, every video would wait for ``--retry-failed``.
+The runner retries such tasks and, for the video that keeps killing its worker, records *why*
+in words. Failures caused by the machine rather than the video
 (worker death, disk full) are marked *transient*: the next run retries them by itself, while a
 deterministic error (an unreadable file) stays recorded.
 
@@ -71,8 +71,8 @@ def is_cluster_fault(exc: BaseException) -> bool:
     """True when an executor error says the cluster went away rather than a task failing: the
     scheduler died, the connection to it timed out or closed, or its futures were cancelled.
 
-    Why: these used to be recorded as each video's own (permanent) failure, so one lost scheduler
-    made every video of the batch wait for ``--retry-failed``. Only errors the executor raised
+    Why: recorded as each video's own (permanent) failure, one lost scheduler would make every
+    video of the batch wait for ``--retry-failed``. Only errors the executor raised
     are classified here; a stage's own exception never reaches this test."""
     seen: set[int] = set()
     e: BaseException | None = exc

@@ -3,7 +3,7 @@
 A fingerprint is a hash of everything that can change a stage's output and nothing else:
 
 * the stage ``name`` and code ``version`` (bump it when the output changes);
-* its canonical semantic config (:func:`avpipe.pipeline.config.canonical_json`);
+* its canonical semantic config (:func:`avpipe.pipeline.config_schema.canonical_json`);
 * the checksum of its weights (:meth:`Stage.weights_id`);
 * the fingerprints of the stages it reads (its ``requires`` plus ``probe``), so a change anywhere
   upstream changes every fingerprint below it and only that subtree recomputes.
@@ -22,15 +22,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from avpipe.pipeline import graph
-from avpipe.pipeline.config import canonical_json
-from avpipe.pipeline.types import Fingerprint, Runtime, WeightsUnavailable
+from avpipe.pipeline.config_schema import canonical_json
+from avpipe.pipeline.types import Fingerprint, Runtime, WeightsMissingError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from avpipe.pipeline.settings import PipelineConfig
+    from avpipe.pipeline.config import PipelineConfig
     from avpipe.pipeline.stage import Stage
 
-__all__ = ["FINGERPRINT_SCHEMA", "Fingerprint", "StageNode", "fingerprint_graph", "stage_fingerprint",
-           "upstream_names", "walk"]
+__all__ = ["FINGERPRINT_SCHEMA", "Fingerprint", "StageNode", "fingerprint_graph", "precomputed_fingerprint",
+           "stage_fingerprint", "upstream_names", "walk"]
 
 #: Bump only if the fingerprint *recipe* changes (it invalidates every cache).
 FINGERPRINT_SCHEMA = 1
@@ -67,8 +67,21 @@ def fingerprint_of(stage: str, version: str, config_json: str, weights_id: str |
         "weights": weights_id,
         "upstream": dict(upstream),
     }
-    digest = hashlib.sha256(canonical_json(payload).encode("utf-8")).hexdigest()
-    return Fingerprint(digest, stage, version, config_json, weights_id, dict(upstream))
+    return Fingerprint(_digest(payload), stage, version, config_json, weights_id, dict(upstream))
+
+
+def precomputed_fingerprint(stage: str, config: Mapping[str, Any], version: str = "precomputed") -> str:
+    """The fingerprint of features no stage computed here (a crop tree, synthetic features,
+    another lab's embeddings): the stage name, a version naming the source, and the config
+    that describes it (for a crop tree, the probe's fingerprint and the crops' content hash).
+
+    Its own schema (``precomputed-1``), so it can never equal an extracted entry's fingerprint;
+    its recipe is frozen like :func:`fingerprint_of`'s (caches hold these values)."""
+    return _digest({"schema": "precomputed-1", "stage": stage, "version": version, "config": dict(config)})
+
+
+def _digest(payload: Mapping[str, Any]) -> str:
+    return hashlib.sha256(canonical_json(dict(payload)).encode("utf-8")).hexdigest()
 
 
 @dataclass
@@ -92,7 +105,7 @@ def walk(names: Iterable[str], config: "PipelineConfig | None" = None, runtime: 
     ``stages`` gives the instances. A stage whose weights are missing (or whose upstream has no
     fingerprint) gets none and says why (``unavailable``); other errors propagate.
     """
-    from avpipe.pipeline.settings import PipelineConfig
+    from avpipe.pipeline.config import PipelineConfig
     from avpipe.pipeline.stage import get_stage_class
 
     config = config or PipelineConfig()
@@ -109,7 +122,7 @@ def walk(names: Iterable[str], config: "PipelineConfig | None" = None, runtime: 
             continue
         try:
             node.fingerprint = stage_fingerprint(stage, fps)
-        except WeightsUnavailable as e:
+        except WeightsMissingError as e:
             node.unavailable, node.error = f"{type(e).__name__}: {e}", e
             continue
         fps[name] = node.fingerprint.value

@@ -12,22 +12,16 @@ can never match it).
 """
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from avpipe.pipeline.config import canonical_json
-from avpipe.pipeline.fingerprint import Fingerprint
+from avpipe.pipeline.config_schema import canonical_json
+from avpipe.pipeline.fingerprint import Fingerprint, precomputed_fingerprint
 from avpipe.pipeline.lock import CacheLock
 from avpipe.pipeline.stage import StageResult
 from avpipe.pipeline.store import Cache, check_stage_name, write_shard
-
-
-def precomputed_fingerprint(stage: str, config: Mapping[str, Any], version: str = "precomputed") -> str:
-    """A fingerprint for precomputed features: hash of (stage, version, canonical config)."""
-    payload = {"schema": "precomputed-1", "stage": stage, "version": version, "config": dict(config)}
-    return hashlib.sha256(canonical_json(payload).encode("utf-8")).hexdigest()
+from avpipe.provenance import entry_provenance
 
 
 def write_precomputed(cache_root: str | Path, stage_name: str, fingerprint: str | None,
@@ -41,16 +35,12 @@ def write_precomputed(cache_root: str | Path, stage_name: str, fingerprint: str 
     shard committed in its own transaction (a crash leaves complete shards indexed, nothing
     half-written). Returns the fingerprint.
     """
-    from avpipe.provenance import packages_attr
-
     check_stage_name(stage_name)
     fp_value = fingerprint or precomputed_fingerprint(stage_name, config, version)
     root = Path(cache_root).expanduser().absolute()
     fp = Fingerprint(fp_value, stage_name, version, canonical_json(dict(config)), None,
                      dict(upstream or {}))
-    prov = {"stage": stage_name, "version": version, "fingerprint": fp_value,
-            "config_json": fp.config_json, "weights_id": "", "upstream_json": fp.upstream_json(),
-            "avpipe_version": _version(), "packages_json": packages_attr()}
+    prov = entry_provenance(fp)
     with CacheLock(root, purpose="ingest"), Cache(root, create=True) as cache:
         known = {c for _, c in cache.index.videos()}
         new = [(f"precomputed:{keys[c]}", keys[c], -1, -1, -(i + 1), c)
@@ -64,8 +54,3 @@ def write_precomputed(cache_root: str | Path, stage_name: str, fingerprint: str 
             cache.index.commit_task(fp_value, stage_name, rec, [])
     return fp_value
 
-
-def _version() -> str:
-    import avpipe
-
-    return avpipe.__version__

@@ -24,10 +24,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from avpipe.pipeline.discover import content_hash
 from avpipe.pipeline.lock import is_held
-
-
-from avpipe.pipeline.store import INDEX_NAME, SHARDS_DIR, Cache, file_blake2
+from avpipe.pipeline.store import INDEX_NAME, SHARDS_DIR, Cache
 from avpipe.pipeline.types import CacheError
 
 #: Seconds of clock slack when comparing the index's creation time with shard mtimes.
@@ -135,7 +134,7 @@ def _check_one(cache: Cache, rp: str, row: tuple[int, str] | None, cids: list[st
     size, blake = row
     if path.stat().st_size != size:
         return f"size changed ({path.stat().st_size} bytes, index says {size})"
-    if rehash and file_blake2(path) != blake:
+    if rehash and content_hash(path) != blake:
         return "content hash differs from the one recorded when it was written"
     try:
         with h5py.File(path, "r") as h5:  # type: ignore[attr-defined]

@@ -25,14 +25,14 @@ from pathlib import Path
 
 from avpipe.pipeline.discover import Video, identify, iter_video_files, storable
 from avpipe.pipeline.fingerprint import Fingerprint, StageNode, walk
-from avpipe.pipeline.config import ConfigError
-from avpipe.pipeline.settings import PipelineConfig
+from avpipe.pipeline.config_schema import ConfigError
+from avpipe.pipeline.config import PipelineConfig
 from avpipe.pipeline.stage import (Runtime, Stage, default_stage_names, dependents, stage_registry,
                                    topological_order)
 from avpipe.pipeline.store import Cache
-from avpipe.pipeline.types import MissingWeightsError, PlanError
+from avpipe.pipeline.types import PlanError, WeightsMissingError
 
-__all__ = ["MissingWeightsError", "Plan", "PlanError", "StagePlan", "check_shards", "discover",
+__all__ = ["Plan", "PlanError", "StagePlan", "WeightsMissingError", "check_shards", "discover",
            "fingerprints", "make_plan", "missing_weights_message", "preflight", "select_stages"]
 
 
@@ -179,13 +179,13 @@ def preflight(config: PipelineConfig | None, stages: list[str] | None = None, on
               force: bool = False, runtime: Runtime | None = None) -> None:
     """Everything a run can get wrong before it touches the cache or any video: unknown stages,
     bad config values, missing model weights. Raises :class:`PlanError` /
-    :class:`MissingWeightsError`; ``extract`` calls it before creating the cache or its lock, so
+    :class:`WeightsMissingError` (``usage=True``); ``extract`` calls it before creating the cache or its lock, so
     a bad ``--stages`` leaves nothing behind."""
     config = config or PipelineConfig()
     order, _ = _checked_stages(config, stages, only, force)
     msg = missing_weights_message(fingerprints(order, config, runtime or Runtime()), order)
     if msg:
-        raise MissingWeightsError(msg)
+        raise WeightsMissingError(msg, usage=True)
 
 
 def make_plan(cache: Cache, videos_root: str | Path, config: PipelineConfig | None = None, *,
@@ -193,7 +193,7 @@ def make_plan(cache: Cache, videos_root: str | Path, config: PipelineConfig | No
               retry_failed: bool = False, runtime: Runtime | None = None,
               write: bool = True) -> Plan:
     """Plan a run. ``write=False`` changes nothing in the index and reports stages whose weights
-    are missing as unavailable; otherwise missing weights are a :class:`MissingWeightsError`,
+    are missing as unavailable; otherwise missing weights are a :class:`WeightsMissingError`,
     raised before any video is looked at."""
     t0 = time.perf_counter()
     config = config or PipelineConfig()
@@ -203,7 +203,7 @@ def make_plan(cache: Cache, videos_root: str | Path, config: PipelineConfig | No
     if write:
         msg = missing_weights_message(nodes, order)
         if msg:
-            raise MissingWeightsError(msg)
+            raise WeightsMissingError(msg, usage=True)
     videos, discovered, hashed = discover(videos_root, cache, remember=write)
     batch = [v.content_id for v in videos]
     plans: dict[str, StagePlan] = {}

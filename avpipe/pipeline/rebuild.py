@@ -22,9 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from avpipe.pipeline.atomic import fsync_dir
+from avpipe.pipeline.discover import content_hash
 from avpipe.pipeline.index import Index, ShardRecord, has_tables
 from avpipe.pipeline.lock import CacheLock
-from avpipe.pipeline.store import INDEX_NAME, SHARDS_DIR, file_blake2
+from avpipe.pipeline.store import INDEX_NAME, SHARDS_DIR
 from avpipe.pipeline.types import Fingerprint
 
 _REQUIRED = ("stage", "version", "fingerprint", "content_id", "config_json", "upstream_json")
@@ -146,7 +147,7 @@ def rebuild_index(root: str | Path, *, say: object = None) -> RebuildReport:
                 fp = next(iter(f.fps.values()))
                 new.add_fingerprint(fp)
                 new.commit_task(fp.value, fp.stage, ShardRecord(f.relpath, f.size, f.mtime_ns,
-                                                                file_blake2(root / f.relpath), keep), [])
+                                                                content_hash(root / f.relpath), keep), [])
                 rep.shards += 1
                 rep.entries += len(keep)
             rep.fingerprints = len(new.fingerprint_rows())

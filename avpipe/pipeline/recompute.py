@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from avpipe.pipeline.chunks import dense
-from avpipe.pipeline.config import config_from_dict
+from avpipe.pipeline.config_schema import config_from_dict
 from avpipe.pipeline.entry import ShardEntry
 from avpipe.pipeline.stage import Runtime, VideoRef, stage_registry
 from avpipe.pipeline.store import Cache

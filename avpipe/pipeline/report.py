@@ -12,7 +12,7 @@ import numpy as np
 
 from avpipe.pipeline.discover import identify, iter_video_files
 from avpipe.pipeline.plan import PlanError, config_stages, fingerprints, select_stages
-from avpipe.pipeline.settings import PipelineConfig
+from avpipe.pipeline.config import PipelineConfig
 from avpipe.pipeline.sideeffects import read_only
 from avpipe.pipeline.stage import Runtime
 from avpipe.pipeline.store import Cache

@@ -19,13 +19,13 @@ from avpipe.pipeline.types import AmbiguousRead, NotCached, Runtime
 
 if TYPE_CHECKING:  # pragma: no cover
     from avpipe.pipeline.index import Index
-    from avpipe.pipeline.settings import PipelineConfig
+    from avpipe.pipeline.config import PipelineConfig
 
 def as_pipeline_config(stage: str, config: Any) -> "PipelineConfig":
     """``config`` as a whole pipeline config: None (defaults), a PipelineConfig (the whole set),
     a config file path, a ``{"stages": {...}}`` mapping, or the options of ``stage`` alone
     (``{"n_mels": 64}``)."""
-    from avpipe.pipeline.settings import PipelineConfig
+    from avpipe.pipeline.config import PipelineConfig
 
     if config is None:
         return PipelineConfig()
@@ -75,11 +75,11 @@ def resolve_fingerprint(index: "Index", stage: str, config: Any = None) -> str:
 def resolve_fingerprints(index: "Index", stages: list[str], config: Any = None) -> dict[str, str]:
     """:func:`resolve_fingerprint` for a set of stages under one pipeline config, at once:
     ``{stage: fingerprint}`` for ``stages`` and everything they read."""
-    from avpipe.pipeline.config import canonical_json
+    from avpipe.pipeline.config_schema import canonical_json
     from avpipe.pipeline.fingerprint import fingerprint_of, upstream_names
     from avpipe.pipeline.sideeffects import read_only
     from avpipe.pipeline.stage import get_stage_class, topological_order
-    from avpipe.pipeline.types import WeightsUnavailable
+    from avpipe.pipeline.types import WeightsMissingError
 
     pcfg = as_pipeline_config(stages[0] if stages else "", config)
     try:
@@ -105,7 +105,7 @@ def resolve_fingerprints(index: "Index", stages: list[str], config: Any = None) 
             try:
                 with read_only():
                     wid = inst.weights_id()
-            except WeightsUnavailable:
+            except WeightsMissingError:
                 wid = None
             cands = [r for r in cands if r["weights_id"] == wid] or cands
         if len(cands) == 1:

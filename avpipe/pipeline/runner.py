@@ -45,7 +45,6 @@ from typing import Any
 
 import numpy as np
 
-import avpipe
 from avpipe.display import safe_name, safe_text
 from avpipe.pipeline.chunks import n_rows
 from avpipe.pipeline.entry import ShardEntry
@@ -57,7 +56,7 @@ from avpipe.pipeline.fingerprint import Fingerprint, upstream_names
 from avpipe.pipeline.index import FailureRecord, ShardRecord
 from avpipe.pipeline.lock import CacheLock
 from avpipe.pipeline.plan import Plan, make_plan, preflight
-from avpipe.pipeline.settings import PipelineConfig
+from avpipe.pipeline.config import PipelineConfig
 from avpipe.pipeline.shard_writer import ShardWriter
 from avpipe.pipeline.stage import Runtime, Stage, StageResult, VideoRef
 from avpipe.pipeline.stage_memo import loaded_stage, release_stages
@@ -65,6 +64,7 @@ from avpipe.pipeline.store import Cache
 from avpipe.pipeline.threads import apply_torch_threads, default_num_threads
 from avpipe.pipeline.types import PROBE
 from avpipe.pipeline.worker_device import device_resources, worker_device
+from avpipe.provenance import entry_provenance
 
 
 # -- worker side ------------------------------------------------------------------------------
@@ -158,17 +158,6 @@ def _on_this_worker(runtime: Runtime) -> Runtime:
     return runtime if device == runtime.device else dataclasses.replace(runtime, device=device)
 
 
-def _provenance(fp: Fingerprint) -> dict[str, Any]:
-    """Group attrs of every entry: what was asked (the fingerprint's parts) and how it was made
-    (``packages_json``: versions of the numerics packages in the worker; never in the fingerprint)."""
-    from avpipe.provenance import packages_attr
-
-    return {"stage": fp.stage, "version": fp.version, "fingerprint": fp.value,
-            "config_json": fp.config_json, "weights_id": fp.weights_id or "",
-            "upstream_json": fp.upstream_json(), "avpipe_version": avpipe.__version__,
-            "packages_json": packages_attr()}
-
-
 class _StorageFailed(Exception):
     """Writing the task's shard failed because of the cache (disk full, HDF5/filesystem error)."""
 
@@ -192,6 +181,10 @@ def _run_task(task: Task) -> TaskResult:
     t0 = time.perf_counter()
     failures: list[FailureRecord] = []
     try:
+        # threads are set here and before each compute, for every stage and every execution mode
+        # (in process, loky, Dask): stages never set them (torch imported by the load is covered
+        # by the per-video call below)
+        apply_torch_threads(task.runtime.num_threads)
         runtime = _on_this_worker(task.runtime)
         stage = loaded_stage(task.stage_cls, task.config, runtime, task.fingerprint.value)
     except Exception as e:  # model load failed: every video of the task fails with that reason
@@ -199,7 +192,7 @@ def _run_task(task: Task) -> TaskResult:
         return TaskResult(task.task_id, None, [_failure(task, v, e, tb) for v, _ in task.videos],
                           time.perf_counter() - t0)
     fp = task.fingerprint
-    writer = ShardWriter(task.root, fp.stage, fp.value, _provenance(fp))
+    writer = ShardWriter(task.root, fp.stage, fp.value, entry_provenance(fp))
     byid = {v.content_id: v for v, _ in task.videos}
     broken: _StorageFailed | None = None
     for video, inputs in task.videos:

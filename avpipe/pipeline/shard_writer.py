@@ -21,6 +21,7 @@ from typing import Any
 
 from avpipe.pipeline.atomic import commit_file, temp_path_for
 from avpipe.pipeline.chunks import n_rows
+from avpipe.pipeline.discover import content_hash
 from avpipe.pipeline.index import ShardRecord
 from avpipe.pipeline.stage import StageResult
 
@@ -85,8 +86,6 @@ class ShardWriter:
 
     def commit(self) -> ShardRecord | None:
         """Close, fsync and rename the shard into place; the record for the driver to index."""
-        from avpipe.pipeline.store import file_blake2
-
         if not self.rows:
             self.abort()
             return None
@@ -101,7 +100,7 @@ class ShardWriter:
         self._release()
         st = self.final.stat()
         return ShardRecord(self.final.relative_to(self.root).as_posix(), st.st_size, st.st_mtime_ns,
-                           file_blake2(self.final), dict(self.rows))
+                           content_hash(self.final), dict(self.rows))
 
     def _release(self) -> None:
         from avpipe.pipeline.lock import release_file

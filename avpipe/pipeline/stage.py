@@ -69,9 +69,8 @@ class Stage(ABC):
         """Checksum (or other stable id) of the weights this config uses; None if no weights.
 
         Called on the driver while planning, so it must be cheap (memoised checksums) and must
-        raise :class:`~avpipe.pipeline.types.WeightsUnavailable` (the weights registry raises its
-        subclass ``WeightsMissingError``) with a clear message when the
-        weights are not available.
+        raise :class:`~avpipe.pipeline.types.WeightsMissingError` (the weights registry does) with
+        a clear message when the weights are not available.
         """
         return None
 

@@ -1,7 +1,7 @@
 """One constructed, loaded stage per worker process, reused across that worker's tasks.
 
-Why: a task used to construct its stage and ``load`` the model (Whisper, MiniLM, MTCNN, dlib)
-anew, so a worker running ten tasks of a stage loaded its model ten times. The memo keeps the
+Why: a task that constructed its stage and ``load``-ed the model (Whisper, MiniLM, MTCNN, dlib)
+itself would make a worker running ten tasks of a stage load its model ten times. The memo keeps the
 stage of the most recent (stage class, fingerprint, runtime) in the process and hands it to
 the next task with the same key. Only one entry is kept: stages run one after another, so when
 the next stage starts, the previous model is released instead of piling up in every worker.

@@ -27,7 +27,6 @@ that config has no entry for the video but other configs do, the read raises
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -70,14 +69,6 @@ def similar_keys(video: str, keys: Sequence[str]) -> list[str]:
     want = PurePosixPath(video.replace("\\", "/"))
     by_name = [k for k in keys if PurePosixPath(k).name == want.name]
     return sorted(by_name or [k for k in keys if PurePosixPath(k).stem == want.stem])
-
-
-def file_blake2(path: str | Path) -> str:
-    h = hashlib.blake2b(digest_size=20)
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def write_shard(root: str | Path, stage: str, fingerprint: str,

@@ -1,16 +1,16 @@
 """Thread counts that follow the free cores, so parallel workers do not oversubscribe them.
 
 Why: torch uses every core by default; with ``--jobs 2`` on 2 cores each worker then runs 2
-threads on 1 core's worth of time, and when another process holds a core, training slows down
-4–60×. The default is the cores this process may run on (``os.sched_getaffinity``, which honours
-taskset, cgroups' cpusets and container limits) less the cores other processes keep busy (the
-1-minute load average), divided among the workers, at least 1.
+threads on 1 core's worth of time, and when another process holds a core, a spinning intra-op
+thread pool waiting for a core it does not get is far slower than one thread (figures and the
+command in BENCHMARKS.md, "Torch threads on a loaded machine"). The default is the cores this
+process may run on (``os.sched_getaffinity``, which honours taskset, cgroups' cpusets and
+container limits) less the cores other processes keep busy (the 1-minute load average), divided
+among the workers, at least 1.
 
-Measured on 2 cores with two busy processes beside it: the faces stage took 62.9 s for 400 frames
-with 2 torch threads and 18.7 s with 1 — a spinning intra-op thread pool on a core it does not
-get is far worse than one thread. A load average seen through a container can include the
-host's other work; that only makes the default smaller (never oversubscribed), and
-``--num-threads`` overrides it.
+A load average seen through a container can include the host's other work; that only makes the
+default smaller (never oversubscribed), and ``--num-threads`` overrides it. The runner applies
+the count (:func:`apply_torch_threads`) in every execution mode; stages never set it.
 """
 from __future__ import annotations
 

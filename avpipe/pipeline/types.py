@@ -66,14 +66,9 @@ class Runtime:
     def resolve_device(self) -> str:
         """The concrete device. Only an explicit ``auto`` asks torch, and only when called: a
         stage that never calls this (probe, audio, logmel ...) never imports torch."""
-        if self.device != "auto":
-            return self.device
-        try:
-            import torch
+        from avpipe.pipeline.device import resolve_device
 
-            return "cuda" if torch.cuda.is_available() else "cpu"
-        except Exception:  # pragma: no cover - torch always installed
-            return "cpu"
+        return resolve_device(self.device)
 
 
 @dataclass(frozen=True)
@@ -100,19 +95,24 @@ class StageError(Exception):
     """A clear, per-video failure (bad input, missing weights): recorded, the batch goes on."""
 
 
-class WeightsUnavailable(RuntimeError):
-    """A stage's pretrained weights are not present (base of the extractors' WeightsMissingError),
-    so planning can recognise it without importing any extractor."""
+class WeightsMissingError(RuntimeError):
+    """A model's pretrained weights are not present; the message says which, where they were
+    looked for and how to provide them. The one exception for missing weights, defined here so
+    planning recognises it without importing any extractor.
+
+    Raised by the weights registry when a file cannot be found, fetched or verified (a stage
+    that cannot load fails its videos with it; another command exits 1), and by planning, which
+    gathers every stage's missing weights into one message before any video is touched: that
+    one is ``usage=True`` (the user must provide the weights before the run can start; exit 2).
+    """
+
+    def __init__(self, message: str, *, usage: bool = False) -> None:
+        super().__init__(message)
+        self.usage = usage
 
 
 class PlanError(ValueError):
     """A usage error found while planning (unknown stage, bad config): exit status 2."""
-
-
-class MissingWeightsError(PlanError):
-    """``extract`` needs weights that are not present: found while planning, before any video is
-    touched (exit status 2). The message names each model, where it was looked for and how to
-    provide it."""
 
 
 class CacheError(Exception):

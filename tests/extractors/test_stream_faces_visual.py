@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from avpipe.pipeline.runner import run_extract
-from avpipe.pipeline.settings import PipelineConfig
+from avpipe.pipeline.config import PipelineConfig
 from avpipe.pipeline.stage import Runtime
 from avpipe.pipeline.store import Cache
 from tests.extractors.stream_digest import cache_digests

@@ -123,7 +123,7 @@ def test_facenet_file_that_does_not_load_safely_is_one_clear_error(tmp_path):
 
 def test_end_to_end_backbone_change_reuses_crops(tmp_path, short_silent, no_face_no_audio):
     from avpipe.pipeline.runner import run_extract
-    from avpipe.pipeline.settings import PipelineConfig
+    from avpipe.pipeline.config import PipelineConfig
     from avpipe.pipeline.store import Cache
 
     videos = tmp_path / "videos"

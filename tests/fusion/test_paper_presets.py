@@ -13,7 +13,7 @@ from avpipe.cli import main
 from avpipe.fusion.config import TrainConfig
 from avpipe.fusion.source import CacheSource
 from avpipe.fusion.prepare import prepare
-from avpipe.pipeline.settings import PipelineConfig, preset_names
+from avpipe.pipeline.config import PipelineConfig, preset_names
 
 MEDIA = Path(__file__).parents[1] / "fixtures" / "media"
 PRESET = """[stages.logmel]
@@ -56,7 +56,7 @@ def _prepare(root: Path, cache: str, **kw) -> TrainConfig:
 
 
 def test_the_preset_named_like_the_model_picks_its_features(setup: Path, monkeypatch) -> None:
-    monkeypatch.setattr("avpipe.pipeline.settings.PRESET_DIR", setup / "presets")
+    monkeypatch.setattr("avpipe.pipeline.config.PRESET_DIR", setup / "presets")
     cfg = _prepare(setup, "both")
     want = CacheSource(str(setup / "both")).cache.resolve("logmel", PipelineConfig.load(setup / "presets" / "audio.toml"))
     default = CacheSource(str(setup / "both")).cache.resolve("logmel", None)
@@ -68,7 +68,7 @@ def test_the_preset_named_like_the_model_picks_its_features(setup: Path, monkeyp
 
 
 def test_without_the_presets_entries_training_keeps_the_old_defaults(setup: Path, monkeypatch) -> None:
-    monkeypatch.setattr("avpipe.pipeline.settings.PRESET_DIR", setup / "presets")
+    monkeypatch.setattr("avpipe.pipeline.config.PRESET_DIR", setup / "presets")
     cfg = _prepare(setup, "default")
     assert cfg.resolved_features["audio"]["fingerprint"] == CacheSource(str(setup / "default")).cache.resolve("logmel")
 
@@ -86,7 +86,7 @@ def test_shipped_paper_presets_validate_and_name_features_for_their_models() -> 
 
 
 def test_a_features_table_naming_an_unknown_stage_is_a_config_error(tmp_path: Path) -> None:
-    from avpipe.pipeline.config import ConfigError
+    from avpipe.pipeline.config_schema import ConfigError
 
     p = tmp_path / "c.toml"
     p.write_text('[features]\naudio = "logmell"\n')

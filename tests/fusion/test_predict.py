@@ -14,7 +14,7 @@ from avpipe.fusion.predictor import persons_of
 from avpipe.fusion.source import CacheSource, StageRef
 from avpipe.fusion.prepare import feature_configs
 from avpipe.pipeline.runner import run_extract
-from avpipe.pipeline.settings import PipelineConfig
+from avpipe.pipeline.config import PipelineConfig
 from tests.media import make_clip
 
 

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from avpipe.fusion.config import TrainConfig
-from avpipe.pipeline.config import ConfigError
+from avpipe.pipeline.config_schema import ConfigError
 
 
 @pytest.mark.parametrize("key,value,words", [

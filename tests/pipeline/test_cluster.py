@@ -145,7 +145,7 @@ def test_tasks_are_sized_from_the_clusters_workers():
 
 def test_single_thread_cluster_runs_tasks_on_the_worker_not_the_driver(tmp_path, videos, cluster_procs):
     """joblib's Dask backend ran every task in the driver when the cluster had one worker thread."""
-    from avpipe.pipeline.settings import PipelineConfig
+    from avpipe.pipeline.config import PipelineConfig
 
     sf, _ = cluster_procs
     log = tmp_path / "load.log"

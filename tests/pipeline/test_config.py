@@ -7,9 +7,9 @@ import pickle
 
 import pytest
 
-from avpipe.pipeline.config import ConfigError, canonical_json, load_config_file
+from avpipe.pipeline.config_schema import ConfigError, canonical_json, load_config_file
 from avpipe.pipeline.fingerprint import stage_fingerprint
-from avpipe.pipeline.settings import PipelineConfig
+from avpipe.pipeline.config import PipelineConfig
 from avpipe.pipeline.stage import get_stage_class, topological_order
 
 BUILTIN = ("probe", "audio", "asr", "faces", "logmel", "text", "vggish", "visual")
@@ -210,7 +210,7 @@ def test_config_files(tmp_path):
 
 def test_every_builtin_option_has_help():
     from avpipe.fusion.config import TrainConfig
-    from avpipe.pipeline.config import option_help
+    from avpipe.pipeline.config_schema import option_help
 
     classes = [get_stage_class(n).config_cls for n in BUILTIN if n != "probe"] + [TrainConfig]
     missing = [f"{c.__name__}.{f.name}" for c in classes for f in dataclasses.fields(c) if not option_help(c, f.name)]

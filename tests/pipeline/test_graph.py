@@ -11,7 +11,7 @@ import pytest
 
 from avpipe.pipeline import graph, stage
 from avpipe.pipeline.fingerprint import walk
-from avpipe.pipeline.settings import PipelineConfig
+from avpipe.pipeline.config import PipelineConfig
 
 REPO = Path(__file__).resolve().parents[2]
 

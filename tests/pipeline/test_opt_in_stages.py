@@ -3,7 +3,7 @@ a plain `avpipe extract` plans what it planned before; a paper preset plans its 
 from __future__ import annotations
 
 from avpipe.pipeline.plan import config_stages, select_stages
-from avpipe.pipeline.settings import PipelineConfig
+from avpipe.pipeline.config import PipelineConfig
 from avpipe.pipeline.stage import default_stage_names, stage_registry
 
 BEFORE = ["probe", "audio", "faces", "asr", "logmel", "vggish", "visual", "text"]  # the built-ins until #21

@@ -77,7 +77,7 @@ def test_offline_preset_is_suggested_for_stages_it_configures_and_works_from_any
     """The default visual backbone needs a download; the hint names the packaged ``offline`` preset,
     which loads by name from a folder that has no configs/ (as for a pip-installed avpipe)."""
     from avpipe.pipeline.plan import missing_weights_message
-    from avpipe.pipeline.settings import PipelineConfig, resolve_config_path
+    from avpipe.pipeline.config import PipelineConfig, resolve_config_path
 
     monkeypatch.chdir(tmp_path)
     nodes = fingerprints(["probe", "faces", "visual"], PipelineConfig(),
@@ -108,3 +108,21 @@ def test_unknown_config_name_lists_the_presets(tmp_path, videos):
     assert r.exit_code == 2, r.output
     assert "offlin" in r.output and "preset name: " in r.output and ", offline," in r.output and "Traceback" not in r.output
     assert not (tmp_path / "cache").exists()
+
+
+def test_one_exception_for_missing_weights_with_the_exit_status_of_where_it_was_found(tmp_path, videos):
+    """The registry (a stage that cannot load, ``models fetch``) and planning raise the same
+    class; planning's is a usage error (exit 2), the registry's a runtime failure (exit 1)."""
+    from avpipe.cli.errors import classify
+    from avpipe.extractors.weights import WeightsMissingError, resolve_weights
+    from avpipe.pipeline.plan import preflight
+    from avpipe.pipeline.types import WeightsMissingError as PipelineWeightsMissing
+
+    assert WeightsMissingError is PipelineWeightsMissing
+    with pytest.raises(WeightsMissingError) as at_load:
+        resolve_weights("toy-weights")
+    assert not at_load.value.usage and classify(at_load.value).exit_code == 1
+    with pytest.raises(WeightsMissingError) as at_plan:
+        preflight(None, ["toy_w"])
+    assert at_plan.value.usage and classify(at_plan.value).exit_code == 2
+    assert "cannot plan this run" in classify(at_plan.value).message

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from avpipe.pipeline.fingerprint import stage_fingerprint
-from avpipe.pipeline.settings import PipelineConfig, preset_names
+from avpipe.pipeline.config import PipelineConfig, preset_names
 from avpipe.pipeline.stage import get_stage_class, topological_order
 
 PINNED = {

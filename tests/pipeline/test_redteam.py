@@ -343,7 +343,7 @@ def test_stage_options_refused_with_exit_2_before_any_work(tmp_path, videos, tom
 
 def test_inf_still_means_no_limit_where_documented():
     from avpipe.extractors.text import TextConfig
-    from avpipe.pipeline.config import ConfigError
+    from avpipe.pipeline.config_schema import ConfigError
 
     assert TextConfig(max_word_s=float("inf")).max_word_s == float("inf")
     with pytest.raises(ConfigError, match="not nan"):

@@ -9,7 +9,7 @@ import pytest
 
 from avpipe.pipeline.plan import PlanError
 from avpipe.pipeline.runner import run_extract
-from avpipe.pipeline.settings import PipelineConfig
+from avpipe.pipeline.config import PipelineConfig
 from avpipe.pipeline.store import Cache
 from tests.media import make_audio_only, truncate
 

@@ -46,7 +46,7 @@ def test_two_videos_and_two_jobs_make_two_tasks(tmp_path, clip_bank):
 
 
 def test_model_loads_once_per_worker_process(tmp_path, clip_bank):
-    from avpipe.pipeline.settings import PipelineConfig
+    from avpipe.pipeline.config import PipelineConfig
 
     vids = _copy(clip_bank, tmp_path / "v", [f"v{i}.mp4" for i in range(4)])
     log = tmp_path / "load.log"
@@ -132,6 +132,35 @@ def test_workers_run_with_the_runtime_thread_count_and_the_caller_keeps_its_own(
         assert s.exit_code == 0, s.render()
         assert [n for st, n in toy_log.lines() if st == "toy_threads"] == ["1"]
         assert torch.get_num_threads() == 3  # an in-process run gives the thread count back
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("mode", ["loky", "dask"])
+def test_every_execution_mode_runs_stages_with_the_runtime_thread_count(tmp_path, clip_bank, toy_log, mode):
+    """Stages never set threads themselves: the runner does, in worker processes (loky) and on
+    Dask workers as well as in process."""
+    torch = pytest.importorskip("torch")
+    from avpipe.pipeline.stage import Runtime
+
+    vids = _copy(clip_bank, tmp_path / "v", ["a.mp4", "b.mp4"])
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)  # what an in-process Dask worker would otherwise inherit
+        kw: dict = {"jobs": 2}
+        if mode == "dask":
+            distributed = pytest.importorskip("dask.distributed")
+            cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                                               dashboard_address=None)
+            kw |= {"backend": "dask", "scheduler": cluster.scheduler_address}
+        try:
+            s = run_extract(tmp_path / "cache", vids, stages=["toy_threads"], runtime=Runtime(num_threads=1),
+                            progress=False, **kw)
+        finally:
+            if mode == "dask":
+                cluster.close()
+        assert s.exit_code == 0, s.render()
+        assert [n for st, n in toy_log.lines() if st == "toy_threads"] == ["1", "1"]
     finally:
         torch.set_num_threads(before)
 

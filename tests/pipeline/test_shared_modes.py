@@ -134,3 +134,34 @@ def test_group_writable_cache_works_for_the_group(shared_dir, videos, umask):
     assert err == "", err
     with Cache(cache) as c:
         assert c.read("toy_b", "a.mp4").data.shape[0] > 0
+
+
+def test_every_atomic_writer_takes_the_umask_mode_and_leaves_nothing_half_written(tmp_path, umask):
+    """atomic_path (files a library writes by path) and atomic_dir (export folders) commit with
+    the umask's mode, and a failure leaves the old content and no temp file behind."""
+    from avpipe.pipeline.atomic import atomic_dir, atomic_path
+
+    umask(0o002)
+    f = tmp_path / "model.pt"
+    with atomic_path(f) as tmp:
+        tmp.write_bytes(b"new")
+        assert not f.exists()  # nothing visible under the final name before the block returns
+    assert f.read_bytes() == b"new" and stat.S_IMODE(f.stat().st_mode) == 0o664
+    with pytest.raises(RuntimeError), atomic_path(f) as tmp:
+        tmp.write_bytes(b"half")
+        raise RuntimeError("killed mid-write")
+    assert f.read_bytes() == b"new"
+    with atomic_path(tmp_path / "none.mp4") as tmp:
+        tmp.unlink()  # the writer decided there is nothing to write
+    assert not (tmp_path / "none.mp4").exists()
+
+    d = tmp_path / "export"
+    for content in ("one", "two"):
+        with atomic_dir(d) as tmp:
+            (tmp / "a.txt").write_text(content)
+    assert (d / "a.txt").read_text() == "two" and stat.S_IMODE(d.stat().st_mode) == 0o775
+    with pytest.raises(RuntimeError), atomic_dir(d) as tmp:
+        (tmp / "a.txt").write_text("half")
+        raise RuntimeError("no track could be read")
+    assert (d / "a.txt").read_text() == "two"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export", "model.pt"]

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from avpipe.pipeline.runner import run_extract
-from avpipe.pipeline.settings import PipelineConfig
+from avpipe.pipeline.config import PipelineConfig
 from avpipe.pipeline.store import Cache
 from avpipe.pipeline.types import AmbiguousRead, NotCached
 
@@ -107,3 +107,20 @@ def test_timestamps_are_one_time_per_row_for_every_stage():
     vis = MemoryEntry(StageResult(np.zeros((5, 3), np.float32)), stage="visual", timestamps=frames)
     np.testing.assert_array_equal(vis.timestamps, frames)
     assert MemoryEntry(StageResult(np.zeros((5, 3))), stage="visual").timestamps is None
+
+
+def test_a_shard_checksum_is_the_same_hash_as_a_video_content_id(tmp_path, videos):
+    """One file hash: a shard's recorded checksum (re-checked by cache maintenance) is the
+    function that names videos, so a change to it would have to change both together."""
+    import hashlib
+
+    from avpipe.pipeline.discover import content_hash
+
+    cache = tmp_path / "cache"
+    _extract(cache, videos)
+    with Cache(cache) as c:
+        rows = c.index.shard_rows()
+    assert rows
+    for relpath, _size, _mtime, blake in rows:
+        data = (cache / relpath).read_bytes()
+        assert blake == content_hash(cache / relpath) == hashlib.blake2b(data, digest_size=20).hexdigest()

@@ -1,9 +1,10 @@
 """dlib's face-recognition ResNet run in torch, from dlib's own weights file (``dlib-torch``).
 
-Why: the ``dlib`` backbone runs through the ``dlib-bin`` wheel, which has no BLAS: ~77 ms per
-crop on one core, most of an offline extraction. The same network in torch (oneDNN) gives the
-same 128-d descriptors many times faster. The ``.dat`` file is read by
-:mod:`~avpipe.extractors.backbones.dlib_format` (no dlib import), so only torch is needed.
+Why: the ``dlib`` backbone runs through the ``dlib-bin`` wheel, which has no BLAS, so it is most
+of an offline extraction on CPU. The same network in torch (oneDNN) gives the same 128-d
+descriptors many times faster (BENCHMARKS.md, "Visual backbone: dlib vs dlib-torch", with the
+command). The ``.dat`` file is read by :mod:`~avpipe.extractors.backbones.dlib_format` (no dlib
+import), so only torch is needed.
 
 The network (dlib's ``anet_type``): input ``(rgb - mean) / 256`` at 150×150; con 32 7×7/2,
 affine, relu, max_pool 3×3/2; residual blocks (con 3×3, affine, relu, con 3×3, affine, + skip,

