@@ -132,11 +132,24 @@ class FacesConfig:
                                                               "(0 = window cascade on every tracked frame)")] = 0
     track_onet_min_prob: Annotated[Probability, Field(description="tracked frames: below this O-net probability "
                                                                   "the window cascade runs instead")] = 0.9
+    track_onet_refresh: Annotated[Int | None, Field(ge=2, description="O-net tracking: every this many tracked "
+                                                                     "frames the window cascade runs and re-anchors "
+                                                                     "the track (unset = only when O-net fails)")] = None
+    track_onet_temperature: Annotated[Float | None, Field(gt=0.0, description="O-net tracking: the answer is the mean "
+                                                                               "of O-net's boxes and landmarks on the "
+                                                                               "face weighted by (p/(1-p))^(1/T) "
+                                                                               "(unset = O-net's most probable box, as "
+                                                                               "the cascade picks)")] = None
 
     @model_validator(mode="after")
     def _roi_range(self) -> "FacesConfig":
         if self.roi_max_face is not None and self.roi_max_face < self.roi_min_face:
             raise ValueError(f"roi_max_face ({self.roi_max_face}) must be >= roi_min_face ({self.roi_min_face})")
+        if not self.track_onet_inputs:
+            for name in ("track_onet_refresh", "track_onet_temperature"):
+                if getattr(self, name) is not None:
+                    raise ValueError(f"{name} tunes O-net tracking, which is off: set track_onet_inputs >= 1 "
+                                     f"or leave {name} unset")
         return self
 
 
@@ -164,6 +177,9 @@ class Faces(Stage):
         d["thresholds"] = [float(x) for x in d["thresholds"]]
         if not d["track_onet_inputs"]:  # O-net tracking off: the output is version 4's, so is the key
             del d["track_onet_inputs"], d["track_onet_min_prob"]
+        for name in ("track_onet_refresh", "track_onet_temperature"):  # unset: O-net tracking as before them
+            if d.get(name) is None:
+                d.pop(name, None)
         return d
 
     def weights_id(self) -> str | None:
