@@ -7,7 +7,8 @@ tracked frames, alignment and the rest; and the three nets alone on the inputs t
 counted by ``torch.utils.flop_counter``), so each part can be set against what its model
 arithmetic costs.
 
-    .venv/bin/python benchmarks/bench_faces_split.py --seconds 20 --repeats 3
+    .venv/bin/python benchmarks/bench_faces_split.py --seconds 20 --repeats 3 \
+        [--onet-inputs 5 --refresh 3 --temperature 3]
 """
 from __future__ import annotations
 
@@ -34,6 +35,8 @@ def main() -> None:
     ap.add_argument("--size", default="640x360")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--onet-inputs", type=int, default=3)
+    ap.add_argument("--refresh", type=int, default=None, help="track_onet_refresh (unset: off)")
+    ap.add_argument("--temperature", type=float, default=None, help="track_onet_temperature (unset: off)")
     args = ap.parse_args()
 
     import torch
@@ -47,7 +50,8 @@ def main() -> None:
     w, h = (int(v) for v in args.size.split("x"))
     path = Path(tempfile.mkdtemp()) / "clip.mp4"
     write_clip(path, face_frames(int(args.seconds * 25), size=(w, h)), fps=25.0)
-    st = Faces(FacesConfig(track_onet_inputs=args.onet_inputs))
+    st = Faces(FacesConfig(track_onet_inputs=args.onet_inputs, track_onet_refresh=args.refresh,
+                           track_onet_temperature=args.temperature))
     st.ensure_loaded()
     torch.set_num_threads(1)
     frames = list(iter_frames(path))
