@@ -38,9 +38,9 @@ is off in the fingerprint when off: the output is version 4's).
 
 Two opt-in refinements of O-net tracking (each absent from the fingerprint while unset):
 ``track_onet_temperature`` answers with the odds-weighted mean of O-net's candidates on the face
-(:func:`_soft_answer`: per-frame MTCNN's pick among near-1 probabilities is a draw a tracker
-cannot repeat, so it aims at the draw's expectation), ``track_onet_refresh`` re-anchors with the
-window cascade every N-th tracked frame (the inputs moved with the face stay fresh). Together
+(:func:`avpipe.extractors.mtcnn.soft_answer`: per-frame MTCNN's pick among near-1 probabilities is
+a draw a tracker cannot repeat, so it aims at the draw's expectation), ``track_onet_refresh``
+re-anchors with the window cascade every N-th tracked frame (the moved inputs stay fresh). Together
 (5 inputs, T = 3, N = 3) agreement rises to 96–97 % at about half of O-net tracking's speed
 (``benchmarks/bench_faces.py --method``).
 
