@@ -16,9 +16,12 @@ positions are known (the source photo's landmarks, found once by MTCNN on the 51
 carried by the generator's own transform), so each method's landmark error to them is printed
 too (``truth``).
 
-    .venv/bin/python benchmarks/bench_faces.py --repeats 3 --threads 1 [--old REV]
+    .venv/bin/python benchmarks/bench_faces.py --repeats 3 --threads 1 [--old REV] \
+        [--method 'NAME=key=value,key=value']
 
-``--old REV`` adds the stage as it was at a git revision (its defaults), timed in the same loop.
+``--old REV`` adds the stage as it was at a git revision (its defaults), timed in the same loop;
+each ``--method`` adds the stage with those ``FacesConfig`` fields set (e.g.
+``soft=track_onet_inputs=5,track_onet_temperature=3,track_onet_refresh=3``), timed in the same loop.
 """
 from __future__ import annotations
 
@@ -97,6 +100,13 @@ def old_faces(rev: str, root: Path, tmp: Path):
     return mod.Faces(mod.FacesConfig())
 
 
+def _number(v: str) -> int | float | None:
+    """A ``--method`` field value: int, float, or ``none``."""
+    if v.lower() == "none":
+        return None
+    return int(v) if v.lstrip("-").isdigit() else float(v)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeats", type=int, default=3)
@@ -106,6 +116,8 @@ def main() -> None:
     ap.add_argument("--onet-inputs", type=int, default=3, help="track_onet_inputs of the onet method")
     ap.add_argument("--old", default=None, metavar="REV",
                     help="also time the faces stage of this git revision (its defaults) as method 'old'")
+    ap.add_argument("--method", action="append", default=[], metavar="NAME=key=value,...",
+                    help="also time the stage with these FacesConfig fields (repeatable)")
     args = ap.parse_args()
 
     import torch
@@ -127,12 +139,17 @@ def main() -> None:
     mt = MTCNN(device="cpu")
     stages = {"window": Faces(FacesConfig()),
               "onet": Faces(FacesConfig(track_onet_inputs=args.onet_inputs))}
+    for spec in args.method:
+        name, _, fields = spec.partition("=")
+        kw = {k: _number(v) for k, _, v in (f.partition("=") for f in fields.split(",") if f)}
+        stages[name] = Faces(FacesConfig(**kw))
     if args.old:
         stages = {"old": old_faces(args.old, root, tmp), **stages}
     for st in stages.values():
         st.ensure_loaded()
     torch.set_num_threads(args.threads)
-    print(f"threads={args.threads} repeats={args.repeats} onet: track_onet_inputs={args.onet_inputs}")
+    print(f"threads={args.threads} repeats={args.repeats} onet: track_onet_inputs={args.onet_inputs} "
+          f"methods: {args.method}")
     for name, path, size in clips:
         frames = list(iter_frames(path))
         n = len(frames)

@@ -13,7 +13,7 @@ import numpy as np
 
 from avpipe.extractors.alignment import align_face
 from avpipe.extractors.face_columns import BOX, DETECTED, LANDMARKS, N_COLUMNS, N_FACES, PROB
-from avpipe.extractors.mtcnn import MtcnnEngine, move_inputs, onet_anchor
+from avpipe.extractors.mtcnn import MtcnnEngine, move_inputs, onet_anchor, soft_answer
 from avpipe.extractors.tracking import bind_sides, choose_face, iou, match_tracks, reidentify
 from avpipe.pipeline.person_tracks import track_extras
 
@@ -32,6 +32,7 @@ class PersonTrack:
     lms: dict[int, np.ndarray] = field(default_factory=dict)  # frame -> (5, 2) float64 landmarks of the crop
     # last cascade that found this face: its box there and the O-net inputs that produced it
     anchor: tuple[np.ndarray, np.ndarray] | None = None
+    onet_run: int = 0  # frames answered by O-net alone since the anchor was set
 
 
 class FaceTracker:
@@ -163,15 +164,18 @@ class FaceTracker:
             return None
         k = int(c.picks[m])
         self.tracks[tid].anchor = onet_anchor(c, k, self.cfg.track_onet_inputs)
+        self.tracks[tid].onet_run = 0
         return c.boxes[k, :4], c.points[k], float(c.boxes[k, 4]), float(ov[m])
 
     def _onet(self, frame: np.ndarray, tid: int) -> tuple[np.ndarray, np.ndarray, float, float] | None:
         """O-net alone on the track's anchor inputs, moved with the face (see :meth:`follow`);
         None when it has no anchor or O-net is unsure (prob < ``track_onet_min_prob``) or the
         face it returns does not continue the track."""
-        t = self.tracks[tid]
-        if t.anchor is None or not self.cfg.track_onet_inputs:
+        t, cfg = self.tracks[tid], self.cfg
+        if t.anchor is None or not cfg.track_onet_inputs:
             return None
+        if cfg.track_onet_refresh and t.onet_run + 1 >= cfg.track_onet_refresh:
+            return None  # time to re-anchor: the window cascade answers this frame
         a_box, a_inputs = t.anchor
         c = self.eng.onet_track(frame, move_inputs(a_inputs, a_box, t.box))
         if not len(c.picks):
@@ -179,8 +183,12 @@ class FaceTracker:
         ov = iou(t.box, c.boxes[c.picks, :4])
         m = int(np.argmax(ov))
         k = int(c.picks[m])
-        if ov[m] < self.cfg.track_min_iou or c.boxes[k, 4] < self.cfg.track_onet_min_prob:
+        if ov[m] < cfg.track_min_iou or c.boxes[k, 4] < cfg.track_onet_min_prob:
             return None
+        t.onet_run += 1
+        if cfg.track_onet_temperature is not None:
+            box, lm = soft_answer(c, k, cfg.track_onet_temperature)
+            return box, lm, float(c.boxes[k, 4]), float(iou(t.box, box[None])[0])
         return c.boxes[k, :4], c.points[k], float(c.boxes[k, 4]), float(ov[m])
 
     # -- tracked frames ----------------------------------------------------------------------

@@ -412,6 +412,24 @@ def onet_anchor(c: Cascade, k: int, n: int) -> tuple[np.ndarray, np.ndarray] | N
     return box.copy(), c.inputs[same].copy()
 
 
+def soft_answer(c: Cascade, k: int, temperature: float) -> tuple[np.ndarray, np.ndarray]:
+    """Box (4,) and landmarks (5, 2): the mean of O-net's answers on the face of candidate ``k``
+    (IoU >= 0.5 with it), weighted by their odds ``(p/(1-p))^(1/temperature)``.
+
+    Why: the cascade answers with its most probable candidate, and O-net's probabilities on one
+    face are all close to 1, so *which* candidate wins changes from frame to frame — per-frame
+    MTCNN's own jitter. A tracker cannot reproduce that draw (its candidates are not P-net's), so
+    its best estimate of the cascade's answer is the expected one: the candidates' mean, leaning
+    to the more probable ones as the argmax does (large ``temperature``: plain mean; small: the
+    argmax)."""
+    same = np.flatnonzero(iou(c.boxes[k, :4], c.boxes[:, :4]) >= 0.5)
+    p = np.clip(c.boxes[same, 4], 1e-7, 1.0 - 1e-7)
+    logit = np.log(p / (1.0 - p)) / temperature
+    w = np.exp(logit - logit.max())
+    w /= w.sum()
+    return (c.boxes[same, :4] * w[:, None]).sum(0), (c.points[same] * w[:, None, None]).sum(0)
+
+
 def move_inputs(inputs: np.ndarray, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """``inputs`` (N, 4) moved by the similarity (scale, shift) that takes box ``src`` to ``dst``:
     they keep the place relative to the face that R-net gave them."""
