@@ -213,7 +213,7 @@ def train_cmd(fusion: str, labels: Path | None, cache: Path | None, features: st
     if features:
         cfg.features = _parse_features(features)
     for k, v in (("recipe", recipe), ("epochs", epochs), ("batch_size", batch_size), ("lr", lr), ("window", window), ("hop", hop),
-                 ("clip_len", clip_len), ("amp", {"fp32": "off"}.get(precision, precision)),
+                 ("clip_len", clip_len), ("precision", {"fp32": "off"}.get(precision, precision)),
                  ("label_tolerance", label_tolerance), ("clip_labels", clip_labels or None),
                  ("split_file", split_file), ("device", device), ("seed", seed),
                  ("num_threads", num_threads)):

@@ -25,7 +25,6 @@ workers), so each worker loads a bank about once. See docs/experiments.md for wh
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import itertools
 import json
@@ -38,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from avpipe.fusion.progress import SweepProgress, fit_line, fmt_duration
-from avpipe.pipeline.config_schema import canonical_json, load_config_file
+from avpipe.pipeline.config_schema import canonical_json, config_keys, load_config_file
 
 MARKER = "completed.json"
 MANIFEST = "sweep.json"
@@ -127,7 +126,7 @@ def _set_key(d: dict[str, Any], key: str, value: Any) -> None:
 def _check_keys(keys: Sequence[str], where: str) -> None:
     from avpipe.fusion.config import TrainConfig
 
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    fields = set(config_keys(TrainConfig))
     bad = [k for k in keys if not (k.startswith("model.") and len(k) > 6) and k not in fields]
     if bad:
         raise SweepError(f"{where}: unknown option(s) {bad}; use TrainConfig fields "
