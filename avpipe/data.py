@@ -27,6 +27,7 @@ never guesses. Every error of this module is a :class:`DataError` with a one-lin
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -180,15 +181,15 @@ class FeatureStore:
         truncated within ``tolerance`` frames, else an error). ``resolved``: the result of
         :meth:`resolve`, to skip resolving per call."""
         key = self.key(video)
-        fps = dict(resolved) if resolved is not None else self.resolve(features, [key])
+        fingerprints = dict(resolved) if resolved is not None else self.resolve(features, [key])
         arrays = {}
-        for m, (stage, fp) in fps.items():
+        for m, (stage, fp) in fingerprints.items():
             try:
                 arrays[m] = self.source.load(stage, fp, key, person=person)
             except (FeatureError, KeyError, ValueError) as e:
                 raise DataError(f"{key}: {m}={stage}@{fp[:12]}: {_one_line(e)}") from None
-        dims = {m: self._dim(*fps[m]) for m, a in arrays.items() if not (a.data.ndim == 2 and a.data.shape[1])}
-        return assemble(key, person, fps, arrays, labels, tolerance, dims)
+        dims = {m: self._dim(*fingerprints[m]) for m, a in arrays.items() if not (a.data.ndim == 2 and a.data.shape[1])}
+        return assemble(key, person, fingerprints, arrays, labels, tolerance, dims)
 
     def _dim(self, stage: str, fp: str) -> int:
         """The feature width of a fingerprint, from its first entry with rows. Why: a video
@@ -207,12 +208,12 @@ class FeatureStore:
         return self._dims[fp]
 
 
-def assemble(key: str, person: Person, fps: Mapping[str, tuple[str, str]], arrays: Mapping[str, Any],
+def assemble(key: str, person: Person, fingerprints: Mapping[str, tuple[str, str]], arrays: Mapping[str, Any],
              labels: LabelTrack | np.ndarray | None, tolerance: int,
              dims: Mapping[str, int] | None = None) -> VideoFeatures:
     """Fit every modality to the reference's rows (the trainer's rule: padding rows are masked);
     ``dims`` gives the width of modalities stored without rows."""
-    ref = next(iter(fps))
+    ref = next(iter(fingerprints))
     n = int(arrays[ref].data.shape[0]) if arrays[ref].data.ndim else 0
     x, mask = {}, {}
     for m, a in arrays.items():
@@ -230,7 +231,7 @@ def assemble(key: str, person: Person, fps: Mapping[str, tuple[str, str]], array
             raise DataError(_one_line(e)) from None
         y[~np.all(np.isfinite(y), axis=1)] = UNLABELLED
         ym = np.all(y != UNLABELLED, axis=1)
-    return VideoFeatures(key, person, x, mask, ts, {m: f"{s}@{f}" for m, (s, f) in fps.items()}, y, ym)
+    return VideoFeatures(key, person, x, mask, ts, {m: f"{s}@{f}" for m, (s, f) in fingerprints.items()}, y, ym)
 
 
 def _load_config(config: Any) -> Any:
@@ -283,19 +284,40 @@ def labelled_tracks(store: FeatureStore, labels: str | Path, *, split: str | Seq
     return out
 
 
+def _renamed_keyword(value: Any, old_value: Any, name: str, old_name: str, func: str) -> Any:
+    """``value``, or ``old_value`` given under a keyword's old name (with a DeprecationWarning):
+    code written against an earlier release keeps working for a while, and says what to change."""
+    if old_value is None:
+        if value is None:
+            raise TypeError(f"{func}() missing required argument: {name!r}")
+        return value
+    if value is not None:
+        raise TypeError(f"{func}() got both {name!r} and its old name {old_name!r}; pass {name!r} only")
+    warnings.warn(f"{func}({old_name}=...) is deprecated; pass {name}=... (same value)", DeprecationWarning,
+                  stacklevel=3)
+    return old_value
+
+
 def _refs(tracks: Sequence[LabelledTrack]) -> list[TrackRef]:
     return [TrackRef(t.name, t.video, t.labels, person=t.person) for t in tracks]
 
 
-def load_windows(source: FeatureSource, fps: Mapping[str, tuple[str, str]], tracks: Sequence[TrackRef], *,
+def load_windows(source: FeatureSource, fingerprints: Mapping[str, tuple[str, str]] | None = None,
+                 tracks: Sequence[TrackRef] | None = None, *,
                  device: str | torch.device = "cpu", dtype: str = "auto", tolerance: int = DEFAULT_TOLERANCE,
-                 budget_bytes: int | None = None, force_chunked: bool = False) -> Any:
+                 budget_bytes: int | None = None, force_chunked: bool = False,
+                 fps: Mapping[str, tuple[str, str]] | None = None) -> Any:
     """The trainer's loader: every track of a split read once into contiguous tensors.
 
+    ``fingerprints``: modality -> (stage, fingerprint), as :meth:`FeatureStore.resolve` returns.
     Returns a provider holding the whole split in one bank when it fits ``budget_bytes``
     (default: half the device's free memory), else groups of whole videos loaded in turn; the
-    trainer (``avpipe train``) and :class:`InMemoryWindowDataset` both load through here."""
-    return make_provider(source, fps, tracks, device=device, dtype=dtype, tolerance=tolerance,
+    trainer (``avpipe train``) and :class:`InMemoryWindowDataset` both load through here.
+    ``fps=`` is the deprecated spelling of ``fingerprints=`` (it read as frames per second)."""
+    fingerprints = _renamed_keyword(fingerprints, fps, "fingerprints", "fps", "load_windows")
+    if tracks is None:
+        raise TypeError("load_windows() missing required argument: 'tracks'")
+    return make_provider(source, fingerprints, tracks, device=device, dtype=dtype, tolerance=tolerance,
                          budget_bytes=budget_bytes, force_chunked=force_chunked)
 
 

@@ -192,7 +192,7 @@ def summarize(runs: Sequence[RunInfo]) -> list[Row]:
         for k, fp in v.items():
             if k.startswith("fp.") and fp is not None:
                 seen.setdefault((k[3:], str(fp).partition("@")[0]), set()).add(str(fp))
-    split = {m for m, fps in seen.items() if len(fps) > 1}
+    split = {m for m, fingerprints in seen.items() if len(fingerprints) > 1}
     groups: dict[str, Row] = {}
     for r, v in zip(runs, vals):
         extra = ", ".join(f"{k}={v[k]}" for k in other)
