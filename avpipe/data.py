@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from avpipe.fusion.data import TrackRef, _fit_rows, _modality_info, _track_rows, make_provider
+from avpipe.fusion.data import TrackRef, fit_rows, modality_info, track_rows, make_provider
 from avpipe.fusion.labels import DEFAULT_TOLERANCE, UNLABELLED, LabelError, LabelTrack
 from avpipe.fusion.source import CacheSource, FeatureError, FeatureSet, FeatureSource
 from avpipe.fusion.windows import pool_clips, window_starts
@@ -219,7 +219,7 @@ def assemble(key: str, person: Person, fingerprints: Mapping[str, tuple[str, str
     for m, a in arrays.items():
         dim = int(a.data.shape[1]) if a.data.ndim == 2 and a.data.shape[1] else int((dims or {}).get(m, 0))
         dt = a.data.dtype if a.data.dtype.kind == "f" else np.dtype(np.float32)
-        x[m], mask[m] = _fit_rows(a, n, dim, dt)
+        x[m], mask[m] = fit_rows(a, n, dim, dt)
     ts = arrays[ref].timestamps
     ts = np.asarray(ts, np.float64)[:n] if ts is not None and len(ts) >= n else None
     y = ym = None
@@ -407,10 +407,10 @@ class WindowDataset(torch.utils.data.Dataset):
             ref = next(iter(self.fingerprints.values()))
             refs = _refs(self.tracks)
             try:
-                lengths = [_track_rows(store.source, ref, r) for r in refs]
+                lengths = [track_rows(store.source, ref, r) for r in refs]
                 # each modality's dim as the trainer's bank finds it: the first video with rows
                 videos = list(dict.fromkeys(t.video for t in self.tracks))
-                self.dims = {m: _modality_info(store.source, fp, videos, None, "auto")[0]
+                self.dims = {m: modality_info(store.source, fp, videos, None, "auto")[0]
                              for m, fp in self.fingerprints.items()}
             except (FeatureError, KeyError) as e:
                 raise DataError(_one_line(e)) from None

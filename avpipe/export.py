@@ -199,14 +199,14 @@ def _write_npz(tmp: Path, reads, fingerprints, store, items, log) -> tuple[list[
 def _write_memmap(tmp: Path, reads, fingerprints, store, items, log) -> tuple[list[dict], list[str]]:
     """Two passes so that memory stays one track: rows and dims first, then each track copied
     into its place in the ``.npy`` files (np.lib.format.open_memmap)."""
-    from avpipe.fusion.data import TrackRef, _track_rows  # the trainer's row count
+    from avpipe.fusion.data import TrackRef, track_rows  # the trainer's row count
 
     sizes, ok = [], []
     failed: list[str] = []
     ref = next(iter(fingerprints.values()))
     for it in items:
         try:
-            sizes.append(_track_rows(store.source, ref, TrackRef(it.name, it.video, None, person=it.person)))
+            sizes.append(track_rows(store.source, ref, TrackRef(it.name, it.video, None, person=it.person)))
             ok.append(it)
         except Exception as e:  # noqa: BLE001 - reported per track, the others go on
             log(f"error: {it.name}: {' '.join(str(e).split())}")

@@ -325,9 +325,9 @@ def write_outputs(rows: Sequence[Row], out: str | Path, per_video: bool = False)
 
 def plot_comparison(rows: Sequence[Row], path: str | Path) -> Path:
     """Grouped bars (valence, arousal, mean, smoothed) per row with ± std whiskers over seeds."""
-    from avpipe.fusion.plots import _plt
+    from avpipe.fusion.plots import pyplot
 
-    plt = _plt()
+    plt = pyplot()
     path = Path(path)
     n = max(1, len(rows))
     fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * n + 2), 4))

@@ -136,7 +136,7 @@ class FeatureBank:
         return Batch(xs, ms, self.y[rows], self.y_valid[rows], rows, inwin)
 
 # ----------------------------------------------------------------------------- loading
-def _fit_rows(a: FeatureArrays, n: int, dim: int, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+def fit_rows(a: FeatureArrays, n: int, dim: int, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
     """Pad/truncate one modality to ``n`` rows (padding: mask False). Absent stream → all invalid."""
     if not a.present or a.data.size == 0:
         return np.zeros((n, dim), dtype), np.zeros(n, bool)
@@ -169,7 +169,7 @@ def probe_dims(source: FeatureSource, fingerprints: Mapping[str, tuple[str, str]
     return out
 
 
-def _modality_info(source: FeatureSource, ref: tuple[str, str], videos: Sequence[str], dim: int | None,
+def modality_info(source: FeatureSource, ref: tuple[str, str], videos: Sequence[str], dim: int | None,
                    dtype: str) -> tuple[int, np.dtype]:
     """(dim, dtype) of one modality in the bank: from the first video whose entry has rows (read
     one at a time and dropped; usually the first video). ``dim`` given: only the dtype is needed."""
@@ -186,7 +186,7 @@ def _modality_info(source: FeatureSource, ref: tuple[str, str], videos: Sequence
     return d, (dt if dt.kind == "f" else np.dtype(np.float32))
 
 
-def _track_rows(source: FeatureSource, ref: tuple[str, str], t: TrackRef) -> int:
+def track_rows(source: FeatureSource, ref: tuple[str, str], t: TrackRef) -> int:
     """Rows of one track: the entry's row count from the index; a person's track is read (and
     dropped) since its rows come from the entry's per-person extras."""
     if t.person is None:
@@ -233,8 +233,8 @@ def load_bank(source: FeatureSource, fingerprints: Mapping[str, tuple[str, str]]
     mods = list(fingerprints)
     ref = reference or mods[0]
     videos = list(dict.fromkeys(t.video for t in tracks))
-    info = {m: _modality_info(source, fingerprints[m], videos, dims.get(m) if dims else None, dtype) for m in mods}
-    lengths = [_track_rows(source, fingerprints[ref], t) for t in tracks]
+    info = {m: modality_info(source, fingerprints[m], videos, dims.get(m) if dims else None, dtype) for m in mods}
+    lengths = [track_rows(source, fingerprints[ref], t) for t in tracks]
     N = int(sum(lengths))
     offsets = np.zeros(len(tracks) + 1, dtype=np.int64)
     offsets[1:] = np.cumsum(lengths)
@@ -256,7 +256,7 @@ def load_bank(source: FeatureSource, fingerprints: Mapping[str, tuple[str, str]]
                 if a.data.size and a.data.shape[0] != n and abs(a.data.shape[0] - n) > tolerance:
                     warnings.warn(f"{safe_name(t.video)}: modality {m!r} has {a.data.shape[0]} rows, {ref!r} has {n}; "
                                   f"padding/truncating", stacklevel=2)
-                X[m][s:e], V[m][s:e] = _fit_rows(a, n, info[m][0], info[m][1])
+                X[m][s:e], V[m][s:e] = fit_rows(a, n, info[m][0], info[m][1])
             if t.labels is not None:
                 Y[s:e] = t.labels.aligned(n, tolerance)
                 if bool(t.labels.valid.any()):
