@@ -36,10 +36,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from avpipe.fusion.data import TrackRef, fit_rows, modality_info, track_rows, make_provider
+from avpipe.fusion.data import TrackRef, fit_rows, make_provider, modality_info, track_rows
 from avpipe.fusion.labels import DEFAULT_TOLERANCE, UNLABELLED, LabelError, LabelTrack
 from avpipe.fusion.source import CacheSource, FeatureError, FeatureSet, FeatureSource
 from avpipe.fusion.windows import pool_clips, window_starts
+from avpipe.pipeline.person_tracks import TRACK_DATA, TRACK_MASK
 
 __all__ = ["DataError", "FeatureStore", "VideoFeatures", "LabelledTrack", "WindowDataset",
            "InMemoryWindowDataset", "labelled_tracks", "load_windows", "parse_features"]
@@ -475,8 +476,8 @@ class WindowDataset(torch.utils.data.Dataset):
         if r is None:
             d, mk = e.read_rows(s, s + n), e.mask[s:s + n]
         else:
-            d = e.extra_rows("track_data", s, s + n, (r,))
-            mk = e.extra_rows("track_mask", s, s + n, (r,)).astype(bool)
+            d = e.extra_rows(TRACK_DATA, s, s + n, (r,))
+            mk = e.extra_rows(TRACK_MASK, s, s + n, (r,)).astype(bool)
         d = np.asarray(d)
         return (d.reshape(len(d), -1) if d.ndim != 2 else d), np.asarray(mk, bool)
 

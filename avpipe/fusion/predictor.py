@@ -27,6 +27,7 @@ from avpipe.fusion.segments import plan_for
 from avpipe.fusion.labels import DEFAULT_TOLERANCE
 from avpipe.fusion.run import RunDir
 from avpipe.fusion.source import CacheSource, FeatureSource
+from avpipe.pipeline.person_tracks import SIDES_ATTR
 
 __all__ = ["Fingerprints", "Predictor", "TrackPredictions", "VideoPrediction", "persons_of"]
 
@@ -55,7 +56,7 @@ def persons_of(source: FeatureSource, fingerprints: Fingerprints, key: str) -> l
         return [None]
     for stage, fp in fingerprints.values():
         try:
-            sides = dict(cache.read(stage, key, fingerprint=fp).attrs.get("sides") or {})
+            sides = dict(cache.read(stage, key, fingerprint=fp).attrs.get(SIDES_ATTR) or {})
         except Exception:  # noqa: BLE001 - a missing entry is reported by the feature check
             continue
         if sides:

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from avpipe.pipeline.person_tracks import TRACKS_ATTR, is_person_aware
 
 
 # Default feature set: modality -> stage (docs/stages.md#stage-graph).
@@ -275,7 +276,7 @@ class CacheSource:
 
             data, mask = select_person(data, mask, e.attrs, e.extra, person, stage=stage, video=video,
                                        provenance=getattr(e, "provenance", None))
-        elif len((e.attrs or {}).get("tracks") or []) >= 2 and "sides" in e.attrs:
+        elif len((e.attrs or {}).get(TRACKS_ATTR) or []) >= 2 and is_person_aware(e.attrs):
             _warn_main_face_switches(data, mask, e, stage, video)
         if data.ndim == 1:
             data = data.reshape(-1, 1) if data.size else data.reshape(0, 0)
