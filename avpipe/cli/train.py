@@ -15,9 +15,10 @@ from typing import Any
 import click
 
 from avpipe.cli.errors import RuntimeFailure, UsageFailure
-from avpipe.cli.params import DEVICE, FusionChoice, did_you_mean, parse_cli_value, resolve_jobs
+from avpipe.cli.params import DEVICE, FusionChoice, parse_cli_value, resolve_jobs
 from avpipe.cli.train_list import TrainCommand, list_option
 from avpipe.display import safe_name, safe_text
+from avpipe.registry import closest_name
 
 TRAIN_EPILOG = """Examples:
 
@@ -101,7 +102,7 @@ def _check_feature_stages(features: dict[str, str], cache: str) -> None:
     for modality, ref in features.items():
         stage = str(ref).partition("@")[0]
         if stage not in known:
-            near = did_you_mean(stage, sorted(known))
+            near = closest_name(stage, sorted(known), typo=True)
             raise UsageFailure(f"--features {modality}={ref}: no stage {stage!r}"
                                + (f"; did you mean {near!r}?" if near else "")
                                + f" (known stages: {', '.join(sorted(known))})")
