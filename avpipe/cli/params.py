@@ -109,3 +109,16 @@ def parse_weights(items: tuple[str, ...] | list[str]) -> dict[str, str]:
             raise UsageFailure(f"--weights: unknown weights name(s) {', '.join(map(repr, unknown))}; "
                                f"known: {', '.join(sorted(known))} (see `avpipe models list`)", usage=True)
     return out
+
+
+#: ``--num-threads`` of the commands that run a model (train, evaluate, predict).
+threads_option = click.option(
+    "--num-threads", type=click.IntRange(min=1), default=None,
+    help="torch threads (default: the cores this process may use).")
+
+
+def set_threads(n: int | None) -> None:
+    """Apply ``--num-threads`` (default: the cores this process may use) before torch works."""
+    from avpipe.pipeline.threads import apply_torch_threads, default_num_threads
+
+    apply_torch_threads(n or default_num_threads(), import_torch=True)
