@@ -588,8 +588,8 @@ class InMemoryWindowDataset(torch.utils.data.Dataset):
 def _padded(t: torch.Tensor, T: int, dtype: torch.dtype | None = None, fill: float = 0) -> torch.Tensor:
     """``t`` (n, ...) copied into a new (T, ...) tensor padded with ``fill`` (zeros / False).
 
-    Built in NumPy on a CPU bank: per small tensor, torch's CPU ops (fill, a float16 copy) cost
-    milliseconds each through the intra-op thread pool on a busy machine, NumPy microseconds."""
+    Built in NumPy on a CPU bank: for a small tensor, torch's CPU ops (fill, a float16 copy) go
+    through the intra-op thread pool, which on a busy machine costs far more than the work."""
     if t.device.type != "cpu":
         out = torch.full((T, *t.shape[1:]), fill, dtype=dtype or t.dtype, device=t.device)
         out[:t.shape[0]] = t

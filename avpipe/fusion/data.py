@@ -224,10 +224,9 @@ def load_bank(source: FeatureSource, fingerprints: Mapping[str, tuple[str, str]]
     (per-frame stages all write one row per probe frame, so this only absorbs absent streams).
     Labels are aligned to it with ``tolerance`` (labels.LabelTrack.aligned).
 
-    Two passes, so peak memory stays near the bank itself (holding every video's arrays while
-    filling made it ≈ 2.5× the bank): sizes first (row counts from the index, dims and dtypes
-    from one entry), the bank allocated once, then each video read, copied into place and
-    released before the next.
+    Two passes, so peak memory stays near the bank itself, never the bank plus every video's
+    arrays: sizes first (row counts from the index, dims and dtypes from one entry), the bank
+    allocated once, then each video read, copied into place and released before the next.
     """
     device = torch.device(device)
     mods = list(fingerprints)

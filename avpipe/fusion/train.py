@@ -89,7 +89,7 @@ def make_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
 
 def amp_settings(cfg: TrainConfig, device: torch.device) -> tuple[bool, torch.dtype]:
     """Autocast: fp16 on CUDA by default; bf16 when asked, on CUDA or on CPU (where AVX512-BF16/AMX
-    make the recursive models ≈2× faster; without them it is emulated: correct, not faster)."""
+    make the recursive models faster; without them it is emulated: correct, not faster)."""
     if cfg.precision == "bf16" and device.type in ("cuda", "cpu"):
         return True, torch.bfloat16
     if device.type != "cuda" or cfg.precision == "off":
