@@ -27,6 +27,7 @@ never guesses. Every error of this module is a :class:`DataError` with a one-lin
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,10 +36,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from avpipe.fusion.data import TrackRef, _fit_rows, _modality_info, _track_rows, make_provider
+from avpipe.fusion.data import TrackRef, fit_rows, make_provider, modality_info, track_rows
 from avpipe.fusion.labels import DEFAULT_TOLERANCE, UNLABELLED, LabelError, LabelTrack
 from avpipe.fusion.source import CacheSource, FeatureError, FeatureSet, FeatureSource
 from avpipe.fusion.windows import pool_clips, window_starts
+from avpipe.pipeline.person_tracks import TRACK_DATA, TRACK_MASK
 
 __all__ = ["DataError", "FeatureStore", "VideoFeatures", "LabelledTrack", "WindowDataset",
            "InMemoryWindowDataset", "labelled_tracks", "load_windows", "parse_features"]
@@ -180,15 +182,15 @@ class FeatureStore:
         truncated within ``tolerance`` frames, else an error). ``resolved``: the result of
         :meth:`resolve`, to skip resolving per call."""
         key = self.key(video)
-        fps = dict(resolved) if resolved is not None else self.resolve(features, [key])
+        fingerprints = dict(resolved) if resolved is not None else self.resolve(features, [key])
         arrays = {}
-        for m, (stage, fp) in fps.items():
+        for m, (stage, fp) in fingerprints.items():
             try:
                 arrays[m] = self.source.load(stage, fp, key, person=person)
             except (FeatureError, KeyError, ValueError) as e:
                 raise DataError(f"{key}: {m}={stage}@{fp[:12]}: {_one_line(e)}") from None
-        dims = {m: self._dim(*fps[m]) for m, a in arrays.items() if not (a.data.ndim == 2 and a.data.shape[1])}
-        return assemble(key, person, fps, arrays, labels, tolerance, dims)
+        dims = {m: self._dim(*fingerprints[m]) for m, a in arrays.items() if not (a.data.ndim == 2 and a.data.shape[1])}
+        return assemble(key, person, fingerprints, arrays, labels, tolerance, dims)
 
     def _dim(self, stage: str, fp: str) -> int:
         """The feature width of a fingerprint, from its first entry with rows. Why: a video
@@ -207,18 +209,18 @@ class FeatureStore:
         return self._dims[fp]
 
 
-def assemble(key: str, person: Person, fps: Mapping[str, tuple[str, str]], arrays: Mapping[str, Any],
+def assemble(key: str, person: Person, fingerprints: Mapping[str, tuple[str, str]], arrays: Mapping[str, Any],
              labels: LabelTrack | np.ndarray | None, tolerance: int,
              dims: Mapping[str, int] | None = None) -> VideoFeatures:
     """Fit every modality to the reference's rows (the trainer's rule: padding rows are masked);
     ``dims`` gives the width of modalities stored without rows."""
-    ref = next(iter(fps))
+    ref = next(iter(fingerprints))
     n = int(arrays[ref].data.shape[0]) if arrays[ref].data.ndim else 0
     x, mask = {}, {}
     for m, a in arrays.items():
         dim = int(a.data.shape[1]) if a.data.ndim == 2 and a.data.shape[1] else int((dims or {}).get(m, 0))
         dt = a.data.dtype if a.data.dtype.kind == "f" else np.dtype(np.float32)
-        x[m], mask[m] = _fit_rows(a, n, dim, dt)
+        x[m], mask[m] = fit_rows(a, n, dim, dt)
     ts = arrays[ref].timestamps
     ts = np.asarray(ts, np.float64)[:n] if ts is not None and len(ts) >= n else None
     y = ym = None
@@ -230,7 +232,7 @@ def assemble(key: str, person: Person, fps: Mapping[str, tuple[str, str]], array
             raise DataError(_one_line(e)) from None
         y[~np.all(np.isfinite(y), axis=1)] = UNLABELLED
         ym = np.all(y != UNLABELLED, axis=1)
-    return VideoFeatures(key, person, x, mask, ts, {m: f"{s}@{f}" for m, (s, f) in fps.items()}, y, ym)
+    return VideoFeatures(key, person, x, mask, ts, {m: f"{s}@{f}" for m, (s, f) in fingerprints.items()}, y, ym)
 
 
 def _load_config(config: Any) -> Any:
@@ -283,19 +285,40 @@ def labelled_tracks(store: FeatureStore, labels: str | Path, *, split: str | Seq
     return out
 
 
+def _renamed_keyword(value: Any, old_value: Any, name: str, old_name: str, func: str) -> Any:
+    """``value``, or ``old_value`` given under a keyword's old name (with a DeprecationWarning):
+    code written against an earlier release keeps working for a while, and says what to change."""
+    if old_value is None:
+        if value is None:
+            raise TypeError(f"{func}() missing required argument: {name!r}")
+        return value
+    if value is not None:
+        raise TypeError(f"{func}() got both {name!r} and its old name {old_name!r}; pass {name!r} only")
+    warnings.warn(f"{func}({old_name}=...) is deprecated; pass {name}=... (same value)", DeprecationWarning,
+                  stacklevel=3)
+    return old_value
+
+
 def _refs(tracks: Sequence[LabelledTrack]) -> list[TrackRef]:
     return [TrackRef(t.name, t.video, t.labels, person=t.person) for t in tracks]
 
 
-def load_windows(source: FeatureSource, fps: Mapping[str, tuple[str, str]], tracks: Sequence[TrackRef], *,
+def load_windows(source: FeatureSource, fingerprints: Mapping[str, tuple[str, str]] | None = None,
+                 tracks: Sequence[TrackRef] | None = None, *,
                  device: str | torch.device = "cpu", dtype: str = "auto", tolerance: int = DEFAULT_TOLERANCE,
-                 budget_bytes: int | None = None, force_chunked: bool = False) -> Any:
+                 budget_bytes: int | None = None, force_chunked: bool = False,
+                 fps: Mapping[str, tuple[str, str]] | None = None) -> Any:
     """The trainer's loader: every track of a split read once into contiguous tensors.
 
+    ``fingerprints``: modality -> (stage, fingerprint), as :meth:`FeatureStore.resolve` returns.
     Returns a provider holding the whole split in one bank when it fits ``budget_bytes``
     (default: half the device's free memory), else groups of whole videos loaded in turn; the
-    trainer (``avpipe train``) and :class:`InMemoryWindowDataset` both load through here."""
-    return make_provider(source, fps, tracks, device=device, dtype=dtype, tolerance=tolerance,
+    trainer (``avpipe train``) and :class:`InMemoryWindowDataset` both load through here.
+    ``fps=`` is the deprecated spelling of ``fingerprints=`` (it read as frames per second)."""
+    fingerprints = _renamed_keyword(fingerprints, fps, "fingerprints", "fps", "load_windows")
+    if tracks is None:
+        raise TypeError("load_windows() missing required argument: 'tracks'")
+    return make_provider(source, fingerprints, tracks, device=device, dtype=dtype, tolerance=tolerance,
                          budget_bytes=budget_bytes, force_chunked=force_chunked)
 
 
@@ -385,10 +408,10 @@ class WindowDataset(torch.utils.data.Dataset):
             ref = next(iter(self.fingerprints.values()))
             refs = _refs(self.tracks)
             try:
-                lengths = [_track_rows(store.source, ref, r) for r in refs]
+                lengths = [track_rows(store.source, ref, r) for r in refs]
                 # each modality's dim as the trainer's bank finds it: the first video with rows
                 videos = list(dict.fromkeys(t.video for t in self.tracks))
-                self.dims = {m: _modality_info(store.source, fp, videos, None, "auto")[0]
+                self.dims = {m: modality_info(store.source, fp, videos, None, "auto")[0]
                              for m, fp in self.fingerprints.items()}
             except (FeatureError, KeyError) as e:
                 raise DataError(_one_line(e)) from None
@@ -453,8 +476,8 @@ class WindowDataset(torch.utils.data.Dataset):
         if r is None:
             d, mk = e.read_rows(s, s + n), e.mask[s:s + n]
         else:
-            d = e.extra_rows("track_data", s, s + n, (r,))
-            mk = e.extra_rows("track_mask", s, s + n, (r,)).astype(bool)
+            d = e.extra_rows(TRACK_DATA, s, s + n, (r,))
+            mk = e.extra_rows(TRACK_MASK, s, s + n, (r,)).astype(bool)
         d = np.asarray(d)
         return (d.reshape(len(d), -1) if d.ndim != 2 else d), np.asarray(mk, bool)
 
@@ -565,8 +588,8 @@ class InMemoryWindowDataset(torch.utils.data.Dataset):
 def _padded(t: torch.Tensor, T: int, dtype: torch.dtype | None = None, fill: float = 0) -> torch.Tensor:
     """``t`` (n, ...) copied into a new (T, ...) tensor padded with ``fill`` (zeros / False).
 
-    Built in NumPy on a CPU bank: per small tensor, torch's CPU ops (fill, a float16 copy) cost
-    milliseconds each through the intra-op thread pool on a busy machine, NumPy microseconds."""
+    Built in NumPy on a CPU bank: for a small tensor, torch's CPU ops (fill, a float16 copy) go
+    through the intra-op thread pool, which on a busy machine costs far more than the work."""
     if t.device.type != "cpu":
         out = torch.full((T, *t.shape[1:]), fill, dtype=dtype or t.dtype, device=t.device)
         out[:t.shape[0]] = t

@@ -135,15 +135,15 @@ def export(cache: str | Path, sel: Selection, out: str | Path, fmt: str, *, over
                 items.remove(it)
         if not items:
             raise ExportError(f"none of the named videos is cached ({', '.join(unknown[:5])})")
-        fps = store.resolve(sel.features, sorted({i.video for i in items}))
+        fingerprints = store.resolve(sel.features, sorted({i.video for i in items}))
         configs = {f.fingerprint: {"stage": f.stage, "version": f.version, "config": f.config,
                                    "upstream": f.upstream, "weights_id": f.weights_id}
                    for f in store.source.cache.fingerprints()}
         with atomic_dir(out) as tmp:
-            reads = _reads(store, fps, items, log)
+            reads = _reads(store, fingerprints, items, log)
             writer = {"npz": _write_npz, "memmap": _write_memmap, "parquet": _write_parquet,
                       "hf": _write_hf}[fmt]
-            done, failed = writer(tmp, reads, fps, store, items, log)
+            done, failed = writer(tmp, reads, fingerprints, store, items, log)
             failed = unknown + failed
             if not done:
                 raise ExportError(f"no track could be read ({len(failed)} failed)")
@@ -152,21 +152,21 @@ def export(cache: str | Path, sel: Selection, out: str | Path, fmt: str, *, over
                 "features": {m: {"stage": s, "fingerprint": f, "config": configs.get(f, {}).get("config"),
                                  "version": configs.get(f, {}).get("version"),
                                  "upstream": configs.get(f, {}).get("upstream")}
-                             for m, (s, f) in fps.items()},
+                             for m, (s, f) in fingerprints.items()},
                 "selection": asdict(sel), "failed": failed,
                 "tracks": done,
             }
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, default=str))
     return ExportResult(out, len(done), sum(t["rows"] for t in done), failed,
-                        {m: f"{s}@{f}" for m, (s, f) in fps.items()})
+                        {m: f"{s}@{f}" for m, (s, f) in fingerprints.items()})
 
 
-def _reads(store: FeatureStore, fps: dict[str, tuple[str, str]], items: Sequence[Item],
+def _reads(store: FeatureStore, fingerprints: dict[str, tuple[str, str]], items: Sequence[Item],
            log: Callable[[str], None]) -> Iterator[tuple[Item, VideoFeatures | None, str | None]]:
     """Each track read once; a track that cannot be read yields its error (the others go on)."""
     for it in items:
         try:
-            yield it, store.read(it.video, {}, person=it.person, labels=it.labels, resolved=fps), None
+            yield it, store.read(it.video, {}, person=it.person, labels=it.labels, resolved=fingerprints), None
         except DataError as e:
             log(f"error: {it.name}: {e}")
             yield it, None, str(e)
@@ -177,7 +177,7 @@ def _track_row(it: Item, v: VideoFeatures, store: FeatureStore, **extra: Any) ->
             "person": it.person, "split": it.split, "rows": v.n_frames, **extra}
 
 
-def _write_npz(tmp: Path, reads, fps, store, items, log) -> tuple[list[dict], list[str]]:
+def _write_npz(tmp: Path, reads, fingerprints, store, items, log) -> tuple[list[dict], list[str]]:
     done, failed = [], []
     for it, v, err in reads:
         if v is None:
@@ -196,24 +196,24 @@ def _write_npz(tmp: Path, reads, fps, store, items, log) -> tuple[list[dict], li
     return done, failed
 
 
-def _write_memmap(tmp: Path, reads, fps, store, items, log) -> tuple[list[dict], list[str]]:
+def _write_memmap(tmp: Path, reads, fingerprints, store, items, log) -> tuple[list[dict], list[str]]:
     """Two passes so that memory stays one track: rows and dims first, then each track copied
     into its place in the ``.npy`` files (np.lib.format.open_memmap)."""
-    from avpipe.fusion.data import TrackRef, _track_rows  # the trainer's row count
+    from avpipe.fusion.data import TrackRef, track_rows  # the trainer's row count
 
     sizes, ok = [], []
     failed: list[str] = []
-    ref = next(iter(fps.values()))
+    ref = next(iter(fingerprints.values()))
     for it in items:
         try:
-            sizes.append(_track_rows(store.source, ref, TrackRef(it.name, it.video, None, person=it.person)))
+            sizes.append(track_rows(store.source, ref, TrackRef(it.name, it.video, None, person=it.person)))
             ok.append(it)
         except Exception as e:  # noqa: BLE001 - reported per track, the others go on
             log(f"error: {it.name}: {' '.join(str(e).split())}")
             failed.append(it.name)
     if not ok:
         return [], failed
-    first = store.read(ok[0].video, {}, person=ok[0].person, resolved=fps)
+    first = store.read(ok[0].video, {}, person=ok[0].person, resolved=fingerprints)
     N = int(sum(sizes))
     has_labels = any(it.labels is not None for it in ok)
     arrs = {f"x_{m}": np.lib.format.open_memmap(tmp / f"x_{m}.npy", "w+", np.float32, (N, a.shape[1]))
@@ -225,7 +225,7 @@ def _write_memmap(tmp: Path, reads, fps, store, items, log) -> tuple[list[dict],
         arrs["label_mask"] = np.lib.format.open_memmap(tmp / "label_mask.npy", "w+", np.bool_, (N,))
     done = []
     start = 0
-    for (it, v, err), n in zip(_reads(store, fps, ok, log), sizes):
+    for (it, v, err), n in zip(_reads(store, fingerprints, ok, log), sizes):
         if v is None or v.n_frames != n:
             failed.append(it.name)
             start += n  # its rows stay zero / masked; index.csv does not list it
@@ -275,13 +275,13 @@ def _table(it: Item, v: VideoFeatures) -> Any:
     return pa.table(cols)
 
 
-def _write_arrow(path: Path, reads, fps, store, kind: str) -> tuple[list[dict], list[str]]:
+def _write_arrow(path: Path, reads, fingerprints, store, kind: str) -> tuple[list[dict], list[str]]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     done, failed = [], []
     writer = None
-    meta = {b"avpipe": json.dumps({m: f"{s}@{f}" for m, (s, f) in fps.items()}).encode()}
+    meta = {b"avpipe": json.dumps({m: f"{s}@{f}" for m, (s, f) in fingerprints.items()}).encode()}
     try:
         for it, v, err in reads:
             if v is None:
@@ -300,18 +300,18 @@ def _write_arrow(path: Path, reads, fps, store, kind: str) -> tuple[list[dict], 
     return done, failed
 
 
-def _write_parquet(tmp: Path, reads, fps, store, items, log) -> tuple[list[dict], list[str]]:
-    return _write_arrow(tmp / "features.parquet", reads, fps, store, "parquet")
+def _write_parquet(tmp: Path, reads, fingerprints, store, items, log) -> tuple[list[dict], list[str]]:
+    return _write_arrow(tmp / "features.parquet", reads, fingerprints, store, "parquet")
 
 
-def _write_hf(tmp: Path, reads, fps, store, items, log) -> tuple[list[dict], list[str]]:
+def _write_hf(tmp: Path, reads, fingerprints, store, items, log) -> tuple[list[dict], list[str]]:
     """An Arrow stream written track by track, opened memory-mapped by ``datasets`` (no copy in
     memory, nothing in the Hugging Face cache folder) and saved with ``save_to_disk``."""
     import datasets
 
     stream = tmp.parent / f".{tmp.name}.arrow"
     try:
-        done, failed = _write_arrow(stream, reads, fps, store, "arrow")
+        done, failed = _write_arrow(stream, reads, fingerprints, store, "arrow")
         if done:
             ds = datasets.Dataset.from_file(str(stream), in_memory=False)
             ds.save_to_disk(str(tmp))

@@ -24,7 +24,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -33,15 +33,26 @@ T = TypeVar("T")
 __all__ = ["DuplicateNameError", "Registry", "RegistryEntry", "UnknownNameError", "closest_name"]
 
 
-def closest_name(name: str, known: list[str]) -> str | None:
+def closest_name(name: str, known: Iterable[str], *, typo: bool = False) -> str | None:
     """The known name a misspelt ``name`` most probably meant (case and ``_``/``-`` ignored), or None.
 
-    difflib finds the similar names; among them the fewest edits wins, counting a swap of two
-    neighbours as one (difflib alone ranks ``rja`` above ``jca`` for ``jac``)."""
+    The one "did you mean" of avpipe: registries and the command line ask here. Two notions of
+    close, because they answer different mistakes:
+
+    * default (a name asked of a registry): difflib finds the similar names; among them the fewest
+      edits wins, counting a swap of two neighbours as one (difflib alone ranks ``rja`` above
+      ``jca`` for ``jac``);
+    * ``typo=True`` (a value typed on the command line): only a slip of the keyboard counts — the
+      name with the fewest edits, and only when that is at most 2 and fewer than the name's length,
+      so a flag never suggests a name that merely looks alike.
+    """
     norm = {k.lower().replace("_", "-"): k for k in known}
     key = name.lower().replace("_", "-")
     if key in norm:
         return norm[key]
+    if typo:
+        scored = sorted((_edits(key, k), k) for k in norm)
+        return norm[scored[0][1]] if scored and scored[0][0] <= min(2, max(1, len(key) - 1)) else None
     close = difflib.get_close_matches(key, list(norm), n=5, cutoff=0.6)
     return norm[min(close, key=lambda k: _edits(key, k))] if close else None
 

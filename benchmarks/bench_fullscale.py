@@ -72,7 +72,7 @@ def child_load(a: argparse.Namespace) -> dict:
     prepare_s = time.perf_counter() - t
     base, base_peak = rss_bytes()
     t = time.perf_counter()
-    bank = load_bank(source, prep.fps, prep.train, device="cpu", dtype=cfg.feature_dtype,
+    bank = load_bank(source, prep.fingerprints, prep.train, device="cpu", dtype=cfg.feature_dtype,
                      tolerance=cfg.label_tolerance)
     load_s = time.perf_counter() - t
     after, load_peak = rss_bytes()
@@ -83,7 +83,7 @@ def child_load(a: argparse.Namespace) -> dict:
     bank.set_stats(compute_stats([bank]))
     stats_s = time.perf_counter() - t
     _, stats_peak = rss_bytes()
-    return {"fusion": a.bank_fusion, "modalities": {m: list(v) for m, v in prep.fps.items()},
+    return {"fusion": a.bank_fusion, "modalities": {m: list(v) for m, v in prep.fingerprints.items()},
             "dims": bank.dims, "train_videos": len(prep.train), "val_videos": len(prep.val),
             "frames": bank.n_rows, "bank_x_bytes": x_bytes, "bank_bytes": all_bytes,
             "prepare_s": prepare_s, "load_s": load_s, "stats_s": stats_s,

@@ -138,3 +138,74 @@ def test_the_layer_rule_reports_storage_that_imports_a_stage(tmp_path):
     (tmp_path / "avpipe" / "pipeline" / "bad.py").write_text("def f():\n    from avpipe.extractors import faces\n")
     assert layer_violations(tmp_path) == ["avpipe/pipeline/bad.py: avpipe.extractors",
                                           "avpipe/pipeline/bad.py: avpipe.extractors.faces"]
+
+
+# -- private names ------------------------------------------------------------------------------
+def private_uses(source: str, module: str, is_package: bool = False) -> list[str]:
+    """``module:name`` of every underscore name ``source`` takes from another avpipe module:
+    ``from avpipe.x import _name`` (relative imports included) and ``x._name`` on a module or
+    object imported from avpipe. A name with a leading underscore is its module's own business;
+    what another module needs gets a public name (or moves to where both use it)."""
+    package = module if is_package else module.rpartition(".")[0]
+    imported: dict[str, str] = {}  # local name -> the avpipe module it came from
+    out: list[str] = []
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name.split(".")[0] == "avpipe":
+                    imported[a.asname or a.name.split(".")[0]] = a.name
+                    out += [f"{a.name}:{p}" for p in a.name.split(".") if _private(p)]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - (node.level - 1)]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            if target.split(".")[0] != "avpipe" or target == module:
+                continue
+            for a in node.names:
+                imported[a.asname or a.name] = target
+                if _private(a.name):
+                    out.append(f"{target}:{a.name}")
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Attribute) and _private(node.attr) and isinstance(node.value, ast.Name)
+                and node.value.id in imported):
+            out.append(f"{imported[node.value.id]}:{node.value.id}.{node.attr}")
+    return sorted(set(out))
+
+
+def _private(name: str) -> bool:
+    return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
+
+
+def private_violations(root: Path = ROOT) -> list[str]:
+    bad = []
+    for f in sorted((root / "avpipe").rglob("*.py")):
+        mod = ".".join(f.relative_to(root).with_suffix("").parts)
+        rel = f.relative_to(root).as_posix()
+        bad += [f"{rel}: {u}" for u in private_uses(f.read_text(encoding="utf-8"), mod,
+                                                     is_package=f.name == "__init__.py")]
+    return bad
+
+
+def test_no_module_uses_another_modules_private_names():
+    assert private_violations() == []
+
+
+@pytest.mark.parametrize("source", [
+    "from avpipe.fusion.data import _fit_rows\n",
+    "def f():\n    from .data import _fit_rows\n",
+    "import avpipe.fusion.data as d\nd._fit_rows(1)\n",
+    "from avpipe.fusion import data\ndata._fit_rows(1)\n",
+    "from avpipe.pipeline.entry import Entry\nEntry._open(None)\n",
+])
+def test_the_private_rule_sees_every_kind_of_use(source):
+    assert private_uses(source, "avpipe.fusion.train") != []
+
+
+def test_the_private_rule_allows_public_names_dunders_and_own_names():
+    src = ("from avpipe.fusion.data import fit_rows\nimport avpipe.fusion.data as d\nd.__name__\n"
+           "from avpipe.fusion.train import _own\nimport numpy as np\nnp._NoValue\n")
+    assert private_uses(src, "avpipe.fusion.train") == []

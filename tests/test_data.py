@@ -307,3 +307,23 @@ def test_labelled_tracks_and_the_trainers_loader(corpus):
     assert isinstance(prov, InMemoryBanks) and prov.bank.names == [t.name for t in tracks[:2]]
     v = store.read(tracks[0].video, {}, resolved=fps)
     np.testing.assert_array_equal(prov.bank.valid["visual"][:v.n_frames].numpy(), v.present()["visual"])
+
+
+def test_load_windows_old_fps_keyword_warns_and_loads_the_same(corpus):
+    """``fps=`` (modality -> (stage, fingerprint), read as frames per second) was renamed
+    ``fingerprints=``: code using the old keyword keeps working, warned, with the same result."""
+    from avpipe.data import load_windows
+    from avpipe.fusion.data import TrackRef
+
+    store = FeatureStore(corpus["cache"])
+    tracks = data_api.labelled_tracks(store, corpus["labels"])[:2]
+    refs = [TrackRef(t.name, t.video, t.labels) for t in tracks]
+    fingerprints = store.resolve(FEATS)
+    new = load_windows(store.source, fingerprints=fingerprints, tracks=refs)
+    with pytest.warns(DeprecationWarning, match=r"load_windows\(fps=...\) is deprecated; pass fingerprints="):
+        old = load_windows(store.source, fps=fingerprints, tracks=refs)
+    assert old.bank.names == new.bank.names
+    for m in fingerprints:
+        np.testing.assert_array_equal(old.bank.x[m].numpy(), new.bank.x[m].numpy())
+    with pytest.raises(TypeError, match="both 'fingerprints' and its old name 'fps'"):
+        load_windows(store.source, fingerprints, refs, fps=fingerprints)

@@ -60,6 +60,32 @@ def test_unknown_name_is_a_key_error_that_suggests_the_near_one():
     assert "did you mean" not in str(UnknownNameError("x", "zzzzzz", ["jca"]))
 
 
+FUSION = ["jca", "rja", "dca", "rjcma", "maven", "maven-frames", "maven-paper"]
+
+
+@pytest.mark.parametrize("name, similar, typo", [
+    ("jac", "jca", "jca"),                    # a swap of neighbours is one edit, both ways
+    ("MAVEN_paper", "maven-paper", "maven-paper"),  # case and _/- are not mistakes at all
+    ("ca", "jca", "dca"),                     # typo: fewest edits, then the first name
+    ("aven-appe", "maven-paper", None),       # alike, but three slips: not a typo
+    ("cjk", None, "jca"),                     # two slips from jca, too unlike for difflib
+    ("zzzzzz", None, None),
+])
+def test_one_closest_name_two_notions_of_close(name, similar, typo):
+    """The command line's "did you mean" (typo=True: at most 2 edits, fewer than the name's
+    length) and the registries' (difflib-similar, fewest edits) are one function."""
+    assert closest_name(name, FUSION) == similar
+    assert closest_name(name, FUSION, typo=True) == typo
+
+
+def test_the_command_line_has_no_did_you_mean_of_its_own():
+    import avpipe.cli.params as params
+    import avpipe.cli.train as train
+
+    assert not hasattr(params, "did_you_mean") and not hasattr(params, "_edit_distance")
+    assert train.closest_name is closest_name
+
+
 def test_lazy_entries_list_without_importing_and_load_on_get(tmp_path, monkeypatch):
     mod = _module(tmp_path, monkeypatch, "reg_lazy_mod", """
         class Thing:

@@ -66,7 +66,7 @@ def render_config(cfg: Any, *, title: str | None, intro: list[str] | None = None
     Options that are unset (``None``) are written as comments: TOML has no null, and leaving the
     key out of a file keeps the default. The output parses back (``tomllib``) to the same config.
     """
-    from avpipe.pipeline.config_schema import config_to_dict, format_value, option_allowed, option_help
+    from avpipe.pipeline.config_schema import config_keys, config_to_dict, format_value, option_allowed, option_help
 
     cls = type(cfg)
     values = config_to_dict(cfg)
@@ -77,15 +77,15 @@ def render_config(cfg: Any, *, title: str | None, intro: list[str] | None = None
         return lines + ["# (no options)", ""]
     if title:
         lines.append(f"[{title}]")
-    for f in fields:
+    for f, key in zip(fields, config_keys(cls)):  # key: as files store it (TrainConfig.precision is amp)
         helptext, allowed = option_help(cls, f.name), option_allowed(cls, f.name)
         comment = "; ".join(x for x in (helptext, allowed) if x)
-        if values[f.name] != defaults[f.name]:
-            comment += f"{'; ' if comment else ''}default: {format_value(defaults[f.name])}"
+        if values[key] != defaults[key]:
+            comment += f"{'; ' if comment else ''}default: {format_value(defaults[key])}"
         if comment:
             lines.append(f"# {comment}")
-        v = values[f.name]
-        lines.append(f"# {f.name} =  (unset)" if v is None else f"{f.name} = {format_value(v)}")
+        v = values[key]
+        lines.append(f"# {key} =  (unset)" if v is None else f"{key} = {format_value(v)}")
     return lines + [""]
 
 

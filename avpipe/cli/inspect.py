@@ -11,6 +11,7 @@ import click
 from avpipe.cli.common import cache_option, echo_json, open_cache
 from avpipe.cli.errors import UsageFailure, fail
 from avpipe.display import safe_name, safe_text
+from avpipe.pipeline.person_tracks import TRACKS_ATTR
 
 
 @click.command("inspect", epilog="""Examples:
@@ -50,7 +51,7 @@ def inspect(video: str, cache_dir: Path | None, as_json: bool) -> None:
             click.echo(f"      attrs: {json.dumps(e['attrs'], sort_keys=True, default=str)}")
             if e["attrs"].get("warning"):  # e.g. asr: an English-only model on other speech
                 click.echo(f"      WARNING: {e['attrs']['warning']}")
-        for t in (e["attrs"] or {}).get("tracks") or []:  # person tracks (faces, visual)
+        for t in (e["attrs"] or {}).get(TRACKS_ATTR) or []:  # person tracks (faces, visual)
             side = f"binds *_{t['side']} labels" if t.get("side") else "no label side"
             click.echo(f"      track {t['id']}: {t['frames']} frames (rows {t['first']}-{t['last']}), "
                        f"mean box {t['mean_box']}, median centre x {t['median_cx']}, {side}")

@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from avpipe.cli.errors import UsageFailure
+from avpipe.registry import closest_name
 
 
 class DeviceType(click.ParamType):
@@ -63,36 +64,11 @@ class FusionChoice(click.Choice):
     def convert(self, value: Any, param: Any, ctx: Any) -> Any:
         """A near miss (``jac``, ``JCA``, ``maven_paper``) names the model it probably meant."""
         if isinstance(value, str) and value not in self.choices:
-            near = did_you_mean(value, [str(c) for c in self.choices])
+            near = closest_name(value, [str(c) for c in self.choices], typo=True)
             if near:
                 self.fail(f"{value!r} is not a fusion model; did you mean {near!r}? "
                           f"(known: {', '.join(map(str, self.choices))})", param, ctx)
         return super().convert(value, param, ctx)
-
-
-def _edit_distance(a: str, b: str) -> int:
-    """Optimal string alignment distance: insertions, deletions, substitutions and swaps of two
-    neighbours each cost 1 (``jac`` is one step from ``jca``, two from ``rja``)."""
-    d = [[i + j if i * j == 0 else 0 for j in range(len(b) + 1)] for i in range(len(a) + 1)]
-    for i in range(1, len(a) + 1):
-        for j in range(1, len(b) + 1):
-            d[i][j] = min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] != b[j - 1]))
-            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
-                d[i][j] = min(d[i][j], d[i - 2][j - 2] + 1)
-    return d[len(a)][len(b)]
-
-
-def did_you_mean(name: str, known: list[str]) -> str | None:
-    """The known name closest to a misspelt one (case, ``_``/``-``, typos, swapped letters), if
-    it is close enough to be a typo (at most 2 edits, fewer than the name's length)."""
-    norm = {k.lower().replace("_", "-"): k for k in known}
-    key = name.lower().replace("_", "-")
-    if key in norm:
-        return norm[key]
-    scored = sorted((_edit_distance(key, k), k) for k in norm)
-    if scored and scored[0][0] <= min(2, max(1, len(key) - 1)):
-        return norm[scored[0][1]]
-    return None
 
 
 def resolve_jobs(jobs: int) -> int:
@@ -133,3 +109,16 @@ def parse_weights(items: tuple[str, ...] | list[str]) -> dict[str, str]:
             raise UsageFailure(f"--weights: unknown weights name(s) {', '.join(map(repr, unknown))}; "
                                f"known: {', '.join(sorted(known))} (see `avpipe models list`)", usage=True)
     return out
+
+
+#: ``--num-threads`` of the commands that run a model (train, evaluate, predict).
+threads_option = click.option(
+    "--num-threads", type=click.IntRange(min=1), default=None,
+    help="torch threads (default: the cores this process may use).")
+
+
+def set_threads(n: int | None) -> None:
+    """Apply ``--num-threads`` (default: the cores this process may use) before torch works."""
+    from avpipe.pipeline.threads import apply_torch_threads, default_num_threads
+
+    apply_torch_threads(n or default_num_threads(), import_torch=True)

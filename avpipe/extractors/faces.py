@@ -3,8 +3,8 @@
 Detector: facenet-pytorch's MTCNN (P/R/O-net weights ship inside the wheel, so it works offline;
 ``weights_id`` is a checksum of ``pnet.pt``/``rnet.pt``/``onet.pt``).
 
-Why not one MTCNN call per frame: the P-net image pyramid dominates the cost (~50 ms for a
-480×360 frame on one CPU core) while the face barely moves between frames. So, per video:
+Why not one MTCNN call per frame: the P-net image pyramid dominates the cost (BENCHMARKS.md,
+"Where the faces time goes") while the face barely moves between frames. So, per video:
 
 * **key frames** (every ``key_interval`` frames, and whenever no face is being tracked) get the
   full cascade, on a copy of the frame down-scaled so its longer side is at most
@@ -20,21 +20,21 @@ Why not one MTCNN call per frame: the P-net image pyramid dominates the cost (~5
 * the kept face of a down-scaled key frame is re-detected the same way at full resolution, so
   down-scaling costs no box or landmark precision.
 
-O-net tracking (``track_onet_inputs`` > 0, off by default): on a tracked frame O-net alone runs
-on the O-net inputs of the last cascade that found this face (the square boxes R-net made for
-it, best ``track_onet_inputs`` first), each moved by the scale and shift that take that
-cascade's face box to the previous frame's; the window cascade runs instead (and becomes the new
-anchor) when O-net's probability is below ``track_onet_min_prob`` or its face does not continue
-the track. Feeding O-net its *inputs* rather than the previous *output* box matters: O-net's box
-is not a fixed point of O-net (re-regressing the previous box shrank it ~5 % and agreement with
-per-frame MTCNN fell to 60–80 %). With the inputs there is no drift or bias, and the stage runs ~3×
-faster (``benchmarks/bench_faces.py``), but it no longer reproduces per-frame MTCNN's own
-frame-to-frame jitter (its box against its own box on the next frame: IoU >= 0.9 on only
-91–97 % of frames on the test clips): agreement with per-frame MTCNN (IoU >= 0.9) is 80–83 %,
-landmarks ~1 % of the face width from per-frame MTCNN's (and as far from the true positions as
-per-frame MTCNN's, within 6 %). The window cascade keeps the P-net
-proposals that make MTCNN's own boxes, which is why it stays the default (and why O-net tracking
-is off in the fingerprint when off: the output is version 4's).
+O-net tracking (``track_onet_inputs`` > 0, off by default): on a tracked frame O-net alone runs on
+the O-net inputs of the last cascade that found this face (the square boxes R-net made for it, best
+``track_onet_inputs`` first), each moved by the scale and shift that take that cascade's face box to
+the previous frame's; the window cascade runs instead (and becomes the new anchor) when O-net's
+probability is below ``track_onet_min_prob`` or its face does not continue the track. Feeding O-net
+its *inputs* rather than the previous *output* box matters: O-net's box is not a fixed point of
+O-net (re-regressing the previous box shrank it ~5 % and agreement with per-frame MTCNN fell to
+60–80 %). With the inputs there is no drift or bias, and the stage runs faster (BENCHMARKS.md,
+"Faces: O-net tracking, and the 10× target"), but it does not reproduce per-frame MTCNN's own
+frame-to-frame jitter (its box against its own box on the next frame: IoU >= 0.9 on only 91–97 % of
+frames on the test clips): agreement with per-frame MTCNN (IoU >= 0.9) is 80–83 %, landmarks ~1 % of
+the face width from per-frame MTCNN's (and as far from the true positions as per-frame MTCNN's,
+within 6 %). The window cascade keeps the P-net proposals that make MTCNN's own boxes, which is why
+it stays the default (and why O-net tracking is off in the fingerprint when off: the output is
+version 4's).
 
 Two opt-in refinements of O-net tracking (each absent from the fingerprint while unset):
 ``track_onet_temperature`` answers with the odds-weighted mean of O-net's candidates on the face

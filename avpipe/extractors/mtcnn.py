@@ -6,9 +6,10 @@ are registered here as ``mtcnn``, their id is a checksum of ``pnet.pt``/``rnet.p
 window of the pyramid levels only, or O-net alone (the module doc of
 :mod:`avpipe.extractors.faces` says when the stage uses which).
 
-Speed (``benchmarks/bench_faces.py``, 1 thread): the nets are channels-last (NCHW max-pooling is
-~10× slower on CPU) and, on CPU, R-net/O-net are TorchScript-frozen with oneDNN
-(``optimize_for_inference``); on tracked frames O-net on ~10 candidates is the main cost left.
+Speed (figures in BENCHMARKS.md, "Where the faces time goes"; ``benchmarks/bench_faces.py``): the
+nets are channels-last (CPU max-pooling is much slower on NCHW) and, on CPU, R-net/O-net are
+TorchScript-frozen with oneDNN (``optimize_for_inference``); on tracked frames O-net on ~10
+candidates is the main cost left.
 Measured and rejected (agreement with per-frame MTCNN, IoU >= 0.9, fell below 95 %): only the
 top-k R-net boxes to O-net (k=3: 83 %), top-k P-net proposals to R-net (k=10: 89 %),
 ``roi_max_face`` 1.0 (92–94 %; 1.5: 96 %, too close to the bar), ``roi_min_face`` 0.7 (91 %).
@@ -77,8 +78,8 @@ class MtcnnEngine:
 
         self.config = config
         self.device = torch.device(device)
-        # channels_last weights: conv outputs come out NHWC, where CPU max-pooling is ~10x faster
-        # than NCHW (O-net/R-net ~2x faster overall; same maths, float rounding aside)
+        # channels_last weights: conv outputs come out NHWC, where CPU max-pooling is much faster
+        # than on NCHW (same maths, float rounding aside)
         cl = torch.channels_last
         self.pnet, self.rnet, self.onet = (
             PNet().to(self.device).eval().to(memory_format=cl),
@@ -337,7 +338,7 @@ class Cascade:
 
 def _nchw(src: Any, ya: int, yb: int, xa: int, xb: int) -> Any:
     """(1, 3, h, w) float crop of an (H, W, 3) uint8 frame tensor, NCHW-contiguous (area pooling
-    of an NHWC-strided view takes a ~1.5x slower kernel; same values)."""
+    of an NHWC-strided view takes a slower kernel; same values)."""
     return src[ya:yb, xa:xb].permute(2, 0, 1).contiguous().unsqueeze(0).float()
 
 

@@ -1,7 +1,7 @@
 """Per-cell claims: several sweep processes (or machines) on one ``--out`` train each cell once.
 
-Why: two sweeps started on the same folder each trained every cell into the same run folders at
-once. A cell is now *claimed* before it trains: an exclusive ``flock`` on ``<cell>/.claim``, held
+Why: two sweeps started on the same folder would each train every cell into the same run folders
+at once. So a cell is *claimed* before it trains: an exclusive ``flock`` on ``<cell>/.claim``, held
 for the whole training. The kernel drops it when the claimant dies (even by SIGKILL), so a cell
 whose claimant died is simply claimed again by the next sweep, which resumes its checkpoint.
 The file also records who holds it (host, pid, time) so a sweep can say where a cell is running.

@@ -192,7 +192,7 @@ def summarize(runs: Sequence[RunInfo]) -> list[Row]:
         for k, fp in v.items():
             if k.startswith("fp.") and fp is not None:
                 seen.setdefault((k[3:], str(fp).partition("@")[0]), set()).add(str(fp))
-    split = {m for m, fps in seen.items() if len(fps) > 1}
+    split = {m for m, fingerprints in seen.items() if len(fingerprints) > 1}
     groups: dict[str, Row] = {}
     for r, v in zip(runs, vals):
         extra = ", ".join(f"{k}={v[k]}" for k in other)
@@ -325,9 +325,9 @@ def write_outputs(rows: Sequence[Row], out: str | Path, per_video: bool = False)
 
 def plot_comparison(rows: Sequence[Row], path: str | Path) -> Path:
     """Grouped bars (valence, arousal, mean, smoothed) per row with ± std whiskers over seeds."""
-    from avpipe.fusion.plots import _plt
+    from avpipe.fusion.plots import pyplot
 
-    plt = _plt()
+    plt = pyplot()
     path = Path(path)
     n = max(1, len(rows))
     fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * n + 2), 4))

@@ -23,7 +23,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field
 
-from avpipe.pipeline.config_schema import Float, Int, config_dataclass, config_from_dict, load_config_file, save_config_file
+from avpipe.pipeline.config_schema import (Float, Int, config_dataclass, config_from_dict, load_config_file, save_config_file,
+                                           with_stored_keys)
 
 GENERIC_DEFAULTS: dict[str, Any] = {"step_peak_lr": 1e-3, "optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0, "schedule": "step",
                                     "epochs": 30, "batch_size": 32, "warmup_epochs": 0,
@@ -127,8 +128,9 @@ class TrainConfig:
         description="parameter initialisation (unset = recipe)")] = None
     aux_losses: Annotated[dict[str, Annotated[Float, Field(ge=0.0)]] | None, Field(
         description="auxiliary loss weights by name (unset = model default; maven: polar 0.1)")] = None
-    amp: Annotated[Literal["auto", "off", "fp16", "bf16"], Field(
-        description="mixed precision (auto = fp16 on CUDA, off on CPU; bf16 on CUDA or CPU)")] = "auto"
+    # stored as ``amp`` (files, canonical JSON, sweep cells): the key runs have always recorded
+    precision: Annotated[Literal["auto", "off", "fp16", "bf16"], Field(
+        alias="amp", description="mixed precision (auto = fp16 on CUDA, off on CPU; bf16 on CUDA or CPU)")] = "auto"
     patience: Annotated[PosInt | None, Field(description="early stopping: epochs without validation CCC "
                                                          "improvement (unset = model default)")] = None
     seed: Annotated[Int, Field(ge=0, le=2**32 - 1, description="random seed (split, init, batches)")] = 0
@@ -191,7 +193,8 @@ class TrainConfig:
         return cls.from_dict(d)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Keyed as ``config.json`` stores it (``precision`` under ``amp``)."""
+        return with_stored_keys(type(self), dataclasses.asdict(self))
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":

@@ -136,7 +136,7 @@ class FeatureBank:
         return Batch(xs, ms, self.y[rows], self.y_valid[rows], rows, inwin)
 
 # ----------------------------------------------------------------------------- loading
-def _fit_rows(a: FeatureArrays, n: int, dim: int, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+def fit_rows(a: FeatureArrays, n: int, dim: int, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
     """Pad/truncate one modality to ``n`` rows (padding: mask False). Absent stream → all invalid."""
     if not a.present or a.data.size == 0:
         return np.zeros((n, dim), dtype), np.zeros(n, bool)
@@ -160,16 +160,16 @@ def _load_track(source: FeatureSource, ref: tuple[str, str], t: TrackRef) -> Fea
         raise PersonTrackError(f"label {t.name!r}: {e}") from e
 
 
-def probe_dims(source: FeatureSource, fps: Mapping[str, tuple[str, str]], video: str) -> dict[str, tuple[int, np.dtype]]:
+def probe_dims(source: FeatureSource, fingerprints: Mapping[str, tuple[str, str]], video: str) -> dict[str, tuple[int, np.dtype]]:
     """(dim, dtype) per modality from one video's entries."""
     out = {}
-    for m, (stage, fp) in fps.items():
+    for m, (stage, fp) in fingerprints.items():
         a = source.load(stage, fp, video)
         out[m] = (int(a.data.shape[1]) if a.data.ndim == 2 else 0, a.data.dtype)
     return out
 
 
-def _modality_info(source: FeatureSource, ref: tuple[str, str], videos: Sequence[str], dim: int | None,
+def modality_info(source: FeatureSource, ref: tuple[str, str], videos: Sequence[str], dim: int | None,
                    dtype: str) -> tuple[int, np.dtype]:
     """(dim, dtype) of one modality in the bank: from the first video whose entry has rows (read
     one at a time and dropped; usually the first video). ``dim`` given: only the dtype is needed."""
@@ -186,7 +186,7 @@ def _modality_info(source: FeatureSource, ref: tuple[str, str], videos: Sequence
     return d, (dt if dt.kind == "f" else np.dtype(np.float32))
 
 
-def _track_rows(source: FeatureSource, ref: tuple[str, str], t: TrackRef) -> int:
+def track_rows(source: FeatureSource, ref: tuple[str, str], t: TrackRef) -> int:
     """Rows of one track: the entry's row count from the index; a person's track is read (and
     dropped) since its rows come from the entry's per-person extras."""
     if t.person is None:
@@ -214,27 +214,26 @@ def _warn_if_empty(track: str, modality: str, stage: str, x: np.ndarray, valid: 
                       f"the model learns nothing from it for this track", stacklevel=3)
 
 
-def load_bank(source: FeatureSource, fps: Mapping[str, tuple[str, str]], tracks: Sequence[TrackRef], *,
+def load_bank(source: FeatureSource, fingerprints: Mapping[str, tuple[str, str]], tracks: Sequence[TrackRef], *,
               device: str | torch.device = "cpu", dtype: str = "auto", tolerance: int = DEFAULT_TOLERANCE,
               dims: Mapping[str, int] | None = None, reference: str | None = None) -> FeatureBank:
     """Read every track's features once into contiguous tensors on ``device``.
 
-    ``fps``: modality -> (stage, fingerprint). The frame count of a video is the row count of the
+    ``fingerprints``: modality -> (stage, fingerprint). The frame count of a video is the row count of the
     ``reference`` modality (default: the first); other modalities are padded/truncated to it
     (per-frame stages all write one row per probe frame, so this only absorbs absent streams).
     Labels are aligned to it with ``tolerance`` (labels.LabelTrack.aligned).
 
-    Two passes, so peak memory stays near the bank itself (holding every video's arrays while
-    filling made it ≈ 2.5× the bank): sizes first (row counts from the index, dims and dtypes
-    from one entry), the bank allocated once, then each video read, copied into place and
-    released before the next.
+    Two passes, so peak memory stays near the bank itself, never the bank plus every video's
+    arrays: sizes first (row counts from the index, dims and dtypes from one entry), the bank
+    allocated once, then each video read, copied into place and released before the next.
     """
     device = torch.device(device)
-    mods = list(fps)
+    mods = list(fingerprints)
     ref = reference or mods[0]
     videos = list(dict.fromkeys(t.video for t in tracks))
-    info = {m: _modality_info(source, fps[m], videos, dims.get(m) if dims else None, dtype) for m in mods}
-    lengths = [_track_rows(source, fps[ref], t) for t in tracks]
+    info = {m: modality_info(source, fingerprints[m], videos, dims.get(m) if dims else None, dtype) for m in mods}
+    lengths = [track_rows(source, fingerprints[ref], t) for t in tracks]
     N = int(sum(lengths))
     offsets = np.zeros(len(tracks) + 1, dtype=np.int64)
     offsets[1:] = np.cumsum(lengths)
@@ -246,7 +245,7 @@ def load_bank(source: FeatureSource, fps: Mapping[str, tuple[str, str]], tracks:
     for i, t in enumerate(tracks):
         by_track.setdefault((t.video, t.person), []).append(i)
     for idxs in by_track.values():
-        arrays = {m: _load_track(source, fps[m], tracks[idxs[0]]) for m in mods}
+        arrays = {m: _load_track(source, fingerprints[m], tracks[idxs[0]]) for m in mods}
         for i in idxs:
             t = tracks[i]
             s, e = int(offsets[i]), int(offsets[i + 1])
@@ -256,12 +255,12 @@ def load_bank(source: FeatureSource, fps: Mapping[str, tuple[str, str]], tracks:
                 if a.data.size and a.data.shape[0] != n and abs(a.data.shape[0] - n) > tolerance:
                     warnings.warn(f"{safe_name(t.video)}: modality {m!r} has {a.data.shape[0]} rows, {ref!r} has {n}; "
                                   f"padding/truncating", stacklevel=2)
-                X[m][s:e], V[m][s:e] = _fit_rows(a, n, info[m][0], info[m][1])
+                X[m][s:e], V[m][s:e] = fit_rows(a, n, info[m][0], info[m][1])
             if t.labels is not None:
                 Y[s:e] = t.labels.aligned(n, tolerance)
                 if bool(t.labels.valid.any()):
                     for m in mods:
-                        _warn_if_empty(t.name, m, fps[m][0], X[m][s:e], V[m][s:e])
+                        _warn_if_empty(t.name, m, fingerprints[m][0], X[m][s:e], V[m][s:e])
         del arrays  # this track's arrays go before the next one is read
     # NaN/inf labels count as unlabelled, exactly like -5: masked out of loss and metric (a NaN that
     # reached them would turn the whole epoch's CCC into NaN); labels.py warns once per file.
@@ -389,7 +388,7 @@ def source_rows(source: FeatureSource, ref: tuple[str, str], video: str) -> int:
     return int(source.load(*ref, video).data.shape[0])
 
 
-def make_provider(source: FeatureSource, fps: Mapping[str, tuple[str, str]], tracks: Sequence[TrackRef], *,
+def make_provider(source: FeatureSource, fingerprints: Mapping[str, tuple[str, str]], tracks: Sequence[TrackRef], *,
                   device: str | torch.device, dtype: str = "auto", tolerance: int = DEFAULT_TOLERANCE,
                   budget_bytes: int | None = None, force_chunked: bool = False) -> InMemoryBanks | ChunkedBanks:
     """One bank if the split fits ``budget_bytes`` (default: half the device's free memory),
@@ -397,18 +396,18 @@ def make_provider(source: FeatureSource, fps: Mapping[str, tuple[str, str]], tra
     device = torch.device(device)
     if not tracks:
         raise ValueError("no tracks to load")
-    dims = probe_dims(source, fps, tracks[0].video)
+    dims = probe_dims(source, fingerprints, tracks[0].video)
     if dtype != "auto":
         dims = {m: (d, np.dtype(dtype)) for m, (d, _) in dims.items()}
     budget = int(budget_bytes) if budget_bytes is not None else available_memory_bytes(device) // 2
-    ref = fps[next(iter(fps))]
+    ref = fingerprints[next(iter(fingerprints))]
     lengths = [source_rows(source, ref, t.video) for t in tracks]
     if not force_chunked and estimate_bytes(sum(lengths), dims) <= budget:
-        return InMemoryBanks(load_bank(source, fps, tracks, device=device, dtype=dtype, tolerance=tolerance))
+        return InMemoryBanks(load_bank(source, fingerprints, tracks, device=device, dtype=dtype, tolerance=tolerance))
     groups = plan_groups(lengths, max(1, estimate_bytes(1, dims)), max(budget, 1))
     plain = {m: d for m, (d, _) in dims.items()}
 
     def loader(group: list[TrackRef]) -> FeatureBank:
-        return load_bank(source, fps, group, device=device, dtype=dtype, tolerance=tolerance, dims=plain)
+        return load_bank(source, fingerprints, group, device=device, dtype=dtype, tolerance=tolerance, dims=plain)
 
     return ChunkedBanks(loader, [[tracks[i] for i in g] for g in groups], plain)

@@ -8,7 +8,9 @@ from typing import Any
 import numpy as np
 
 
-def _plt():
+def pyplot() -> Any:
+    """matplotlib's pyplot on the file-only Agg backend: plots are written, never shown, so
+    training and comparing work on servers without a display."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -19,26 +21,33 @@ def _plt():
 
 def plot_learning_curves(history: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
     """Training loss and validation CCC (V, A, mean; smoothed dashed) per epoch."""
-    plt = _plt()
+    plt = pyplot()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     ep = [int(float(r["epoch"])) for r in history]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
     a1.plot(ep, [float(r["train_loss"]) for r in history], marker="o")
-    a1.set_xlabel("epoch"); a1.set_ylabel("train loss"); a1.grid(alpha=.3)
+    a1.set_xlabel("epoch")
+    a1.set_ylabel("train loss")
+    a1.grid(alpha=.3)
     for k, c in (("valence", "C0"), ("arousal", "C1"), ("mean", "k")):
         a2.plot(ep, [float(r[f"val_ccc_{k}"]) for r in history], color=c, label=k)
         if f"val_ccc_{k}_smoothed" in history[0]:
             a2.plot(ep, [float(r[f"val_ccc_{k}_smoothed"]) for r in history], color=c, ls="--", alpha=.6)
-    a2.set_xlabel("epoch"); a2.set_ylabel("validation CCC (dashed: smoothed)"); a2.legend(); a2.grid(alpha=.3)
-    fig.tight_layout(); fig.savefig(path, dpi=100); plt.close(fig)
+    a2.set_xlabel("epoch")
+    a2.set_ylabel("validation CCC (dashed: smoothed)")
+    a2.legend()
+    a2.grid(alpha=.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
     return path
 
 
 def plot_predictions(preds: Mapping[str, np.ndarray], labels: Mapping[str, np.ndarray],
                      valid: Mapping[str, np.ndarray], path: str | Path, n: int = 3) -> Path:
     """Prediction vs target over time for the ``n`` validation videos with most labelled frames."""
-    plt = _plt()
+    plt = pyplot()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     names = sorted(preds, key=lambda k: -int(np.sum(valid[k])))[: max(1, n)]
@@ -49,8 +58,11 @@ def plot_predictions(preds: Mapping[str, np.ndarray], labels: Mapping[str, np.nd
             y = np.where(valid[name], labels[name][:, d], np.nan)
             ax.plot(y, color="k", lw=1, label="target")
             ax.plot(preds[name][:, d], color="C3", lw=1, alpha=.8, label="prediction")
-            ax.set_ylim(-1.05, 1.05); ax.set_title(f"{name} — {dim}", fontsize=9)
+            ax.set_ylim(-1.05, 1.05)
+            ax.set_title(f"{name} — {dim}", fontsize=9)
             if i == 0 and d == 0:
                 ax.legend(fontsize=8)
-    fig.tight_layout(); fig.savefig(path, dpi=90); plt.close(fig)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
     return path

@@ -42,7 +42,7 @@ def evaluate_run(run_path: str | Path, *, cache: str | None = None, source: Feat
     pinned = {m: f"{d['stage']}@{d['fingerprint']}" for m, d in cfg.resolved_features.items()}
     cfg.features = pinned or cfg.features
     prep = prepare(cfg, predictor.source)  # the validation split, read with the run's own fingerprints
-    preds, labels, valid = predictor.predict_tracks(prep.val, fingerprints=prep.fps, tolerance=cfg.label_tolerance)
+    preds, labels, valid = predictor.predict_tracks(prep.val, fingerprints=prep.fingerprints, tolerance=cfg.label_tolerance)
     ev = evaluate(preds, labels, valid, cfg.smoothing)
     run.write_json("eval/metrics.json", {"checkpoint": which, "overall": ev.overall,
                                          "overall_smoothed": ev.overall_smoothed, "n_frames": ev.n_frames,
@@ -57,7 +57,7 @@ def evaluate_run(run_path: str | Path, *, cache: str | None = None, source: Feat
     return ev
 
 
-def _pipeline_config(cfg: Any, cache_root: str, fps: Fingerprints) -> tuple[Any, list[str]]:
+def _pipeline_config(cfg: Any, cache_root: str, fingerprints: Fingerprints) -> tuple[Any, list[str]]:
     """The stage configs that compute the run's features, and the feature stages to extract.
 
     From the run itself (``feature_configs``, recorded at training), so that any cache on any
@@ -84,9 +84,9 @@ def _pipeline_config(cfg: Any, cache_root: str, fps: Fingerprints) -> tuple[Any,
                 for up in (info.upstream or {}).values():
                     add(up)
 
-        for _, fp in fps.values():
+        for _, fp in fingerprints.values():
             add(fp)
-        lost = [f"{s}@{fp[:12]}" for s, fp in fps.values() if fp not in rows]
+        lost = [f"{s}@{fp[:12]}" for s, fp in fingerprints.values() if fp not in rows]
         if lost:
             raise PredictSetupError(
                 f"the run records no stage configs (trained before avpipe recorded them) and {cache_root} "
@@ -104,7 +104,7 @@ def _pipeline_config(cfg: Any, cache_root: str, fps: Fingerprints) -> tuple[Any,
                 f"{reg[st].version}: extraction would give other inputs than training; predict on the "
                 f"cache the run was trained on (--cache) or retrain")
         stages[st] = dict(d.get("config") or {})
-    names = sorted({s for s, _ in fps.values() if s in stages})
+    names = sorted({s for s, _ in fingerprints.values() if s in stages})
     return PipelineConfig(stages), names
 
 
@@ -160,7 +160,7 @@ def predict_videos(run_path: str | Path, videos: str | Path, out: str | Path, *,
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; use {FORMATS}")
     predictor = Predictor.from_run(run_path, cache=cache, source=source, device=device)
-    cache_root, fps = predictor.config.cache, predictor.fingerprints
+    cache_root, fingerprints = predictor.config.cache, predictor.fingerprints
     if keys is None:
         from avpipe.pipeline.discover import iter_video_files
 
@@ -170,7 +170,7 @@ def predict_videos(run_path: str | Path, videos: str | Path, out: str | Path, *,
     if extract and source is None:
         from avpipe.pipeline.runner import run_extract
 
-        config, stage_names = _pipeline_config(predictor.config, cache_root, fps)
+        config, stage_names = _pipeline_config(predictor.config, cache_root, fingerprints)
         if stage_names:
             log(f"extracting {', '.join(stage_names)} for {len(keys)} video(s) into {cache_root} with the run's "
                 f"stage configs (cached entries reused)")
@@ -183,7 +183,7 @@ def predict_videos(run_path: str | Path, videos: str | Path, out: str | Path, *,
     written: list[Path] = []
     failed: list[str] = []
     summary_rows: list[dict[str, Any]] = []
-    ref = next(iter(fps.values()))
+    ref = next(iter(fingerprints.values()))
     suffix = ".txt" if fmt == "affwild2" else ".csv"
     for key in keys:
         # One video's problem (no features, a bad key) is reported and the batch goes on.
@@ -193,7 +193,7 @@ def predict_videos(run_path: str | Path, videos: str | Path, out: str | Path, *,
             if missing:
                 raise FeatureError(
                     f"{safe_name(key)}: no cached features for {missing} with the run's fingerprints "
-                    f"({', '.join(f'{m}={fps[m][0]}@{fps[m][1][:12]}' for m in missing)}); the "
+                    f"({', '.join(f'{m}={fingerprints[m][0]}@{fingerprints[m][1][:12]}' for m in missing)}); the "
                     f"extraction failed, or the stage config, code version or weights differ from training")
             for person in predictor.persons(key):
                 target = output_path_for(out, key, suffix if person is None else f"_{person}{suffix}")

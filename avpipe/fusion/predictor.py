@@ -27,6 +27,7 @@ from avpipe.fusion.segments import plan_for
 from avpipe.fusion.labels import DEFAULT_TOLERANCE
 from avpipe.fusion.run import RunDir
 from avpipe.fusion.source import CacheSource, FeatureSource
+from avpipe.pipeline.person_tracks import SIDES_ATTR
 
 __all__ = ["Fingerprints", "Predictor", "TrackPredictions", "VideoPrediction", "persons_of"]
 
@@ -47,15 +48,15 @@ class VideoPrediction:
     present: dict[str, np.ndarray]
 
 
-def persons_of(source: FeatureSource, fps: Fingerprints, key: str) -> list[str | None]:
+def persons_of(source: FeatureSource, fingerprints: Fingerprints, key: str) -> list[str | None]:
     """Whose predictions a video gets: ``["left", "right"]`` (those bound) when a person-aware
     feature of the run has sides for it, else ``[None]`` (the main face, one output)."""
     cache = getattr(source, "cache", None)
     if cache is None:
         return [None]
-    for stage, fp in fps.values():
+    for stage, fp in fingerprints.values():
         try:
-            sides = dict(cache.read(stage, key, fingerprint=fp).attrs.get("sides") or {})
+            sides = dict(cache.read(stage, key, fingerprint=fp).attrs.get(SIDES_ATTR) or {})
         except Exception:  # noqa: BLE001 - a missing entry is reported by the feature check
             continue
         if sides:

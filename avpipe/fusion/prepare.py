@@ -29,7 +29,7 @@ class Prepared:
 
     train: list[TrackRef]
     val: list[TrackRef]
-    fps: dict[str, tuple[str, str]]  # modality -> (stage, fingerprint)
+    fingerprints: dict[str, tuple[str, str]]  # modality -> (stage, fingerprint)
     modalities: tuple[str, ...]
 
 
@@ -52,7 +52,7 @@ def _split_hint(cfg: TrainConfig, refs: list[TrackRef]) -> str:
     return how
 
 
-def feature_configs(source: FeatureSource, fps: Mapping[str, tuple[str, str]]) -> dict[str, dict[str, Any]]:
+def feature_configs(source: FeatureSource, fingerprints: Mapping[str, tuple[str, str]]) -> dict[str, dict[str, Any]]:
     """stage -> {fingerprint, version, config} of each resolved feature and everything upstream of
     it, from the cache index. Why: a run must name its inputs by what computes them, not only by
     fingerprints that another cache does not have (docs/data.md#predictions)."""
@@ -70,7 +70,7 @@ def feature_configs(source: FeatureSource, fps: Mapping[str, tuple[str, str]]) -
         for up in (info.upstream or {}).values():
             add(up)
 
-    for _, fp in fps.values():
+    for _, fp in fingerprints.values():
         add(fp)
     return out
 
@@ -94,19 +94,19 @@ def prepare(cfg: TrainConfig, source: FeatureSource) -> Prepared:
                          f"{len(val)} val (matched {len(refs)} of {len(tracks)} label tracks to cached videos)"
                          + _split_hint(cfg, refs))
     videos = sorted({r.video for r in train + val})
-    fps: dict[str, tuple[str, str]] = {}
+    fingerprints: dict[str, tuple[str, str]] = {}
     paper = None if cfg.features else paper_features(cfg.fusion, mods, source, videos)
     if paper is not None:  # a cache extracted with --config <fusion>: that paper's inputs
-        fset, fps = paper
-    for m in (m for m in mods if m not in fps):
+        fset, fingerprints = paper
+    for m in (m for m in mods if m not in fingerprints):
         ref = fset.refs[m]
         try:
-            fps[m] = (ref.stage, source.resolve(ref, videos))
+            fingerprints[m] = (ref.stage, source.resolve(ref, videos))
         except FeatureError as e:
             raise MissingModalityError(
                 f"model {cfg.fusion!r} needs modality {m!r} (stage {ref.stage!r}); run: avpipe extract "
                 f"--stages {ref.stage} --videos DIR --cache {cfg.cache}  [{e}]") from e
     cfg.features = fset.to_dict()
-    cfg.resolved_features = {m: {"stage": s, "fingerprint": f} for m, (s, f) in fps.items()}
-    cfg.feature_configs = feature_configs(source, fps) or cfg.feature_configs
-    return Prepared(train, val, fps, mods)
+    cfg.resolved_features = {m: {"stage": s, "fingerprint": f} for m, (s, f) in fingerprints.items()}
+    cfg.feature_configs = feature_configs(source, fingerprints) or cfg.feature_configs
+    return Prepared(train, val, fingerprints, mods)

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from avpipe.pipeline.person_tracks import TRACKS_ATTR, is_person_aware
 
 
 # Default feature set: modality -> stage (docs/stages.md#stage-graph).
@@ -121,14 +122,14 @@ class MemorySource:
     def __init__(self, arrays: Mapping[tuple[str, str], FeatureArrays],
                  fingerprints: Mapping[str, str] | None = None) -> None:
         self.arrays = dict(arrays)
-        self.fps = dict(fingerprints or {})
+        self.fingerprints = dict(fingerprints or {})
 
     def videos(self) -> list[tuple[str, str]]:
         keys = sorted({k for _, k in self.arrays})
         return [(k, k) for k in keys]
 
     def _fp(self, stage: str) -> str:
-        return self.fps.get(stage, f"mem-{stage}")
+        return self.fingerprints.get(stage, f"mem-{stage}")
 
     def resolve(self, ref: StageRef, videos: list[str]) -> str:
         missing = [v for v in videos if (ref.stage, v) not in self.arrays]
@@ -206,17 +207,17 @@ class CacheSource:
         from avpipe.pipeline.types import AmbiguousRead, NotCached
 
         cids = {self.content_id(v): v for v in videos}
-        fps = self._entries(ref.stage)
+        entries = self._entries(ref.stage)
         if ref.fingerprint:
-            fps = {f: d for f, d in fps.items() if f.startswith(ref.fingerprint)}
-            if not fps:
+            entries = {f: d for f, d in entries.items() if f.startswith(ref.fingerprint)}
+            if not entries:
                 raise FeatureError(f"stage {ref.stage!r} has no completed entries with fingerprint "
                                    f"{ref.fingerprint!r} in {self.root}")
-            if len(fps) > 1:
-                raise FeatureError(f"fingerprint prefix {ref.fingerprint!r} is ambiguous: {sorted(fps)}")
-            best = next(iter(fps))
+            if len(entries) > 1:
+                raise FeatureError(f"fingerprint prefix {ref.fingerprint!r} is ambiguous: {sorted(entries)}")
+            best = next(iter(entries))
         else:
-            if not fps:
+            if not entries:
                 raise FeatureError(_missing_msg(ref.stage, len(videos), videos))
             try:
                 best = self.cache.resolve(ref.stage, self.config)
@@ -224,25 +225,25 @@ class CacheSource:
                 raise FeatureError(str(e)) from e
             except (NotCached, ValueError):
                 best = ""
-            if best not in fps:  # no entries of that config: only an unambiguous other one will do
-                full = [f for f, d in fps.items() if set(cids) <= d["cids"]]
+            if best not in entries:  # no entries of that config: only an unambiguous other one will do
+                full = [f for f, d in entries.items() if set(cids) <= d["cids"]]
                 if self.exact:
                     versions = {r.fingerprint: str(r.version) for r in self.cache.fingerprints(ref.stage)}
                     full = [f for f in full if versions.get(f) == "precomputed"]
                 if len(full) != 1:
-                    raise FeatureError(self._choose_msg(ref.stage, sorted(full or fps)))
+                    raise FeatureError(self._choose_msg(ref.stage, sorted(full or entries)))
                 best = full[0]
-        missing = [cids[c] for c in cids if c not in fps[best]["cids"]]
+        missing = [cids[c] for c in cids if c not in entries[best]["cids"]]
         if missing:
             raise FeatureError(_missing_msg(ref.stage, len(missing), missing)
                                + f" (fingerprint {best[:12]})")
         return best
 
-    def _choose_msg(self, stage: str, fps: list[str]) -> str:
+    def _choose_msg(self, stage: str, candidates: list[str]) -> str:
         rows = {f.fingerprint: f for f in self.cache.fingerprints(stage)}
-        listed = "; ".join(f"{stage}@{f[:16]} config={rows[f].config if f in rows else '?'}" for f in fps)
+        listed = "; ".join(f"{stage}@{f[:16]} config={rows[f].config if f in rows else '?'}" for f in candidates)
         return (f"stage {stage!r}: the cache has no entries of its default config and "
-                f"{len(fps)} other fingerprint(s) could be meant: {listed}. Pin one with "
+                f"{len(candidates)} other fingerprint(s) could be meant: {listed}. Pin one with "
                 f"--features MODALITY={stage}@FINGERPRINT (in Python: '{stage}@FINGERPRINT'; a stage name never "
                 f"means 'the newest')")
 
@@ -275,7 +276,7 @@ class CacheSource:
 
             data, mask = select_person(data, mask, e.attrs, e.extra, person, stage=stage, video=video,
                                        provenance=getattr(e, "provenance", None))
-        elif len((e.attrs or {}).get("tracks") or []) >= 2 and "sides" in e.attrs:
+        elif len((e.attrs or {}).get(TRACKS_ATTR) or []) >= 2 and is_person_aware(e.attrs):
             _warn_main_face_switches(data, mask, e, stage, video)
         if data.ndim == 1:
             data = data.reshape(-1, 1) if data.size else data.reshape(0, 0)

@@ -25,7 +25,6 @@ workers), so each worker loads a bank about once. See docs/experiments.md for wh
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import itertools
 import json
@@ -38,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from avpipe.fusion.progress import SweepProgress, fit_line, fmt_duration
-from avpipe.pipeline.config_schema import canonical_json, load_config_file
+from avpipe.pipeline.config_schema import canonical_json, config_keys, load_config_file
 
 MARKER = "completed.json"
 MANIFEST = "sweep.json"
@@ -127,7 +126,7 @@ def _set_key(d: dict[str, Any], key: str, value: Any) -> None:
 def _check_keys(keys: Sequence[str], where: str) -> None:
     from avpipe.fusion.config import TrainConfig
 
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    fields = set(config_keys(TrainConfig))
     bad = [k for k in keys if not (k.startswith("model.") and len(k) > 6) and k not in fields]
     if bad:
         raise SweepError(f"{where}: unknown option(s) {bad}; use TrainConfig fields "
@@ -232,18 +231,18 @@ class BankCache:
         self.loads = 0
         self.hits = 0
 
-    def add_union(self, key: str, fps: Mapping[str, tuple[str, str]]) -> None:
-        self.unions.setdefault(key, {}).update(fps)
+    def add_union(self, key: str, fingerprints: Mapping[str, tuple[str, str]]) -> None:
+        self.unions.setdefault(key, {}).update(fingerprints)
 
-    def _rows_agree(self, source: Any, fps: Mapping[str, tuple[str, str]], videos: Sequence[str]) -> bool:
+    def _rows_agree(self, source: Any, fingerprints: Mapping[str, tuple[str, str]], videos: Sequence[str]) -> bool:
         """Whether every feature has the same row count per video (then one bank serves them all
         with exactly the rows each run would load alone)."""
         from avpipe.fusion import data
 
-        if len(fps) < 2:
+        if len(fingerprints) < 2:
             return True
         for v in videos:
-            if len({data.source_rows(source, ref, v) for ref in fps.values()}) > 1:
+            if len({data.source_rows(source, ref, v) for ref in fingerprints.values()}) > 1:
                 return False
         return True
 
@@ -253,7 +252,7 @@ class BankCache:
         from avpipe.fusion import data
 
         key = split_key(prep, cfg, device)
-        mine = {_token(*ref): ref for ref in prep.fps.values()}
+        mine = {_token(*ref): ref for ref in prep.fingerprints.values()}
         for (k, toks), entry in self._entries.items():
             if k == key and set(mine) <= toks:
                 self.hits += 1
@@ -290,7 +289,7 @@ class BankCache:
         from avpipe.fusion.data import FeatureBank, InMemoryBanks, Stats
 
         tr, va, stats = entry
-        tok = {m: _token(*ref) for m, ref in prep.fps.items()}
+        tok = {m: _token(*ref) for m, ref in prep.fingerprints.items()}
 
         def view(b: FeatureBank) -> FeatureBank:
             return FeatureBank(names=b.names, videos=b.videos, x={m: b.x[t] for m, t in tok.items()},
@@ -333,7 +332,7 @@ def plan_unions(cells: Sequence[Cell], root: Path) -> tuple[dict[str, dict[str, 
             continue
         k = split_key(prep, cfg, resolve_device(cfg.device))
         keys[c.name] = k
-        unions.setdefault(k, {}).update({_token(*ref): ref for ref in prep.fps.values()})
+        unions.setdefault(k, {}).update({_token(*ref): ref for ref in prep.fingerprints.values()})
     return unions, keys
 
 

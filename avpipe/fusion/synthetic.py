@@ -58,13 +58,13 @@ def make_corpus(cache_root: str | Path, labels_dir: str | Path, spec: SyntheticS
     results: dict[str, dict[str, StageResult]] = {m: {} for m in mods}
     keys: dict[str, str] = {}
     dt = np.dtype(spec.dtype)
-    fps: dict[str, str] = {}
+    fingerprints: dict[str, str] = {}
     pending = 0
 
     def flush() -> None:
         for m, st in mods.items():
             if results[m]:
-                fps[m] = write_precomputed(cache_root, st, None, results[m], keys,
+                fingerprints[m] = write_precomputed(cache_root, st, None, results[m], keys,
                                            {"synthetic": True, "dim": spec.dims[m], "seed": spec.seed},
                                            shard_size=spec.shard_size)
                 results[m].clear()
@@ -97,4 +97,4 @@ def make_corpus(cache_root: str | Path, labels_dir: str | Path, spec: SyntheticS
             flush()
             pending = 0
     flush()
-    return fps
+    return fingerprints

@@ -89,10 +89,10 @@ def make_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
 
 def amp_settings(cfg: TrainConfig, device: torch.device) -> tuple[bool, torch.dtype]:
     """Autocast: fp16 on CUDA by default; bf16 when asked, on CUDA or on CPU (where AVX512-BF16/AMX
-    make the recursive models ≈2× faster; without them it is emulated: correct, not faster)."""
-    if cfg.amp == "bf16" and device.type in ("cuda", "cpu"):
+    make the recursive models faster; without them it is emulated: correct, not faster)."""
+    if cfg.precision == "bf16" and device.type in ("cuda", "cpu"):
         return True, torch.bfloat16
-    if device.type != "cuda" or cfg.amp == "off":
+    if device.type != "cuda" or cfg.precision == "off":
         return False, torch.float32
     return True, torch.float16
 
@@ -218,7 +218,7 @@ def load_data(cfg: TrainConfig, source: FeatureSource, device: torch.device, ban
         return LoadedSplits(prep, tr, va, stats, time.perf_counter() - t0)
     from avpipe.data import load_windows  # the public data API's loader: one data path
 
-    tr, va = (load_windows(source, prep.fps, refs, device=device, dtype=cfg.feature_dtype,
+    tr, va = (load_windows(source, prep.fingerprints, refs, device=device, dtype=cfg.feature_dtype,
                            tolerance=cfg.label_tolerance, budget_bytes=budget) for refs in (prep.train, prep.val))
     stats = recipe_stats(cfg.input_norm or "zscore", compute_stats(tr.groups(0, None)))
     for p in (tr, va):
@@ -502,7 +502,7 @@ def _train(cfg: TrainConfig, *, source: FeatureSource | None, resume: bool, over
                 f"{cfg.batch_size}, {int(cfg.batch_size) // world} per rank")
         record_environment(run, cfg, device, log)
         log(f"[{cfg.fusion}] {len(splits.prep.train)} train / {len(splits.prep.val)} val tracks; features "
-            + ", ".join(f"{m}={s}@{f[:12]}" for m, (s, f) in splits.prep.fps.items())
+            + ", ".join(f"{m}={s}@{f[:12]}" for m, (s, f) in splits.prep.fingerprints.items())
             + f"; loaded in {splits.load_s:.1f}s ({'chunked' if splits.train.chunked else 'in memory'}, {device})")
     dims = splits.train.dims
     fit = build_fit(cfg, dims, device, world)

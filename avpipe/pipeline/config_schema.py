@@ -223,7 +223,9 @@ Float = Annotated[float, BeforeValidator(_reject_bool), AfterValidator(_finite)]
 #: A float where ``inf`` means "no limit" (documented as such on the option); never NaN.
 FloatOrInf = Annotated[float, BeforeValidator(_reject_bool), AfterValidator(_not_nan)]
 
-_PYDANTIC_CONFIG = ConfigDict(extra="forbid", validate_assignment=True)
+#: ``populate_by_name``: an option stored under another key (``Field(alias=...)``, see
+#: :func:`stored_keys`) is still set by its Python name in code (pydantic >= 2.6 reads it).
+_PYDANTIC_CONFIG = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
 
 
 def config_dataclass(cls: type[T]) -> type[T]:
@@ -311,11 +313,33 @@ def option_allowed(cls: type, name: str) -> str:
 
 
 # -- canonical form ----------------------------------------------------------------------------
+def stored_keys(cls: type) -> dict[str, str]:
+    """Python name -> key in files, for the options stored under another key.
+
+    An option renamed in code (``Field(alias="old")``) keeps the key files, canonical JSON and
+    fingerprints already hold: renaming the attribute must not change what is stored.
+    """
+    return {name: info.alias for name, info in getattr(cls, "__pydantic_fields__", {}).items()
+            if info.alias and info.alias != name}
+
+
+def config_keys(cls: type) -> list[str]:
+    """The keys a file (or dict) of ``cls`` may hold, in field order."""
+    keys = stored_keys(cls)
+    return [keys.get(f.name, f.name) for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+
+
+def with_stored_keys(cls: type, d: dict[str, Any]) -> dict[str, Any]:
+    """``d`` (keyed by Python names, e.g. ``dataclasses.asdict``) keyed as files store it."""
+    keys = stored_keys(cls)
+    return {keys.get(k, k): v for k, v in d.items()} if keys else d
+
+
 def config_to_dict(cfg: Any) -> dict[str, Any]:
-    """A dataclass config as a plain dict (nested dataclasses, tuples → lists)."""
+    """A dataclass config as a plain dict keyed as files store it (nested dataclasses, tuples → lists)."""
     if not dataclasses.is_dataclass(cfg):
         raise TypeError(f"expected a dataclass config, got {type(cfg).__name__}")
-    return _plain(dataclasses.asdict(cfg))  # type: ignore[arg-type]
+    return _plain(with_stored_keys(type(cfg), dataclasses.asdict(cfg)))  # type: ignore[arg-type]
 
 
 def _plain(v: Any) -> Any:
@@ -348,7 +372,7 @@ def config_from_dict(cls: type[T], data: dict[str, Any] | None, *, section: str 
     if data is not None and not isinstance(data, dict):
         raise ConfigError(ConfigIssue(section, "", NO_VALUE, f"must be a table of options, got {format_value(data)}"))
     data = dict(data or {})
-    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    names = config_keys(cls)
     issues: list[ConfigIssue | str] = [ConfigIssue(section, k, data[k], unknown_key_message(k, names))
                                        for k in sorted(set(data) - set(names))]
     known = {k: v for k, v in data.items() if k in names}

@@ -92,7 +92,9 @@ def test_importing_the_layout_pulls_in_neither_torch_nor_extractors_nor_fusion()
 
 @pytest.mark.parametrize("module", ["avpipe.fusion.persons", "avpipe.render", "avpipe.extractors.visual",
                                     "avpipe.extractors.faces",
-                                    "avpipe.extractors.crop_tree", "avpipe.extractors.face_tracker"])
+                                    "avpipe.extractors.crop_tree", "avpipe.extractors.face_tracker",
+                                    "avpipe.data", "avpipe.fusion.source", "avpipe.fusion.predictor",
+                                    "avpipe.cli.inspect"])
 def test_every_per_person_reader_and_writer_spells_no_name_itself(module):
     """One schema: the places that write or read per-person outputs name them only through it
     (a string literal equal to a stored name, docstrings aside, is a second spelling)."""

@@ -46,6 +46,7 @@ BUILTIN_MODELS: dict[str, str] = {
     "dca": "avpipe.fusion.models.iaca:DCA",
     "maven": "avpipe.fusion.models.maven:MAVEN",
     "maven-paper": "avpipe.fusion.models.maven:MAVENPaper",
+    "maven-frames": "avpipe.fusion.models.maven:MAVENFrames",
     "ca": "avpipe.fusion.models.ca:CrossAttention",
     "concat": "avpipe.fusion.models.baselines:Concat",
     "audio": "avpipe.fusion.models.baselines:AudioOnly",

@@ -78,7 +78,7 @@ class JointCoAttention(nn.Module):
         xavier_(self)
 
     #: on CPU the batch runs in chunks whose (d, D) maps total about this many bytes, so that the
-    #: maps stay in cache between the elementwise passes (≈1.5× faster for RJA's widths); on
+    #: maps stay in cache between the elementwise passes (faster than one pass at RJA's widths); on
     #: accelerators one batched pass is faster.
     cpu_chunk_bytes: int = 1 << 22
 
@@ -98,7 +98,7 @@ class JointCoAttention(nn.Module):
         d = 512, D = 1024; the matmuls around them are only L = 16 deep), so every scalar factor is
         applied to the small operand instead: 1/√D to K (B, d, L) and the dropout's 1/(1-p) to V
         (B, L, d); the dropout mask is drawn with ``rand`` (a plain Bernoulli(1-p) keep mask,
-        ≈1.6× faster on CPU than ``bernoulli_``). Same function, three fewer passes over the maps.
+        cheaper on CPU than ``bernoulli_``). Same function, three fewer passes over the maps.
         """
         J = torch.cat(xs, dim=-1)  # (B, L, D)
         Q = self.q(J) if self.q is not None else J

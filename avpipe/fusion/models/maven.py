@@ -24,9 +24,9 @@ Names:
   and std, as the code does per segment. Two encoder stacks run **in parallel** on the same input
   and are concatenated; no refinement step. The trainer makes every window one transcript segment
   (:mod:`avpipe.fusion.segments`); a window given here is taken as one segment.
-* ``maven-frames`` — avpipe's per-frame front end (``tokens="frame"``), what ``maven`` built
-  before segments: audio and text are per-frame rows, so every pathway attends over the window.
-  Runs trained as ``maven`` before the change are read back as ``maven-frames``.
+* ``maven-frames`` — avpipe's per-frame front end (``tokens="frame"``): audio and text are
+  per-frame rows, so every pathway attends over the window. A run recorded as ``maven`` without a
+  ``tokens`` model option trained this front end and is read back as ``maven-frames``.
 * ``maven-paper`` — the paper's description on per-frame rows: BEiT₂(BEiT₁(x)) **sequential**
   (one stack of ``layers``), the refinement step 4, and a polar (circumplex) head: the head emits
   an unnormalised 2-vector whose direction is (cos θ, sin θ) and an intensity I ∈ [0, √2], output

@@ -123,3 +123,16 @@ def test_config_show_train(tmp_path):
     (tmp_path / "t.toml").write_text("epochs = 5\n")
     r = _invoke("config", "show", "--train", "--config", tmp_path / "t.toml")
     assert tomllib.loads(r.stdout)["epochs"] == 5
+
+
+def test_config_show_train_writes_precision_under_its_stored_key(tmp_path):
+    """``TrainConfig.precision`` is ``amp`` in files: ``config show`` writes the key a file holds,
+    and what it writes reads back (with ``--precision``'s value)."""
+    (tmp_path / "t.toml").write_text('amp = "bf16"\n')
+    r = _invoke("config", "show", "--train", "--config", tmp_path / "t.toml")
+    assert r.exit_code == 0, r.output
+    parsed = tomllib.loads(r.stdout)
+    assert parsed["amp"] == "bf16" and "precision" not in parsed
+    assert "# mixed precision" in r.stdout and "default: \"auto\"" in r.stdout
+    r = _invoke("config", "show", "--train", "--json")
+    assert json.loads(r.stdout)["amp"] == "auto"
