@@ -26,8 +26,9 @@ from avpipe.pipeline.types import Fingerprint
 
 if TYPE_CHECKING:  # pragma: no cover
     from avpipe.pipeline.stage import Stage
+    from avpipe.pipeline.store import Cache
 
-__all__ = ["Given"]
+__all__ = ["Given", "given_from_cache"]
 
 
 @dataclass(frozen=True)
@@ -43,3 +44,13 @@ class Given:
         if self.source is not None and self.source.name != self.fingerprint.stage:
             raise ValueError(f"given {self.fingerprint.stage!r} entries: source stage is named "
                              f"{self.source.name!r}")
+
+
+def given_from_cache(cache: "Cache", fingerprint: str) -> Given:
+    """The entries of ``fingerprint`` already in ``cache``, given without a source (the run
+    computes none of them). Unknown fingerprint: ``KeyError`` naming it."""
+    row = cache.index.fingerprint_row(fingerprint)
+    if row is None:
+        raise KeyError(f"fingerprint {fingerprint[:16]} is not in the cache's index")
+    return Given(Fingerprint(row["fingerprint"], row["stage"], row["version"], row["config_json"],
+                             row["weights_id"], dict(row["upstream"])))
