@@ -30,6 +30,12 @@ Irregular missing frame numbers are legal (no face there) and are counted in att
 Fingerprint: the entries' fingerprint hashes the *content* of every ingested folder (file names
 and bytes), the crop size and the probe fingerprint — a changed crop tree is a different
 fingerprint, never a silent reuse.
+
+Running: :func:`ingest_crop_tree` scans the tree (the fingerprint needs every folder's digest),
+then makes one runner run in which :class:`CropTreeSource` is the given source of ``faces``
+(:mod:`avpipe.pipeline.given`). So the ingest has what ``extract`` has — the cache lock, tasks
+committed one by one, failures recorded in the index, resume after a crash — and ``visual`` is
+planned on the crop entries like on any upstream; the MTCNN stage never runs for the tree.
 """
 from __future__ import annotations
 
