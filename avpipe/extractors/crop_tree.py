@@ -456,6 +456,9 @@ def ingest_crop_tree(crops_root: str | Path, videos_root: str | Path, cache_root
     crops_root = Path(crops_root)
     if not crops_root.is_dir():
         raise FileNotFoundError(f"crop tree not found: {crops_root}")
+    wanted = list(dict.fromkeys((["visual"] if backbone else []) + list(stages or []))) or ["faces"]
+    config = PipelineConfig({"visual": {"backbone": backbone}} if backbone else {})
+    _check_weights(wanted, config, runtime)  # before any video is probed or read
     summary = run_extract(cache_root, videos_root, stages=["probe"], progress=False, say=log)
     if not summary.ok:
         log(summary.render())
@@ -466,8 +469,6 @@ def ingest_crop_tree(crops_root: str | Path, videos_root: str | Path, cache_root
     faces = precomputed("faces", scan.config(crop_size), SOURCE_VERSION, {"probe": str(scan.probe_fingerprint)})
     source = CropTreeSource(CropSourceConfig(str(crops_root.absolute()), crop_size, dict(scan.videos),
                                              {c: why for c, (_, why) in scan.failed.items()}, chunk), runtime)
-    wanted = list(dict.fromkeys((["visual"] if backbone else []) + list(stages or []))) or ["faces"]
-    config = PipelineConfig({"visual": {"backbone": backbone}} if backbone else {})
     run = run_extract(cache_root, videos_root, config, stages=wanted, runtime=runtime, progress=progress,
                       say=log, given={"faces": Given(faces, source)},
                       retry_failed=[s for s in wanted if s != "probe"] + ["faces"])
@@ -488,3 +489,12 @@ def ingest_crop_tree(crops_root: str | Path, videos_root: str | Path, cache_root
             log(f"{s}: fingerprint {fps[s]}")
     return IngestReport(faces.value, vfp, ingested, failed, unused)
 
+
+def _check_weights(stages: list[str], config: Any, runtime: Any) -> None:
+    """Missing weights of a stage computed on the crops, as the weights registry words it
+    (:class:`~avpipe.pipeline.types.WeightsMissingError`), before the tree is touched."""
+    from avpipe.pipeline.stage import get_stage_class, topological_order
+
+    for name in topological_order(stages):
+        if name not in ("probe", "faces"):
+            get_stage_class(name)(config.stage_config(name), runtime).weights_id()

@@ -12,6 +12,7 @@ import textwrap
 
 import h5py
 import numpy as np
+import pytest
 
 from avpipe.extractors import crop_tree
 from avpipe.extractors.crop_tree import crops_result, find_folders, ingest_crop_tree, scan_video
@@ -170,3 +171,17 @@ def test_visual_entries_record_the_weights_their_fingerprint_hashes(tree, monkey
             attrs = dict(h5[e.content_id].attrs)
     assert attrs["weights_id"] == "sha256:" + "9" * 16 and attrs["fingerprint"] == rep.visual_fingerprint
     assert json.loads(attrs["upstream_json"])["faces"] == rep.faces_fingerprint
+
+
+def test_missing_backbone_weights_stop_the_ingest_before_anything_is_written(tree, monkeypatch):  # noqa: F811
+    from avpipe.extractors.visual import Visual
+    from avpipe.pipeline.types import WeightsMissingError
+
+    def missing(self):
+        raise WeightsMissingError("weights 'hog' are not available (test)")
+
+    root, videos, crops = tree
+    monkeypatch.setattr(Visual, "weights_id", missing)
+    with pytest.raises(WeightsMissingError, match="weights 'hog' are not available"):
+        ingest_crop_tree(crops, videos, root / "cache", backbone="hog", log=_quiet)
+    assert not (root / "cache").exists()
