@@ -119,3 +119,16 @@ def test_a_source_must_be_named_like_the_entries_it_gives():
     fp = precomputed("toy_b", {}, "x")
     with pytest.raises(ValueError, match="source stage is named 'toy_a'"):
         Given(fp, SevenSource())
+
+
+def test_forcing_a_given_stage_without_a_source_computes_none_of_it(tmp_path, two, monkeypatch):
+    one, both = two
+    cache, log = tmp_path / "cache", tmp_path / "log"
+    assert run_extract(cache, one, stages=["toy_a"], progress=False).ok
+    with Cache(cache) as c:
+        pinned = given_from_cache(c, next(e.fingerprint for e in c.list(stage="toy_a")))
+    monkeypatch.setenv("AVPIPE_TOY_LOG", str(log))
+    run_extract(cache, both, stages=["toy_b"], only="toy_a", force=True, progress=False, given={"toy_a": pinned})
+    assert "toy_a" not in _log(log)
+    with Cache(cache) as c:
+        assert len([e for e in c.list(stage="toy_a")]) == 1  # a.mp4's, untouched
