@@ -59,7 +59,7 @@ def ingest_crops(crops_dir: Path, videos_dir: Path, cache_dir: Path | None, back
     root = (cache_dir or default_cache_root()).expanduser().absolute()
     rep = ingest_crop_tree(crops_dir, videos_dir, root, backbone=name, crop_size=crop_size,
                            runtime=Runtime(device=device, batch_size=batch_size, weights=wmap),
-                           log=lambda m: click.echo(m, err=True))
+                           log=lambda m: click.echo(m, err=True), progress=True)
     for key, why in rep.failed:
         click.echo(f"FAILED {key}: {why}", err=True)
     if rep.unused_folders:

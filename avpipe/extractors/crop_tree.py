@@ -30,6 +30,12 @@ Irregular missing frame numbers are legal (no face there) and are counted in att
 Fingerprint: the entries' fingerprint hashes the *content* of every ingested folder (file names
 and bytes), the crop size and the probe fingerprint — a changed crop tree is a different
 fingerprint, never a silent reuse.
+
+Running: :func:`ingest_crop_tree` scans the tree (the fingerprint needs every folder's digest),
+then makes one runner run in which :class:`CropTreeSource` is the given source of ``faces``
+(:mod:`avpipe.pipeline.given`). So the ingest has what ``extract`` has — the cache lock, tasks
+committed one by one, failures recorded in the index, resume after a crash — and ``visual`` is
+planned on the crop entries like on any upstream; the MTCNN stage never runs for the tree.
 """
 from __future__ import annotations
 
@@ -37,7 +43,7 @@ import hashlib
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -45,7 +51,7 @@ import numpy as np
 
 from avpipe.extractors.face_columns import DETECTED, N_COLUMNS, N_FACES, PROB
 from avpipe.pipeline.person_tracks import SIDES_ATTR, TRACK_CROPS, TRACKS_ATTR, track_extras
-from avpipe.pipeline.stage import StageResult
+from avpipe.pipeline.stage import Stage, StageResult, VideoRef
 
 NAME = re.compile(r"^(\d{5})\.jpg$")
 SOURCE_VERSION = "crops-1"
@@ -186,10 +192,12 @@ def _memory_budget() -> int:
         return 16 << 30
 
 
-def read_crops(key: str, frames: Mapping[int, Path], n: int, size: int | None) -> np.ndarray:
+def read_crops(key: str, frames: Mapping[int, Path], n: int, size: int | None,
+               hashes: dict[int, bytes] | None = None) -> np.ndarray:
     """(n, S, S, 3) uint8 RGB with the crops at rows ``frame - 1``; checks decoding and size.
     Each image's size is read from its header first, so an absurd one fails this video alone,
-    before any decoding or allocation."""
+    before any decoding or allocation. ``hashes`` (frame -> sha256 of the file's bytes) is filled
+    from the bytes decoded, so the content digest costs no second read."""
     import cv2
 
     out: np.ndarray | None = None
@@ -205,9 +213,12 @@ def read_crops(key: str, frames: Mapping[int, Path], n: int, size: int | None) -
                 raise CropTreeError(f"{key}: {n} crops of {side}x{side} need {n * side * side * 3 / 2**30:.1f} GiB, "
                                     "more than half the memory available")
         try:  # read the bytes ourselves: OpenCV crashes on a path that is not valid UTF-8
-            raw = np.frombuffer(p.read_bytes(), np.uint8)
+            blob = p.read_bytes()
         except OSError as e:
             raise CropTreeError(f"{key}: {p}: cannot read ({e.strerror})") from e
+        if hashes is not None:
+            hashes[f] = hashlib.sha256(blob).digest()
+        raw = np.frombuffer(blob, np.uint8)
         img = cv2.imdecode(raw, cv2.IMREAD_COLOR) if raw.size else None
         if img is None:
             raise CropTreeError(f"{key}: {p} does not decode as an image")
@@ -227,28 +238,43 @@ def read_crops(key: str, frames: Mapping[int, Path], n: int, size: int | None) -
 
 def folder_digest(frames: Mapping[int, Path]) -> str:
     """sha256 over (frame, file bytes) of one folder: the content, not paths or mtimes."""
+    return _folder_digest({f: hashlib.sha256(p.read_bytes()).digest() for f, p in frames.items()})
+
+
+def _folder_digest(hashes: Mapping[int, bytes]) -> str:
+    """:func:`folder_digest` from the files' sha256 digests (frame -> digest)."""
     h = hashlib.sha256()
-    for f, p in sorted(frames.items()):
+    for f, d in sorted(hashes.items()):
         h.update(f"{f}\0".encode())
-        h.update(hashlib.sha256(p.read_bytes()).digest())
+        h.update(d)
     return h.hexdigest()
+
+
+def _video_digest(folder_digests: Mapping[str | None, str]) -> str:
+    """One video's content digest from its people's folder digests."""
+    people = sorted(folder_digests, key=lambda p: (p is not None, p or ""))
+    return hashlib.sha256("".join(f"{p}:{folder_digests[p]}\n" for p in people).encode()).hexdigest()
 
 
 def scan_video(key: str, folders: Mapping[str | None, Path], n: int) -> tuple[dict[str | None, dict[int, Path]], str]:
     """Names and numbering of one video's folders checked; (person -> frame -> file, content digest)."""
     frames = {p: scan_folder(key, d, n) for p, d in folders.items()}
-    people = sorted(frames, key=lambda p: (p is not None, p or ""))
-    digest = hashlib.sha256("".join(f"{p}:{folder_digest(frames[p])}\n" for p in people).encode()).hexdigest()
-    return frames, digest
+    return frames, _video_digest({p: folder_digest(fr) for p, fr in frames.items()})
 
 
 def crops_result(key: str, folders: Mapping[str | None, Path], n: int, crop_size: int | None = None,
                  scanned: tuple[dict[str | None, dict[int, Path]], str] | None = None
                  ) -> tuple[StageResult, str]:
     """One video's faces-shaped result and the digest of its folders (``scanned``: from
-    :func:`scan_video`, to avoid a second pass over the files)."""
-    frames, digest = scanned or scan_video(key, folders, n)
-    crops = {p: read_crops(key, fr, n, crop_size) for p, fr in frames.items()}
+    :func:`scan_video`; without it the digest is taken from the bytes decoded, one read per file)."""
+    if scanned is not None:
+        frames, digest = scanned
+    else:
+        frames, digest = {p: scan_folder(key, d, n) for p, d in folders.items()}, None
+    hashes: dict[str | None, dict[int, bytes]] = {p: {} for p in frames}
+    crops = {p: read_crops(key, fr, n, crop_size, hashes[p]) for p, fr in frames.items()}
+    if digest is None:
+        digest = _video_digest({p: _folder_digest(h) for p, h in hashes.items()})
     sizes = {c.shape[1] for c in crops.values()}
     if len(sizes) > 1:
         raise CropTreeError(f"{key}: the person folders hold crops of different sizes {sorted(sizes)}")
@@ -298,6 +324,105 @@ def crops_result(key: str, folders: Mapping[str | None, Path], n: int, crop_size
     return StageResult(data=rows(masks[main]), mask=masks[main].copy(), extras=extras, attrs=attrs), digest
 
 
+# -- the crop tree as a source of ``faces`` entries, run by the runner ---------------------------
+@dataclass
+class CropSourceConfig:
+    """What the source reads, fixed when the tree was scanned (the fingerprint hashes it).
+
+    ``videos``: content id -> (the video key whose folders are read, their content digest);
+    ``failed``: content id -> why no folder of those bytes can be read (found while scanning)."""
+
+    crops_root: str
+    crop_size: int | None = None
+    videos: dict[str, tuple[str, str]] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+    videos_per_task: int = 8
+
+
+class CropTreeSource(Stage):
+    """The crop tree read as ``faces`` entries: one video's folders per ``compute``.
+
+    Not registered (``faces`` names the MTCNN stage): it is handed to the runner as the source of
+    the given ``faces`` entries (:class:`~avpipe.pipeline.given.Given`), so the runner's tasks,
+    shard writer, index transactions, failure records, progress and resume do the work. A video
+    whose folders changed since they were scanned fails: its bytes are not what the fingerprint
+    hashes."""
+
+    name = "faces"
+    version = SOURCE_VERSION
+    config_cls = CropSourceConfig
+    per_frame = True
+
+    def __init__(self, config: CropSourceConfig | None = None, runtime: Any = None) -> None:
+        super().__init__(config, runtime)
+        self.videos_per_task = max(1, int(self.config.videos_per_task))  # type: ignore[misc]
+
+    def compute(self, video: VideoRef, inputs: Mapping[str, Any]) -> StageResult:
+        cfg: CropSourceConfig = self.config
+        cid = video.content_id
+        if cid in cfg.failed:
+            raise CropTreeError(cfg.failed[cid])
+        if cid not in cfg.videos:
+            raise CropTreeError(f"{video.key}: not in the crop tree as scanned (a video added since?)")
+        key, want = cfg.videos[cid]
+        probe = inputs["probe"]
+        n = int(probe.attrs.get("n_frames", len(probe.data)))
+        res, digest = crops_result(key, find_folders(Path(cfg.crops_root), key), n, cfg.crop_size)
+        if digest != want:
+            raise CropTreeError(f"{key}: its crop folders changed while being ingested; run ingest-crops again")
+        return res
+
+
+@dataclass
+class TreeScan:
+    """Pass 1 over the tree: names, numbering and content digests, no decoding."""
+
+    probe_fingerprint: str | None = None
+    videos: dict[str, tuple[str, str]] = field(default_factory=dict)  # cid -> (key, digest)
+    failed: dict[str, tuple[str, str]] = field(default_factory=dict)  # cid -> (key, why): the source records it
+    failed_keys: list[tuple[str, str]] = field(default_factory=list)  # (key, why) no run records
+    used: set[str] = field(default_factory=set)  # folder names that belong to a video
+
+    def config(self, crop_size: int | None) -> dict[str, Any]:
+        """The source config the fingerprint hashes (its recipe is frozen: caches hold these)."""
+        content = "\n".join(sorted(f"{k}:{d}" for k, d in self.videos.values()))
+        return {"source": "cropped_aligned", "crop_size": crop_size, "probe": self.probe_fingerprint,
+                "content": hashlib.sha256(content.encode()).hexdigest()}
+
+
+def scan_tree(crops_root: Path, videos_root: str | Path, cache_root: str | Path) -> TreeScan:
+    """Check every probed video's folders and hash their files; bad videos become failures."""
+    from avpipe.pipeline.discover import iter_video_files
+    from avpipe.pipeline.store import Cache
+
+    scan = TreeScan()
+    by_cid: dict[str, tuple[str, str]] = {}  # cid -> first (key, why) that failed
+    with Cache(cache_root) as cache:
+        for key in (v.key for v in iter_video_files(videos_root)):
+            try:
+                probe = cache.read("probe", key)
+            except Exception as e:  # noqa: BLE001 - the store's not-found error, whatever its class
+                scan.failed_keys.append((key, f"not probed ({e})"))
+                continue
+            scan.probe_fingerprint = scan.probe_fingerprint or str(probe.fingerprint)
+            n = int(probe.attrs.get("n_frames", len(probe.data)))
+            cid = str(probe.content_id)
+            try:
+                folders = find_folders(crops_root, key)
+                scan.used.update(p.name for p in folders.values())
+                _, digest = scan_video(key, folders, n)
+            except CropTreeError as e:
+                by_cid.setdefault(cid, (key, str(e)))
+                continue
+            scan.videos.setdefault(cid, (key, digest))  # same bytes under two keys: one entry
+    for cid, (key, why) in by_cid.items():
+        if cid in scan.videos:  # another key of these bytes is ingested: report this one here
+            scan.failed_keys.append((key, why))
+        else:
+            scan.failed[cid] = (key, why)
+    return scan
+
+
 @dataclass
 class IngestReport:
     faces_fingerprint: str | None
@@ -309,96 +434,67 @@ class IngestReport:
 
 def ingest_crop_tree(crops_root: str | Path, videos_root: str | Path, cache_root: str | Path, *,
                      backbone: str | None = None, crop_size: int | None = None, runtime: Any = None,
-                     chunk: int = 8, log: Callable[[str], None] = print) -> IngestReport:
-    """Probe the videos, read their crop folders, write ``faces`` entries (and ``visual`` entries
-    embedded with ``backbone`` unless it is None). Bad videos are reported, not fatal.
+                     chunk: int = 8, log: Callable[[str], None] = print,
+                     stages: list[str] | None = None, progress: bool = False) -> IngestReport:
+    """Probe the videos, read their crop folders as ``faces`` entries and compute ``visual``
+    (embedded with ``backbone``; None: faces only) and any other ``stages`` on them. Bad videos
+    are reported, not fatal.
 
-    Two passes so memory stays at ``chunk`` videos of crops: the first checks names and numbering
-    and hashes the files (the fingerprint needs the whole tree's content), the second decodes,
-    writes and embeds ``chunk`` videos at a time (each chunk committed on its own)."""
-    from avpipe.pipeline.entry import MemoryEntry
-    from avpipe.pipeline.fingerprint import precomputed_fingerprint
-    from avpipe.pipeline.ingest import write_precomputed
+    Both steps are one runner run with ``faces`` given (:class:`~avpipe.pipeline.given.Given`):
+    the crop-tree source writes the entries under the tree's own fingerprint, and no other faces
+    (no MTCNN) are ever computed for it; downstream stages are planned on them like on any
+    upstream. So the cache lock is held, each task of ``chunk`` videos is committed on its own,
+    failures are recorded, and a rerun after a crash computes only what is missing. The tree is
+    read twice: names, numbering and content digests first (the fingerprint needs all of them),
+    then each video decoded once, when its task runs."""
+    from avpipe.pipeline.config import PipelineConfig
+    from avpipe.pipeline.given import Given
+    from avpipe.pipeline.ingest import precomputed
     from avpipe.pipeline.runner import run_extract
     from avpipe.pipeline.store import Cache
 
     crops_root = Path(crops_root)
     if not crops_root.is_dir():
         raise FileNotFoundError(f"crop tree not found: {crops_root}")
+    wanted = list(dict.fromkeys((["visual"] if backbone else []) + list(stages or []))) or ["faces"]
+    config = PipelineConfig({"visual": {"backbone": backbone}} if backbone else {})
+    _check_weights(wanted, config, runtime)  # before any video is probed or read
     summary = run_extract(cache_root, videos_root, stages=["probe"], progress=False, say=log)
     if not summary.ok:
         log(summary.render())
-    from avpipe.pipeline.discover import iter_video_files
-
-    keys = [v.key for v in iter_video_files(videos_root)]
-    todo: list[tuple[str, str, int, dict[str | None, Path], Any]] = []  # key, cid, n, folders, scan
-    failed: list[tuple[str, str]] = []
-    used: set[str] = set()
-    seen: set[str] = set()
-    probe_fp: str | None = None
-    with Cache(cache_root) as cache:  # pass 1: names, numbering, content digests (no decoding)
-        for key in keys:
-            try:
-                probe = cache.read("probe", key)
-            except Exception as e:  # noqa: BLE001 - the store's not-found error, whatever its class
-                failed.append((key, f"not probed ({e})"))
-                continue
-            probe_fp = probe_fp or str(probe.fingerprint)
-            n = int(probe.attrs.get("n_frames", len(probe.data)))
-            cid = str(probe.content_id)
-            try:
-                folders = find_folders(crops_root, key)
-                used.update(p.name for p in folders.values())
-                scanned = scan_video(key, folders, n)
-            except CropTreeError as e:
-                failed.append((key, str(e)))
-                continue
-            if cid not in seen:  # same bytes under two keys: one entry
-                seen.add(cid)
-                todo.append((key, cid, n, folders, scanned))
-    unused = sorted(p.name for p in crops_root.iterdir() if p.is_dir() and p.name not in used)
-    if not todo:
-        return IngestReport(None, None, [], failed, unused)
-    config = {"source": "cropped_aligned", "crop_size": crop_size, "probe": probe_fp,
-              "content": hashlib.sha256("\n".join(sorted(f"{k}:{sc[1]}" for k, _, _, _, sc in todo)).encode()).hexdigest()}
-    faces_fp = precomputed_fingerprint("faces", config, SOURCE_VERSION)
-    visual = _visual_stage(backbone, faces_fp, str(probe_fp), runtime) if backbone else None
-    ingested: list[str] = []
-    for start in range(0, len(todo), chunk):  # pass 2: decode, write, embed — a chunk at a time
-        results: dict[str, StageResult] = {}
-        key_of: dict[str, str] = {}
-        for key, cid, n, folders, scanned in todo[start:start + chunk]:
-            try:
-                results[cid], _ = crops_result(key, folders, n, crop_size, scanned)
-            except CropTreeError as e:
-                failed.append((key, str(e)))
-                continue
-            key_of[cid] = key
-        if not results:
-            continue
-        write_precomputed(cache_root, "faces", faces_fp, results, key_of, config, version=SOURCE_VERSION,
-                          upstream={"probe": str(probe_fp)})
-        if visual is not None:
-            stage, vfp = visual
-            out = {cid: stage.compute(None, {"faces": MemoryEntry(r, stage="faces", fingerprint=faces_fp,
-                                                                  content_id=cid)})  # type: ignore[arg-type]
-                   for cid, r in results.items()}
-            write_precomputed(cache_root, "visual", vfp.value, out, key_of, stage.semantic_config(),
-                              version=str(stage.version), upstream=vfp.upstream)
-        ingested += key_of.values()
-        log(f"ingested {len(ingested)}/{len(todo)} video(s)")
+    scan = scan_tree(crops_root, videos_root, cache_root)
+    unused = sorted(p.name for p in crops_root.iterdir() if p.is_dir() and p.name not in scan.used)
+    if not scan.videos:
+        return IngestReport(None, None, [], scan.failed_keys + list(scan.failed.values()), unused)
+    faces = precomputed("faces", scan.config(crop_size), SOURCE_VERSION, {"probe": str(scan.probe_fingerprint)})
+    source = CropTreeSource(CropSourceConfig(str(crops_root.absolute()), crop_size, dict(scan.videos),
+                                             {c: why for c, (_, why) in scan.failed.items()}, chunk), runtime)
+    run = run_extract(cache_root, videos_root, config, stages=wanted, runtime=runtime, progress=progress,
+                      say=log, given={"faces": Given(faces, source)},
+                      retry_failed=[s for s in wanted if s != "probe"] + ["faces"])
+    fps = {s.name: s.fingerprint for s in run.stages}
+    failed = list(scan.failed_keys)
+    failed += [(f.key, f.message if f.stage == "faces" else f"{f.stage}: {f.message}") for f in run.failures]
+    with Cache(cache_root) as cache:
+        done = cache.index.done(faces.value)
+    ingested = sorted(k for c, (k, _) in scan.videos.items() if c in done)
     if not ingested:
         return IngestReport(None, None, [], failed, unused)
-    log(f"faces: {len(ingested)} video(s) from {crops_root} -> fingerprint {faces_fp[:16]}")
-    if visual is not None:
-        log(f"visual ({backbone}): fingerprint {visual[1].value[:16]}")
-    return IngestReport(faces_fp, visual[1].value if visual else None, sorted(ingested), failed, unused)
+    log(f"faces: {len(ingested)} video(s) from {crops_root} -> fingerprint {faces.value[:16]}")
+    vfp = fps.get("visual") if backbone else None
+    if vfp:
+        log(f"visual ({backbone}): fingerprint {vfp[:16]}")
+    for s in wanted:
+        if s not in ("visual", "faces") and fps.get(s):
+            log(f"{s}: fingerprint {fps[s]}")
+    return IngestReport(faces.value, vfp, ingested, failed, unused)
 
 
-def _visual_stage(backbone: str, faces_fp: str, probe_fp: str, runtime: Any) -> tuple[Any, Any]:
-    """The ordinary ``visual`` stage and its fingerprint with the crop source's faces upstream."""
-    from avpipe.extractors.visual import Visual, VisualConfig
-    from avpipe.pipeline.fingerprint import stage_fingerprint
+def _check_weights(stages: list[str], config: Any, runtime: Any) -> None:
+    """Missing weights of a stage computed on the crops, as the weights registry words it
+    (:class:`~avpipe.pipeline.types.WeightsMissingError`), before the tree is touched."""
+    from avpipe.pipeline.stage import get_stage_class, topological_order
 
-    stage = Visual(VisualConfig(backbone=backbone), runtime)
-    return stage, stage_fingerprint(stage, {"probe": probe_fp, "faces": faces_fp})
+    for name in topological_order(stages):
+        if name not in ("probe", "faces"):
+            get_stage_class(name)(config.stage_config(name), runtime).weights_id()

@@ -27,6 +27,7 @@ from avpipe.pipeline.types import Fingerprint, Runtime, WeightsMissingError
 
 if TYPE_CHECKING:  # pragma: no cover
     from avpipe.pipeline.config import PipelineConfig
+    from avpipe.pipeline.given import Given
     from avpipe.pipeline.stage import Stage
 
 __all__ = ["FINGERPRINT_SCHEMA", "Fingerprint", "StageNode", "fingerprint_graph", "precomputed_fingerprint",
@@ -96,7 +97,8 @@ class StageNode:
 
 
 def walk(names: Iterable[str], config: "PipelineConfig | None" = None, runtime: Runtime | None = None,
-         *, stages: Mapping[str, "Stage"] | None = None) -> dict[str, StageNode]:
+         *, stages: Mapping[str, "Stage"] | None = None,
+         given: Mapping[str, "Given"] | None = None) -> dict[str, StageNode]:
     """The fingerprint walk: every stage of ``names`` (in dependency order) fingerprinted once
     from its config and its upstream fingerprints. The one loop that planning, ``status``, the
     read API and :func:`fingerprint_graph` share.
@@ -104,6 +106,10 @@ def walk(names: Iterable[str], config: "PipelineConfig | None" = None, runtime: 
     Stages are built from ``config`` (default: every stage's defaults) and ``runtime``, unless
     ``stages`` gives the instances. A stage whose weights are missing (or whose upstream has no
     fingerprint) gets none and says why (``unavailable``); other errors propagate.
+
+    A stage in ``given`` (:class:`~avpipe.pipeline.given.Given`) takes the given fingerprint, not
+    one derived from its config, and its source (if any) as its instance; a given fingerprint
+    derived from other upstream entries than this run's is a ``ValueError``.
     """
     from avpipe.pipeline.config import PipelineConfig
     from avpipe.pipeline.stage import get_stage_class
@@ -113,12 +119,21 @@ def walk(names: Iterable[str], config: "PipelineConfig | None" = None, runtime: 
     fps: dict[str, str] = {}
     out: dict[str, StageNode] = {}
     for name in names:
-        stage = stages[name] if stages is not None else get_stage_class(name)(config.stage_config(name), runtime)
+        pinned = (given or {}).get(name)
+        if pinned is not None and pinned.source is not None:
+            stage = pinned.source
+        else:
+            stage = stages[name] if stages is not None else get_stage_class(name)(config.stage_config(name), runtime)
         node = StageNode(name, stage, None)
         out[name] = node
         missing_up = [u for u in upstream_names(stage) if u not in fps]
         if missing_up:
             node.unavailable = f"upstream stage {missing_up[0]} is unavailable"
+            continue
+        if pinned is not None:
+            _check_given(name, pinned.fingerprint, {u: fps[u] for u in upstream_names(stage)})
+            node.fingerprint = pinned.fingerprint
+            fps[name] = pinned.fingerprint.value
             continue
         try:
             node.fingerprint = stage_fingerprint(stage, fps)
@@ -127,6 +142,17 @@ def walk(names: Iterable[str], config: "PipelineConfig | None" = None, runtime: 
             continue
         fps[name] = node.fingerprint.value
     return out
+
+
+def _check_given(name: str, fp: Fingerprint, upstream: Mapping[str, str]) -> None:
+    """A given fingerprint stands for entries of ``name`` derived from this run's ``upstream``."""
+    if fp.stage != name:
+        raise ValueError(f"given {name!r} entries: fingerprint {fp.value[:16]} is of stage {fp.stage!r}")
+    for u, value in upstream.items():
+        theirs = fp.upstream.get(u)
+        if theirs != value:
+            raise ValueError(f"given {name!r} entries ({fp.value[:16]}) were derived from {u} "
+                             f"{(theirs or 'nothing')[:16]}, this run's {u} is {value[:16]}")
 
 
 def fingerprint_graph(stages: Mapping[str, "Stage"], order: list[str]) -> dict[str, Fingerprint]:

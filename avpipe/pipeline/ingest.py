@@ -24,6 +24,18 @@ from avpipe.pipeline.store import Cache, check_stage_name, write_shard
 from avpipe.provenance import entry_provenance
 
 
+def precomputed(stage_name: str, config: Mapping[str, Any], version: str = "precomputed",
+                upstream: Mapping[str, str] | None = None, value: str | None = None) -> Fingerprint:
+    """The full :class:`Fingerprint` record of precomputed entries, as the index and the entries'
+    provenance attrs hold it: ``value`` (default :func:`precomputed_fingerprint` of the config),
+    the source's config and version, no weights, and what the entries were derived from.
+
+    Why one function: :func:`write_precomputed` and a source given to the runner
+    (:class:`~avpipe.pipeline.given.Given`, e.g. the crop tree) must record the same facts."""
+    return Fingerprint(value or precomputed_fingerprint(stage_name, config, version), stage_name, version,
+                       canonical_json(dict(config)), None, dict(upstream or {}))
+
+
 def write_precomputed(cache_root: str | Path, stage_name: str, fingerprint: str | None,
                       results: Mapping[str, StageResult], keys: Mapping[str, str],
                       config: Mapping[str, Any], *, version: str = "precomputed",
@@ -36,10 +48,9 @@ def write_precomputed(cache_root: str | Path, stage_name: str, fingerprint: str 
     half-written). Returns the fingerprint.
     """
     check_stage_name(stage_name)
-    fp_value = fingerprint or precomputed_fingerprint(stage_name, config, version)
+    fp = precomputed(stage_name, config, version, upstream, fingerprint)
+    fp_value = fp.value
     root = Path(cache_root).expanduser().absolute()
-    fp = Fingerprint(fp_value, stage_name, version, canonical_json(dict(config)), None,
-                     dict(upstream or {}))
     prov = entry_provenance(fp)
     with CacheLock(root, purpose="ingest"), Cache(root, create=True) as cache:
         known = {c for _, c in cache.index.videos()}

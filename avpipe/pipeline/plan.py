@@ -20,6 +20,7 @@ Stage selection (``select_stages``):
 from __future__ import annotations
 
 import time
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from avpipe.pipeline.discover import Video, identify, iter_video_files, storable
 from avpipe.pipeline.fingerprint import Fingerprint, StageNode, walk
 from avpipe.pipeline.config_schema import ConfigError
 from avpipe.pipeline.config import PipelineConfig
+from avpipe.pipeline.given import Given
 from avpipe.pipeline.stage import (Runtime, Stage, default_stage_names, dependents, stage_registry,
                                    topological_order)
 from avpipe.pipeline.store import Cache
@@ -47,6 +49,7 @@ class StagePlan:
     failed_before: set[str] = field(default_factory=set)  # recorded failures not retried
     forced: bool = False
     invalidate: list[str] = field(default_factory=list)  # fingerprints to drop per recomputed video
+    given: Given | None = None  # entries pinned for this run (never computed by the registered stage)
 
 
 @dataclass
@@ -119,10 +122,12 @@ def check_shards(cache: Cache, fingerprint: str, *, drop: bool = True) -> set[st
     return cids
 
 
-def fingerprints(order: list[str], config: PipelineConfig, runtime: Runtime) -> dict[str, StageNode]:
-    """The run's fingerprint walk, with bad configs as :class:`PlanError` (exit 2)."""
+def fingerprints(order: list[str], config: PipelineConfig, runtime: Runtime,
+                 given: Mapping[str, Given] | None = None) -> dict[str, StageNode]:
+    """The run's fingerprint walk, with bad configs (and given entries that do not fit the run)
+    as :class:`PlanError` (exit 2)."""
     try:
-        return walk(order, config, runtime)
+        return walk(order, config, runtime, given=given)
     except (KeyError, TypeError, ValueError) as e:
         raise PlanError(str(e.args[0] if isinstance(e, KeyError) and e.args else e)) from e
 
@@ -176,30 +181,37 @@ def _checked_stages(config: PipelineConfig, stages: list[str] | None, only: str 
 
 
 def preflight(config: PipelineConfig | None, stages: list[str] | None = None, only: str | None = None,
-              force: bool = False, runtime: Runtime | None = None) -> None:
+              force: bool = False, runtime: Runtime | None = None,
+              given: Mapping[str, Given] | None = None) -> None:
     """Everything a run can get wrong before it touches the cache or any video: unknown stages,
     bad config values, missing model weights. Raises :class:`PlanError` /
     :class:`WeightsMissingError` (``usage=True``); ``extract`` calls it before creating the cache or its lock, so
     a bad ``--stages`` leaves nothing behind."""
     config = config or PipelineConfig()
     order, _ = _checked_stages(config, stages, only, force)
-    msg = missing_weights_message(fingerprints(order, config, runtime or Runtime()), order)
+    msg = missing_weights_message(fingerprints(order, config, runtime or Runtime(), given), order)
     if msg:
         raise WeightsMissingError(msg, usage=True)
 
 
 def make_plan(cache: Cache, videos_root: str | Path, config: PipelineConfig | None = None, *,
               stages: list[str] | None = None, only: str | None = None, force: bool = False,
-              retry_failed: bool = False, runtime: Runtime | None = None,
-              write: bool = True) -> Plan:
+              retry_failed: bool | Collection[str] = False, runtime: Runtime | None = None,
+              write: bool = True, given: Mapping[str, Given] | None = None) -> Plan:
     """Plan a run. ``write=False`` changes nothing in the index and reports stages whose weights
     are missing as unavailable; otherwise missing weights are a :class:`WeightsMissingError`,
-    raised before any video is looked at."""
+    raised before any video is looked at.
+
+    ``given`` pins stages' entries (:class:`~avpipe.pipeline.given.Given`): such a stage is
+    planned under the given fingerprint; with a source, the source computes what is missing;
+    without one, nothing of it is ever computed. ``retry_failed``: every stage's recorded
+    failures planned again, or those of the stages named."""
     t0 = time.perf_counter()
     config = config or PipelineConfig()
     runtime = runtime or Runtime()
     order, forced = _checked_stages(config, stages, only, force)
-    nodes = fingerprints(order, config, runtime)
+    given = dict(given or {})
+    nodes = fingerprints(order, config, runtime, given)
     if write:
         msg = missing_weights_message(nodes, order)
         if msg:
@@ -210,7 +222,7 @@ def make_plan(cache: Cache, videos_root: str | Path, config: PipelineConfig | No
     dropped = 0
     for name in order:
         node = nodes[name]
-        sp = StagePlan(name, node.stage, node.fingerprint, forced=name in forced)
+        sp = StagePlan(name, node.stage, node.fingerprint, forced=name in forced, given=given.get(name))
         plans[name] = sp
         if node.fingerprint is None:
             sp.unavailable = node.unavailable
@@ -223,11 +235,14 @@ def make_plan(cache: Cache, videos_root: str | Path, config: PipelineConfig | No
         dropped += len(stale)
         done = (cache.index.done(fp) - stale) & set(batch)
         failed = cache.index.failed(fp) & set(batch)
+        if sp.given is not None and sp.given.source is None:  # given entries only: never computed
+            sp.done, sp.forced = done, False
+            continue
         if sp.forced:
             sp.todo = list(batch)
         else:
             sp.done = done
-            if not retry_failed:
+            if not (retry_failed is True or (not isinstance(retry_failed, bool) and name in retry_failed)):
                 sp.failed_before = failed - done
             sp.todo = [c for c in batch if c not in done and c not in sp.failed_before]
         if sp.forced and name == only:

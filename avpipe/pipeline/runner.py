@@ -38,7 +38,7 @@ import os
 import sys
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,6 +53,7 @@ from avpipe.pipeline.faults import (CACHE_WRITE, CLUSTER_LOST, DISK_FULL, is_clu
                                     disk_full_message, is_disk_full, is_worker_death, oom_kill_count,
                                     storage_fault, worker_death_cause)
 from avpipe.pipeline.fingerprint import Fingerprint, upstream_names
+from avpipe.pipeline.given import Given
 from avpipe.pipeline.index import FailureRecord, ShardRecord
 from avpipe.pipeline.lock import CacheLock
 from avpipe.pipeline.plan import Plan, make_plan, preflight
@@ -511,6 +512,9 @@ def _start_stage(state: _RunState, name: str) -> StageSummary:
         state.done_now[name] = set()
         for cid in state.by_cid:
             state.why_missing[(name, cid)] = f"{name} unavailable"
+    elif sp.given is not None and sp.given.source is None:
+        for cid in set(state.by_cid) - sp.done:
+            state.why_missing[(name, cid)] = f"{name} has no entry in the given {sp.fingerprint.value[:16]}"
     return ss
 
 
@@ -729,15 +733,16 @@ def execute(cache: Cache, plan: Plan, executor: Executor, *, progress: bool = Tr
 
 def run_extract(cache_root: str | Path, videos_root: str | Path, config: PipelineConfig | None = None, *,
                 stages: list[str] | None = None, only: str | None = None, force: bool = False,
-                retry_failed: bool = False, jobs: int = 1, backend: str = "loky",
+                retry_failed: bool | Collection[str] = False, jobs: int = 1, backend: str = "loky",
                 scheduler: str | None = None, runtime: Runtime | None = None,
                 progress: bool = True, say: Any = None, scheduler_file: str | None = None,
-                auto_threads: bool | None = None) -> RunSummary:
+                auto_threads: bool | None = None, given: Mapping[str, Given] | None = None) -> RunSummary:
     """The whole ``extract`` command as a function: lock, plan, execute, summarise.
 
     Raises :class:`avpipe.pipeline.plan.PlanError` for usage errors (unknown stage, bad config).
     ``auto_threads`` (default: no ``runtime`` given): on Dask, each task's torch threads follow
-    the cores of the worker that runs it.
+    the cores of the worker that runs it. ``given``: stages whose entries are pinned for this run
+    (:class:`~avpipe.pipeline.given.Given`; e.g. ``ingest-crops`` gives ``faces`` from a crop tree).
     """
     t0 = time.perf_counter()
     executor = Executor(jobs, backend, scheduler, scheduler_file)
@@ -745,13 +750,13 @@ def run_extract(cache_root: str | Path, videos_root: str | Path, config: Pipelin
     if runtime is None:  # threads follow the free cores shared among the workers
         runtime = Runtime(num_threads=default_num_threads(jobs))
     root = Path(cache_root).expanduser().absolute()
-    preflight(config, stages, only, force, runtime)  # usage errors and missing weights: nothing created
+    preflight(config, stages, only, force, runtime, given)  # usage errors and missing weights: nothing created
     threads_before = sys.modules["torch"].get_num_threads() if "torch" in sys.modules else None
     with CacheLock(root, say=say):
         with Cache(root, create=True) as cache:
             _warn_lost_index(cache, say or _say)
             plan = make_plan(cache, videos_root, config, stages=stages, only=only, force=force,
-                             retry_failed=retry_failed, runtime=runtime)
+                             retry_failed=retry_failed, runtime=runtime, given=given)
             try:
                 if plan.n_todo == 0:
                     summary = execute(cache, plan, Executor(1), progress=False)
