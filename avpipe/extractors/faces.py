@@ -41,8 +41,8 @@ Two opt-in refinements of O-net tracking (each absent from the fingerprint while
 (:func:`avpipe.extractors.mtcnn.soft_answer`: per-frame MTCNN's pick among near-1 probabilities is
 a draw a tracker cannot repeat, so it aims at the draw's expectation), ``track_onet_refresh``
 re-anchors with the window cascade every N-th tracked frame (the moved inputs stay fresh). Together
-(5 inputs, T = 3, N = 3) agreement rises to 96–97 % at about half of O-net tracking's speed
-(``benchmarks/bench_faces.py --method``).
+(5 inputs, T = 3, N = 3) they trade part of O-net tracking's speed for agreement with per-frame
+MTCNN (BENCHMARKS.md, "Faces: O-net tracking, and the 10× target").
 
 ``key_interval=1, detect_max_side=None`` is the plain per-frame MTCNN.
 
