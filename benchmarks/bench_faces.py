@@ -123,6 +123,7 @@ def main() -> None:
     import torch
     from facenet_pytorch import MTCNN
 
+    from avpipe.extractors.face_columns import BOX, LANDMARKS
     from avpipe.extractors.faces import Faces, FacesConfig
     from avpipe.extractors.media import iter_frames
     from avpipe.extractors.tracking import iou
@@ -172,10 +173,10 @@ def main() -> None:
         print(f"  {'method':8s} {'f/s':>7s} {'x naive':>7s} {'IoU>=.9':>7s} {'min IoU':>7s} {'lm px':>6s} "
               f"{'lm %box':>7s} {'truth px':>8s} {'full det':>8s}")
         for k, r in res.items():
-            ious = np.array([iou(b, r.data[i, None, :4])[0] if b is not None and r.mask[i] else
+            ious = np.array([iou(b, r.data[i, None, BOX])[0] if b is not None and r.mask[i] else
                              (1.0 if b is None and not r.mask[i] else 0.0) for i, b in enumerate(nb)])
             both = [i for i, b in enumerate(nb) if b is not None and r.mask[i]]
-            lm = r.data[both, 4:14].reshape(-1, 5, 2).astype(np.float64)
+            lm = r.data[both][:, LANDMARKS].reshape(-1, 5, 2).astype(np.float64)
             d = np.linalg.norm(lm - np.stack([nl[i] for i in both]), axis=2).mean(1)
             width = np.array([nb[i][2] - nb[i][0] for i in both])
             tr = f"{np.linalg.norm(lm - truth[both], axis=2).mean():8.2f}" if truth is not None else f"{'-':>8s}"

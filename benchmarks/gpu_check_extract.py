@@ -185,6 +185,7 @@ def compare_cpu(frames: list[Any], dev_rows: Any, crops: Any, backbones: dict[st
     import torch
 
     from avpipe.extractors.backbones.facenet import FacenetVggface2
+    from avpipe.extractors.face_columns import LANDMARKS
     from avpipe.extractors.faces import Faces
     from avpipe.pipeline.types import Runtime
 
@@ -194,7 +195,7 @@ def compare_cpu(frames: list[Any], dev_rows: Any, crops: Any, backbones: dict[st
     r = cpu.process(iter(frames), k)
     m_dev, m_cpu = np.asarray(dev_rows.mask[:k], bool), np.asarray(r.mask, bool)
     both = m_dev & m_cpu
-    d = np.abs(np.asarray(dev_rows.data[:k])[both][:, :14] - np.asarray(r.data)[both][:, :14])
+    d = np.abs(np.asarray(dev_rows.data[:k])[both][:, :LANDMARKS.stop] - np.asarray(r.data)[both][:, :LANDMARKS.stop])  # box + landmarks
     out: dict[str, Any] = {
         "frames": k, "faces": {"mask_agreement": float((m_dev == m_cpu).mean()),
                                "box_landmark_max_abs_px": float(d.max()) if d.size else None,
