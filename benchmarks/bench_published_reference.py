@@ -115,6 +115,7 @@ def make_step(side: str, name: str, batch: int | None, seed: int = 0):
         opt.step()
         return time.perf_counter() - t0
 
+    step.net = net  # type: ignore[attr-defined]  # for the tests: the module this step trains
     return step, B, T, K
 
 
