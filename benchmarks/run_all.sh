@@ -26,3 +26,4 @@ run epochs           $PY benchmarks/bench_epochs.py --data $OUT/syn_small --devi
 run sweep            $PY benchmarks/bench_sweep.py --data $OUT/syn_small --epochs 3
 run memory           $PY benchmarks/bench_memory.py --minutes 2 8 16 60 --stages logmel,text --old "${OLD_REV:-none}"
 run labels           $PY benchmarks/bench_labels.py --rows 2000000 --repeats 3
+run published_av     $PY benchmarks/bench_published_reference.py --rounds 9 --threads 1
