@@ -100,11 +100,16 @@ def _write_failure(path: Path, e: sqlite3.Error) -> CacheError:
     except OSError:
         free = None
     msg = str(e).lower()
-    if "full" in msg or "disk i/o" in msg or (free is not None and free < (1 << 20)):
-        room = f" ({free // 1024} KiB free there)" if free is not None else ""
+    room = f" ({free // 1024} KiB free there)" if free is not None else ""
+    if "full" in msg or (free is not None and free < (1 << 20)):
         return CacheError(f"cannot write the cache index {path}: {e}; the disk holding it is full{room}. "
                           "Free some space (a few MB is enough for the index) and run again: "
                           "finished work stays cached")
+    if "disk i/o" in msg:  # with room to spare this is the filesystem failing the write, not space
+        return CacheError(f"cannot write the cache index {path}: {e}{room}; the filesystem failed the "
+                          "write (a network or FUSE mount without locks shared between its clients, a "
+                          "mount that went away, or a failing disk; docs/scale.md#shared-filesystems). "
+                          "Finished work stays cached")
     return CacheError(f"cannot write the cache index {path}: {e}")
 
 
