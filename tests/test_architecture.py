@@ -21,6 +21,15 @@ CLI_IMPORTERS = {"avpipe/__main__.py"}
 CLI_ONLY = ("avpipe.cli", "click")
 
 
+def _from_target(node: ast.ImportFrom, package: str) -> str:
+    """The module a ``from X import ...`` reads, relative imports resolved against ``package``."""
+    if not node.level:
+        return node.module or ""
+    base = package.split(".")
+    base = base[: len(base) - (node.level - 1)]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
 def imported_modules(source: str, module: str, is_package: bool = False) -> set[str]:
     """Every module ``source`` imports, anywhere (top level, functions, ``if`` blocks), with
     relative imports resolved against ``module``. ``from a import b`` yields ``a`` and ``a.b``
@@ -31,12 +40,7 @@ def imported_modules(source: str, module: str, is_package: bool = False) -> set[
         if isinstance(node, ast.Import):
             out.update(a.name for a in node.names)
         elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")
-                base = base[: len(base) - (node.level - 1)]
-                target = ".".join(base + ([node.module] if node.module else []))
-            else:
-                target = node.module or ""
+            target = _from_target(node, package)
             out.add(target)
             out.update(f"{target}.{a.name}" for a in node.names)
     return out
@@ -157,12 +161,7 @@ def private_uses(source: str, module: str, is_package: bool = False) -> list[str
                     imported[a.asname or a.name.split(".")[0]] = a.name
                     out += [f"{a.name}:{p}" for p in a.name.split(".") if _private(p)]
         elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")
-                base = base[: len(base) - (node.level - 1)]
-                target = ".".join(base + ([node.module] if node.module else []))
-            else:
-                target = node.module or ""
+            target = _from_target(node, package)
             if target.split(".")[0] != "avpipe" or target == module:
                 continue
             for a in node.names:
