@@ -218,7 +218,7 @@ def pool_clips(x: Mapping[str, torch.Tensor], mask: Mapping[str, torch.Tensor], 
         w = mk.reshape(B, L, clip_len, 1).to(t.dtype)
         n = w.sum(2)  # (B, L, 1)
         # the masked sum as a (1 x clip_len) @ (clip_len x D) product per clip: no (B, T, D) temporary
-        # (5-7x faster than multiply-then-sum on a JCA batch; BENCHMARKS.md, published step)
+        # (cheaper than multiply-then-sum: BENCHMARKS.md, "against modules of the authors' layer structure")
         xs[m] = torch.matmul(w.transpose(2, 3), t.reshape(B, L, clip_len, -1)).squeeze(2) / n.clamp_min(1)
         ms[m] = n.squeeze(-1) > 0
     return xs, ms

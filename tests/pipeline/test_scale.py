@@ -160,7 +160,8 @@ def test_every_execution_mode_runs_stages_with_the_runtime_thread_count(tmp_path
             if mode == "dask":
                 cluster.close()
         assert s.exit_code == 0, s.render()
-        assert [n for st, n in toy_log.lines() if st == "toy_threads"] == ["1", "1"]
+        with Cache(tmp_path / "cache") as c:  # read back, not logged: loky reuses workers across tests
+            assert [int(c.read("toy_threads", v).attrs["torch_threads"]) for v in ("a.mp4", "b.mp4")] == [1, 1]
     finally:
         torch.set_num_threads(before)
 

@@ -195,8 +195,10 @@ class ToyThreads(Stage):
     def compute(self, video, inputs):
         import torch
 
-        _log(self.name, str(torch.get_num_threads()))
-        return StageResult(data=_toy_a_rows(inputs["probe"].timestamps))
+        n = torch.get_num_threads()
+        _log(self.name, str(n))
+        # also stored: a reused pool worker keeps the environment (and so the log path) it started with
+        return StageResult(data=_toy_a_rows(inputs["probe"].timestamps), attrs={"torch_threads": n})
 
 
 class ToyDevice(Stage):
