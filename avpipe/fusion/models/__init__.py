@@ -140,7 +140,12 @@ def model_listing(verbose: bool = False) -> list[str]:
         cls, d = entries[n].obj, model_defaults(n)
         info = entries[n].metadata.get("info", cls.info)
         clip = int(d.get("clip_len") or 1)
-        tok = f"{d['window']}f/{clip}={d['window'] // clip} tokens" if clip > 1 else f"{d['window']}f per-frame"
+        if (getattr(cls, "preset", None) or {}).get("tokens") == "segment":
+            tok = f"per transcript segment, <= {d['window']}f"
+        elif clip > 1:
+            tok = f"{d['window']}f/{clip}={d['window'] // clip} tokens"
+        else:
+            tok = f"{d['window']}f per-frame"
         lines.append(f"{n:13s} {'+'.join(m[0] for m in cls.modalities):5s} window {tok}, batch {d['batch_size']}, "
                      f"lr {d['lr']:g}, recipe {default_recipe(n)} - {info.summary if info else ''}")
         if verbose and info is not None:
