@@ -172,13 +172,18 @@ def test_rebuild_index_skips_a_shard_that_lies_about_its_place(tmp_path, videos)
         assert not any(e.shard.endswith(fake.name) for e in c.list())
 
 
-def test_index_replaced_by_a_fresh_one_is_refused(tmp_path, videos):
-    cache = tmp_path / "cache"
-    assert _run(cache, videos).exit_code == 0
+def _drop_index_keep_old_shards(cache) -> None:
+    """Delete the index; the shards stay, dated well before any index could be (a wiped index)."""
     for p in (cache / "shards").rglob("*.h5"):
         os.utime(p, (1_000_000_000, 1_000_000_000))
     for p in cache.glob("index.sqlite*"):
         p.unlink()
+
+
+def test_index_replaced_by_a_fresh_one_is_refused(tmp_path, videos):
+    cache = tmp_path / "cache"
+    assert _run(cache, videos).exit_code == 0
+    _drop_index_keep_old_shards(cache)
     Cache(cache, create=True).close()  # a fresh, empty index beside old shards
     from avpipe.pipeline.maintenance import IndexUnsafe, gc, verify
 
@@ -459,10 +464,7 @@ def test_permission_denied_is_not_called_a_truncated_video(tmp_path, videos, mon
 def test_extract_on_a_wiped_index_warns_and_points_to_rebuild(tmp_path, videos):
     cache = tmp_path / "cache"
     assert _run(cache, videos).exit_code == 0
-    for p in (cache / "shards").rglob("*.h5"):
-        os.utime(p, (1_000_000_000, 1_000_000_000))
-    for p in cache.glob("index.sqlite*"):
-        p.unlink()
+    _drop_index_keep_old_shards(cache)
     said = []
     s = _run(cache, videos, say=said.append)
     assert s.exit_code == 0
