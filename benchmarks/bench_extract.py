@@ -39,14 +39,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_memory import export_revision, make_video  # noqa: E402
 
 
-def make_clips(folder: Path, n: int, seconds: float) -> list[Path]:
+def make_clips(folder: Path, n: int, seconds: float, size: tuple[int, int] = (640, 360)) -> list[Path]:
     """``n`` different clips of ``seconds`` each (kept between runs: generating is not measured)."""
     folder.mkdir(parents=True, exist_ok=True)
     out = []
     for i in range(n):
         p = folder / f"talk_{i:02d}.mp4"
         if not p.exists():
-            make_video(p, seconds / 60.0, faces=True, offset=37 * i + 5)
+            make_video(p, seconds / 60.0, faces=True, offset=37 * i + 5, size=size)
         out.append(p)
     return out
 
@@ -78,6 +78,20 @@ def run_extract(code: Path, videos: Path, cache: Path, stages: str, jobs: int,
     return wall, p.stdout + p.stderr
 
 
+def stage_seconds(out: str) -> dict[str, float]:
+    """Per-stage wall seconds from an ``extract`` summary (its ``wall s`` column)."""
+    got: dict[str, float] = {}
+    head = None
+    for ln in out.splitlines():
+        cols = ln.split()
+        if cols[:1] == ["stage"] and "wall" in cols:
+            head = cols.index("wall")  # "wall s" is one column in two words
+            continue
+        if head is not None and len(cols) > head and cols[1].isdigit():
+            got[cols[0]] = float(cols[head])
+    return got
+
+
 def video_seconds(clips: list[Path]) -> float:
     import av
 
@@ -99,6 +113,8 @@ def main() -> None:
     ap.add_argument("--num-threads", type=int, default=None,
                     help="passed to today's code only (older revisions may not have the flag)")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--size", default="640x360", help="clip size WxH (the talking head centred; "
+                                                        "enlarged to the height of a taller canvas)")
     ap.add_argument("--media", type=Path, default=ROOT / "benchmarks" / "out" / "extract_media")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--extra", action="append", default=[], metavar="NAME=TOML",
@@ -107,7 +123,9 @@ def main() -> None:
                          "'dlib=[stages.visual]\\nbackbone = \"dlib-torch\"'); repeatable")
     args = ap.parse_args()
 
-    clips = make_clips(args.media / f"{args.clips}x{args.seconds:g}s", args.clips, args.seconds)
+    size = tuple(int(v) for v in args.size.lower().split("x"))
+    suffix = "" if size == (640, 360) else f"_{args.size}"
+    clips = make_clips(args.media / f"{args.clips}x{args.seconds:g}s{suffix}", args.clips, args.seconds, size)
     warm = make_clips(args.media / "warmup", 1, 3.0)
     secs = video_seconds(clips)
     work = Path(tempfile.mkdtemp(prefix="avpipe-bench-extract-"))
@@ -122,6 +140,7 @@ def main() -> None:
         cfg.write_text(json.dumps(merged(base, tomllib.loads(lines.replace("\\n", "\n"))), indent=1))
         codes[name], configs[name] = ROOT, cfg
     walls: dict[str, list[float]] = {n: [] for n in codes}
+    splits: dict[str, list[dict[str, float]]] = {n: [] for n in codes}
     tails: dict[str, str] = {}
     try:
         for name, code in codes.items():
@@ -134,13 +153,14 @@ def main() -> None:
                 wall, out = run_extract(codes[name], clips[0].parent, cache, args.stages, args.jobs,
                                         args.num_threads if name != "old" else None, configs[name])
                 walls[name].append(wall)
+                splits[name].append(stage_seconds(out))
                 tails[name] = out
                 print(f"rep {rep} {name:>3}: {wall:7.1f} s  ({secs / wall:.2f}x real time)", file=sys.stderr)
                 shutil.rmtree(cache, ignore_errors=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    print(f"\n{args.clips} clips x {args.seconds:g} s = {secs:.1f} s of 640x360 30 fps video; stages "
+    print(f"\n{args.clips} clips x {args.seconds:g} s = {secs:.1f} s of {args.size} 30 fps video; stages "
           f"{args.stages}; --jobs {args.jobs}; median of {args.repeats}\n")
     print("| code | median wall (s) | runs (s) | x real time |")
     print("|---|---|---|---|")
@@ -153,13 +173,22 @@ def main() -> None:
     for name in configs:
         if configs[name] is not None:
             print(f"speed-up {name}/new: {statistics.median(walls['new']) / statistics.median(walls[name]):.2f}x")
+    stages = [st for st in splits[next(iter(codes))][0] if st != "probe"] if splits[next(iter(codes))] else []
+    if stages and all(splits[n] and splits[n][0] for n in codes):
+        print("\nPer-stage wall seconds (median over repeats; stages run one after another over the batch):\n")
+        print("| code | " + " | ".join(stages) + " |")
+        print("|---|" + "---|" * len(stages))
+        for name in codes:
+            med = [statistics.median(sp.get(st, 0.0) for sp in splits[name]) for st in stages]
+            print(f"| {name} | " + " | ".join(f"{v:.1f}" for v in med) + " |")
     for name, out in tails.items():
         lines = [ln for ln in out.splitlines() if re.search(r"\S", ln)]
         print(f"\n{name} run summary (last repeat):\n" + "\n".join("    " + ln for ln in lines[-12:]))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
-                                         "video_seconds": secs, "walls": walls}, indent=1))
+                                         "video_seconds": secs, "walls": walls, "stage_seconds": splits},
+                                        indent=1))
 
 
 if __name__ == "__main__":

@@ -39,15 +39,22 @@ SIZE = (640, 360)
 SR = 16000
 
 
-def face_frames() -> list[np.ndarray]:
-    """The talking-head clip's frames, centred on a 640×360 canvas (a real face to detect)."""
+def face_frames(size: tuple[int, int] = SIZE) -> list[np.ndarray]:
+    """The talking-head clip's frames, centred on a ``size`` canvas (a real face to detect); on a
+    canvas taller than the clip the frames are first enlarged to the canvas height (720p: the face
+    twice as large, as a 720p recording of the same shot would show it)."""
     import av
+    import cv2
 
-    w, h = SIZE
+    w, h = size
     out = []
     with av.open(str(ROOT / "tests" / "fixtures" / "media" / "talking_head.mp4")) as c:
         for fr in c.decode(video=0):
-            f = fr.to_ndarray(format="rgb24")[:h, :w]
+            f = fr.to_ndarray(format="rgb24")
+            if f.shape[0] < h:
+                s = h / f.shape[0]
+                f = cv2.resize(f, (int(round(f.shape[1] * s)), h), interpolation=cv2.INTER_LINEAR)
+            f = f[:h, :w]
             canvas = np.zeros((h, w, 3), np.uint8)
             y, x = (h - f.shape[0]) // 2, (w - f.shape[1]) // 2
             canvas[y:y + f.shape[0], x:x + f.shape[1]] = f
@@ -55,8 +62,9 @@ def face_frames() -> list[np.ndarray]:
     return out
 
 
-def make_video(path: Path, minutes: float, faces: bool = False, offset: int = 0) -> Path:
-    """A ``minutes`` long 640×360 H.264 video with tiled speech (AAC), written in pieces; with
+def make_video(path: Path, minutes: float, faces: bool = False, offset: int = 0,
+               size: tuple[int, int] = SIZE) -> Path:
+    """A ``minutes`` long ``size`` (default 640×360) H.264 video with tiled speech (AAC), written in pieces; with
     ``faces`` the picture is the talking-head clip, cycled. ``offset`` starts the picture that many
     frames and the speech that many ~0.1 s steps later, so clips made with different offsets are
     different files (the cache would otherwise compute identical bytes once)."""
@@ -69,11 +77,11 @@ def make_video(path: Path, minutes: float, faces: bool = False, offset: int = 0)
     assert speech is not None
     n_frames = int(round(minutes * 60 * FPS))
     n_samples = int(round(minutes * 60 * SR))
-    w, h = SIZE
+    w, h = size
     base = np.zeros((h, w, 3), np.uint8)
     base[..., 0] = np.linspace(0, 255, w, dtype=np.uint8)[None, :]
     base[..., 1] = np.linspace(0, 255, h, dtype=np.uint8)[:, None]
-    frames = face_frames() if faces else [np.roll(base, 8 * i, axis=1) for i in range(FPS)]  # cycled
+    frames = face_frames(size) if faces else [np.roll(base, 8 * i, axis=1) for i in range(FPS)]  # cycled
     tmp = path.with_suffix(".part.mp4")
     with av.open(str(tmp), mode="w") as out:
         vs = out.add_stream("libx264", rate=FPS)

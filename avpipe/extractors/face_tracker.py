@@ -33,6 +33,11 @@ class PersonTrack:
     # last cascade that found this face: its box there and the O-net inputs that produced it
     anchor: tuple[np.ndarray, np.ndarray] | None = None
     onet_run: int = 0  # frames answered by O-net alone since the anchor was set
+    # O-net smoothing (``track_onet_smooth``): the raw answers (box + landmarks, (14,)) of the
+    # current run of consecutive frames, its first frame, and its O-net frames not yet final
+    raw: dict[int, np.ndarray] = field(default_factory=dict)
+    run_start: int = 0
+    pending: list[int] = field(default_factory=list)
 
 
 class FaceTracker:
@@ -64,6 +69,9 @@ class FaceTracker:
         self.since_key = 0
         self.n_full = 0
         self.decoded = 0  # frames decoded so far (set by Faces._detect)
+        # O-net smoothing: radius in frames (0 = off) and the frames O-net answers still wait on
+        self.smooth = int(config.track_onet_smooth or 0) if config.track_onet_inputs else 0
+        self.frames: dict[int, np.ndarray] = {}
 
     @property
     def main_box(self) -> np.ndarray | None:
@@ -71,17 +79,69 @@ class FaceTracker:
 
     # -- recording ---------------------------------------------------------------------------
     def _record(self, i: int, frame: np.ndarray, tid: int, box: np.ndarray, lm: np.ndarray,
-                prob: float, count: int, detected: bool) -> None:
+                prob: float, count: int, detected: bool, onet: bool = False) -> None:
         row = np.zeros(N_COLUMNS, np.float32)
         row[BOX], row[LANDMARKS], row[PROB], row[N_FACES], row[DETECTED] = box[:4], lm.reshape(-1), prob, count, detected
         lm = np.array(lm, np.float64).reshape(5, 2)
-        crop = align_face(frame, lm, self.cfg.crop_size, self.cfg.template)
-        if tid == self.main:
-            self.rows[i], self.crops[i] = row, crop
-        if self.kept is not None:
-            self.kept[(tid, i)] = crop
         t = self.tracks[tid]
+        if tid == self.main:
+            self.rows[i] = row
+        if self.smooth:
+            if t.raw and t.last != i - 1:  # the run before a gap ends: its O-net frames are final
+                self._settle(t, final=True)
+                t.raw.clear()
+            if not t.raw:
+                t.run_start = i
+            t.raw[i] = np.concatenate([np.asarray(box[:4], np.float64), lm.reshape(-1)])
         t.rows[i], t.lms[i], t.box, t.last = row, lm, np.asarray(box[:4], np.float64), i
+        if self.smooth and onet:  # its crop waits for the answers of the next frames
+            t.pending.append(i)
+            self.frames[i] = frame
+        else:
+            self._crop(i, frame, t, lm)
+        if self.smooth:
+            self._settle(t, final=False)
+            for old in [k for k in t.raw if k < i - 2 * self.smooth]:
+                del t.raw[old]
+
+    def _crop(self, i: int, frame: np.ndarray, t: PersonTrack, lm: np.ndarray) -> None:
+        crop = align_face(frame, lm, self.cfg.crop_size, self.cfg.template)
+        if self.rows.get(i) is t.rows[i]:  # main face on that frame
+            self.crops[i] = crop
+        if self.kept is not None:
+            self.kept[(t.id, i)] = crop
+
+    # -- O-net smoothing -----------------------------------------------------------------------
+    def _settle(self, t: PersonTrack, final: bool) -> None:
+        """Make final the O-net frames of ``t`` whose smoothing window is complete (all of them
+        when ``final``: the run has ended). An O-net frame's box and landmarks become the mean of
+        the run's raw answers over the frames within ``smooth`` of it on both sides, as many on
+        each side (fewer near the run's ends), window-cascade frames included; its crop is made
+        from the smoothed landmarks."""
+        r = self.smooth
+        while t.pending and (final or t.pending[0] + r <= t.last):
+            i = t.pending.pop(0)
+            k = min(r, i - t.run_start, t.last - i)
+            v = np.mean([t.raw[j] for j in range(i - k, i + k + 1)], axis=0)
+            row = t.rows[i]
+            row[BOX], row[LANDMARKS] = v[:4], v[4:]
+            t.lms[i] = v[4:].reshape(5, 2)
+            self._crop(i, self.frames[i], t, t.lms[i])
+        waiting = {j for tr in self.tracks.values() for j in tr.pending}
+        for j in [j for j in self.frames if j not in waiting]:
+            del self.frames[j]
+
+    def unsettled(self) -> int | None:
+        """The first frame whose rows may still change (an O-net frame waiting for smoothing)."""
+        firsts = [t.pending[0] for t in self.tracks.values() if t.pending]
+        return min(firsts) if firsts else None
+
+    def settle(self, i: int | None = None) -> None:
+        """End the runs of the tracks not seen on frame ``i - 1`` (all, when ``i`` is None: the
+        video has ended), making their O-net frames final."""
+        for t in self.tracks.values():
+            if t.pending and (i is None or t.last < i - 1):
+                self._settle(t, final=True)
 
     def take(self, start: int, stop: int) -> dict[str, np.ndarray]:
         """The main-face columns of rows ``start:stop`` (all final), released from the tracker."""
@@ -197,9 +257,12 @@ class FaceTracker:
         main face is lost: the caller then runs the full cascade on this frame."""
         cfg = self.cfg
         found: dict[int, tuple[np.ndarray, np.ndarray, float, float]] = {}
+        by_onet: set[int] = set()
         for tid in self.active:
             got = self._onet(frame, tid)
-            if got is None:
+            if got is not None:
+                by_onet.add(tid)
+            else:
                 got = self._window(frame, tid, self.tracks[tid].box, cfg.track_min_iou)
             if got is not None:
                 found[tid] = got
@@ -215,7 +278,7 @@ class FaceTracker:
         self.active = [t for t in self.active if t in found]
         for tid in self.active:
             box, lm, prob, _ = found[tid]
-            self._record(i, frame, tid, box, lm, prob, max(self.last_count, 1), False)
+            self._record(i, frame, tid, box, lm, prob, max(self.last_count, 1), False, tid in by_onet)
         return True
 
     # -- result ------------------------------------------------------------------------------

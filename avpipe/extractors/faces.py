@@ -149,13 +149,18 @@ class FacesConfig:
                                                                                "face weighted by (p/(1-p))^(1/T) "
                                                                                "(unset = O-net's most probable box, as "
                                                                                "the cascade picks)")] = None
+    track_onet_smooth: Annotated[Int | None, Field(ge=1, description="O-net tracking: a frame O-net answered gets "
+                                                                  "the mean box and landmarks of the track's "
+                                                                  "answers within this many frames on each side "
+                                                                  "(cascade frames stay the cascade's; unset = "
+                                                                  "no smoothing)")] = None
 
     @model_validator(mode="after")
     def _roi_range(self) -> "FacesConfig":
         if self.roi_max_face is not None and self.roi_max_face < self.roi_min_face:
             raise ValueError(f"roi_max_face ({self.roi_max_face}) must be >= roi_min_face ({self.roi_min_face})")
         if not self.track_onet_inputs:
-            for name in ("track_onet_refresh", "track_onet_temperature"):
+            for name in ("track_onet_refresh", "track_onet_temperature", "track_onet_smooth"):
                 if getattr(self, name) is not None:
                     raise ValueError(f"{name} tunes O-net tracking, which is off: set track_onet_inputs >= 1 "
                                      f"or leave {name} unset")
@@ -186,7 +191,7 @@ class Faces(Stage):
         d["thresholds"] = [float(x) for x in d["thresholds"]]
         if not d["track_onet_inputs"]:  # O-net tracking off: the output is version 4's, so is the key
             del d["track_onet_inputs"], d["track_onet_min_prob"]
-        for name in ("track_onet_refresh", "track_onet_temperature"):  # unset: O-net tracking as before them
+        for name in ("track_onet_refresh", "track_onet_temperature", "track_onet_smooth"):  # unset: as before them
             if d.get(name) is None:
                 d.pop(name, None)
         return d
@@ -315,7 +320,9 @@ class Faces(Stage):
             i = decoded
             decoded += 1
             tr.decoded = decoded
-            yield pending_i[0] if pending_i else i  # every frame before this one is final
+            tr.settle(i)  # tracks not seen on the last frame: their O-net frames are final
+            wait = tr.unsettled()  # an O-net frame waiting for the answers of the next frames
+            yield min(pending_i[0] if pending_i else i, i if wait is None else wait)  # all before are final
             if shape is None:
                 shape = frame.shape[:2]
             elif frame.shape[:2] != shape:  # resolution change mid-stream: no mixed batches
@@ -339,6 +346,7 @@ class Faces(Stage):
             if not tr.follow(i, frame):  # lost (occlusion, cut): the full cascade at once
                 tr.full([i], [frame])
         flush()
+        tr.settle()
         tr.decoded = decoded
         yield decoded
 

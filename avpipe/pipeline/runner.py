@@ -295,11 +295,11 @@ class RunSummary:
                          "on disk (recomputed)")
         w = max([len(s.name) for s in self.stages] + [5])
         lines.append(f"  {'stage':<{w}}  {'cached':>6} {'computed':>8} {'failed':>6} {'skipped':>7} "
-                     f"{'not-retried':>11}  fingerprint")
+                     f"{'not-retried':>11} {'wall s':>7}  fingerprint")
         for s in self.stages:
             fp = (s.fingerprint or "-")[:16]
             lines.append(f"  {s.name:<{w}}  {s.cached:>6} {s.computed:>8} {s.failed:>6} {s.skipped:>7} "
-                         f"{s.failed_before:>11}  {fp}" + ("  (forced)" if s.forced else ""))
+                         f"{s.failed_before:>11} {s.seconds:>7.2f}  {fp}" + ("  (forced)" if s.forced else ""))
             if s.unavailable:
                 lines.append(f"    {s.name} cannot run: {s.unavailable}")
         full = [f for f in self.failures if f.error_type == DISK_FULL]

@@ -196,3 +196,101 @@ def test_two_people_keep_their_tracks_and_sides_with_soft_tracking(two_faces_ton
         m = a[:, 14] > 0
         ious = np.array([iou(x[:4], y[None, :4])[0] for x, y in zip(a[m], b[m])])
         assert ious.min() >= 0.8
+
+
+SMOOTH = dict(track_onet_inputs=4, track_onet_temperature=3.0, track_onet_refresh=4)
+
+
+def _onet_frames(monkeypatch) -> set[int]:
+    """Record the frames whose main face O-net alone answered (set filled while processing)."""
+    import avpipe.extractors.face_tracker as ft
+
+    seen: set[int] = set()
+    follow, onet = ft.FaceTracker.follow, ft.FaceTracker._onet
+    now = {"i": -1}
+
+    def follow_(self, i, frame):
+        now["i"] = i
+        return follow(self, i, frame)
+
+    def onet_(self, frame, tid):
+        got = onet(self, frame, tid)
+        if got is not None and tid == self.main:
+            seen.add(now["i"])
+        return got
+
+    monkeypatch.setattr(ft.FaceTracker, "follow", follow_)
+    monkeypatch.setattr(ft.FaceTracker, "_onet", onet_)
+    return seen
+
+
+def test_smoothing_averages_only_onet_frames_over_their_neighbours(th_frames, monkeypatch):
+    """The smoothed run makes the same tracking decisions as the unsmoothed one (smoothing touches
+    stored answers only): cascade frames are unchanged; each O-net frame's box and landmarks are
+    the mean of the unsmoothed answers within 2 frames on each side (as many on each side, inside
+    the run), and its crop is aligned from those landmarks."""
+    from avpipe.extractors.alignment import align_face
+
+    n = len(th_frames)
+    seen = _onet_frames(monkeypatch)
+    raw = Faces(FacesConfig(**SMOOTH)).process(iter(th_frames), n)
+    onet = sorted(seen)
+    seen.clear()
+    got = Faces(FacesConfig(**SMOOTH, track_onet_smooth=2)).process(iter(th_frames), n)
+    assert sorted(seen) == onet and len(onet) >= n // 2
+    assert raw.mask.all() and got.mask.all()
+    other = [i for i in range(n) if i not in seen]
+    np.testing.assert_array_equal(got.data[other], raw.data[other])
+    np.testing.assert_array_equal(got.extras["crops"][other], raw.extras["crops"][other])
+    for i in onet:
+        k = min(2, i, n - 1 - i)
+        want = raw.data[i - k:i + k + 1, :14].astype(np.float64).mean(0)
+        np.testing.assert_allclose(got.data[i, :14], want, rtol=0, atol=1e-3)
+        np.testing.assert_array_equal(got.data[i, 14:], raw.data[i, 14:])  # probability, count, flag
+        lm = got.data[i, 4:14].astype(np.float64).reshape(5, 2)  # stored float32; the crop used float64
+        diff = np.abs(got.extras["crops"][i].astype(int) - align_face(th_frames[i], lm, 112, "arcface"))
+        assert diff.max() <= 1 and (diff > 0).mean() < 0.01
+    assert np.abs(got.data[onet, :4] - raw.data[onet, :4]).max() > 0.05  # it did smooth
+
+
+def test_smoothing_stops_at_the_end_of_a_run(th_frames, monkeypatch):
+    """Frames of the face on the two sides of a gap (the face gone for 4 frames) are never mixed."""
+    black = [np.zeros_like(th_frames[0]) for _ in range(4)]
+    frames = th_frames[:14] + black + th_frames[14:30]
+    n = len(frames)
+    seen = _onet_frames(monkeypatch)
+    raw = Faces(FacesConfig(**SMOOTH)).process(iter(frames), n)
+    got = Faces(FacesConfig(**SMOOTH, track_onet_smooth=2)).process(iter(frames), n)
+    assert not got.mask[14:18].any() and got.mask[:14].all() and got.mask[18:].all()
+    for i in sorted(seen):
+        a, b = (0, 14) if i < 14 else (18, n)
+        k = min(2, i - a, b - 1 - i)
+        want = raw.data[i - k:i + k + 1, :14].astype(np.float64).mean(0)
+        np.testing.assert_allclose(got.data[i, :14], want, rtol=0, atol=1e-3)
+
+
+def test_smoothed_rows_are_the_same_streamed_in_small_chunks(th_frames, monkeypatch):
+    """Rows are handed on only once final: chunk boundaries falling on O-net frames that still
+    wait for their neighbours change nothing."""
+    from avpipe.pipeline import chunks
+
+    n = len(th_frames)
+    cfg = FacesConfig(**SMOOTH, track_onet_smooth=2)
+    whole = Faces(cfg).process(iter(th_frames), n)
+    monkeypatch.setattr(chunks, "CHUNK_FRAMES", 5)
+    small = Faces(cfg).process(iter(th_frames), n)
+    np.testing.assert_array_equal(small.data, whole.data)
+    np.testing.assert_array_equal(small.extras["crops"], whole.extras["crops"])
+
+
+def test_smoothing_keeps_two_people_apart(two_faces_tone):
+    n = two_faces_tone.truth["n_frames"]
+    ref = Faces(FacesConfig(track_onet_inputs=0)).process(iter_frames(two_faces_tone.path), n)
+    got = Faces(FacesConfig(**SMOOTH, track_onet_smooth=2)).process(iter_frames(two_faces_tone.path), n)
+    assert got.attrs["sides"] == ref.attrs["sides"] and ref.attrs["sides"]
+    assert [t["id"] for t in got.attrs["tracks"]] == [t["id"] for t in ref.attrs["tracks"]]
+    np.testing.assert_array_equal(got.extras["track_mask"], ref.extras["track_mask"])
+    for a, b in zip(got.extras["track_data"], ref.extras["track_data"]):
+        m = a[:, 14] > 0
+        ious = np.array([iou(x[:4], y[None, :4])[0] for x, y in zip(a[m], b[m])])
+        assert ious.min() >= 0.8

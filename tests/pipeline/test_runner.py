@@ -54,6 +54,20 @@ def test_extract_then_read(tmp_path, videos, toy_log):
             c.read("probe", "nope.mp4")
 
 
+def test_summary_says_how_long_each_stage_took(tmp_path, videos):
+    """The per-stage split of a run (what a user profiling a batch reads first): a ``wall s``
+    column with each stage's seconds, which add up to no more than the run."""
+    s = _run(tmp_path / "cache", videos, stages=["toy_slow"])
+    table = s.render().splitlines()
+    head = next(ln.split() for ln in table if ln.split()[:1] == ["stage"])
+    col = head.index("wall")
+    rows = {ln.split()[0]: float(ln.split()[col]) for ln in table[table.index(next(
+        ln for ln in table if ln.split()[:1] == ["stage"])) + 1:] if ln.split() and ln.split()[1].isdigit()}
+    assert set(rows) == {st.name for st in s.stages} and "toy_slow" in rows
+    assert rows["toy_slow"] == round(next(st.seconds for st in s.stages if st.name == "toy_slow"), 2)
+    assert rows["toy_slow"] > 0 and sum(rows.values()) <= s.total_s
+
+
 def test_warm_rerun_computes_nothing_and_hashes_nothing(tmp_path, videos, toy_log):
     _run(tmp_path / "cache", videos)
     toy_log.clear()
