@@ -5,8 +5,10 @@ Why: MTCNN's R-net and O-net inputs are the candidate boxes' crops resampled to 
 ``interpolate(mode="area")`` (adaptive average pooling), one call per box — per call, four small
 tensor operations (slice, NCHW copy, float, pool) whose dispatch costs more than their arithmetic
 on ~100-px crops. Here every crop comes from one integral image (summed-area table) of the region
-the boxes cover: each output pixel is an integer sum read at four corners, then divided as the
-pooling kernel divides.
+the crops cover: each output pixel is an integer sum read off it (whole rows of the table first,
+then two reads per pixel), then divided as the pooling kernel divides. The work grows with the
+number of crops times the *width of that region*, so it suits crops clustered on one face (the
+cascade's candidates on a tracked frame), not crops spread over a whole frame.
 
 Why it is exact, not merely close: the pixels are integers, so every bin sum is an exact integer
 (int32/int64 here, float32 in PyTorch's kernel: exact while a bin's sum stays below 2**24, i.e.
@@ -54,23 +56,28 @@ def area_crops(frame: np.ndarray, y0: np.ndarray, y1: np.ndarray, x0: np.ndarray
         k = int(np.flatnonzero(bad)[0])
         raise ValueError(f"area_crops: crop {k} rows {y0[k]}:{y1[k]}, cols {x0[k]}:{x1[k]} is empty or "
                          f"outside the {H}x{W} frame")
-    # integral image of the region all crops cover, a zero row and column in front:
-    # I[r, c] = sum of region[:r, :c]
+    # integral image of the region all crops cover, channels first, a zero row and column in
+    # front: I[c, r, x] = sum of region[:r, :x, c]
     ry0, ry1, rx0, rx1 = int(y0.min()), int(y1.max()), int(x0.min()), int(x1.max())
     hh, ww = ry1 - ry0, rx1 - rx0
     acc = np.int32 if 255 * hh * ww <= _INT32_MAX else np.int64
-    integral = np.zeros((hh + 1, ww + 1, C), acc)
-    np.cumsum(frame[ry0:ry1, rx0:rx1], 0, dtype=acc, out=integral[1:, 1:])
-    np.cumsum(integral[1:, 1:], 1, out=integral[1:, 1:])
-    flat = integral.reshape(-1, C)
+    integral = np.zeros((C, hh + 1, ww + 1), acc)
+    np.cumsum(frame[ry0:ry1, rx0:rx1].transpose(2, 0, 1), 1, dtype=acc, out=integral[:, 1:, 1:])
+    np.cumsum(integral[:, 1:, 1:], 2, out=integral[:, 1:, 1:])
+    K = len(y0)
     rs, re = area_bins(y1 - y0, side)
     cs, ce = area_bins(x1 - x0, side)
-    rows0 = ((y0 - ry0)[:, None] + rs)[:, :, None] * (ww + 1)  # (K, side, 1) flat row offsets
-    rows1 = ((y0 - ry0)[:, None] + re)[:, :, None] * (ww + 1)
-    cols0 = ((x0 - rx0)[:, None] + cs)[:, None, :]  # (K, 1, side)
-    cols1 = ((x0 - rx0)[:, None] + ce)[:, None, :]
-    sums = flat[rows1 + cols1] - flat[rows0 + cols1] - flat[rows1 + cols0] + flat[rows0 + cols0]
-    out = np.ascontiguousarray(sums.transpose(0, 3, 1, 2), dtype=np.float32)  # exact: sums < 2**24
+    # rows first (whole rows of the table: contiguous copies): per crop and output row, the bin's
+    # sums over every column prefix, D[c, k, i, x] = I[c, row_end, x] - I[c, row_start, x]
+    rows = np.concatenate([(y0 - ry0)[:, None] + re, (y0 - ry0)[:, None] + rs], 1).reshape(-1)
+    d = np.take(integral, rows, axis=1).reshape(C, K, 2, side, ww + 1)
+    d = (d[:, :, 0] - d[:, :, 1]).reshape(C, -1)
+    # then columns: two scalar reads per output pixel
+    base = (np.arange(K)[:, None, None] * side + np.arange(side)[None, :, None]) * (ww + 1)
+    c0 = ((x0 - rx0)[:, None] + cs)[:, None, :]
+    c1 = ((x0 - rx0)[:, None] + ce)[:, None, :]
+    sums = np.take(d, base + c1, axis=1) - np.take(d, base + c0, axis=1)  # (C, K, side, side)
+    out = np.ascontiguousarray(sums.transpose(1, 0, 2, 3), dtype=np.float32)  # exact: sums < 2**24
     # the pooling kernel's own division, in its order and precision
     out /= (re - rs).astype(np.float32)[:, None, :, None]
     out /= (ce - cs).astype(np.float32)[:, None, None, :]

@@ -417,14 +417,13 @@ def _nms(boxes: Any, scores: Any, threshold: float) -> Any:
     in class 0 (what the cascade calls) without its class bookkeeping. Below torchvision's
     size switch its coordinate trick adds an offset of 0 to every box, i.e. is plain ``nms``;
     above it, the batched path is taken as before."""
-    from torchvision.ops import batched_nms, nms
+    import torch
+    from torchvision.ops import batched_nms
 
     if boxes.numel() > (4000 if boxes.device.type == "cpu" else 100_000):
-        import torch
-
         return batched_nms(boxes, scores, torch.zeros(len(boxes), dtype=torch.long, device=boxes.device),
                            threshold)
-    return nms(boxes, scores, threshold)
+    return torch.ops.torchvision.nms(boxes, scores, threshold)  # torchvision.ops.nms minus its logging
 
 
 @functools.lru_cache(maxsize=256)
@@ -463,13 +462,16 @@ def _proposals(reg: Any, probs: Any, scale: float, thresh: float, off_x: int, of
     then MTCNN's per-level NMS at 0.5."""
     import torch
 
-    reg = reg.permute(1, 0, 2, 3)
     mask = probs >= thresh
     inds = mask.nonzero()
+    if len(inds) == 0:  # no cell above the threshold (most window levels far from the face size)
+        return torch.zeros((0, 9), dtype=reg.dtype, device=reg.device)
+    reg = reg.permute(1, 0, 2, 3)
     score = probs[mask]
     reg = reg[:, mask].permute(1, 0)
     bb = inds[:, 1:].type(reg.dtype).flip(1)
-    bb = bb + torch.tensor([off_x, off_y], dtype=reg.dtype, device=bb.device)
+    bb[:, 0] += off_x
+    bb[:, 1] += off_y
     q1 = ((2 * bb + 1) / scale).floor()
     q2 = ((2 * bb + 12) / scale).floor()
     boxes = torch.cat([q1, q2, score.unsqueeze(1), reg], dim=1)
