@@ -9,13 +9,28 @@ window of the pyramid levels only, or O-net alone (the module doc of
 Speed (figures in BENCHMARKS.md, "Where the faces time goes"; ``benchmarks/bench_faces.py``): the
 nets are channels-last (CPU max-pooling is much slower on NCHW) and, on CPU, R-net/O-net are
 TorchScript-frozen with oneDNN (``optimize_for_inference``); on tracked frames O-net on ~10
-candidates is the main cost left.
+candidates is the main cost left. Around the nets, every step of the window cascade and of O-net
+tracking returns what it returned before bit for bit (the stored rows do not change, so neither
+does the stage's version) with less per-call overhead, which is most of what the small steps cost:
+
+* R-net/O-net inputs: on CPU every candidate's 24/48-px crop comes from one batched call
+  (:func:`avpipe.extractors.area_crops.area_crops`: one integral image, exact integer bin sums,
+  divided as PyTorch's area pooling divides) instead of one ``imresample`` per box;
+* P-net on the window levels is traced and frozen without ``optimize_for_inference`` (whose
+  oneDNN kernels round differently and gained nothing on window-sized inputs): the same kernels
+  without per-layer Python calls, kept only if equal to the eager net bit for bit;
+* the window levels' area matrices are cached (a tracked face moves a few pixels, its windows
+  repeat), single-class NMS calls torchvision's ``nms`` directly (what ``batched_nms`` with one
+  class reduces to below its size switch).
+
+The key frame's full cascade is still facenet-pytorch's ``detect_face``, per-box crops included.
 Measured and rejected (agreement with per-frame MTCNN, IoU >= 0.9, fell below 95 %): only the
 top-k R-net boxes to O-net (k=3: 83 %), top-k P-net proposals to R-net (k=10: 89 %),
 ``roi_max_face`` 1.0 (92–94 %; 1.5: 96 %, too close to the bar), ``roi_min_face`` 0.7 (91 %).
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from avpipe.extractors.area_crops import area_crops
 from avpipe.extractors.tracking import iou
 from avpipe.extractors.weights import WeightSpec, file_checksum, register_weights
 from avpipe.pipeline.stage import StageError
@@ -85,9 +101,14 @@ class MtcnnEngine:
             PNet().to(self.device).eval().to(memory_format=cl),
             RNet().to(self.device).eval().to(memory_format=cl),
             ONet().to(self.device).eval().to(memory_format=cl))
+        # P-net on the window levels: traced and frozen (no per-layer Python dispatch; outputs equal
+        # the eager net's bit for bit, unlike optimize_for_inference's). The full cascade keeps
+        # the eager module: facenet-pytorch's detect_face reads its parameters' dtype.
+        self.pnet_window = self.pnet
         if self.device.type == "cpu":  # R/O-net: frozen, conv+PReLU through oneDNN (~1.5-2x more)
             self.rnet = _optimized(RNet().eval(), 24, self.rnet)
             self.onet = _optimized(ONet().eval(), 48, self.onet)
+            self.pnet_window = _frozen(self.pnet)
 
     def scale_for(self, frame: np.ndarray) -> float:
         """Down-scale factor of a key frame for the full cascade (1.0 = full resolution)."""
@@ -203,7 +224,7 @@ class MtcnnEngine:
         """P-net on the window of each selected level, NMS across levels, box regression:
         R-net's candidates (N, 5) as MTCNN builds them, or None."""
         import torch
-        from facenet_pytorch.models.utils.detect_face import batched_nms, rerec
+        from facenet_pytorch.models.utils.detect_face import rerec
 
         cfg, dev = self.config, self.device
         H, W = int(src.shape[0]), int(src.shape[1])
@@ -222,20 +243,17 @@ class MtcnnEngine:
             r1 = min(hs, int(np.ceil(ry1 * scale)) + 2)
             if c1 - c0 < 12 or r1 - r0 < 12:
                 continue
-            my, ya, yb = _area_matrix(H, hs, r0, r1)
-            mx, xa, xb = _area_matrix(W, ws, c0, c1)
-            my, mx = torch.from_numpy(my).to(dev), torch.from_numpy(mx).to(dev)
-            level = torch.matmul(torch.matmul(my, _nchw(src, ya, yb, xa, xb)), mx.t())
-            reg, probs = self.pnet((level - 127.5) * 0.0078125)
-            cands.append(_proposals(reg, probs[:, 1], scale, cfg.thresholds[0], c0 // 2, r0 // 2,
-                                    batched_nms))
+            my, ya, yb = _level_matrix(H, hs, r0, r1, dev)
+            mxt, xa, xb = _level_matrix(W, ws, c0, c1, dev, transposed=True)
+            level = torch.matmul(torch.matmul(my, _nchw(src, ya, yb, xa, xb)), mxt)
+            reg, probs = self.pnet_window((level - 127.5) * 0.0078125)
+            cands.append(_proposals(reg, probs[:, 1], scale, cfg.thresholds[0], c0 // 2, r0 // 2))
         if not cands:
             return None
         boxes = torch.cat(cands, 0)
         if len(boxes) == 0:
             return None
-        zeros = torch.zeros(len(boxes), dtype=torch.long, device=dev)
-        boxes = boxes[batched_nms(boxes[:, :4], boxes[:, 4], zeros, 0.7)]  # sorted by score
+        boxes = boxes[_nms(boxes[:, :4], boxes[:, 4], 0.7)]  # sorted by score
         if cfg.roi_rnet_top_k:
             boxes = boxes[:cfg.roi_rnet_top_k]
         regw, regh = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
@@ -247,24 +265,32 @@ class MtcnnEngine:
     @staticmethod
     def _net_input(src: Any, boxes: Any, side: int) -> tuple[Any, Any] | None:
         """Boxes that overlap the frame and their ``side``-px crops, normalised as MTCNN (the
-        input step shared by R-net and O-net); None if no box overlaps the frame."""
+        input step shared by R-net and O-net); None if no box overlaps the frame.
+
+        A crop is MTCNN's: ``pad`` clips the box to the frame and the in-frame part is stretched
+        to the full side (``imresample``). On CPU all crops come from one batched call
+        (:func:`avpipe.extractors.area_crops.area_crops`, equal bit for bit to ``imresample``
+        per box, without its per-box dispatch); other devices keep the per-box calls."""
         import torch
         from facenet_pytorch.models.utils.detect_face import imresample, pad
 
         H, W = int(src.shape[0]), int(src.shape[1])
         y, ey, x, ex = pad(boxes, W, H)
-        keep = [k for k in range(len(y)) if ey[k] > y[k] - 1 and ex[k] > x[k] - 1]
-        if not keep:
+        keep = np.flatnonzero((ey > y - 1) & (ex > x - 1))
+        if not len(keep):
             return None
-        data = torch.cat([imresample(_nchw(src, y[k] - 1, ey[k], x[k] - 1, ex[k]), (side, side))
-                          for k in keep])
-        return boxes[keep], (data - 127.5) * 0.0078125
+        if src.device.type == "cpu":
+            y, ey, x, ex = y[keep], ey[keep], x[keep], ex[keep]
+            data = torch.from_numpy(area_crops(src.numpy(), y - 1, ey, x - 1, ex, side))
+        else:
+            data = torch.cat([imresample(_nchw(src, y[k] - 1, ey[k], x[k] - 1, ex[k]), (side, side))
+                              for k in keep])
+        return boxes[torch.from_numpy(keep).to(boxes.device)], (data - 127.5) * 0.0078125
 
     def _rnet_step(self, src: Any, boxes: Any) -> Any | None:
         """R-net: score, threshold, NMS 0.7, regression: O-net's candidates, or None."""
         import torch
-        from facenet_pytorch.models.utils.detect_face import (
-            batched_nms, bbreg, fixed_batch_process, rerec)
+        from facenet_pytorch.models.utils.detect_face import bbreg, fixed_batch_process, rerec
 
         got = self._net_input(src, boxes, 24)
         if got is None:
@@ -277,8 +303,7 @@ class MtcnnEngine:
         mv = out[0][ok]
         if len(boxes) == 0:
             return None
-        zeros = torch.zeros(len(boxes), dtype=torch.long, device=self.device)
-        pick = batched_nms(boxes[:, :4], boxes[:, 4], zeros, 0.7)  # sorted by score
+        pick = _nms(boxes[:, :4], boxes[:, 4], 0.7)  # sorted by score
         if self.config.roi_onet_top_k:
             pick = pick[:self.config.roi_onet_top_k]
         return rerec(bbreg(boxes[pick], mv[pick]))
@@ -364,6 +389,59 @@ def _optimized(net: Any, side: int, fallback: Any) -> Any:
     return fallback
 
 
+def _frozen(net: Any) -> Any:
+    """``net`` traced and frozen (TorchScript), for a fully convolutional net taking any input
+    size: the same ATen kernels without the per-layer Python module calls. Returned only if its
+    outputs equal the eager net's bit for bit on several input sizes, else ``net`` itself."""
+    import copy
+    import warnings
+
+    import torch
+
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            m = torch.jit.freeze(torch.jit.trace(copy.deepcopy(net), torch.zeros(1, 3, 24, 30)).eval())
+            gen = torch.Generator().manual_seed(0)
+            for h, w in ((12, 12), (17, 29), (64, 48)):
+                x = torch.rand(1, 3, h, w, generator=gen) * 2 - 1
+                if not all(torch.equal(a, b) for a, b in zip(net(x), m(x))):
+                    return net
+            return m
+    except Exception:  # noqa: BLE001 - any failure: keep the eager net
+        return net
+
+
+def _nms(boxes: Any, scores: Any, threshold: float) -> Any:
+    """Single-class NMS, kept indices best first: facenet-pytorch's ``batched_nms`` with every box
+    in class 0 (what the cascade calls) without its class bookkeeping. Below torchvision's
+    size switch its coordinate trick adds an offset of 0 to every box, i.e. is plain ``nms``;
+    above it, the batched path is taken as before."""
+    import torch
+    from torchvision.ops import batched_nms
+
+    if boxes.numel() > (4000 if boxes.device.type == "cpu" else 100_000):
+        return batched_nms(boxes, scores, torch.zeros(len(boxes), dtype=torch.long, device=boxes.device),
+                           threshold)
+    return torch.ops.torchvision.nms(boxes, scores, threshold)  # torchvision.ops.nms minus its logging
+
+
+@functools.lru_cache(maxsize=64)
+def _level_matrix(n_in: int, n_out: int, o0: int, o1: int, device: Any,
+                  transposed: bool = False) -> tuple[Any, int, int]:
+    """:func:`_area_matrix` as a tensor on ``device`` (``.t()`` of it if ``transposed``), cached:
+    a tracked face moves a few pixels between frames, so its windows' matrices repeat (on a
+    500-frame test clip, 89 distinct ones for ~3,900 lookups) and building them is most of what
+    a small window level costs besides P-net. 64 entries: a few frames' worth of windows, and a
+    bound on memory (a matrix is window rows x frame span; large faces on 4K frames make them
+    hundreds of KB). Callers must not modify the returned tensor."""
+    import torch
+
+    m, i0, i1 = _area_matrix(n_in, n_out, o0, o1)
+    t = torch.from_numpy(m).to(device)
+    return (t.t() if transposed else t), i0, i1
+
+
 def _area_matrix(n_in: int, n_out: int, o0: int, o1: int) -> tuple[np.ndarray, int, int]:
     """Rows ``o0:o1`` of the area-resize (``F.interpolate(mode="area")`` = adaptive average
     pooling) from ``n_in`` to ``n_out`` samples as a matrix over the input span they cover.
@@ -380,25 +458,26 @@ def _area_matrix(n_in: int, n_out: int, o0: int, o1: int) -> tuple[np.ndarray, i
     return (m / (end - start)[:, None]).astype(np.float32), i0, i1
 
 
-def _proposals(reg: Any, probs: Any, scale: float, thresh: float, off_x: int, off_y: int,
-               batched_nms: Any) -> Any:
+def _proposals(reg: Any, probs: Any, scale: float, thresh: float, off_x: int, off_y: int) -> Any:
     """P-net cells above ``thresh`` as boxes in frame pixels (MTCNN's generateBoundingBox, with
     the window's cell offset added before the floor so coordinates match the full-frame ones),
     then MTCNN's per-level NMS at 0.5."""
     import torch
 
-    reg = reg.permute(1, 0, 2, 3)
     mask = probs >= thresh
     inds = mask.nonzero()
+    if len(inds) == 0:  # no cell above the threshold (most window levels far from the face size)
+        return torch.zeros((0, 9), dtype=reg.dtype, device=reg.device)
+    reg = reg.permute(1, 0, 2, 3)
     score = probs[mask]
     reg = reg[:, mask].permute(1, 0)
     bb = inds[:, 1:].type(reg.dtype).flip(1)
-    bb = bb + torch.tensor([off_x, off_y], dtype=reg.dtype, device=bb.device)
+    bb[:, 0] += off_x
+    bb[:, 1] += off_y
     q1 = ((2 * bb + 1) / scale).floor()
     q2 = ((2 * bb + 12) / scale).floor()
     boxes = torch.cat([q1, q2, score.unsqueeze(1), reg], dim=1)
-    zeros = torch.zeros(len(boxes), dtype=torch.long, device=boxes.device)
-    return boxes[batched_nms(boxes[:, :4], boxes[:, 4], zeros, 0.5)]
+    return boxes[_nms(boxes[:, :4], boxes[:, 4], 0.5)]
 
 
 def onet_anchor(c: Cascade, k: int, n: int) -> tuple[np.ndarray, np.ndarray] | None:
