@@ -1,13 +1,15 @@
-"""Faces stage speed and agreement: per-frame MTCNN (naive) vs the stage's two trackers.
+"""Faces stage speed and agreement: per-frame MTCNN (naive) vs the stage's trackers.
 
 * ``naive``: facenet-pytorch ``MTCNN.detect`` on every full-resolution frame;
-* ``window``: the stage's defaults (``track_onet_inputs`` 0, version 4's output): the full
+* ``window``: ``track_onet_inputs = 0`` (the default before #24, version 4's output): the full
   cascade on key frames, the cascade in a window around the face in between;
-* ``onet``: the same with O-net tracking on (``track_onet_inputs`` N): O-net alone on the last
-  cascade's O-net inputs, moved with the face, on tracked frames.
+* ``onet``: plain O-net tracking (``track_onet_inputs`` N, no re-anchoring, no odds weighting, no
+  smoothing): O-net alone on the last cascade's O-net inputs, moved with the face;
+* ``default``: the stage's defaults (O-net tracking with 4 inputs, re-anchored every 4th tracked
+  frame, odds-weighted, smoothed over ±2 frames).
 
 All run in this one process, same threads, on the same decoded frames (decode excluded; the
-stage's own streaming decode is timed once more for ``onet``), interleaved repeat by repeat, and
+stage's own streaming decode is timed once more for ``default``), interleaved repeat by repeat, and
 the median of ``--repeats`` is reported. Agreement: the share of frames whose box has IoU >= 0.9
 with naive's; landmark distance: the mean over frames of the mean distance of the 5 landmarks to
 naive's (px and % of naive's box width). ``naive self``: naive's own box against its box on the
@@ -113,6 +115,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--long-seconds", type=float, default=20.0, help="generated 640x360 clip length")
     ap.add_argument("--short-seconds", type=float, default=3.0, help="generated 576x768 clip length")
+    ap.add_argument("--hd-seconds", type=float, default=10.0, help="generated 1280x720 clip length (0: none)")
     ap.add_argument("--onet-inputs", type=int, default=3, help="track_onet_inputs of the onet method")
     ap.add_argument("--old", default=None, metavar="REV",
                     help="also time the faces stage of this git revision (its defaults) as method 'old'")
@@ -133,13 +136,16 @@ def main() -> None:
     root = Path(__file__).resolve().parents[1]
     tmp = Path(tempfile.mkdtemp())
     clips = [("talking head 480x360", root / "tests/fixtures/media/talking_head.mp4", None)]
-    for secs, size in ((args.long_seconds, (640, 360)), (args.short_seconds, (576, 768))):
+    sizes = [(args.long_seconds, (640, 360)), (args.short_seconds, (576, 768)), (args.hd_seconds, (1280, 720))]
+    for secs, size in (x for x in sizes if x[0] > 0):
         path = tmp / f"gen_{size[0]}x{size[1]}_{secs:g}s.mp4"
         write_clip(path, face_frames(int(secs * 25), size=size), fps=25.0)
         clips.append((f"generated {secs:g}s {size[0]}x{size[1]}", path, size))
     mt = MTCNN(device="cpu")
-    stages = {"window": Faces(FacesConfig()),
-              "onet": Faces(FacesConfig(track_onet_inputs=args.onet_inputs))}
+    plain = dict(track_onet_refresh=None, track_onet_temperature=None, track_onet_smooth=None)
+    stages = {"window": Faces(FacesConfig(track_onet_inputs=0)),
+              "onet": Faces(FacesConfig(track_onet_inputs=args.onet_inputs, **plain)),
+              "default": Faces(FacesConfig())}
     for spec in args.method:
         name, _, fields = spec.partition("=")
         kw = {k: _number(v) for k, _, v in (f.partition("=") for f in fields.split(",") if f)}
@@ -154,13 +160,13 @@ def main() -> None:
     for name, path, size in clips:
         frames = list(iter_frames(path))
         n = len(frames)
-        times: dict[str, list[float]] = {"naive": [], "onet+decode": [], **{k: [] for k in stages}}
+        times: dict[str, list[float]] = {"naive": [], "default+decode": [], **{k: [] for k in stages}}
         res = {}
         for _ in range(args.repeats):
             nb, nl = timed(times["naive"], naive, frames, mt)
             for k, st in stages.items():
                 res[k] = timed(times[k], st.process, iter(frames), n)
-            timed(times["onet+decode"], stages["onet"].process, iter_frames(path), n)
+            timed(times["default+decode"], stages["default"].process, iter_frames(path), n)
         med = {k: statistics.median(v) for k, v in times.items()}
         self_iou = np.array([iou(a, b[None])[0] for a, b in zip(nb, nb[1:]) if a is not None and b is not None])
         truth = truth_landmarks(mt, n, size) if size is not None else None
@@ -183,8 +189,8 @@ def main() -> None:
             print(f"  {k:8s} {n / med[k]:7.1f} {med['naive'] / med[k]:7.2f} {(ious >= 0.9).mean():7.3f} "
                   f"{ious.min():7.3f} {d.mean():6.2f} {100 * (d / width).mean():6.2f}% {tr} "
                   f"{r.attrs['full_detections']:8d}")
-        print(f"  onet with its streaming decode: {n / med['onet+decode']:.1f} f/s "
-              f"({med['naive'] / med['onet+decode']:.2f}x naive)")
+        print(f"  default with its streaming decode: {n / med['default+decode']:.1f} f/s "
+              f"({med['naive'] / med['default+decode']:.2f}x naive)")
 
 
 if __name__ == "__main__":

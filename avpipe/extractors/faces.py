@@ -9,40 +9,48 @@ Why not one MTCNN call per frame: the P-net image pyramid dominates the cost (BE
 * **key frames** (every ``key_interval`` frames, and whenever no face is being tracked) get the
   full cascade, on a copy of the frame down-scaled so its longer side is at most
   ``detect_max_side`` (the minimum face size is scaled with it, never below P-net's 12 px);
-* **frames in between** are *tracked*: the full cascade runs at full resolution, but only in a
-  window of ``roi_scale`` × the previous face box around it, and only on the pyramid levels whose
-  12-px P-net cell is ``roi_min_face``…``roi_max_face`` × the previous face size (3–4 levels
-  instead of ~9); only that window of each level is resampled (same area bins as MTCNN's resize
-  of the whole frame) — the face goes through the same P/R/O-net steps as in a full-frame
-  detection, the P-net work is ~10× smaller. If no face overlapping the
-  previous box (IoU >= ``track_min_iou``) is found there, the track is dropped and the frame gets
-  the full-frame cascade at once;
-* the kept face of a down-scaled key frame is re-detected the same way at full resolution, so
-  down-scaling costs no box or landmark precision.
+* **frames in between** are *tracked*, by one of two trackers (below): O-net tracking (the
+  default) or the window cascade (``track_onet_inputs = 0``);
+* the kept face of a down-scaled key frame is re-detected by the window cascade at full
+  resolution, so down-scaling costs no box or landmark precision.
 
-O-net tracking (``track_onet_inputs`` > 0, off by default): on a tracked frame O-net alone runs on
-the O-net inputs of the last cascade that found this face (the square boxes R-net made for it, best
-``track_onet_inputs`` first), each moved by the scale and shift that take that cascade's face box to
-the previous frame's; the window cascade runs instead (and becomes the new anchor) when O-net's
-probability is below ``track_onet_min_prob`` or its face does not continue the track. Feeding O-net
-its *inputs* rather than the previous *output* box matters: O-net's box is not a fixed point of
-O-net (re-regressing the previous box shrank it ~5 % and agreement with per-frame MTCNN fell to
-60–80 %). With the inputs there is no drift or bias, and the stage runs faster (BENCHMARKS.md,
-"Faces: O-net tracking, and the 10× target"), but it does not reproduce per-frame MTCNN's own
-frame-to-frame jitter (its box against its own box on the next frame: IoU >= 0.9 on only 91–97 % of
-frames on the test clips): agreement with per-frame MTCNN (IoU >= 0.9) is 80–83 %, landmarks ~1 % of
-the face width from per-frame MTCNN's (and as far from the true positions as per-frame MTCNN's,
-within 6 %). The window cascade keeps the P-net proposals that make MTCNN's own boxes, which is why
-it stays the default (and why O-net tracking is off in the fingerprint when off: the output is
-version 4's).
+**Window cascade** (``track_onet_inputs = 0``; the default until #24, its fingerprint unchanged, so
+caches made then are found again): the full cascade runs at full resolution, but only in a window
+of ``roi_scale`` × the previous face box around it, and only on the pyramid levels whose 12-px
+P-net cell is ``roi_min_face``…``roi_max_face`` × the previous face size (3–4 levels instead of
+~9); only that window of each level is resampled (same area bins as MTCNN's resize of the whole
+frame) — the face goes through the same P/R/O-net steps as in a full-frame detection, the P-net
+work is ~10× smaller, and the boxes are MTCNN's own. If no face overlapping the previous box
+(IoU >= ``track_min_iou``) is found there, the track is dropped and the frame gets the full-frame
+cascade at once.
 
-Two opt-in refinements of O-net tracking (each absent from the fingerprint while unset):
-``track_onet_temperature`` answers with the odds-weighted mean of O-net's candidates on the face
-(:func:`avpipe.extractors.mtcnn.soft_answer`: per-frame MTCNN's pick among near-1 probabilities is
-a draw a tracker cannot repeat, so it aims at the draw's expectation), ``track_onet_refresh``
-re-anchors with the window cascade every N-th tracked frame (the moved inputs stay fresh). Together
-(5 inputs, T = 3, N = 3) they trade part of O-net tracking's speed for agreement with per-frame
-MTCNN (BENCHMARKS.md, "Faces: O-net tracking, and the 10× target").
+**O-net tracking** (the default: 4 inputs, re-anchored every 4th tracked frame, odds-weighted
+answers smoothed over ±2 frames): on a tracked frame O-net alone runs on the O-net inputs of the
+last window cascade that found this face (the square boxes R-net made for it, best
+``track_onet_inputs`` first), each moved by the scale and shift that take that cascade's face box
+to the previous frame's. The window cascade runs instead (and becomes the new anchor) when O-net's
+probability is below ``track_onet_min_prob``, when its face does not continue the track, and every
+``track_onet_refresh``-th tracked frame (so the moved inputs stay fresh). Why each part:
+
+* Feeding O-net its *inputs* rather than the previous *output* box: O-net's box is not a fixed
+  point of O-net (re-regressing the previous box shrank it ~5 % and agreement with per-frame MTCNN
+  fell to 60–80 %); with the inputs there is no drift or bias.
+* Per-frame MTCNN keeps whichever candidate O-net scores highest, and those scores are all close
+  to 1, so its box jumps between P-net's grid-bound proposals from frame to frame (its box against
+  its own box on the next frame: IoU >= 0.9 on only 91–97 % of frames on the test clips). A tracker
+  cannot repeat that draw, so it aims at its expectation: ``track_onet_temperature`` answers with
+  the mean of O-net's candidates on the face weighted by their odds
+  (:func:`avpipe.extractors.mtcnn.soft_answer`), and ``track_onet_smooth`` replaces each O-net
+  answer by the mean of the track's answers within that many frames on each side (cascade frames
+  keep the cascade's own answer; the stage hands rows on only once their neighbours are known).
+  Per-frame MTCNN's own boxes smoothed so agree with it on 99.6–100 % of frames: what is left is
+  the tracker's error, which averaging halves.
+
+Measured (BENCHMARKS.md, "Faces at 10×: smoothed O-net tracking"): boxes within IoU 0.9 of
+per-frame MTCNN's on ~98 % of frames (the window cascade: ~99.5 %; O-net tracking without the
+refinements: 80–83 %), landmarks ~0.6 % of the face width from MTCNN's and no farther from the
+true positions than MTCNN's own, at about twice the window cascade's speed. Each refinement, unset,
+is absent from the fingerprint (as it was before it existed).
 
 ``key_interval=1, detect_max_side=None`` is the plain per-frame MTCNN.
 
@@ -95,6 +103,10 @@ from avpipe.pipeline.stage import Stage, StageError, StageResult, VideoRef, regi
 
 __all__ = ["COLUMNS", "COLUMN_DOC", "Faces", "FacesConfig", "TRACK_CROP_BLOCK"]
 
+# the O-net tracking options: keyed only while track_onet_inputs >= 1 (the last three only when set)
+ONET_OPTIONS = ("track_onet_inputs", "track_onet_min_prob", "track_onet_refresh", "track_onet_temperature",
+                "track_onet_smooth")
+
 # frames of ``track_crops`` written per block (T x 64 x 112 x 112 x 3 = 2.4 MB per track); non-semantic
 TRACK_CROP_BLOCK = 64
 
@@ -138,32 +150,29 @@ class FacesConfig:
                                                        "first)")] = 4
     track_onet_inputs: Annotated[Int, Field(ge=0, description="tracked frames: O-net alone on this many of the "
                                                               "last cascade's O-net inputs, moved with the face "
-                                                              "(0 = window cascade on every tracked frame)")] = 0
+                                                              "(0 = window cascade on every tracked frame: "
+                                                              "MTCNN's own boxes, about half as fast; the "
+                                                              "track_onet_* options below are then ignored)")] = 4
     track_onet_min_prob: Annotated[Probability, Field(description="tracked frames: below this O-net probability "
                                                                   "the window cascade runs instead")] = 0.9
     track_onet_refresh: Annotated[Int | None, Field(ge=2, description="O-net tracking: every this many tracked "
                                                                      "frames the window cascade runs and re-anchors "
-                                                                     "the track (unset = only when O-net fails)")] = None
+                                                                     "the track (unset = only when O-net fails)")] = 4
     track_onet_temperature: Annotated[Float | None, Field(gt=0.0, description="O-net tracking: the answer is the mean "
                                                                                "of O-net's boxes and landmarks on the "
                                                                                "face weighted by (p/(1-p))^(1/T) "
                                                                                "(unset = O-net's most probable box, as "
-                                                                               "the cascade picks)")] = None
+                                                                               "the cascade picks)")] = 3.0
     track_onet_smooth: Annotated[Int | None, Field(ge=1, description="O-net tracking: a frame O-net answered gets "
                                                                   "the mean box and landmarks of the track's "
                                                                   "answers within this many frames on each side "
                                                                   "(cascade frames stay the cascade's; unset = "
-                                                                  "no smoothing)")] = None
+                                                                  "no smoothing)")] = 2
 
     @model_validator(mode="after")
     def _roi_range(self) -> "FacesConfig":
         if self.roi_max_face is not None and self.roi_max_face < self.roi_min_face:
             raise ValueError(f"roi_max_face ({self.roi_max_face}) must be >= roi_min_face ({self.roi_min_face})")
-        if not self.track_onet_inputs:
-            for name in ("track_onet_refresh", "track_onet_temperature", "track_onet_smooth"):
-                if getattr(self, name) is not None:
-                    raise ValueError(f"{name} tunes O-net tracking, which is off: set track_onet_inputs >= 1 "
-                                     f"or leave {name} unset")
         return self
 
 
@@ -189,9 +198,10 @@ class Faces(Stage):
     def semantic_config(self) -> dict[str, Any]:
         d = super().semantic_config()
         d["thresholds"] = [float(x) for x in d["thresholds"]]
-        if not d["track_onet_inputs"]:  # O-net tracking off: the output is version 4's, so is the key
-            del d["track_onet_inputs"], d["track_onet_min_prob"]
-        for name in ("track_onet_refresh", "track_onet_temperature", "track_onet_smooth"):  # unset: as before them
+        if not d["track_onet_inputs"]:  # O-net tracking off: the window cascade's output, version 4's key
+            for name in ONET_OPTIONS:
+                d.pop(name, None)
+        for name in ONET_OPTIONS[2:]:  # unset: O-net tracking as before these options existed
             if d.get(name) is None:
                 d.pop(name, None)
         return d

