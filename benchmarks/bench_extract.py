@@ -173,12 +173,13 @@ def main() -> None:
     for name in configs:
         if configs[name] is not None:
             print(f"speed-up {name}/new: {statistics.median(walls['new']) / statistics.median(walls[name]):.2f}x")
-    stages = [st for st in splits[next(iter(codes))][0] if st != "probe"] if splits[next(iter(codes))] else []
-    if stages and all(splits[n] and splits[n][0] for n in codes):
+    split = [n for n in codes if splits[n] and all(splits[n])]  # older revisions print no split
+    stages = [st for st in splits[split[0]][0] if st != "probe"] if split else []
+    if stages:
         print("\nPer-stage wall seconds (median over repeats; stages run one after another over the batch):\n")
         print("| code | " + " | ".join(stages) + " |")
         print("|---|" + "---|" * len(stages))
-        for name in codes:
+        for name in split:
             med = [statistics.median(sp.get(st, 0.0) for sp in splits[name]) for st in stages]
             print(f"| {name} | " + " | ".join(f"{v:.1f}" for v in med) + " |")
     for name, out in tails.items():
