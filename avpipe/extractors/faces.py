@@ -92,7 +92,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from avpipe.extractors.alignment import TEMPLATES, align_face
-from avpipe.extractors.face_columns import COLUMN_DOC, COLUMNS
+from avpipe.extractors.face_columns import COLUMN_DOC, COLUMNS, column_doc
 from avpipe.extractors.face_tracker import FaceTracker, PersonTrack
 from avpipe.extractors.media import iter_frames
 from avpipe.extractors.mtcnn import MtcnnEngine, mtcnn_weights_id
@@ -366,7 +366,7 @@ class Faces(Stage):
         cfg, S = self.config, self.config.crop_size
         return {
             "columns": COLUMNS,
-            "columns_doc": COLUMN_DOC,
+            "columns_doc": column_doc(bool(cfg.track_onet_inputs)),
             "crop_size": S,
             "template": cfg.template,
             "template_points": (TEMPLATES[cfg.template] * (S / 112.0)).round(4).tolist(),

@@ -23,6 +23,16 @@ def th_frames(talking_head):
     return [f for _, f in zip(range(40), iter_frames(talking_head.path))]
 
 
+def test_column_doc_says_which_tracker_made_the_tracked_rows(th_frames):
+    from avpipe.extractors.face_columns import COLUMN_DOC
+
+    few = th_frames[:3]
+    window = Faces(FacesConfig(**WINDOW)).process(iter(few), 3).attrs["columns_doc"]
+    default = Faces(FacesConfig()).process(iter(few), 3).attrs["columns_doc"]
+    assert window == COLUMN_DOC and "O-net" not in window.split("0 if tracked")[1]
+    assert "O-net alone" in default and "smoothed" in default
+
+
 def test_on_by_default_and_absent_from_the_key_when_off():
     """Off, the output is version 4's: the fingerprint's config must be version 4's too, whatever
     the (then ignored) O-net options say."""
