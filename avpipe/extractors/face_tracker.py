@@ -118,7 +118,7 @@ class FaceTracker:
         the run's raw answers over the frames within ``smooth`` of it on both sides, as many on
         each side (fewer near the run's ends), window-cascade frames included; its crop is made
         from the smoothed landmarks."""
-        r = self.smooth
+        r, done = self.smooth, False
         while t.pending and (final or t.pending[0] + r <= t.last):
             i = t.pending.pop(0)
             k = min(r, i - t.run_start, t.last - i)
@@ -127,9 +127,11 @@ class FaceTracker:
             row[BOX], row[LANDMARKS] = v[:4], v[4:]
             t.lms[i] = v[4:].reshape(5, 2)
             self._crop(i, self.frames[i], t, t.lms[i])
-        waiting = {j for tr in self.tracks.values() for j in tr.pending}
-        for j in [j for j in self.frames if j not in waiting]:
-            del self.frames[j]
+            done = True
+        if done:  # drop the frames no track waits on any more
+            waiting = {j for tr in self.tracks.values() for j in tr.pending}
+            for j in [j for j in self.frames if j not in waiting]:
+                del self.frames[j]
 
     def unsettled(self) -> int | None:
         """The first frame whose rows may still change (an O-net frame waiting for smoothing)."""
