@@ -56,29 +56,66 @@ def area_crops(frame: np.ndarray, y0: np.ndarray, y1: np.ndarray, x0: np.ndarray
         k = int(np.flatnonzero(bad)[0])
         raise ValueError(f"area_crops: crop {k} rows {y0[k]}:{y1[k]}, cols {x0[k]}:{x1[k]} is empty or "
                          f"outside the {H}x{W} frame")
-    # integral image of the region all crops cover, channels first, a zero row and column in
-    # front: I[c, r, x] = sum of region[:r, :x, c]
+    # integral image of the region all crops cover (channels last)
     ry0, ry1, rx0, rx1 = int(y0.min()), int(y1.max()), int(x0.min()), int(x1.max())
-    hh, ww = ry1 - ry0, rx1 - rx0
-    acc = np.int32 if 255 * hh * ww <= _INT32_MAX else np.int64
-    integral = np.zeros((C, hh + 1, ww + 1), acc)
-    np.cumsum(frame[ry0:ry1, rx0:rx1].transpose(2, 0, 1), 1, dtype=acc, out=integral[:, 1:, 1:])
-    np.cumsum(integral[:, 1:, 1:], 2, out=integral[:, 1:, 1:])
+    integral = integral_image(frame[ry0:ry1, rx0:rx1])
+    ww = rx1 - rx0
     K = len(y0)
     rs, re = area_bins(y1 - y0, side)
     cs, ce = area_bins(x1 - x0, side)
     # rows first (whole rows of the table: contiguous copies): per crop and output row, the bin's
-    # sums over every column prefix, D[c, k, i, x] = I[c, row_end, x] - I[c, row_start, x]
+    # sums over every column prefix, D[k, i, x, c] = I[row_end, x, c] - I[row_start, x, c]
     rows = np.concatenate([(y0 - ry0)[:, None] + re, (y0 - ry0)[:, None] + rs], 1).reshape(-1)
-    d = np.take(integral, rows, axis=1).reshape(C, K, 2, side, ww + 1)
-    d = (d[:, :, 0] - d[:, :, 1]).reshape(C, -1)
-    # then columns: two scalar reads per output pixel
+    d = np.take(integral, rows, axis=0).reshape(K, 2, side, ww + 1, C)
+    d = (d[:, 0] - d[:, 1]).reshape(-1, C)
+    # then columns: two reads (of C values) per output pixel
     base = (np.arange(K)[:, None, None] * side + np.arange(side)[None, :, None]) * (ww + 1)
     c0 = ((x0 - rx0)[:, None] + cs)[:, None, :]
     c1 = ((x0 - rx0)[:, None] + ce)[:, None, :]
-    sums = np.take(d, base + c1, axis=1) - np.take(d, base + c0, axis=1)  # (C, K, side, side)
-    out = np.ascontiguousarray(sums.transpose(1, 0, 2, 3), dtype=np.float32)  # exact: sums < 2**24
+    sums = np.take(d, base + c1, axis=0) - np.take(d, base + c0, axis=0)  # (K, side, side, C)
+    out = np.ascontiguousarray(sums.transpose(0, 3, 1, 2), dtype=np.float32)  # exact: sums < 2**24
     # the pooling kernel's own division, in its order and precision
     out /= (re - rs).astype(np.float32)[:, None, :, None]
     out /= (ce - cs).astype(np.float32)[:, None, None, :]
     return out
+
+
+
+def integral_image(frame: np.ndarray) -> np.ndarray:
+    """Summed-area table of an (H, W, C) uint8 image with a zero row and column in front,
+    channels last: ``I[r, x, c]`` = sum of ``frame[:r, :x, c]`` (H + 1, W + 1, C); int32 where no
+    sum can overflow it, else int64. (Channels last: both running sums then walk contiguous
+    memory, much faster than over a channels-first view.)"""
+    H, W, C = frame.shape
+    integral = np.zeros((H + 1, W + 1, C), np.int32 if 255 * H * W <= _INT32_MAX else np.int64)
+    integral[1:, 1:] = frame
+    np.cumsum(integral, 0, out=integral)
+    np.cumsum(integral, 1, out=integral)
+    return integral
+
+
+def area_resize(integral: np.ndarray, out_h: int, out_w: int) -> np.ndarray | None:
+    """The whole image behind ``integral`` (:func:`integral_image`) area-resampled to ``out_h`` ×
+    ``out_w``: (1, C, out_h, out_w) float32, C-contiguous, equal bit for bit to
+    ``F.interpolate(image, (out_h, out_w), mode="area")`` of the image as float NCHW.
+
+    Why: MTCNN's image pyramid is ~10 area resizes of the whole frame per full cascade, and
+    PyTorch's pooling kernel walks every bin of every level; here a level is two gathers from one
+    table. Exact for the same reason as :func:`area_crops`. None when a bin is so large (over
+    ~65,000 pixels) that PyTorch's float32 sum would round, so that the two could differ: the
+    caller then resizes with PyTorch; None for a 1 × 1 output too (PyTorch takes the mean there,
+    which sums in another order)."""
+    if out_h == 1 and out_w == 1:
+        return None
+    H1, W1, C = integral.shape
+    rs, re = area_bins(np.array([H1 - 1]), out_h)
+    cs, ce = area_bins(np.array([W1 - 1]), out_w)
+    rs, re, cs, ce = rs[0], re[0], cs[0], ce[0]
+    if 255 * int((re - rs).max()) * int((ce - cs).max()) >= 2**24:
+        return None
+    d = np.take(integral, re, axis=0) - np.take(integral, rs, axis=0)  # (out_h, W + 1, C)
+    sums = np.take(d, ce, axis=1) - np.take(d, cs, axis=1)  # (out_h, out_w, C)
+    out = np.ascontiguousarray(sums.transpose(2, 0, 1), dtype=np.float32)
+    out /= (re - rs).astype(np.float32)[None, :, None]
+    out /= (ce - cs).astype(np.float32)[None, None, :]
+    return out[None]

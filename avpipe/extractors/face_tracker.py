@@ -13,7 +13,7 @@ import numpy as np
 
 from avpipe.extractors.alignment import align_face
 from avpipe.extractors.face_columns import BOX, DETECTED, LANDMARKS, N_COLUMNS, N_FACES, PROB
-from avpipe.extractors.mtcnn import MtcnnEngine, move_inputs, onet_anchor, soft_answer
+from avpipe.extractors.mtcnn import Cascade, MtcnnEngine, move_inputs, onet_anchor, soft_answer
 from avpipe.extractors.tracking import bind_sides, choose_face, iou, match_tracks, reidentify
 from avpipe.pipeline.person_tracks import track_extras
 
@@ -165,8 +165,13 @@ class FaceTracker:
 
     # -- full cascade ------------------------------------------------------------------------
     def full(self, idx: list[int], frames: list[np.ndarray]) -> None:
-        """Full cascade on a batch of same-size frames, then :meth:`_key_frame` on each."""
+        """Full cascade on a batch of same-size frames, then :meth:`_key_frame` on each (one
+        frame: the engine's own cascade, which keeps O-net's inputs; a batch: one batched call)."""
         self.n_full += len(frames)
+        if len(frames) == 1:
+            c = self.eng.detect_one(frames[0])
+            self._key_frame(idx[0], frames[0], c.boxes[c.picks], c.points[c.picks], c)
+            return
         for i, frame, (b, p) in zip(idx, frames, self.eng.detect(frames)):
             self._key_frame(i, frame, b, p)
 
@@ -188,7 +193,12 @@ class FaceTracker:
             ids[d] = rid
         return [int(x) for x in ids]  # type: ignore[arg-type]
 
-    def _key_frame(self, i: int, frame: np.ndarray, b: np.ndarray, p: np.ndarray) -> None:
+    def _key_frame(self, i: int, frame: np.ndarray, b: np.ndarray, p: np.ndarray,
+                   cascade: Cascade | None = None) -> None:
+        """Record a full cascade's faces ``b``/``p`` (MTCNN's answer, best first) on frame ``i``.
+        With ``track_onet_key_anchor`` and the ``cascade`` they came from (found at full
+        resolution), each face's O-net inputs there anchor its track, so O-net tracking answers
+        the next frame; otherwise that frame runs the window cascade to get an anchor."""
         H, W = frame.shape[:2]
         self.last_count, self.since_key = len(b), 0
         if len(b) == 0:
@@ -203,9 +213,14 @@ class FaceTracker:
         order = [j] + [k for k in range(len(b)) if k != j]
         self.active = [ids[k] for k in order]
         refine = self.eng.scale_for(frame) != 1.0
+        anchor = cascade is not None and not refine and bool(self.cfg.track_onet_key_anchor)
         for k in order:
             box, lm, prob = b[k, :4], p[k], float(b[k, 4])
-            self.tracks[ids[k]].anchor = None  # the batched full cascade keeps no O-net inputs
+            t = self.tracks[ids[k]]
+            t.anchor, t.onet_run = None, 0
+            if anchor:
+                assert cascade is not None
+                t.anchor = onet_anchor(cascade, int(cascade.picks[k]), self.cfg.track_onet_inputs)
             if refine:  # found on a down-scaled copy: redo at full resolution
                 got = self._window(frame, ids[k], box, 0.0)
                 if got is not None:

@@ -26,9 +26,11 @@ cascade at once.
 
 **O-net tracking** (the default: 4 inputs, re-anchored every 4th tracked frame, odds-weighted
 answers smoothed over ±2 frames): on a tracked frame O-net alone runs on the O-net inputs of the
-last window cascade that found this face (the square boxes R-net made for it, best
+last cascade that found this face (the square boxes R-net made for it, best
 ``track_onet_inputs`` first), each moved by the scale and shift that take that cascade's face box
-to the previous frame's. The window cascade runs instead (and becomes the new anchor) when O-net's
+to the previous frame's. That cascade is a window cascade, or the key frame's full cascade
+(``track_onet_key_anchor``, on by default: the frame after a key frame needs no window cascade of
+its own; a key frame detected down-scaled is anchored by its full-resolution window cascade). The window cascade runs instead (and becomes the new anchor) when O-net's
 probability is below ``track_onet_min_prob``, when its face does not continue the track, and every
 ``track_onet_refresh``-th tracked frame (so the moved inputs stay fresh). Why each part:
 
@@ -105,7 +107,7 @@ __all__ = ["COLUMNS", "COLUMN_DOC", "Faces", "FacesConfig", "TRACK_CROP_BLOCK"]
 
 # the O-net tracking options: keyed only while track_onet_inputs >= 1 (the last three only when set)
 ONET_OPTIONS = ("track_onet_inputs", "track_onet_min_prob", "track_onet_refresh", "track_onet_temperature",
-                "track_onet_smooth")
+                "track_onet_smooth", "track_onet_key_anchor")
 
 # frames of ``track_crops`` written per block (T x 64 x 112 x 112 x 3 = 2.4 MB per track); non-semantic
 TRACK_CROP_BLOCK = 64
@@ -168,6 +170,10 @@ class FacesConfig:
                                                                   "answers within this many frames on each side "
                                                                   "(cascade frames stay the cascade's; unset = "
                                                                   "no smoothing)")] = 2
+    track_onet_key_anchor: Annotated[bool, Field(description="O-net tracking: a key frame's full cascade (at full "
+                                                            "resolution) anchors the track, so O-net answers the "
+                                                            "next frame (false = the next frame runs the window "
+                                                            "cascade for an anchor)")] = True
 
     @model_validator(mode="after")
     def _roi_range(self) -> "FacesConfig":
@@ -202,7 +208,7 @@ class Faces(Stage):
             for name in ONET_OPTIONS:
                 d.pop(name, None)
         for name in ONET_OPTIONS[2:]:  # unset: O-net tracking as before these options existed
-            if d.get(name) is None:
+            if d.get(name) in (None, False):
                 d.pop(name, None)
         return d
 

@@ -20,10 +20,20 @@ does the stage's version) with less per-call overhead, which is most of what the
   oneDNN kernels round differently and gained nothing on window-sized inputs): the same kernels
   without per-layer Python calls, kept only if equal to the eager net bit for bit;
 * the window levels' area matrices are cached (a tracked face moves a few pixels, its windows
-  repeat), single-class NMS calls torchvision's ``nms`` directly (what ``batched_nms`` with one
-  class reduces to below its size switch).
+  repeat), and every level reads one float copy of the frame region they all cover;
+  single-class NMS calls torchvision's ``nms`` directly (what ``batched_nms`` with one class
+  reduces to below its size switch);
+* after O-net, MTCNN's arithmetic on the few candidates (landmarks, box regression, the final
+  "Min" NMS) runs in NumPy float32, the same operations in the same order as facenet-pytorch's
+  torch code, without a tensor dispatch per operation.
 
-The key frame's full cascade is still facenet-pytorch's ``detect_face``, per-box crops included.
+The key frame's full cascade (:meth:`MtcnnEngine.detect_one`) is ``detect_face``'s arithmetic on
+the stage's own steps — the pyramid's area resizes read off one integral image
+(:func:`avpipe.extractors.area_crops.area_resize`), the frozen P-net, R-net's ~100 crops spread
+over the frame still resized per box — equal to it bit for bit, and it keeps O-net's inputs, so
+O-net tracking can start on the next frame. Batches of frames (faceless stretches) still go to
+``detect_face`` in one call (:meth:`MtcnnEngine.detect`).
+
 Measured and rejected (agreement with per-frame MTCNN, IoU >= 0.9, fell below 95 %): only the
 top-k R-net boxes to O-net (k=3: 83 %), top-k P-net proposals to R-net (k=10: 89 %),
 ``roi_max_face`` 1.0 (92–94 %; 1.5: 96 %, too close to the bar), ``roi_min_face`` 0.7 (91 %).
@@ -151,6 +161,64 @@ class MtcnnEngine:
             out.append((b, p))
         return out
 
+    def detect_one(self, frame: np.ndarray) -> "Cascade":
+        """The full cascade on one RGB frame with O-net's inputs and candidates, in frame pixels:
+        ``boxes[picks]`` / ``points[picks]`` are :meth:`detect`'s answer for the frame, bit for
+        bit (on CPU), and the inputs let O-net tracking start on the next frame (see
+        :meth:`avpipe.extractors.face_tracker.FaceTracker._key_frame`).
+
+        Why not facenet-pytorch's ``detect_face``: it keeps no O-net inputs, and its pyramid is
+        PyTorch's area resize of the whole frame per level plus the eager P-net. Here the levels
+        come from one integral image (:func:`avpipe.extractors.area_crops.area_resize`, equal bit
+        for bit), P-net is the frozen one the window cascade runs, and R-net/O-net are the
+        stage's own steps: the same arithmetic as ``detect_face`` in less time."""
+        import cv2
+        import torch
+
+        from avpipe.extractors.area_crops import area_resize, integral_image
+
+        cfg = self.config
+        h, w = frame.shape[:2]
+        scale = self.scale_for(frame)
+        if scale != 1.0:
+            size = (max(1, int(round(w * scale))), max(1, int(round(h * scale))))
+            small = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
+        else:
+            small = np.ascontiguousarray(frame)
+        sh, sw = small.shape[:2]
+        minsize = max(12.0, cfg.min_face_size * scale)
+        m = 12.0 / minsize
+        minl, s, scales = min(sh, sw) * m, m, []
+        while minl >= 12:  # facenet-pytorch's pyramid
+            scales.append(s)
+            s *= cfg.factor
+            minl *= cfg.factor
+        if not scales:  # no pyramid level fits: no face can be found
+            return Cascade.of(None)
+        src = torch.from_numpy(small).to(self.device)
+        table = integral_image(small) if self.device.type == "cpu" else None
+        with torch.inference_mode():
+            cands = []
+            for s in scales:
+                hs, ws = int(sh * s + 1), int(sw * s + 1)
+                level = area_resize(table, hs, ws) if table is not None else None
+                if level is None:
+                    from facenet_pytorch.models.utils.detect_face import imresample
+                    level = imresample(src.permute(2, 0, 1).unsqueeze(0).float(), (hs, ws))
+                else:
+                    level = torch.from_numpy(level)
+                reg, probs = self.pnet_window((level - 127.5) * 0.0078125)
+                cands.append(_proposals(reg, probs[:, 1], s, cfg.thresholds[0], 0, 0))
+            boxes = _rnet_candidates(cands, None)
+            boxes = self._rnet_step(src, boxes, None, spread=True) if boxes is not None else None
+            got = self._onet_step(src, boxes) if boxes is not None else None
+        c = Cascade.of(got)
+        if scale != 1.0:
+            c.boxes[:, :4] /= scale
+            c.points /= scale
+            c.inputs /= scale
+        return c
+
     # -- region-of-interest cascade ------------------------------------------------------------
     def pyramid(self, h: int, w: int) -> list[float]:
         """MTCNN's scale list for a full-resolution frame (as facenet-pytorch builds it)."""
@@ -188,7 +256,7 @@ class MtcnnEngine:
         src = torch.from_numpy(np.ascontiguousarray(frame)).to(self.device)  # (H, W, 3) uint8
         with torch.inference_mode():
             boxes = self._roi_pnet(src, box)
-            boxes = self._rnet_step(src, boxes) if boxes is not None else None
+            boxes = self._rnet_step(src, boxes, self.config.roi_onet_top_k) if boxes is not None else None
             got = self._onet_step(src, boxes) if boxes is not None else None
         return Cascade.of(got)
 
@@ -224,7 +292,6 @@ class MtcnnEngine:
         """P-net on the window of each selected level, NMS across levels, box regression:
         R-net's candidates (N, 5) as MTCNN builds them, or None."""
         import torch
-        from facenet_pytorch.models.utils.detect_face import rerec
 
         cfg, dev = self.config, self.device
         H, W = int(src.shape[0]), int(src.shape[1])
@@ -233,7 +300,7 @@ class MtcnnEngine:
         half = 0.5 * cfg.roi_scale * side
         cx, cy = 0.5 * (x0 + x1), 0.5 * (y0 + y1)
         rx0, ry0, rx1, ry1 = cx - half, cy - half, cx + half, cy + half
-        cands = []
+        levels = []
         for scale in self._roi_levels(H, W, side):
             hs, ws = int(H * scale + 1), int(W * scale + 1)
             # window in this level's pixels; even start keeps P-net's stride-2 grid aligned
@@ -245,32 +312,32 @@ class MtcnnEngine:
                 continue
             my, ya, yb = _level_matrix(H, hs, r0, r1, dev)
             mxt, xa, xb = _level_matrix(W, ws, c0, c1, dev, transposed=True)
-            level = torch.matmul(torch.matmul(my, _nchw(src, ya, yb, xa, xb)), mxt)
+            levels.append((scale, c0, r0, my, mxt, ya, yb, xa, xb))
+        if not levels:
+            return None
+        # the frame pixels every level reads, as float NCHW once (each level reads nearly the same)
+        uya, uyb = min(v[5] for v in levels), max(v[6] for v in levels)
+        uxa, uxb = min(v[7] for v in levels), max(v[8] for v in levels)
+        region = _nchw(src, uya, uyb, uxa, uxb)
+        cands = []
+        for scale, c0, r0, my, mxt, ya, yb, xa, xb in levels:
+            px = region[:, :, ya - uya:yb - uya, xa - uxa:xb - uxa]
+            level = torch.matmul(torch.matmul(my, px), mxt)
             reg, probs = self.pnet_window((level - 127.5) * 0.0078125)
             cands.append(_proposals(reg, probs[:, 1], scale, cfg.thresholds[0], c0 // 2, r0 // 2))
-        if not cands:
-            return None
-        boxes = torch.cat(cands, 0)
-        if len(boxes) == 0:
-            return None
-        boxes = boxes[_nms(boxes[:, :4], boxes[:, 4], 0.7)]  # sorted by score
-        if cfg.roi_rnet_top_k:
-            boxes = boxes[:cfg.roi_rnet_top_k]
-        regw, regh = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
-        boxes = torch.stack([boxes[:, 0] + boxes[:, 5] * regw, boxes[:, 1] + boxes[:, 6] * regh,
-                             boxes[:, 2] + boxes[:, 7] * regw, boxes[:, 3] + boxes[:, 8] * regh,
-                             boxes[:, 4]]).permute(1, 0)
-        return rerec(boxes)
+        return _rnet_candidates(cands, cfg.roi_rnet_top_k)
 
     @staticmethod
-    def _net_input(src: Any, boxes: Any, side: int) -> tuple[Any, Any] | None:
+    def _net_input(src: Any, boxes: Any, side: int, spread: bool = False) -> tuple[Any, Any] | None:
         """Boxes that overlap the frame and their ``side``-px crops, normalised as MTCNN (the
         input step shared by R-net and O-net); None if no box overlaps the frame.
 
         A crop is MTCNN's: ``pad`` clips the box to the frame and the in-frame part is stretched
         to the full side (``imresample``). On CPU all crops come from one batched call
         (:func:`avpipe.extractors.area_crops.area_crops`, equal bit for bit to ``imresample``
-        per box, without its per-box dispatch); other devices keep the per-box calls."""
+        per box, without its per-box dispatch); boxes ``spread`` over the whole frame (a full
+        cascade's ~100 R-net candidates), for which one integral image is slower, and other
+        devices keep the per-box calls."""
         import torch
         from facenet_pytorch.models.utils.detect_face import imresample, pad
 
@@ -279,7 +346,7 @@ class MtcnnEngine:
         keep = np.flatnonzero((ey > y - 1) & (ex > x - 1))
         if not len(keep):
             return None
-        if src.device.type == "cpu":
+        if src.device.type == "cpu" and not spread:
             y, ey, x, ex = y[keep], ey[keep], x[keep], ex[keep]
             data = torch.from_numpy(area_crops(src.numpy(), y - 1, ey, x - 1, ex, side))
         else:
@@ -287,12 +354,13 @@ class MtcnnEngine:
                               for k in keep])
         return boxes[torch.from_numpy(keep).to(boxes.device)], (data - 127.5) * 0.0078125
 
-    def _rnet_step(self, src: Any, boxes: Any) -> Any | None:
-        """R-net: score, threshold, NMS 0.7, regression: O-net's candidates, or None."""
+    def _rnet_step(self, src: Any, boxes: Any, top_k: int | None = None, spread: bool = False) -> Any | None:
+        """R-net: score, threshold, NMS 0.7, regression: O-net's candidates (the ``top_k`` best,
+        if set), or None. ``spread``: the boxes cover the whole frame (a full cascade)."""
         import torch
         from facenet_pytorch.models.utils.detect_face import bbreg, fixed_batch_process, rerec
 
-        got = self._net_input(src, boxes, 24)
+        got = self._net_input(src, boxes, 24, spread)
         if got is None:
             return None
         boxes, data = got
@@ -304,40 +372,46 @@ class MtcnnEngine:
         if len(boxes) == 0:
             return None
         pick = _nms(boxes[:, :4], boxes[:, 4], 0.7)  # sorted by score
-        if self.config.roi_onet_top_k:
-            pick = pick[:self.config.roi_onet_top_k]
+        if top_k:
+            pick = pick[:top_k]
         return rerec(bbreg(boxes[pick], mv[pick]))
 
-    def _onet_step(self, src: Any, boxes: Any) -> tuple[Any, Any, Any, Any] | None:
+    def _onet_step(self, src: Any, boxes: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
         """O-net: score, threshold, landmarks, regression, NMS 0.7 ("Min"): (boxes, points,
-        inputs, picks) — every candidate above the threshold, its O-net input box and the
-        indices NMS keeps (MTCNN's answer is ``boxes[picks]``), or None."""
-        import torch
-        from facenet_pytorch.models.utils.detect_face import (
-            batched_nms_numpy, bbreg, fixed_batch_process)
+        inputs, picks) as float32/int64 arrays — every candidate above the threshold, its O-net
+        input box and the indices NMS keeps (MTCNN's answer is ``boxes[picks]``), or None.
+
+        After the net, MTCNN's arithmetic on a handful of rows runs in NumPy float32: the same
+        operations in the same order as facenet-pytorch's torch code (so the same bits), without
+        a tensor dispatch per operation, which on tracked frames cost more than the arithmetic."""
+        from facenet_pytorch.models.utils.detect_face import fixed_batch_process, nms_numpy
 
         got = self._net_input(src, boxes, 48)
         if got is None:
             return None
         boxes, data = got
-        out = fixed_batch_process(data, self.onet)
-        score = out[2][:, 1]
+        reg, lm, prob = (o.cpu().numpy() for o in fixed_batch_process(data, self.onet))
+        score = prob[:, 1]
         ok = score > self.config.thresholds[2]
-        inputs = boxes[ok, :4]
-        pts = out[1][ok].permute(1, 0)
-        boxes = torch.cat((boxes[ok, :4], score[ok].unsqueeze(1)), 1)
-        mv = out[0][ok]
-        if len(boxes) == 0:
+        if not ok.any():
             return None
-        wi = boxes[:, 2] - boxes[:, 0] + 1
-        hi = boxes[:, 3] - boxes[:, 1] + 1
-        px = wi.repeat(5, 1) * pts[:5, :] + boxes[:, 0].repeat(5, 1) - 1
-        py = hi.repeat(5, 1) * pts[5:10, :] + boxes[:, 1].repeat(5, 1) - 1
-        pts = torch.stack((px, py)).permute(2, 1, 0)
-        boxes = bbreg(boxes, mv)
-        zeros = torch.zeros(len(boxes), dtype=torch.long, device=self.device)
-        pick = batched_nms_numpy(boxes[:, :4], boxes[:, 4], zeros, 0.7, "Min")
-        return boxes, pts, inputs, pick
+        cand = boxes.cpu().numpy()[ok, :4]
+        inputs = cand.copy()
+        box = np.concatenate([cand, score[ok, None]], 1)
+        pts = lm[ok].T  # (10, n): x of the 5 points, then y
+        mv = reg[ok]
+        wi = box[:, 2] - box[:, 0] + 1
+        hi = box[:, 3] - box[:, 1] + 1
+        px = wi[None, :] * pts[:5] + box[None, :, 0] - 1
+        py = hi[None, :] * pts[5:10] + box[None, :, 1] - 1
+        pts = np.stack((px, py)).transpose(2, 1, 0)
+        # bbreg
+        w = box[:, 2] - box[:, 0] + 1
+        h = box[:, 3] - box[:, 1] + 1
+        box[:, :4] = np.stack([box[:, 0] + mv[:, 0] * w, box[:, 1] + mv[:, 1] * h,
+                               box[:, 2] + mv[:, 2] * w, box[:, 3] + mv[:, 3] * h], 1)
+        pick = np.asarray(nms_numpy(box[:, :4] + np.float32(0.0), box[:, 4], 0.7, "Min"), np.int64)
+        return box, pts, inputs, pick
 
 @dataclass
 class Cascade:
@@ -355,10 +429,8 @@ class Cascade:
         if got is None:
             return cls(np.zeros((0, 5)), np.zeros((0, 5, 2)), np.zeros((0, 4)), np.zeros(0, np.int64))
         b, p, i, k = got
-        return cls(b.cpu().numpy().astype(np.float64).reshape(-1, 5),
-                   p.cpu().numpy().astype(np.float64).reshape(-1, 5, 2),
-                   i.cpu().numpy().astype(np.float64).reshape(-1, 4),
-                   np.asarray(k.cpu().numpy() if hasattr(k, "cpu") else k, np.int64).reshape(-1))
+        return cls(np.asarray(b, np.float64).reshape(-1, 5), np.asarray(p, np.float64).reshape(-1, 5, 2),
+                   np.asarray(i, np.float64).reshape(-1, 4), np.asarray(k, np.int64).reshape(-1))
 
 
 def _nchw(src: Any, ya: int, yb: int, xa: int, xb: int) -> Any:
@@ -478,6 +550,28 @@ def _proposals(reg: Any, probs: Any, scale: float, thresh: float, off_x: int, of
     q2 = ((2 * bb + 12) / scale).floor()
     boxes = torch.cat([q1, q2, score.unsqueeze(1), reg], dim=1)
     return boxes[_nms(boxes[:, :4], boxes[:, 4], 0.5)]
+
+
+def _rnet_candidates(cands: list[Any], top_k: int | None) -> Any | None:
+    """P-net's proposals of every level (each level NMS'd, see :func:`_proposals`) to R-net's
+    candidates as MTCNN makes them: NMS 0.7 across levels, the ``top_k`` best if set, P-net's box
+    regression, squared. None when there is no proposal."""
+    import torch
+    from facenet_pytorch.models.utils.detect_face import rerec
+
+    if not cands:
+        return None
+    boxes = torch.cat(cands, 0)
+    if len(boxes) == 0:
+        return None
+    boxes = boxes[_nms(boxes[:, :4], boxes[:, 4], 0.7)]  # sorted by score
+    if top_k:
+        boxes = boxes[:top_k]
+    regw, regh = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    boxes = torch.stack([boxes[:, 0] + boxes[:, 5] * regw, boxes[:, 1] + boxes[:, 6] * regh,
+                         boxes[:, 2] + boxes[:, 7] * regw, boxes[:, 3] + boxes[:, 8] * regh,
+                         boxes[:, 4]]).permute(1, 0)
+    return rerec(boxes)
 
 
 def onet_anchor(c: Cascade, k: int, n: int) -> tuple[np.ndarray, np.ndarray] | None:

@@ -79,3 +79,39 @@ def test_bad_crops_are_refused_with_the_crop_named():
     with pytest.raises(ValueError, match="one entry per crop"):
         area_crops(frame, [0, 1], [5], [0], [5], 24)
     assert area_crops(frame, [], [], [], [], 24).shape == (0, 3, 24, 24)
+
+
+# -- the whole image resized (MTCNN's pyramid levels) -----------------------------------------
+
+@pytest.mark.parametrize("shape", [(360, 640), (361, 479), (97, 53)])
+def test_area_resize_equals_area_interpolation_of_the_whole_image(shape):
+    """Every level of an MTCNN pyramid (and an upsampled one) equals PyTorch's area resize of
+    the frame as facenet-pytorch feeds it (float, channels-last strides) bit for bit."""
+    rng = np.random.default_rng(sum(shape))
+    H, W = shape
+    frame = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
+    frame[: H // 3] = 255  # the largest sums too
+    image = torch.from_numpy(frame.copy()).unsqueeze(0).permute(0, 3, 1, 2).float()
+    table = ac.integral_image(frame)
+    assert table.shape == (H + 1, W + 1, 3) and table.dtype == np.int32
+    for scale in (0.6, 0.6 * 0.709, 0.3, 0.17, 0.09, 1.37):
+        size = (int(H * scale + 1), int(W * scale + 1))
+        got = ac.area_resize(table, *size)
+        assert got is not None and got.shape == (1, 3, *size) and got.flags.c_contiguous
+        assert torch.equal(torch.from_numpy(got), F.interpolate(image, size=size, mode="area"))
+
+
+def test_area_resize_leaves_to_pytorch_what_it_cannot_match(monkeypatch):
+    """A 1x1 output (PyTorch takes a mean there) and bins too large for an exact float32 sum
+    return None; the int64 table (large frames) gives the same values as the int32 one."""
+    frame = np.full((400, 400, 3), 255, np.uint8)
+    table = ac.integral_image(frame)
+    assert ac.area_resize(table, 1, 1) is None
+    assert ac.area_resize(table, 1, 2) is None  # 400 x 200-pixel bins of 255
+    assert ac.area_resize(table, 4, 4) is not None
+    monkeypatch.setattr(ac, "_INT32_MAX", 10)
+    wide = ac.integral_image(frame[:50, :70])
+    assert wide.dtype == np.int64
+    image = torch.from_numpy(frame[:50, :70].copy()).unsqueeze(0).permute(0, 3, 1, 2).float()
+    assert torch.equal(torch.from_numpy(ac.area_resize(wide, 21, 30)),
+                       F.interpolate(image, size=(21, 30), mode="area"))

@@ -305,3 +305,39 @@ def test_smoothed_rows_are_the_same_streamed_in_small_chunks(th_frames, monkeypa
     small = Faces(cfg).process(iter(th_frames), n)
     np.testing.assert_array_equal(small.data, whole.data)
     np.testing.assert_array_equal(small.extras["crops"], whole.extras["crops"])
+
+
+def test_key_frame_anchors_onet_tracking_on_the_next_frame(th_frames, monkeypatch):
+    """With ``track_onet_key_anchor`` (the default) the key frame's own cascade hands O-net its
+    inputs: the frame after a key frame is O-net's, one window cascade fewer per key interval,
+    and the rows stay close to per-frame MTCNN's. Off, it is the first O-net default (the next
+    frame runs the window cascade), and absent from the key."""
+    assert Faces().semantic_config()["track_onet_key_anchor"] is True
+    off = Faces(FacesConfig(track_onet_key_anchor=False)).semantic_config()
+    assert "track_onet_key_anchor" not in off
+    assert off == {k: v for k, v in Faces().semantic_config().items() if k != "track_onet_key_anchor"}
+    assert "track_onet_key_anchor" not in Faces(FacesConfig(**WINDOW)).semantic_config()
+
+    frames = th_frames[:35]  # key frames 0 and 30
+    n = len(frames)
+    calls = {"roi": 0}
+    roi = MtcnnEngine.roi_cascade
+
+    def count_roi(self, *a, **k):
+        calls["roi"] += 1
+        return roi(self, *a, **k)
+
+    monkeypatch.setattr(MtcnnEngine, "roi_cascade", count_roi)
+    seen = _onet_frames(monkeypatch)
+    on = Faces(FacesConfig()).process(iter(frames), n)
+    onet_on, roi_on = set(seen), calls["roi"]
+    seen.clear()
+    calls["roi"] = 0
+    plain = Faces(FacesConfig(track_onet_key_anchor=False)).process(iter(frames), n)
+    onet_off, roi_off = set(seen), calls["roi"]
+    assert on.mask.all() and plain.mask.all() and on.attrs["full_detections"] == 2
+    assert {1, 31} <= onet_on and not {1, 31} & onet_off
+    assert roi_on < roi_off
+    naive = Faces(FacesConfig(**WINDOW, key_interval=1, detect_max_side=None)).process(iter(frames), n)
+    ious = np.array([iou(a[:4], b[None, :4])[0] for a, b in zip(naive.data, on.data)])
+    assert ious.min() >= 0.8 and (ious >= 0.9).mean() >= 0.9

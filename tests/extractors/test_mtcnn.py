@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from avpipe.extractors.mtcnn import move_inputs
+from avpipe.extractors.tracking import iou
 
 
 def test_move_keeps_the_inputs_place_relative_to_the_face():
@@ -150,3 +151,47 @@ def test_level_matrix_is_the_area_matrix_cached():
     tt, _, _ = _level_matrix(640, 321, 40, 90, torch.device("cpu"), transposed=True)
     assert torch.equal(tt, torch.from_numpy(m).t())
     assert _level_matrix(640, 321, 40, 90, torch.device("cpu"))[0] is t  # a tracked face's next frame
+
+
+def _key_frames(talking_head, two_faces_tone):
+    import cv2
+
+    from avpipe.extractors.media import iter_frames
+
+    th = [f for _, f in zip(range(31), iter_frames(talking_head.path))]
+    two = next(iter(iter_frames(two_faces_tone.path)))
+    big = cv2.resize(th[5], (960, 720), interpolation=cv2.INTER_LINEAR)  # above detect_max_side
+    return {"talking head": th[0], "talking head 30": th[30], "two faces": two, "960x720": big,
+            "black": np.zeros_like(th[0])}
+
+
+def test_detect_one_is_the_full_cascade_bit_for_bit_with_onet_inputs(talking_head, two_faces_tone, monkeypatch):
+    """The stage's own full cascade answers exactly as facenet-pytorch's ``detect_face`` (through
+    :meth:`detect`) — at full resolution, down-scaled, with two faces, with none — and keeps
+    O-net's input box for every candidate; with the pyramid resized by PyTorch (the fallback)
+    the answer is the same."""
+    from avpipe.extractors import area_crops as ac
+    from avpipe.extractors.mtcnn import onet_anchor
+
+    eng = _engine()
+    frames = _key_frames(talking_head, two_faces_tone)
+    got = {}
+    for name, frame in frames.items():
+        (b, p), = eng.detect([frame])
+        c = eng.detect_one(frame)
+        got[name] = c
+        np.testing.assert_array_equal(c.boxes[c.picks], b, err_msg=name)
+        np.testing.assert_array_equal(c.points[c.picks], p, err_msg=name)
+        assert len(c.inputs) == len(c.boxes)
+        side_x, side_y = c.inputs[:, 2] - c.inputs[:, 0], c.inputs[:, 3] - c.inputs[:, 1]
+        np.testing.assert_allclose(side_x, side_y, rtol=0, atol=1e-3)  # R-net's boxes are square
+        for k in c.picks:
+            box, inputs = onet_anchor(c, int(k), 4)
+            assert 1 <= len(inputs) <= 4
+            assert (iou(box, inputs) > 0.3).all()  # the inputs lie on the face they anchor
+    assert [len(got[k].picks) for k in frames] == [1, 1, 2, 1, 0]
+    monkeypatch.setattr(ac, "area_resize", lambda table, h, w: None)
+    for name in ("talking head", "two faces"):
+        c = eng.detect_one(frames[name])
+        np.testing.assert_array_equal(c.boxes, got[name].boxes)
+        np.testing.assert_array_equal(c.inputs, got[name].inputs)

@@ -21,12 +21,13 @@ OLD_CANONICAL = {
     "audio": '{"stream":0}',
     "asr": '{"beam_size":null,"condition_on_previous_text":true,"language":null,"model":"tiny.en",'
            '"silence_rms":0.0001,"temperature":0.0,"trim_silence":true}',
-    # #24: O-net tracking by default (FACES_WINDOW below is the window cascade's, version 4's key)
+    # #24: O-net tracking by default, anchored by the key frame's cascade (FACES_WINDOW below is the
+    # window cascade's, version 4's key; FACES_ONET_V1 the first O-net default's)
     "faces": '{"crop_size":112,"detect_max_side":640,"factor":0.709,"key_interval":30,"max_tracks":4,'
              '"min_face_size":20,"roi_max_face":2.0,"roi_min_face":0.5,"roi_onet_top_k":null,"roi_rnet_top_k":null,'
              '"roi_scale":2.0,"template":"arcface","thresholds":[0.6,0.7,0.7],"track_max_gap":75,'
-             '"track_min_frames":10,"track_min_iou":0.3,"track_onet_inputs":4,"track_onet_min_prob":0.9,'
-             '"track_onet_refresh":4,"track_onet_smooth":2,"track_onet_temperature":3.0}',
+             '"track_min_frames":10,"track_min_iou":0.3,"track_onet_inputs":4,"track_onet_key_anchor":true,'
+             '"track_onet_min_prob":0.9,"track_onet_refresh":4,"track_onet_smooth":2,"track_onet_temperature":3.0}',
     "logmel": '{"anchor":"forward","fmax":7500.0,"fmin":125.0,"hop_s":0.01,"log_offset":0.01,"min_coverage":0.5,'
               '"n_fft":512,"n_mels":64,"pool":"mean","win_s":0.025,"window_frames":0,"window_s":0.96}',
     "text": '{"hold_gap_s":0.0,"max_tokens":256,"max_word_s":2.0,"min_word_prob":0.2,"model":"minilm","normalize":true}',
@@ -39,16 +40,18 @@ FACES_WINDOW = ('{"crop_size":112,"detect_max_side":640,"factor":0.709,"key_inte
                 '"roi_rnet_top_k":null,"roi_scale":2.0,"template":"arcface","thresholds":[0.6,0.7,0.7],'
                 '"track_max_gap":75,"track_min_frames":10,"track_min_iou":0.3}')
 FACES_WINDOW_FINGERPRINT = "dc318cb8c850d02daa414736e6e59a7f8e1ec559f5cf837d86f374088cd1e3d8"  # v4
+# ``faces`` with track_onet_key_anchor = false: the first O-net tracking default (#24, stop 28)
+FACES_ONET_V1_FINGERPRINT = "831e0d173fe0b066bc339483d7376c0d9f68afc4b08497d005083934c8ab923e"
 # Fingerprints of the default graph with every weights id replaced by "W" (old code).
 OLD_FINGERPRINTS = {
     "probe": "750f73113c9d59445adf61ed667fe729cea26bba7332f2b8d5c5be46e6e6c798",
     "audio": "37926a8b8965bf8ffe9f08ac759b6ee91b08cf6a321b6649e982a2b3a1027ce0",
     "asr": "4af0ade5dbc3152a4c0b47dfb18d7b4fef7268288a388e61220cdba2881f1685",  # v2: language + confidence attrs
-    "faces": "831e0d173fe0b066bc339483d7376c0d9f68afc4b08497d005083934c8ab923e",  # #24: O-net tracking
+    "faces": "cc7a74c3b603ffa3d0c9a22817f7f11c9d51e8983eba51e54f38e00875e3add6",  # #24: O-net tracking
     "logmel": "b4b6358f632e303221e7f4dc26c8c9c3baef6ba4315e82594ed40070be4fc747",
     "text": "931b6c0d062ab10d0e5ad7be642c07449100984a9ce4117e17ccdf988cdf8dc7",  # v2: word-confidence masking
     "vggish": "9b7f6fa77032248828e9dc06d3224a48177f0b9e0908ad26333eb5a306a9e67e",
-    "visual": "dc95655134622c2e0264e1b3e110415b88caac499cb05a84f852daff99241c5b",  # faces moved (#24)
+    "visual": "da43419451c6c80228f1e0609429dd8752eec5cdfeb0a60f26b296427e4ef06f",  # faces moved (#24)
 }
 # window/hop/patience/clip_len default to the model's own (published models by name);
 # feature_configs (#22): the stage configs behind resolved_features, written by the trainer
@@ -100,6 +103,15 @@ def test_window_cascade_faces_keeps_the_key_of_before_onet_tracking():
     cfg = PipelineConfig({"faces": {"track_onet_inputs": 0}})
     assert canonical_json(get_stage_class("faces")(cfg.stage_config("faces")).semantic_config()) == FACES_WINDOW
     assert _fingerprints(cfg)["faces"] == FACES_WINDOW_FINGERPRINT
+
+
+def test_unanchored_onet_tracking_keeps_the_key_of_the_first_onet_default():
+    """``track_onet_key_anchor = false`` is the first O-net tracking default's output (the next
+    frame after a key frame runs the window cascade), so it must find that cache."""
+    cfg = PipelineConfig({"faces": {"track_onet_key_anchor": False}})
+    canonical = canonical_json(get_stage_class("faces")(cfg.stage_config("faces")).semantic_config())
+    assert canonical == OLD_CANONICAL["faces"].replace('"track_onet_key_anchor":true,', "")
+    assert _fingerprints(cfg)["faces"] == FACES_ONET_V1_FINGERPRINT
 
 
 def test_default_train_config_is_unchanged():
