@@ -60,6 +60,24 @@ def test_model_loads_once_per_worker_process(tmp_path, clip_bank):
     assert os.getpid() not in {int(p) for p in loads}
 
 
+def test_a_worker_holding_a_large_model_is_not_restarted(tmp_path, clip_bank):
+    """A loaded model is memory loky would take for a leak (it restarts a worker that grew by
+    300 MB): the pool's workers must keep theirs, so each of the two loads the model once and no
+    third process ever does."""
+    from avpipe.pipeline.config import PipelineConfig
+
+    vids = _copy(clip_bank, tmp_path / "v", [f"v{i}.mp4" for i in range(4)])
+    log = tmp_path / "load.log"
+    cfg = PipelineConfig.from_dict({"stages": {"toy_load": {"log": str(log), "hold_mb": 400,
+                                                            "compute_s": 1.2}}})
+    s = run_extract(tmp_path / "cache", vids, cfg, stages=["toy_load"], jobs=2, progress=False)
+    assert s.exit_code == 0, s.render()
+    lines = [tuple(ln.split()) for ln in log.read_text().splitlines()]
+    assert sum(1 for st, _ in lines if st == "toy_load") == 4
+    loads = Counter(pid for st, pid in lines if st == "toy_load.load")
+    assert len(loads) <= 2 and all(n == 1 for n in loads.values()), f"loads per worker pid: {dict(loads)}"
+
+
 def test_chunked_rows_are_stored_whole_and_a_short_stream_fails_alone(tmp_path, clip_bank):
     vids = _copy(clip_bank, tmp_path / "v", ["a.mp4", "short.mp4", "c.mp4"])
     s = run_extract(tmp_path / "cache", vids, stages=["toy_chunks"], progress=False)

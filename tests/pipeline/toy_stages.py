@@ -139,6 +139,8 @@ def _toy_a_rows(ts: np.ndarray) -> np.ndarray:
 @dataclass
 class LoadConfig:
     log: str = ""  # where load/compute lines go (config, not env: pool workers outlive tests)
+    hold_mb: int = 0  # memory the loaded "model" holds (touched, so resident)
+    compute_s: float = 0.0  # seconds each compute takes
 
 
 def _log_to(path: str, what: str, value: str) -> None:
@@ -156,9 +158,11 @@ class ToyLoad(Stage):
 
     def load(self) -> None:
         _log_to(self.config.log, "toy_load.load", str(os.getpid()))
+        self.model = np.ones(self.config.hold_mb << 20, np.uint8)
 
     def compute(self, video, inputs):
         _log_to(self.config.log, self.name, video.content_id)
+        time.sleep(self.config.compute_s)
         return StageResult(data=_toy_a_rows(inputs["probe"].timestamps))
 
 
