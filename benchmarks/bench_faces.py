@@ -21,7 +21,8 @@ too (``truth``).
     .venv/bin/python benchmarks/bench_faces.py --repeats 3 --threads 1 [--old REV] \
         [--method 'NAME=key=value,key=value']
 
-``--old REV`` adds the stage as it was at a git revision (its defaults), timed in the same loop;
+``--old REV`` adds the stage as it was at a git revision (its defaults), timed in the same loop (in
+a fresh interpreter on that revision's exported tree where the stage spans several modules);
 each ``--method`` adds the stage with those ``FacesConfig`` fields set (e.g.
 ``soft=track_onet_inputs=5,track_onet_temperature=3,track_onet_refresh=3``), timed in the same loop.
 """
@@ -75,9 +76,57 @@ def truth_landmarks(mtcnn, n: int, size: tuple[int, int], fps: float = 25.0) -> 
     return np.stack(out)
 
 
-def old_faces(rev: str, root: Path, tmp: Path):
+# run by a separate interpreter on an exported revision: times its default ``faces`` stage on a
+# clip's decoded frames once (after a warm-up) and saves its rows
+_OLD_SCRIPT = """
+import sys, time, numpy as np, torch
+from avpipe.extractors.faces import Faces, FacesConfig
+from avpipe.extractors.media import iter_frames
+path, n, threads, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+torch.set_num_threads(threads)
+frames = list(iter_frames(path))
+st = Faces(FacesConfig())
+st.ensure_loaded()
+torch.set_num_threads(threads)
+st.process(iter(frames[:40]), min(40, n))
+t = time.perf_counter()
+r = st.process(iter(frames), n)
+secs = time.perf_counter() - t
+np.savez(out, data=r.data, mask=r.mask, secs=secs, full=r.attrs["full_detections"])
+"""
+
+
+class OldRevision:
+    """The ``faces`` stage at a git revision whose stage spans several modules (they would be
+    today's if imported here): each :meth:`process` runs it in a fresh interpreter on that
+    revision's exported tree, on the same clip, and reports the seconds its ``process`` took
+    there (the interpreter, import and model load are not timed)."""
+
+    def __init__(self, rev: str, root: Path, tmp: Path, threads: int) -> None:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from bench_memory import export_revision
+
+        self.tree = export_revision(rev, tmp / f"rev_{rev}")
+        self.threads, self.tmp = threads, tmp
+
+    def process(self, path: Path, n: int, into: list[float]):
+        import os
+        import subprocess
+        from types import SimpleNamespace
+
+        out = self.tmp / "old_rows.npz"
+        env = dict(os.environ, PYTHONPATH=str(self.tree))
+        subprocess.run([sys.executable, "-c", _OLD_SCRIPT, str(path), str(n), str(self.threads), str(out)],
+                       env=env, cwd=str(self.tree), check=True, capture_output=True)
+        z = np.load(out)
+        into.append(float(z["secs"]))
+        return SimpleNamespace(data=z["data"], mask=z["mask"], attrs={"full_detections": int(z["full"])})
+
+
+def old_faces(rev: str, root: Path, tmp: Path, threads: int):
     """The ``Faces`` stage of ``avpipe/extractors/faces.py`` at git revision ``rev`` (its default
-    config), imported beside today's without registering it."""
+    config), imported beside today's without registering it; an :class:`OldRevision` where the
+    stage spans several modules."""
     import importlib.util
     import subprocess
 
@@ -86,8 +135,7 @@ def old_faces(rev: str, root: Path, tmp: Path):
     path = tmp / f"faces_{rev}.py"
     src = subprocess.check_output(["git", "-C", str(root), "show", f"{rev}:avpipe/extractors/faces.py"])
     if b"avpipe.extractors.mtcnn" in src:  # split into modules: they would be today's, not rev's
-        raise SystemExit(f"--old {rev}: faces.py there imports its detector and tracker from other modules; "
-                         "only a revision where faces.py stands alone can be timed beside today's")
+        return OldRevision(rev, root, tmp, threads)
     path.write_bytes(src)
     saved = dict(stage_mod._REGISTRY)
     stage_mod._REGISTRY.pop("faces", None)
@@ -102,10 +150,12 @@ def old_faces(rev: str, root: Path, tmp: Path):
     return mod.Faces(mod.FacesConfig())
 
 
-def _number(v: str) -> int | float | None:
-    """A ``--method`` field value: int, float, or ``none``."""
+def _number(v: str) -> bool | int | float | None:
+    """A ``--method`` field value: int, float, ``true``/``false`` or ``none``."""
     if v.lower() == "none":
         return None
+    if v.lower() in ("true", "false"):
+        return v.lower() == "true"
     return int(v) if v.lstrip("-").isdigit() else float(v)
 
 
@@ -150,8 +200,9 @@ def main() -> None:
         name, _, fields = spec.partition("=")
         kw = {k: _number(v) for k, _, v in (f.partition("=") for f in fields.split(",") if f)}
         stages[name] = Faces(FacesConfig(**kw))
-    if args.old:
-        stages = {"old": old_faces(args.old, root, tmp), **stages}
+    old = old_faces(args.old, root, tmp, args.threads) if args.old else None
+    if old is not None and not isinstance(old, OldRevision):
+        stages = {"old": old, **stages}
     for st in stages.values():
         st.ensure_loaded()
     torch.set_num_threads(args.threads)
@@ -162,7 +213,11 @@ def main() -> None:
         n = len(frames)
         times: dict[str, list[float]] = {"naive": [], "default+decode": [], **{k: [] for k in stages}}
         res = {}
+        if isinstance(old, OldRevision):
+            times = {"old": [], **times}
         for _ in range(args.repeats):
+            if isinstance(old, OldRevision):
+                res["old"] = old.process(path, n, times["old"])
             nb, nl = timed(times["naive"], naive, frames, mt)
             for k, st in stages.items():
                 res[k] = timed(times[k], st.process, iter(frames), n)

@@ -414,6 +414,9 @@ def _worker(cell: Cell, root: str, unions: dict[str, dict[str, tuple[str, str]]]
 
     import torch
 
+    from avpipe.pipeline.loky_memory import keep_worker_memory
+
+    keep_worker_memory()  # its banks are not a leak: the worker must not be restarted for them
     global _BANKS
     if _BANKS is None:
         _BANKS = BankCache()

@@ -60,6 +60,7 @@ from avpipe.pipeline.plan import Plan, make_plan, preflight
 from avpipe.pipeline.config import PipelineConfig
 from avpipe.pipeline.shard_writer import ShardWriter
 from avpipe.pipeline.stage import Runtime, Stage, StageResult, VideoRef
+from avpipe.pipeline.loky_memory import keep_worker_memory
 from avpipe.pipeline.stage_memo import loaded_stage, release_stages
 from avpipe.pipeline.store import Cache
 from avpipe.pipeline.threads import apply_torch_threads, default_num_threads
@@ -144,26 +145,13 @@ def run_task(task: Task) -> TaskResult:
     per-video problem: failures come back as records for the driver to commit."""
     if task.driver_pid is not None:
         die_with_parent(task.driver_pid)
-        _keep_worker_models()
+        keep_worker_memory()
     if task.auto_threads:
         n = dask_worker_threads()
         if n is not None:
             task = dataclasses.replace(task, runtime=dataclasses.replace(task.runtime, num_threads=n))
     with _stderr_to(task.stderr_path):
         return _run_task(task)
-
-
-def _keep_worker_models() -> None:
-    """In a loky worker: no restart for memory growth. Why: loky takes a worker's memory after
-    its first task and, once it has grown by 300 MB, stops the worker after a task and starts a
-    fresh one — which is what loading a stage's model looks like (torch and MTCNN, Whisper,
-    MiniLM). Each restart imported torch and loaded the model again, several times per run, a
-    large share of a short batch's wall time. The worker's memory is bounded by design instead:
-    :mod:`avpipe.pipeline.stage_memo` keeps one loaded stage per worker and frees it when the
-    next stage starts."""
-    loky = sys.modules.get("joblib.externals.loky.process_executor")
-    if loky is not None and hasattr(loky, "_MAX_MEMORY_LEAK_SIZE"):
-        loky._MAX_MEMORY_LEAK_SIZE = sys.maxsize
 
 
 def _on_this_worker(runtime: Runtime) -> Runtime:
