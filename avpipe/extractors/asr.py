@@ -47,6 +47,7 @@ from avpipe.extractors.audio import SAMPLE_RATE, audio_from
 from avpipe.extractors.weights import (WeightSpec, WeightsMissingError, avpipe_home, download_file,
                                        file_checksum, register_weights, resolve_weights,
                                        weights_override, whisper_cache)
+from avpipe.extractors.whisper_dtw import numpy_dtw
 from avpipe.extractors.whisper_mel import log_mel_blocked, precomputed_log_mel
 from avpipe.pipeline.config_schema import Float, Int, config_dataclass, registry_choice
 from avpipe.pipeline.stage import Stage, StageError, StageResult, VideoRef, register_stage
@@ -314,7 +315,9 @@ class ASR(Stage):
                                     verbose=None)
         if cfg.beam_size:
             opts["beam_size"] = cfg.beam_size
-        with precomputed_log_mel(mel):  # Whisper's own log-mel, computed a block at a time
+        # Whisper's own log-mel, computed a block at a time; its word-timing DTW without numba's
+        # per-process compile (same path, see whisper_dtw)
+        with precomputed_log_mel(mel), numpy_dtw():
             res = dict(self.model.transcribe(np.zeros(0, np.float32), **opts))
         res["language_source"], res["language_prob"] = source, lang_prob
         return res

@@ -4,8 +4,8 @@ Why: loky takes a worker's memory after its first task and, once it has grown by
 worker after a task and starts a fresh one (its guard against leaking tasks). A loaded model —
 torch and MTCNN, Whisper, MiniLM — or a sweep's feature bank looks exactly like that leak, so the
 workers of ``avpipe extract --jobs N`` and ``avpipe sweep --jobs N`` were restarted during a run
-and each restart imported torch and loaded the model or bank again: on a 2-minute batch, about a
-quarter of the extraction's wall time (BENCHMARKS.md, "Whole offline extraction, fourth round").
+and each restart imported torch and loaded the model or bank again, a large share of a short
+batch's wall time (BENCHMARKS.md, "Whole offline extraction, fourth round").
 Memory is bounded by design instead: :mod:`avpipe.pipeline.stage_memo` keeps one loaded stage per
 worker and frees it when the next stage starts; a sweep worker's bank cache holds the banks of
 the cells it runs.
