@@ -51,3 +51,20 @@ def release_stages() -> None:
         import gc
 
         gc.collect()  # models hold reference cycles (torch modules): free them now, not later
+        _trim_heap()
+
+
+def _trim_heap() -> None:
+    """Hand the C heap's free memory back to the system (glibc's ``malloc_trim``; elsewhere a
+    no-op). Why: a pool worker lives through every stage of a run (see
+    :mod:`avpipe.pipeline.loky_memory`), and the small blocks a freed model leaves on the heap would
+    otherwise stay in its resident memory under the next stage's model."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (musl): nothing to trim this way
+        pass
