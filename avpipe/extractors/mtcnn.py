@@ -126,25 +126,35 @@ class MtcnnEngine:
         m = self.config.detect_max_side
         return m / float(side) if m and side > m else 1.0
 
+    def _key_scale(self, frame: np.ndarray) -> tuple[float, float]:
+        """A key frame's down-scale factor and the minimum face size on the down-scaled copy
+        (scaled with it, never below P-net's 12 px)."""
+        scale = self.scale_for(frame)
+        return scale, max(12.0, self.config.min_face_size * scale)
+
+    @staticmethod
+    def _shrink(frame: np.ndarray, scale: float) -> np.ndarray:
+        """``frame`` area-resized by ``scale`` (itself when 1)."""
+        import cv2
+
+        if scale == 1.0:
+            return frame
+        h, w = frame.shape[:2]
+        size = (max(1, int(round(w * scale))), max(1, int(round(h * scale))))
+        return cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
+
     # -- full cascade --------------------------------------------------------------------------
     def detect(self, frames: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
         """Full cascade on same-size RGB frames (one batched call). Per frame: boxes (N, 5:
         x0,y0,x1,y1,prob) and landmarks (N, 5, 2), in original-frame pixels."""
-        import cv2
         import torch
         from facenet_pytorch.models.utils.detect_face import detect_face
 
         if not frames:
             return []
-        h, w = frames[0].shape[:2]
         cfg = self.config
-        scale = self.scale_for(frames[0])
-        if scale != 1.0:
-            size = (max(1, int(round(w * scale))), max(1, int(round(h * scale))))
-            small = [cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in frames]
-        else:
-            small = frames
-        minsize = max(12.0, cfg.min_face_size * scale)
+        scale, minsize = self._key_scale(frames[0])
+        small = [self._shrink(f, scale) for f in frames]
         if min(small[0].shape[:2]) < minsize:  # no pyramid level fits: no face can be found
             return [(np.zeros((0, 5)), np.zeros((0, 5, 2))) for _ in frames]
         batch = torch.from_numpy(np.stack(small))
@@ -172,27 +182,15 @@ class MtcnnEngine:
         come from one integral image (:func:`avpipe.extractors.area_crops.area_resize`, equal bit
         for bit), P-net is the frozen one the window cascade runs, and R-net/O-net are the
         stage's own steps: the same arithmetic as ``detect_face`` in less time."""
-        import cv2
         import torch
 
         from avpipe.extractors.area_crops import area_resize, integral_image
 
         cfg = self.config
-        h, w = frame.shape[:2]
-        scale = self.scale_for(frame)
-        if scale != 1.0:
-            size = (max(1, int(round(w * scale))), max(1, int(round(h * scale))))
-            small = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
-        else:
-            small = np.ascontiguousarray(frame)
+        scale, minsize = self._key_scale(frame)
+        small = np.ascontiguousarray(self._shrink(frame, scale))
         sh, sw = small.shape[:2]
-        minsize = max(12.0, cfg.min_face_size * scale)
-        m = 12.0 / minsize
-        minl, s, scales = min(sh, sw) * m, m, []
-        while minl >= 12:  # facenet-pytorch's pyramid
-            scales.append(s)
-            s *= cfg.factor
-            minl *= cfg.factor
+        scales = self.pyramid(sh, sw, minsize)
         if not scales:  # no pyramid level fits: no face can be found
             return Cascade.of(None)
         src = torch.from_numpy(small).to(self.device)
@@ -220,9 +218,10 @@ class MtcnnEngine:
         return c
 
     # -- region-of-interest cascade ------------------------------------------------------------
-    def pyramid(self, h: int, w: int) -> list[float]:
-        """MTCNN's scale list for a full-resolution frame (as facenet-pytorch builds it)."""
-        m = 12.0 / self.config.min_face_size
+    def pyramid(self, h: int, w: int, minsize: float | None = None) -> list[float]:
+        """MTCNN's scale list for an ``h`` x ``w`` frame (as facenet-pytorch builds it), for faces
+        of at least ``minsize`` px (default: ``min_face_size``, a full-resolution frame)."""
+        m = 12.0 / (self.config.min_face_size if minsize is None else minsize)
         minl, s, out = min(h, w) * m, m, []
         while minl >= 12:
             out.append(s)
@@ -400,17 +399,14 @@ class MtcnnEngine:
         box = np.concatenate([cand, score[ok, None]], 1)
         pts = lm[ok].T  # (10, n): x of the 5 points, then y
         mv = reg[ok]
-        wi = box[:, 2] - box[:, 0] + 1
-        hi = box[:, 3] - box[:, 1] + 1
-        px = wi[None, :] * pts[:5] + box[None, :, 0] - 1
-        py = hi[None, :] * pts[5:10] + box[None, :, 1] - 1
-        pts = np.stack((px, py)).transpose(2, 1, 0)
-        # bbreg
         w = box[:, 2] - box[:, 0] + 1
         h = box[:, 3] - box[:, 1] + 1
-        box[:, :4] = np.stack([box[:, 0] + mv[:, 0] * w, box[:, 1] + mv[:, 1] * h,
+        px = w[None, :] * pts[:5] + box[None, :, 0] - 1
+        py = h[None, :] * pts[5:10] + box[None, :, 1] - 1
+        pts = np.stack((px, py)).transpose(2, 1, 0)
+        box[:, :4] = np.stack([box[:, 0] + mv[:, 0] * w, box[:, 1] + mv[:, 1] * h,  # bbreg
                                box[:, 2] + mv[:, 2] * w, box[:, 3] + mv[:, 3] * h], 1)
-        pick = np.asarray(nms_numpy(box[:, :4] + np.float32(0.0), box[:, 4], 0.7, "Min"), np.int64)
+        pick = np.asarray(nms_numpy(box[:, :4], box[:, 4], 0.7, "Min"), np.int64)
         return box, pts, inputs, pick
 
 @dataclass
